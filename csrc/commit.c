@@ -1,0 +1,672 @@
+/*
+ * commit.c -- transactions and recovery.
+ *
+ * Invariants (docs/FORMAT.md, "Commit protocol"):
+ *   C1  Nothing the last durable root reaches is ever written: not its root
+ *       slot, not the slot of any bitmap or index node it names.  A commit
+ *       writes only the other slots.
+ *   C2  A root is written after every page below it, in the same barrier
+ *       window, and names each of them by slot and CRC; so open can verify a
+ *       root and everything it reaches, and a commit needs one barrier.
+ *   C3  A page freed by transaction N becomes free in the bitmaps N writes,
+ *       so it is reused no earlier than N+1 (fsm.c marks it pending until).
+ *   C4  After a failed barrier nothing is known about what reached the disk:
+ *       the pager is poisoned and refuses every later mutation.
+ *   C5  A root rejected at open is zeroed, with a barrier, before a writer
+ *       commits anything, so it can never validate again later.
+ *
+ * States of a pager (fields valid in each):
+ *   CLEAN     changed == 0: working state == durable state; no group dirty,
+ *             undo and pending lists empty.
+ *   CHANGED   changed == 1: some groups dirty (undo list), pending frees,
+ *             page_count/user_root may differ from the d_* fields.
+ *             -> CLEAN by mp_txn_commit (success) or mp_txn_rollback.
+ *   POISONED  poisoned == 1: a barrier failed; in-memory state is whatever
+ *             the failed commit left.  Only reads and close are allowed.
+ */
+#include "mp_internal.h"
+#include "crc32c.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* ---- writing pages ----------------------------------------------------- */
+
+static uint32_t seal_page(unsigned char *page, uint32_t P)
+{
+    mp_st32(page + MP_H_CRC, 0);
+    uint32_t crc = mp_crc32c(0, page, P);
+    mp_st32(page + MP_H_CRC, crc);
+    return crc;
+}
+
+static void write_header(unsigned char *page, uint32_t type, uint64_t txn,
+                         uint32_t level, uint64_t index)
+{
+    memset(page, 0, MP_HDR_SIZE);
+    mp_st32(page + MP_H_TYPE, type);
+    mp_st64(page + MP_H_TXN, txn);
+    mp_st32(page + MP_H_LEVEL, level);
+    mp_st32(page + MP_H_INDEX, (uint32_t)index);
+}
+
+static void put_entry(unsigned char *at, uint32_t crc, unsigned slot)
+{
+    mp_st32(at, crc);
+    mp_st32(at + 4, slot);
+}
+
+static unsigned group_slot_after(const mp_group *g) { return g->dirty ? g->dslot ^ 1u : g->dslot; }
+static unsigned node_slot_after(const mp_node *n) { return n->dirty ? n->dslot ^ 1u : n->dslot; }
+
+static mp_err ensure_nodes(mp_pager *p, unsigned l, uint64_t n)
+{
+    if (n <= p->ncap[l])
+        return MP_OK;
+    uint64_t cap = p->ncap[l] ? p->ncap[l] : 8;
+    while (cap < n)
+        cap *= 2;
+    mp_node *v = realloc(p->nodes[l], (size_t)cap * sizeof *v);
+    if (!v)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->nodes[l] = v;
+    p->ncap[l] = cap;
+    return MP_OK;
+}
+
+/* Fill the entries of a node page / root from the in-memory state of the
+ * children [first, end) of level child_level. */
+static void put_children(const mp_pager *p, unsigned char *at, unsigned child_level,
+                         uint64_t first, uint64_t end)
+{
+    for (uint64_t c = first; c < end; c++, at += MP_ENTRY_SIZE) {
+        if (child_level == 0)
+            put_entry(at, p->groups[c].crc, group_slot_after(&p->groups[c]));
+        else
+            put_entry(at, p->nodes[child_level][c].crc, node_slot_after(&p->nodes[child_level][c]));
+    }
+}
+
+mp_err mp_txn_commit(mp_pager *p)
+{
+    if (p->poisoned)
+        return mp_fail(p, MP_EPOISONED,
+                       "%s: an earlier write failed; the pager refuses commits until reopened", p->path);
+    if (!p->changed) {
+        /* Nothing in the allocation state changed, but regular-page writes
+         * made before this commit must still be durable when it returns. */
+        if (p->readonly)
+            return MP_OK;
+        int e = mp_os_barrier(p);
+        if (e) {
+            p->poisoned = 1;
+            return mp_fail(p, mp_err_from_errno(e), "%s: fdatasync failed: %s", p->path, strerror(e));
+        }
+        p->commits++;
+        return MP_OK;
+    }
+    const mp_geom *ge = &p->geom;
+    uint64_t counts[MP_LMAX_LIMIT + 1];
+    uint32_t h = mp_tree_shape(ge, p->ngroups, counts);
+    if (h > ge->lmax)
+        return mp_fail(p, MP_ECORRUPT, "index tree too high");
+
+    /* Everything that can fail without touching the disk comes first. */
+    uint64_t known[MP_LMAX_LIMIT + 2];   /* nodes per level the durable root knows */
+    for (unsigned l = 1; l <= h; l++) {
+        if (ensure_nodes(p, l, counts[l]) != MP_OK)
+            return MP_ENOMEM;
+        known[l] = l <= p->d_height ? p->ncount[l] : 0;
+    }
+    known[h + 1] = 0;
+    uint64_t half = (h >= 1 ? counts[1] : 0) + 1;   /* no level has more nodes */
+    if (2 * half > p->scratch_cap) {
+        uint64_t *s = realloc(p->scratch, (size_t)(2 * half) * sizeof *s);
+        if (!s)
+            return mp_fail(p, MP_ENOMEM, "out of memory");
+        p->scratch = s;
+        p->scratch_cap = 2 * half;
+    }
+    /* Nodes no durable root knows (a new level, or new nodes at the end of
+     * one) are written even if none of their children changed. */
+    for (unsigned l = 1; l <= h; l++) {
+        for (uint64_t n = known[l]; n < counts[l]; n++)
+            p->nodes[l][n] = (mp_node){ 0, 1, 1 };
+        p->ncount[l] = counts[l];
+    }
+
+    uint64_t txn = p->d_txn + 1;
+    mp_fsm_apply_pending(p);
+
+    /* 1. changed bitmaps; cur collects the level-1 nodes to write (each
+     * once: a node's dirty flag is set when it joins a list) */
+    uint64_t *cur = p->scratch, *nxt = p->scratch + half, ncur = 0;
+    if (h >= 1)
+        for (uint64_t n = known[1]; n < counts[1]; n++)
+            cur[ncur++] = n;
+    for (uint64_t k = 0; k < p->undo_len; k++) {
+        uint64_t g = p->undo[k].group;
+        mp_group *gr = &p->groups[g];
+        unsigned char *page = mp_page(p, mp_bitmap_page(ge, g, gr->dslot ^ 1u));
+        write_header(page, MP_TYPE_BITMAP, txn, 0, g);
+        gr->crc = seal_page(page, ge->P);
+        if (h >= 1 && !p->nodes[1][g / ge->E].dirty) {
+            p->nodes[1][g / ge->E].dirty = 1;
+            cur[ncur++] = g / ge->E;
+        }
+    }
+    /* 2. index nodes, level by level, each after all of its children */
+    for (unsigned l = 1; l <= h; l++) {
+        uint64_t nnext = 0;
+        if (l < h)
+            for (uint64_t n = known[l + 1]; n < counts[l + 1]; n++)
+                nxt[nnext++] = n;
+        for (uint64_t j = 0; j < ncur; j++) {
+            uint64_t n = cur[j];
+            mp_node *nd = &p->nodes[l][n];
+            unsigned char *page = mp_page(p, mp_node_page(ge, l, n, nd->dslot ^ 1u));
+            write_header(page, MP_TYPE_INDEX, txn, l, n);
+            memset(page + MP_HDR_SIZE, 0, ge->P - MP_HDR_SIZE);
+            uint64_t first = n * ge->E, end = first + ge->E;
+            if (end > counts[l - 1])
+                end = counts[l - 1];
+            put_children(p, page + MP_HDR_SIZE, l - 1, first, end);
+            nd->crc = seal_page(page, ge->P);
+            if (l < h && !p->nodes[l + 1][n / ge->E].dirty) {
+                p->nodes[l + 1][n / ge->E].dirty = 1;
+                nxt[nnext++] = n / ge->E;
+            }
+        }
+        uint64_t *t = cur; cur = nxt; nxt = t;
+        ncur = nnext;
+    }
+    /* 3. the root, into the slot the durable root is not in */
+    unsigned char *root = mp_page(p, (uint64_t)(p->cur_slot ^ 1));
+    memset(root, 0, ge->P);
+    memcpy(root + MP_R_MAGIC, MP_MAGIC, 8);
+    mp_st32(root + MP_R_VERSION, MP_FORMAT_VERSION);
+    mp_st32(root + MP_R_PAGESIZE, ge->P);
+    mp_st64(root + MP_R_TXN, txn);
+    mp_st64(root + MP_R_PAGECOUNT, p->page_count);
+    mp_st64(root + MP_R_USERROOT, p->user_root);
+    mp_st32(root + MP_R_HEIGHT, h);
+    put_children(p, root + MP_ROOT_HDR_SIZE, h, 0, counts[h]);
+    mp_st32(root + MP_R_CRC, 0);
+    mp_st32(root + MP_R_CRC, mp_crc32c(0, root, ge->P));
+
+    /* 4. one barrier */
+    int e = mp_os_barrier(p);
+    if (e) {
+        p->poisoned = 1;
+        return mp_fail(p, mp_err_from_errno(e),
+                       "%s: commit failed, fdatasync: %s; the pager refuses further commits, reopen to recover the last durable state",
+                       p->path, strerror(e));
+    }
+
+    /* durable: the written slots become the durable ones */
+    for (uint64_t k = 0; k < p->undo_len; k++) {
+        mp_group *gr = &p->groups[p->undo[k].group];
+        gr->dslot ^= 1u;
+        gr->dirty = 0;
+    }
+    for (unsigned l = 1; l <= h; l++)
+        for (uint64_t n = 0; n < counts[l]; n++)
+            if (p->nodes[l][n].dirty) {
+                p->nodes[l][n].dslot ^= 1u;
+                p->nodes[l][n].dirty = 0;
+            }
+    p->undo_len = 0;
+    p->cur_slot ^= 1;
+    p->d_txn = txn;
+    p->d_page_count = p->page_count;
+    p->d_user_root = p->user_root;
+    p->d_ngroups = p->ngroups;
+    p->d_height = p->height = h;
+    p->d_free_total = p->free_total;
+    p->d_regular_total = p->regular_total;
+    p->d_system_total = p->system_total;
+    p->changed = 0;
+    p->commits++;
+    return MP_OK;
+}
+
+void mp_txn_rollback(mp_pager *p)
+{
+    for (uint64_t k = p->undo_len; k-- > 0;) {
+        const mp_undo *u = &p->undo[k];
+        if (u->group < p->d_ngroups) {
+            mp_group *gr = &p->groups[u->group];
+            gr->free = u->free;
+            gr->regular = u->regular;
+            gr->hint = u->hint;
+            gr->dirty = 0;
+            mp_hbits_set(&p->has_free, u->group, gr->free > 0);
+        } else {
+            mp_hbits_set(&p->has_free, u->group, 0);
+        }
+    }
+    p->undo_len = 0;
+    p->pending_len = 0;
+    p->ngroups = p->d_ngroups;
+    p->page_count = p->d_page_count;
+    p->user_root = p->d_user_root;
+    p->free_total = p->d_free_total;
+    p->regular_total = p->d_regular_total;
+    p->system_total = p->d_system_total;
+    p->changed = 0;
+}
+
+/* ---- verification ------------------------------------------------------ */
+
+/* What a verified root describes, before it becomes the pager's state. */
+typedef struct loaded {
+    uint64_t txn, page_count, user_root, ngroups;
+    uint32_t height;
+    mp_group *groups;
+    mp_node *nodes[MP_LMAX_LIMIT + 1];
+    uint64_t ncount[MP_LMAX_LIMIT + 1];
+} loaded;
+
+static void loaded_free(loaded *ld)
+{
+    free(ld->groups);
+    for (int l = 0; l <= MP_LMAX_LIMIT; l++)
+        free(ld->nodes[l]);
+    memset(ld, 0, sizeof *ld);
+}
+
+static int all_zero(const unsigned char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return 0;
+    return 1;
+}
+
+/* A metadata page named by an entry {want_crc, slot} of its parent. */
+static int check_meta_page(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
+                           uint64_t index, uint32_t want_crc, uint64_t root_txn,
+                           char *why, size_t wl)
+{
+    const char *what = type == MP_TYPE_BITMAP ? "bitmap of group" : "index node";
+    if (mp_ld32(page + MP_H_TYPE) != type || mp_ld32(page + MP_H_LEVEL) != level ||
+        mp_ld32(page + MP_H_INDEX) != (uint32_t)index || !all_zero(page + 24, 8)) {
+        mp_msg(why, wl, "%s %llu (level %u): bad header", what, (unsigned long long)index, level);
+        return 0;
+    }
+    uint32_t stored = mp_ld32(page + MP_H_CRC);
+    uint32_t crc = mp_crc32c(0, page, MP_H_CRC);
+    static const unsigned char zero4[4];
+    crc = mp_crc32c(crc, zero4, 4);
+    crc = mp_crc32c(crc, page + MP_H_CRC + 4, P - MP_H_CRC - 4);
+    if (crc != stored || crc != want_crc) {
+        mp_msg(why, wl, "%s %llu (level %u): checksum mismatch", what, (unsigned long long)index, level);
+        return 0;
+    }
+    if (mp_ld64(page + MP_H_TXN) > root_txn) {
+        mp_msg(why, wl, "%s %llu (level %u): written by a newer transaction", what,
+                 (unsigned long long)index, level);
+        return 0;
+    }
+    return 1;
+}
+
+static int check_entries_tail(const unsigned char *at, uint64_t used, uint64_t cap)
+{
+    return all_zero(at + used * MP_ENTRY_SIZE, (size_t)((cap - used) * MP_ENTRY_SIZE));
+}
+
+/* Verify the root in page root (already mapped, page count checked against
+ * the mapping by the caller) and everything below it. */
+static int verify_root(const mp_pager *p, const unsigned char *root, loaded *ld, char *why, size_t wl)
+{
+    const mp_geom *ge = &p->geom;
+    memset(ld, 0, sizeof *ld);
+    ld->txn = mp_ld64(root + MP_R_TXN);
+    ld->page_count = mp_ld64(root + MP_R_PAGECOUNT);
+    ld->user_root = mp_ld64(root + MP_R_USERROOT);
+    ld->height = mp_ld32(root + MP_R_HEIGHT);
+    if (mp_ld32(root + MP_R_FLAGS) != 0 || !all_zero(root + 52, MP_ROOT_HDR_SIZE - 52) || ld->txn == 0) {
+        mp_msg(why, wl, "bad root header");
+        return 0;
+    }
+    if (!mp_page_count_valid(ge, ld->page_count) || ld->page_count * ge->P > p->file_bytes ||
+        ld->page_count * ge->P > p->mapped_bytes) {
+        mp_msg(why, wl, "page count %llu does not fit the file (%llu bytes)",
+                 (unsigned long long)ld->page_count, (unsigned long long)p->file_bytes);
+        return 0;
+    }
+    ld->ngroups = mp_groups_for(ge, ld->page_count);
+    uint64_t counts[MP_LMAX_LIMIT + 1];
+    uint32_t h = mp_tree_shape(ge, ld->ngroups, counts);
+    if (h != ld->height || h > ge->lmax) {
+        mp_msg(why, wl, "index height %u does not match the page count", ld->height);
+        return 0;
+    }
+    ld->groups = calloc((size_t)ld->ngroups, sizeof *ld->groups);
+    if (!ld->groups)
+        goto nomem;
+    for (uint32_t l = 1; l <= h; l++) {
+        ld->nodes[l] = calloc((size_t)counts[l], sizeof *ld->nodes[l]);
+        if (!ld->nodes[l])
+            goto nomem;
+        ld->ncount[l] = counts[l];
+    }
+    /* top entries, from the root */
+    const unsigned char *ent = root + MP_ROOT_HDR_SIZE;
+    if (!check_entries_tail(ent, counts[h], ge->K)) {
+        mp_msg(why, wl, "unused root entries are not zero");
+        goto fail;
+    }
+    for (uint64_t i = 0; i < counts[h]; i++) {
+        uint32_t crc = mp_ld32(ent + i * 8), slot = mp_ld32(ent + i * 8 + 4);
+        if (slot > 1) {
+            mp_msg(why, wl, "root entry %llu: bad slot", (unsigned long long)i);
+            goto fail;
+        }
+        if (h == 0)
+            ld->groups[i] = (mp_group){ .crc = crc, .dslot = (uint8_t)slot };
+        else
+            ld->nodes[h][i] = (mp_node){ crc, (uint8_t)slot, 0 };
+    }
+    /* index nodes, top down: each verified node hands its entries down */
+    for (uint32_t l = h; l >= 1; l--) {
+        for (uint64_t n = 0; n < counts[l]; n++) {
+            const mp_node *nd = &ld->nodes[l][n];
+            const unsigned char *page = mp_page(p, mp_node_page(ge, l, n, nd->dslot));
+            if (!check_meta_page(page, ge->P, MP_TYPE_INDEX, l, n, nd->crc, ld->txn, why, wl))
+                goto fail;
+            uint64_t first = n * ge->E, end = first + ge->E;
+            if (end > counts[l - 1])
+                end = counts[l - 1];
+            const unsigned char *e = page + MP_HDR_SIZE;
+            if (!check_entries_tail(e, end - first, ge->E)) {
+                mp_msg(why, wl, "index node %llu (level %u): unused entries are not zero",
+                         (unsigned long long)n, l);
+                goto fail;
+            }
+            for (uint64_t c = first; c < end; c++, e += MP_ENTRY_SIZE) {
+                uint32_t crc = mp_ld32(e), slot = mp_ld32(e + 4);
+                if (slot > 1) {
+                    mp_msg(why, wl, "index node %llu (level %u): bad slot", (unsigned long long)n, l);
+                    goto fail;
+                }
+                if (l == 1)
+                    ld->groups[c] = (mp_group){ .crc = crc, .dslot = (uint8_t)slot };
+                else
+                    ld->nodes[l - 1][c] = (mp_node){ crc, (uint8_t)slot, 0 };
+            }
+        }
+    }
+    /* group bitmaps: checksums, then what they say */
+    for (uint64_t g = 0; g < ld->ngroups; g++) {
+        const mp_group *gr = &ld->groups[g];
+        const unsigned char *page = mp_page(p, mp_bitmap_page(ge, g, gr->dslot));
+        if (!check_meta_page(page, ge->P, MP_TYPE_BITMAP, 0, g, gr->crc, ld->txn, why, wl))
+            goto fail;
+        const uint64_t *bm = (const uint64_t *)(const void *)(page + MP_HDR_SIZE);
+        uint64_t run = mp_group_run_end(ge, g) - g * ge->G;
+        uint64_t first = g * ge->G, n = ld->page_count - first;
+        if (n > ge->G)
+            n = ge->G;
+        mp_counts c, tail;
+        mp_count_states(bm, 0, run, &c);
+        if (c.n[ST_SYSTEM] != run) {
+            mp_msg(why, wl, "bitmap of group %llu: reserved pages not marked", (unsigned long long)g);
+            goto fail;
+        }
+        mp_count_states(bm, 0, n, &c);
+        mp_count_states(bm, n, ge->G, &tail);
+        if (c.n[ST_PENDING] != 0 || c.n[ST_SYSTEM] != run || tail.n[ST_FREE] != ge->G - n) {
+            mp_msg(why, wl, "bitmap of group %llu: invalid page states", (unsigned long long)g);
+            goto fail;
+        }
+    }
+    return 1;
+nomem:
+    mp_msg(why, wl, "out of memory");
+fail:
+    loaded_free(ld);
+    return 0;
+}
+
+static void install(mp_pager *p, loaded *ld, int slot)
+{
+    free(p->groups);
+    p->groups = ld->groups;
+    p->groups_cap = ld->ngroups;
+    for (int l = 0; l <= MP_LMAX_LIMIT; l++) {
+        free(p->nodes[l]);
+        p->nodes[l] = ld->nodes[l];
+        p->ncount[l] = p->ncap[l] = ld->ncount[l];
+    }
+    p->cur_slot = slot;
+    p->d_txn = ld->txn;
+    p->page_count = p->d_page_count = ld->page_count;
+    p->user_root = p->d_user_root = ld->user_root;
+    p->ngroups = p->d_ngroups = ld->ngroups;
+    p->height = p->d_height = ld->height;
+    memset(ld, 0, sizeof *ld);
+}
+
+/* ---- open -------------------------------------------------------------- */
+
+typedef struct cand {
+    int slot;
+    uint32_t P;
+    uint64_t txn, page_count;
+} cand;
+
+static const char *slot_name(int s) { return s ? "root slot 1" : "root slot 0"; }
+
+/* Append "slot: why; " to msg. */
+static void append(char *msg, size_t ml, const char *slot, const char *why)
+{
+    size_t n = strlen(msg);
+    if (n + 1 < ml)
+        mp_msg(msg + n, ml - n, "%s: %s; ", slot, why);
+}
+
+/* Read root slot `slot` assuming page size P: 1 when its magic, version and
+ * checksum are right. */
+static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned char *buf,
+                     int *saw_magic, uint32_t *bad_version)
+{
+    uint64_t off = (uint64_t)slot * P;
+    if (off + P > file_bytes)
+        return 0;
+    if (pread(fd, buf, P, (off_t)off) != (ssize_t)P)
+        return 0;
+    if (memcmp(buf, MP_MAGIC, 8) != 0)
+        return 0;
+    *saw_magic = 1;
+    if (mp_ld32(buf + MP_R_VERSION) != MP_FORMAT_VERSION) {
+        *bad_version = mp_ld32(buf + MP_R_VERSION);
+        return 0;
+    }
+    if (mp_ld32(buf + MP_R_PAGESIZE) != P)
+        return 0;
+    uint32_t stored = mp_ld32(buf + MP_R_CRC);
+    mp_st32(buf + MP_R_CRC, 0);
+    return mp_crc32c(0, buf, P) == stored;
+}
+
+static mp_err open_fail(mp_error *err, mp_err code, const char *path, const char *detail)
+{
+    if (err) {
+        err->code = code;
+        mp_msg(err->msg, sizeof err->msg, "%s: %s", path, detail);
+    }
+    return code;
+}
+
+mp_err mp_recover(mp_pager *p, mp_error *err)
+{
+    unsigned char *buf = malloc(MP_MAX_PAGE_SIZE);
+    if (!buf)
+        return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+    cand c[16];
+    int nc = 0, saw_magic = 0;
+    uint32_t bad_version = 0;
+    for (uint32_t P = MP_MIN_PAGE_SIZE; P <= MP_MAX_PAGE_SIZE; P *= 2) {
+        /* slot 0 is at offset 0 whatever the page size; its page size
+         * field says how long it is */
+        if (read_slot(p->fd, p->file_bytes, 0, P, buf, &saw_magic, &bad_version))
+            c[nc++] = (cand){ 0, P, mp_ld64(buf + MP_R_TXN), mp_ld64(buf + MP_R_PAGECOUNT) };
+        if (read_slot(p->fd, p->file_bytes, 1, P, buf, &saw_magic, &bad_version))
+            c[nc++] = (cand){ 1, P, mp_ld64(buf + MP_R_TXN), mp_ld64(buf + MP_R_PAGECOUNT) };
+    }
+    free(buf);
+    if (nc == 0) {
+        if (bad_version) {
+            char d[128];
+            snprintf(d, sizeof d, "format version %u is not supported (this build reads version %u)",
+                     bad_version, MP_FORMAT_VERSION);
+            return open_fail(err, MP_EVERSION, p->path, d);
+        }
+        if (saw_magic)
+            return open_fail(err, MP_ECORRUPT, p->path, "corrupt: both root slots fail their checksum");
+        return open_fail(err, MP_ENOTMP, p->path, "not a mappedpages file (no valid root slot)");
+    }
+    /* newest first; ties keep slot order */
+    for (int i = 1; i < nc; i++)
+        for (int j = i; j > 0 && c[j].txn > c[j - 1].txn; j--) {
+            cand t = c[j]; c[j] = c[j - 1]; c[j - 1] = t;
+        }
+
+    char msg[sizeof err->msg] = "";
+    int chosen = -1;
+    for (int i = 0; i < nc && chosen < 0; i++) {
+        char why[200];
+        if (!p->map || p->geom.P != c[i].P) {
+            mp_os_unmap(p);
+            mp_geom_init(&p->geom, c[i].P);
+            uint64_t need = c[i].page_count <= MP_MAX_PAGES ? c[i].page_count * c[i].P : 0;
+            if (need > p->file_bytes)
+                need = p->file_bytes;
+            p->want_reserve = mp_os_default_reserve(c[i].P, p->opt_max_bytes);
+            if (mp_os_reserve(p, p->want_reserve, need, err) != MP_OK)
+                return MP_ENOMEM;
+        }
+        if (c[i].page_count <= MP_MAX_PAGES && c[i].page_count * c[i].P <= p->file_bytes &&
+            mp_os_map_to(p, c[i].page_count * c[i].P) != MP_OK) {
+            append(msg, sizeof msg, slot_name(c[i].slot), p->errmsg);
+            continue;
+        }
+        loaded ld;
+        if (verify_root(p, mp_page(p, (uint64_t)c[i].slot), &ld, why, sizeof why)) {
+            install(p, &ld, c[i].slot);
+            chosen = i;
+        } else {
+            append(msg, sizeof msg, slot_name(c[i].slot), why);
+        }
+    }
+    if (chosen < 0) {
+        size_t n = strlen(msg);
+        if (n >= 2)
+            msg[n - 2] = 0;
+        char d[sizeof msg + 16];
+        mp_msg(d, sizeof d, "corrupt: %s", msg);
+        return open_fail(err, MP_ECORRUPT, p->path, d);
+    }
+
+    /* The other slot: empty, or a valid older root, or rejected (C5). */
+    int o = p->cur_slot ^ 1;
+    unsigned char *other = mp_page(p, (uint64_t)o);
+    int valid_older = 0;
+    for (int i = 0; i < nc; i++)
+        if (c[i].slot == o && c[i].P == p->geom.P && c[i].txn < p->d_txn)
+            valid_older = 1;
+    if (!valid_older && !all_zero(other, p->geom.P)) {
+        p->recovered = 1;
+        if (!p->readonly) {
+            memset(other, 0, p->geom.P);
+            int e = mp_os_barrier(p);
+            if (e) {
+                if (err) {
+                    err->code = mp_err_from_errno(e);
+                    err->sys_errno = e;
+                    mp_msg(err->msg, sizeof err->msg, "%s: cannot invalidate the rejected root: %s",
+                             p->path, strerror(e));
+                }
+                return mp_err_from_errno(e);
+            }
+        }
+    }
+    if (mp_fsm_init(p) != MP_OK)
+        return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+    return MP_OK;
+}
+
+/* The creating commit: one group (or a few), nothing allocated, txn 1. */
+mp_err mp_write_initial(mp_pager *p)
+{
+    uint64_t ng = mp_groups_for(&p->geom, p->page_count);
+    if (mp_fsm_ensure_groups(p, ng) != MP_OK)
+        return MP_ENOMEM;
+    p->undo = malloc((size_t)(ng + 1) * sizeof *p->undo);
+    if (!p->undo)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->undo_cap = ng + 1;
+    p->ngroups = ng;
+    for (uint64_t g = 0; g < ng; g++) {
+        mp_fsm_init_bitmap(p, g, 0);
+        p->groups[g] = (mp_group){ .dslot = 1, .dirty = 1 };
+        p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, 0, 0, 0 };
+    }
+    p->cur_slot = 1;      /* as if the durable root were in slot 1: write slot 0 */
+    p->d_txn = 0;
+    p->d_height = 0;
+    mp_err rc = mp_fsm_init(p);
+    if (rc != MP_OK)
+        return rc;
+    p->changed = 1;
+    return mp_txn_commit(p);
+}
+
+/* ---- audit ------------------------------------------------------------- */
+
+mp_err mp_audit(mp_pager *p)
+{
+    char why[200];
+    loaded ld;
+    if (!verify_root(p, mp_page(p, (uint64_t)p->cur_slot), &ld, why, sizeof why))
+        return mp_fail(p, MP_ECORRUPT, "%s: durable root: %s", p->path, why);
+    int ok = ld.txn == p->d_txn && ld.page_count == p->d_page_count && ld.ngroups == p->d_ngroups;
+    for (uint64_t g = 0; ok && g < ld.ngroups; g++)
+        ok = ld.groups[g].dslot == p->groups[g].dslot && ld.groups[g].crc == p->groups[g].crc;
+    loaded_free(&ld);
+    if (!ok)
+        return mp_fail(p, MP_ECORRUPT, "%s: the durable root disagrees with memory", p->path);
+
+    uint64_t fr = 0, reg = 0, sys = 0, pen = 0, dirty = 0;
+    for (uint64_t g = 0; g < p->ngroups; g++) {
+        const mp_group *gr = &p->groups[g];
+        mp_counts c;
+        const uint64_t *bm = mp_working_bitmap(p, g);
+        mp_count_states(bm, 0, mp_group_pages(p, g), &c);
+        if (c.n[ST_FREE] != gr->free || c.n[ST_REGULAR] != gr->regular)
+            return mp_fail(p, MP_ECORRUPT, "group %llu: counts disagree with its bitmap (F2)",
+                           (unsigned long long)g);
+        if (!!(p->has_free.lv[0][g >> 6] & ((uint64_t)1 << (g & 63))) != (gr->free > 0))
+            return mp_fail(p, MP_ECORRUPT, "group %llu: free bit wrong (F3)", (unsigned long long)g);
+        mp_counts below;
+        mp_count_states(bm, 0, gr->hint < mp_group_pages(p, g) ? gr->hint : mp_group_pages(p, g), &below);
+        if (below.n[ST_FREE])
+            return mp_fail(p, MP_ECORRUPT, "group %llu: free page below the hint (F4)",
+                           (unsigned long long)g);
+        fr += c.n[ST_FREE];
+        reg += c.n[ST_REGULAR];
+        sys += c.n[ST_SYSTEM];
+        pen += c.n[ST_PENDING];
+        dirty += gr->dirty;
+    }
+    if (fr != p->free_total || reg != p->regular_total || sys != p->system_total ||
+        pen != p->pending_len || fr + reg + sys + pen != p->page_count)
+        return mp_fail(p, MP_ECORRUPT, "%s: page totals disagree with the bitmaps (F2)", p->path);
+    if (dirty != p->undo_len)
+        return mp_fail(p, MP_ECORRUPT, "%s: dirty groups and the undo list disagree (F5)", p->path);
+    return MP_OK;
+}

@@ -1,0 +1,433 @@
+/*
+ * fsm.c -- the free-space map.
+ *
+ * The file's pages are cut into groups of G pages; each group has a bitmap
+ * page (2 bits a page, docs/FORMAT.md) in two fixed slots.  This file keeps,
+ * in memory, per group: its free and regular counts, a search hint and which
+ * slot is durable; and over the groups a three-level bitset of "has a free
+ * page".  So:
+ *
+ *   alloc  = first group with a free page (O(1) through the bitset), then a
+ *            word scan from the group's hint (bounded by the page size, not
+ *            the file size);
+ *   free   = O(1): mark the page "pending" (11) in the working bitmap;
+ *            pending pages become free only when the transaction commits,
+ *            so a page freed by transaction N is reused no earlier than N+1.
+ *
+ * Invariants (checked by mp_audit):
+ *   F1  a transaction changes a group's bitmap only in its working slot
+ *       (dslot ^ 1), copied from the durable slot at the first change
+ *       (mp_fsm_touch); the durable slot is never written while durable.
+ *   F2  groups[g].free / .regular count the 00 / 01 states of the working
+ *       bitmap below the page count; free_total etc. are their sums.
+ *   F3  has_free bit g is set exactly when groups[g].free > 0.
+ *   F4  no page below groups[g].hint is free.
+ *   F5  every group on the undo list is dirty, and every dirty group is on
+ *       it exactly once (the list is the commit's set of changed bitmaps).
+ */
+#include "mp_internal.h"
+
+#include <stdlib.h>
+
+#define LO_BITS 0x5555555555555555ull
+#define NONE UINT64_MAX
+
+/* ---- hierarchical bitset ---------------------------------------------- */
+
+static mp_err hbits_init(mp_hbits *h, uint64_t nbits)
+{
+    uint64_t n0 = (nbits + 63) / 64, n1 = (n0 + 63) / 64, n2 = (n1 + 63) / 64;
+    h->lv[0] = calloc(n0 ? n0 : 1, 8);
+    h->lv[1] = calloc(n1 ? n1 : 1, 8);
+    h->lv[2] = calloc(n2 ? n2 : 1, 8);
+    h->nbits = nbits;
+    if (!h->lv[0] || !h->lv[1] || !h->lv[2])
+        return MP_ENOMEM;
+    return MP_OK;
+}
+
+static void hbits_free(mp_hbits *h)
+{
+    for (int i = 0; i < 3; i++) {
+        free(h->lv[i]);
+        h->lv[i] = NULL;
+    }
+}
+
+void mp_hbits_set(mp_hbits *h, uint64_t i, int on)
+{
+    uint64_t w0 = i >> 6, w1 = w0 >> 6, w2 = w1 >> 6;
+    if (on) {
+        h->lv[0][w0] |= (uint64_t)1 << (i & 63);
+        h->lv[1][w1] |= (uint64_t)1 << (w0 & 63);
+        h->lv[2][w2] |= (uint64_t)1 << (w1 & 63);
+    } else {
+        h->lv[0][w0] &= ~((uint64_t)1 << (i & 63));
+        if (h->lv[0][w0] == 0) {
+            h->lv[1][w1] &= ~((uint64_t)1 << (w0 & 63));
+            if (h->lv[1][w1] == 0)
+                h->lv[2][w2] &= ~((uint64_t)1 << (w1 & 63));
+        }
+    }
+}
+
+static uint64_t hbits_first(const mp_hbits *h)
+{
+    uint64_t n2 = (((h->nbits + 63) / 64 + 63) / 64 + 63) / 64;
+    for (uint64_t w2 = 0; w2 < n2; w2++) {
+        if (!h->lv[2][w2])
+            continue;
+        uint64_t w1 = w2 * 64 + (uint64_t)__builtin_ctzll(h->lv[2][w2]);
+        uint64_t w0 = w1 * 64 + (uint64_t)__builtin_ctzll(h->lv[1][w1]);
+        return w0 * 64 + (uint64_t)__builtin_ctzll(h->lv[0][w0]);
+    }
+    return NONE;
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+mp_err mp_fsm_init(mp_pager *p)
+{
+    uint64_t max_pages = p->reserve_bytes / p->geom.P;
+    if (max_pages > MP_MAX_PAGES)
+        max_pages = MP_MAX_PAGES;
+    p->max_groups = mp_groups_for(&p->geom, max_pages);
+    if (p->max_groups < p->ngroups)
+        p->max_groups = p->ngroups;
+    if (hbits_init(&p->has_free, p->max_groups) != MP_OK)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->free_total = p->regular_total = p->system_total = 0;
+    for (uint64_t g = 0; g < p->ngroups; g++) {
+        mp_counts c;
+        mp_count_states(mp_working_bitmap(p, g), 0, mp_group_pages(p, g), &c);
+        p->groups[g].free = (uint32_t)c.n[ST_FREE];
+        p->groups[g].regular = (uint32_t)c.n[ST_REGULAR];
+        p->groups[g].hint = 0;
+        p->free_total += c.n[ST_FREE];
+        p->regular_total += c.n[ST_REGULAR];
+        p->system_total += c.n[ST_SYSTEM];
+        if (c.n[ST_FREE])
+            mp_hbits_set(&p->has_free, g, 1);
+    }
+    p->d_free_total = p->free_total;
+    p->d_regular_total = p->regular_total;
+    p->d_system_total = p->system_total;
+    return MP_OK;
+}
+
+void mp_fsm_free_all(mp_pager *p)
+{
+    hbits_free(&p->has_free);
+    free(p->groups);
+    p->groups = NULL;
+    for (int l = 0; l <= MP_LMAX_LIMIT; l++) {
+        free(p->nodes[l]);
+        p->nodes[l] = NULL;
+    }
+    free(p->undo);
+    p->undo = NULL;
+    free(p->pending);
+    p->pending = NULL;
+}
+
+mp_err mp_fsm_ensure_groups(mp_pager *p, uint64_t n)
+{
+    if (n <= p->groups_cap)
+        return MP_OK;
+    uint64_t cap = p->groups_cap ? p->groups_cap : 16;
+    while (cap < n)
+        cap *= 2;
+    mp_group *g = realloc(p->groups, (size_t)cap * sizeof *g);
+    if (!g)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->groups = g;
+    p->groups_cap = cap;
+    return MP_OK;
+}
+
+static mp_err reserve_undo(mp_pager *p)
+{
+    if (p->undo_len < p->undo_cap)
+        return MP_OK;
+    uint64_t cap = p->undo_cap ? p->undo_cap * 2 : 16;
+    mp_undo *u = realloc(p->undo, (size_t)cap * sizeof *u);
+    if (!u)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->undo = u;
+    p->undo_cap = cap;
+    return MP_OK;
+}
+
+static mp_err reserve_pending(mp_pager *p, uint64_t extra)
+{
+    if (p->pending_len + extra <= p->pending_cap)
+        return MP_OK;
+    uint64_t cap = p->pending_cap ? p->pending_cap : 64;
+    while (cap < p->pending_len + extra)
+        cap *= 2;
+    uint32_t *v = realloc(p->pending, (size_t)cap * sizeof *v);
+    if (!v)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->pending = v;
+    p->pending_cap = cap;
+    return MP_OK;
+}
+
+/* Make group g's working copy writable (F1, F5).  The undo list always has
+ * room for one more entry (reserved after every push), so this cannot fail
+ * half-way. */
+void mp_fsm_touch(mp_pager *p, uint64_t g)
+{
+    mp_group *gr = &p->groups[g];
+    p->changed = 1;
+    if (gr->dirty)
+        return;
+    unsigned char *dst = mp_page(p, mp_bitmap_page(&p->geom, g, gr->dslot ^ 1u));
+    const unsigned char *src = mp_page(p, mp_bitmap_page(&p->geom, g, gr->dslot));
+    memcpy(dst, src, p->geom.P);
+    gr->dirty = 1;
+    p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, gr->free, gr->regular, gr->hint };
+}
+
+/* A fresh bitmap for a group that did not exist: everything free except the
+ * group's reserved run (and, for group 0, the root slots). */
+void mp_fsm_init_bitmap(mp_pager *p, uint64_t g, unsigned slot)
+{
+    unsigned char *page = mp_page(p, mp_bitmap_page(&p->geom, g, slot));
+    memset(page, 0, p->geom.P);
+    uint64_t *bm = (uint64_t *)(void *)(page + MP_HDR_SIZE);
+    uint64_t run = mp_group_run_end(&p->geom, g) - g * p->geom.G;
+    for (uint64_t i = 0; i < run; i++)
+        mp_st_set(bm, i, ST_SYSTEM);
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+mp_err mp_fsm_state(const mp_pager *p, mp_pgno id, unsigned *st)
+{
+    if (id >= p->page_count)
+        return MP_ERANGE;
+    uint64_t g = id / p->geom.G;
+    *st = mp_st_get(mp_working_bitmap(p, g), id - g * p->geom.G);
+    return MP_OK;
+}
+
+int mp_fsm_next_regular(const mp_pager *p, uint64_t from, uint64_t *out)
+{
+    for (uint64_t g = from / p->geom.G; g < p->ngroups; g++) {
+        if (p->groups[g].regular == 0)
+            continue;
+        const uint64_t *bm = mp_working_bitmap(p, g);
+        uint64_t first = g * p->geom.G;
+        uint64_t i = from > first ? from - first : 0;
+        uint64_t n = mp_group_pages(p, g);
+        while (i < n) {
+            uint64_t w = bm[i >> 5];
+            uint64_t reg = w & ~(w >> 1) & LO_BITS;
+            reg &= ~0ull << (2 * (i & 31));
+            if (reg) {
+                uint64_t idx = (i & ~(uint64_t)31) + (uint64_t)__builtin_ctzll(reg) / 2;
+                if (idx >= n)
+                    break;
+                *out = first + idx;
+                return 1;
+            }
+            i = (i | 31) + 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- allocation -------------------------------------------------------- */
+
+static uint64_t find_free(const uint64_t *bm, uint64_t from, uint64_t n)
+{
+    uint64_t i = from;
+    while (i < n) {
+        uint64_t w = bm[i >> 5];
+        uint64_t fr = ~w & ~(w >> 1) & LO_BITS;
+        fr &= ~0ull << (2 * (i & 31));
+        if (fr) {
+            uint64_t idx = (i & ~(uint64_t)31) + (uint64_t)__builtin_ctzll(fr) / 2;
+            return idx < n ? idx : NONE;
+        }
+        i = (i | 31) + 1;
+    }
+    return NONE;
+}
+
+mp_err mp_fsm_alloc(mp_pager *p, mp_pgno *out)
+{
+    for (;;) {
+        uint64_t g = hbits_first(&p->has_free);
+        if (g == NONE || g >= p->ngroups) {
+            mp_err rc = mp_fsm_grow(p, 1);
+            if (rc != MP_OK)
+                return rc;
+            continue;
+        }
+        if (reserve_undo(p) != MP_OK)
+            return MP_ENOMEM;
+        mp_fsm_touch(p, g);
+        mp_group *gr = &p->groups[g];
+        uint64_t *bm = mp_working_bitmap(p, g);
+        uint64_t i = find_free(bm, gr->hint, mp_group_pages(p, g));
+        if (i == NONE)   /* contradicts F2/F4: the map is damaged in memory */
+            return mp_fail(p, MP_ECORRUPT, "free-space map of group %llu is inconsistent",
+                           (unsigned long long)g);
+        mp_st_set(bm, i, ST_REGULAR);
+        gr->free--;
+        gr->regular++;
+        gr->hint = (uint32_t)(i + 1);
+        p->free_total--;
+        p->regular_total++;
+        if (gr->free == 0)
+            mp_hbits_set(&p->has_free, g, 0);
+        *out = g * p->geom.G + i;
+        return MP_OK;
+    }
+}
+
+/* Undo an allocation made in the open transaction (bulk all-or-nothing). */
+mp_err mp_fsm_unalloc(mp_pager *p, mp_pgno id)
+{
+    uint64_t g = id / p->geom.G, i = id - g * p->geom.G;
+    mp_group *gr = &p->groups[g];
+    mp_st_set(mp_working_bitmap(p, g), i, ST_FREE);
+    gr->free++;
+    gr->regular--;
+    if (i < gr->hint)
+        gr->hint = (uint32_t)i;
+    p->free_total++;
+    p->regular_total--;
+    mp_hbits_set(&p->has_free, g, 1);
+    return MP_OK;
+}
+
+/* Mark an allocated regular page freed by this transaction. */
+mp_err mp_fsm_mark_free(mp_pager *p, mp_pgno id)
+{
+    if (reserve_pending(p, 1) != MP_OK || reserve_undo(p) != MP_OK)
+        return MP_ENOMEM;
+    uint64_t g = id / p->geom.G;
+    mp_fsm_touch(p, g);
+    mp_st_set(mp_working_bitmap(p, g), id - g * p->geom.G, ST_PENDING);
+    p->groups[g].regular--;
+    p->regular_total--;
+    p->pending[p->pending_len++] = (uint32_t)id;
+    return MP_OK;
+}
+
+/* Reverse the latest mp_fsm_mark_free of id (bulk all-or-nothing). */
+void mp_fsm_unmark_free(mp_pager *p, mp_pgno id)
+{
+    uint64_t g = id / p->geom.G;
+    mp_st_set(mp_working_bitmap(p, g), id - g * p->geom.G, ST_REGULAR);
+    p->groups[g].regular++;
+    p->regular_total++;
+    p->pending_len--;
+}
+
+/* At commit: pages freed by this transaction become free (for the next). */
+void mp_fsm_apply_pending(mp_pager *p)
+{
+    for (uint64_t k = 0; k < p->pending_len; k++) {
+        uint64_t id = p->pending[k], g = id / p->geom.G, i = id - g * p->geom.G;
+        mp_group *gr = &p->groups[g];
+        mp_st_set(mp_working_bitmap(p, g), i, ST_FREE);
+        gr->free++;
+        if (i < gr->hint)
+            gr->hint = (uint32_t)i;
+        p->free_total++;
+        mp_hbits_set(&p->has_free, g, 1);
+    }
+    p->pending_len = 0;
+}
+
+/* ---- growth ------------------------------------------------------------ */
+
+/* Grow the file so that at least need_free more pages are free.  Growth is
+ * geometric (a quarter of the file, at least one grow unit, at most
+ * MP_GROW_MAX_STEP bytes per step unless the request itself is larger). */
+mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free)
+{
+    const mp_geom *ge = &p->geom;
+    uint64_t old = p->page_count;
+    uint64_t max_pages = p->reserve_bytes / ge->P;
+    if (max_pages > MP_MAX_PAGES)
+        max_pages = MP_MAX_PAGES;
+    uint64_t unit = MP_GROW_UNIT / ge->P ? MP_GROW_UNIT / ge->P : 1;
+    uint64_t step = old / 4, cap = MP_GROW_MAX_STEP / ge->P;
+    if (step > cap)
+        step = cap;
+    if (step < unit)
+        step = unit;
+    /* each new group costs its reserved run: over-ask a little */
+    uint64_t want = need_free + (need_free / ge->G + 2) * (2 + 2 * ge->lmax);
+    if (step < want)
+        step = want;
+    uint64_t target = old + step;
+    target = (target + unit - 1) / unit * unit;
+    if (target > max_pages)
+        target = max_pages;
+    /* never cut the reserved run of the last group */
+    if (!mp_page_count_valid(ge, target)) {
+        uint64_t last = (target - 1) / ge->G;
+        uint64_t end = mp_group_run_end(ge, last);
+        end = (end + unit - 1) / unit * unit;
+        target = end <= max_pages ? end : last * ge->G;
+    }
+    if (target <= old || !mp_page_count_valid(ge, target))
+        return mp_fail(p, MP_EFULL, "%s: the file cannot grow past %llu pages%s", p->path,
+                       (unsigned long long)old,
+                       max_pages < MP_MAX_PAGES ? " (address space reservation; see max_bytes)" : "");
+    uint64_t new_groups = mp_groups_for(ge, target);
+    mp_err rc = mp_fsm_ensure_groups(p, new_groups);
+    if (rc != MP_OK)
+        return rc;
+    if (p->undo_cap < p->undo_len + (new_groups - p->ngroups) + 2) {
+        uint64_t need = p->undo_len + (new_groups - p->ngroups) + 2;
+        mp_undo *u = realloc(p->undo, (size_t)need * sizeof *u);
+        if (!u)
+            return mp_fail(p, MP_ENOMEM, "out of memory");
+        p->undo = u;
+        p->undo_cap = need;
+    }
+    rc = mp_os_grow_file(p, target * ge->P);
+    if (rc != MP_OK)
+        return rc;
+
+    /* the last group may gain pages: its bitmap already reads 00 there */
+    uint64_t lastg = p->ngroups - 1;
+    uint32_t before = mp_group_pages(p, lastg);
+    mp_fsm_touch(p, lastg);
+    p->page_count = target;
+    uint32_t gained = mp_group_pages(p, lastg) - before;
+    p->groups[lastg].free += gained;
+    p->free_total += gained;
+    if (p->groups[lastg].free)
+        mp_hbits_set(&p->has_free, lastg, 1);
+
+    for (uint64_t g = p->ngroups; g < new_groups; g++) {
+        /* a group no durable root knows: write it in slot 0, as if slot 1
+         * were durable, so it joins the commit like any changed group */
+        mp_fsm_init_bitmap(p, g, 0);
+        uint32_t run = (uint32_t)(mp_group_run_end(ge, g) - g * ge->G);
+        mp_group *gr = &p->groups[g];
+        p->ngroups = g + 1;
+        gr->dslot = 1;
+        gr->dirty = 1;
+        gr->crc = 0;
+        gr->regular = 0;
+        gr->free = mp_group_pages(p, g) - run;
+        gr->hint = run;
+        p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, 0, 0, 0 };
+        p->free_total += gr->free;
+        p->system_total += run;
+        if (gr->free)
+            mp_hbits_set(&p->has_free, g, 1);
+    }
+    p->ngroups = new_groups;
+    p->changed = 1;
+    return MP_OK;
+}

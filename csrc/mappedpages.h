@@ -1,0 +1,193 @@
+/*
+ * mappedpages.h -- public C API of mappedpages.
+ *
+ * A crash-consistent, memory-mapped, single-file page provider.  A file is an
+ * array of fixed-size pages (a power of two from 1 KiB to 64 KiB).  Callers
+ * allocate and free pages, and read and write them in place through stable
+ * pointers.  Every change of allocation state and of the user root happens
+ * in a transaction; a commit issues one durability barrier and, when it
+ * returns, the transaction and every regular-page write made before it are
+ * durable.  See docs/FORMAT.md for the on-disk format and the commit
+ * protocol, and README.md for a tour.
+ *
+ * Conventions
+ *  - Every function that can fail returns an mp_err (MP_OK == 0).  The
+ *    pager keeps a human-readable message for its last failure
+ *    (mp_errmsg); mp_create/mp_open fill an optional mp_error.
+ *  - Page ids are physical page numbers (mp_pgno, 64-bit so that any caller
+ *    value can be checked; valid ids are below 2^32).  Pages the file uses
+ *    for itself (page 0 among them) are never handed out.
+ *  - Mutations outside mp_begin/mp_commit are each their own transaction
+ *    ("auto-commit"): durable when the call returns MP_OK.
+ *  - After a failed durability barrier the pager is "poisoned": every later
+ *    mutation and commit fails with MP_EPOISONED.  Reopen to recover the
+ *    last durable state.  (Retrying fsync after a failure is unsound: the
+ *    kernel may have dropped the dirty pages and report success.)
+ *  - A pager is not thread-safe: use it from one thread at a time.
+ */
+#ifndef MAPPEDPAGES_H
+#define MAPPEDPAGES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MP_VERSION_STRING "0.1.0"
+#define MP_FORMAT_VERSION 1u
+
+#define MP_MIN_PAGE_SIZE 1024u
+#define MP_MAX_PAGE_SIZE 65536u
+#define MP_DEFAULT_PAGE_SIZE 4096u
+/* Largest number of pages in one file: page ids fit in 32 bits. */
+#define MP_MAX_PAGES ((uint64_t)1 << 32)
+
+typedef uint64_t mp_pgno;
+typedef struct mp_pager mp_pager;
+
+typedef enum mp_err {
+    MP_OK = 0,
+    MP_EINVAL,     /* invalid argument: bad page size, bad option, bad count */
+    MP_EEXIST,     /* create: the file already exists */
+    MP_ENOENT,     /* open: no such file */
+    MP_EACCES,     /* permission denied */
+    MP_EISDIR,     /* the path is a directory */
+    MP_ENOTMP,     /* not a mappedpages file (empty, too short, no magic) */
+    MP_EVERSION,   /* a mappedpages file of an unsupported format version */
+    MP_ECORRUPT,   /* checksums or structure fail in every root */
+    MP_ELOCKED,    /* another pager (process or descriptor) holds the lock */
+    MP_EIO,        /* an I/O error (see mp_error.sys_errno) */
+    MP_ENOSPC,     /* the disk is full */
+    MP_ENOMEM,     /* out of memory or of address space */
+    MP_EFULL,      /* the file reached MP_MAX_PAGES or its address reservation */
+    MP_EREADONLY,  /* mutation of a read-only pager */
+    MP_ERANGE,     /* page id beyond the end of the file */
+    MP_ERESERVED,  /* page id belongs to the file's own structures */
+    MP_ENOTALLOC,  /* page is not an allocated regular page (double free...) */
+    MP_EDUP,       /* the same id twice in one bulk free */
+    MP_ETXN,       /* transaction misuse: nested begin, commit without begin */
+    MP_EPOISONED,  /* a durability barrier failed earlier; reopen */
+    MP_ERR_COUNT
+} mp_err;
+
+/* Short constant description of an error code ("file is locked", ...). */
+const char *mp_strerror(mp_err err);
+/* Stable lower-case identifier of an error code ("locked", "corrupt", ...),
+ * used as the third return value of the Lua API. */
+const char *mp_errname(mp_err err);
+
+/* Details of a failed mp_create/mp_open. */
+typedef struct mp_error {
+    mp_err code;
+    int sys_errno;      /* errno of the failing system call, or 0 */
+    char msg[512];      /* full message, e.g. "open /x: root slot 0: bad checksum; ..." */
+} mp_error;
+
+typedef struct mp_options {
+    uint32_t page_size;     /* mp_create only; 0 means MP_DEFAULT_PAGE_SIZE */
+    int readonly;           /* mp_open only: map read-only, refuse mutation */
+    uint64_t max_bytes;     /* address space to reserve for growth; 0 = default
+                             * (enough for MP_MAX_PAGES pages, capped at 16 TiB,
+                             * halved while the kernel refuses, never below the
+                             * file size).  Growth past it fails with MP_EFULL. */
+} mp_options;
+
+/* Create a new file (fails with MP_EEXIST if it exists) and open it for
+ * writing.  The creating commit is durable when this returns. */
+mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out,
+                 mp_error *err);
+/* Open an existing file.  Writers take an exclusive lock (flock), readers a
+ * shared one; either fails with MP_ELOCKED when the other kind holds it.
+ * Open validates the newest root and everything reachable from it, and falls
+ * back to the previous root when any check fails; a writer then durably
+ * invalidates the rejected root before returning. */
+mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out,
+               mp_error *err);
+/* Roll back any open transaction, unmap, unlock and free.  NULL is a no-op. */
+void mp_close(mp_pager *p);
+
+/* Message of this pager's last failure ("" if none). */
+const char *mp_errmsg(const mp_pager *p);
+
+uint32_t mp_page_size(const mp_pager *p);
+uint64_t mp_page_count(const mp_pager *p);
+/* Pages not in use by regular pages, protected pages or the file's own
+ * structures.  Pages freed by the open transaction are not counted until it
+ * commits (they become reusable in the next transaction). */
+uint64_t mp_free_count(const mp_pager *p);
+int mp_readonly(const mp_pager *p);
+
+typedef struct mp_info {
+    const char *path;
+    uint32_t page_size;
+    uint64_t page_count;
+    uint64_t free_count;
+    uint64_t regular_count;    /* allocated regular pages */
+    uint64_t protected_count;  /* protected pages (0 until they exist) */
+    uint64_t system_count;     /* pages used by the file's own structures */
+    uint64_t pending_count;    /* freed by the open transaction: free after commit */
+    uint64_t txn;              /* id of the last durable transaction */
+    int in_txn;                /* an explicit transaction is open */
+    int readonly;
+    int poisoned;
+    uint64_t file_size;        /* bytes on disk */
+    uint64_t reserved_bytes;   /* address space reserved for the mapping */
+    int root_slot;             /* root slot (0 or 1) of the last durable root */
+    int recovered;             /* open fell back to the previous root */
+    uint32_t fsm_height;       /* index levels above the group bitmaps */
+    uint64_t barriers;         /* durability barriers issued since open */
+    uint64_t commits;          /* commits since open */
+    uint64_t user_root;
+} mp_info;
+void mp_get_info(const mp_pager *p, mp_info *out);
+
+/* ---- regular pages ---------------------------------------------------- */
+
+/* Allocate one page; its content is unspecified (zeros if never used). */
+mp_err mp_alloc(mp_pager *p, mp_pgno *out);
+/* Free an allocated regular page.  MP_ERANGE, MP_ERESERVED or MP_ENOTALLOC
+ * (double free, or freed earlier in the same transaction) otherwise. */
+mp_err mp_free(mp_pager *p, mp_pgno id);
+/* All-or-nothing: on failure nothing was allocated / freed. */
+mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out);
+mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids);
+
+/* MP_OK when id is an allocated regular page; else MP_ERANGE, MP_ERESERVED
+ * or MP_ENOTALLOC.  Does not set the pager's message. */
+mp_err mp_check_page(const mp_pager *p, mp_pgno id);
+/* Address of page id (id < page count).  The address never changes while
+ * the pager is open, whatever the file grows to.  Writing through it is
+ * allowed only for allocated regular pages of a writable pager. */
+void *mp_page_ptr(const mp_pager *p, mp_pgno id);
+/* First allocated regular page >= from: returns 1 and sets *out, or 0. */
+int mp_next_page(const mp_pager *p, mp_pgno from, mp_pgno *out);
+
+/* ---- transactions and the user root ----------------------------------- */
+
+mp_err mp_begin(mp_pager *p);     /* MP_ETXN if one is open */
+mp_err mp_commit(mp_pager *p);    /* one durability barrier */
+mp_err mp_rollback(mp_pager *p);  /* MP_ETXN if none is open */
+int mp_in_txn(const mp_pager *p);
+mp_err mp_set_root(mp_pager *p, uint64_t value);
+uint64_t mp_root(const mp_pager *p);
+
+/* ---- diagnostics ------------------------------------------------------ */
+
+/* Audit the in-memory and on-disk structures (every page accounted for
+ * exactly once, checksums of durable metadata).  MP_OK or MP_ECORRUPT with
+ * a message. */
+mp_err mp_check(mp_pager *p);
+
+/* Every durability barrier goes through one function.  A test build may
+ * install a hook that is called instead of fdatasync(fd); it returns 0 or
+ * an errno value (EIO, ENOSPC) to simulate a failing barrier.  NULL
+ * restores the real barrier.  Process-wide; for tests only. */
+typedef int (*mp_barrier_hook)(int fd, void *ctx);
+void mp_set_barrier_hook(mp_barrier_hook hook, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MAPPEDPAGES_H */

@@ -1,0 +1,257 @@
+/*
+ * mp_internal.h -- structures shared by the core's files (not installed).
+ *
+ * Who owns what:
+ *   layout.c  geometry derived from the page size, page positions, header
+ *             and root encoding, bitmap state helpers
+ *   osfile.c  the file: open, lock, address reservation, mapping, growth,
+ *             the one durability barrier
+ *   fsm.c     the in-memory free-space map over the group bitmaps:
+ *             alloc, free, pending frees, growth, iteration
+ *   commit.c  transactions: commit, rollback, and open-time recovery
+ *             (root selection and verification of everything below it)
+ *   pager.c   the public C API, errors, auto-commit
+ *
+ * See docs/FORMAT.md for the on-disk format these files implement.
+ */
+#ifndef MP_INTERNAL_H
+#define MP_INTERNAL_H
+
+/* flock, fdatasync, posix_fallocate, MAP_NORESERVE, O_CLOEXEC: every core
+ * file includes this header first, so the feature macro comes before any
+ * system header whatever the build flags. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "mappedpages.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "mappedpages v1 supports little-endian hosts only (bitmaps are accessed as native words)"
+#endif
+
+/* ---- format constants (docs/FORMAT.md) -------------------------------- */
+
+#define MP_HDR_SIZE 32u             /* metadata page header */
+#define MP_ROOT_HDR_SIZE 128u       /* root header before the top entries */
+#define MP_ENTRY_SIZE 8u            /* {crc u32, slot u32} */
+#define MP_LMAX_LIMIT 4             /* LMAX is at most 2 for any page size; room to spare */
+#define MP_MAGIC "mappedpg"
+#define MP_TYPE_BITMAP 0x4d424d50u  /* "PMBM" */
+#define MP_TYPE_INDEX 0x58494d50u   /* "PMIX" */
+
+/* root field offsets */
+#define MP_R_MAGIC 0
+#define MP_R_VERSION 8
+#define MP_R_PAGESIZE 12
+#define MP_R_CRC 16
+#define MP_R_FLAGS 20
+#define MP_R_TXN 24
+#define MP_R_PAGECOUNT 32
+#define MP_R_USERROOT 40
+#define MP_R_HEIGHT 48
+
+/* metadata header field offsets */
+#define MP_H_TYPE 0
+#define MP_H_CRC 4
+#define MP_H_TXN 8
+#define MP_H_LEVEL 16
+#define MP_H_INDEX 20
+
+/* bitmap states, 2 bits per page */
+enum { ST_FREE = 0, ST_REGULAR = 1, ST_SYSTEM = 2, ST_PENDING = 3 };
+
+/* Files grow in multiples of this many bytes (the largest page size, and a
+ * multiple of every OS page size we run on), so mappings stay aligned. */
+#define MP_GROW_UNIT ((uint64_t)65536)
+/* Largest growth step in bytes: growth is geometric (a quarter of the file)
+ * but bounded so one step never reserves absurd amounts of disk. */
+#define MP_GROW_MAX_STEP ((uint64_t)1 << 30)
+
+/* ---- little-endian field access --------------------------------------- */
+
+static inline uint32_t mp_ld32(const unsigned char *p) {
+    uint32_t v; memcpy(&v, p, 4); return v;
+}
+static inline uint64_t mp_ld64(const unsigned char *p) {
+    uint64_t v; memcpy(&v, p, 8); return v;
+}
+static inline void mp_st32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void mp_st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* ---- geometry ---------------------------------------------------------- */
+
+typedef struct mp_geom {
+    uint32_t P;       /* page size */
+    uint32_t G;       /* pages per group */
+    uint32_t E;       /* entries per index node */
+    uint32_t K;       /* entries in the root */
+    uint32_t lmax;    /* most index levels */
+    uint64_t epow[MP_LMAX_LIMIT + 1];  /* E^l */
+    uint32_t words;   /* 64-bit words in a bitmap body */
+} mp_geom;
+
+int mp_page_size_valid(uint64_t P);
+void mp_geom_init(mp_geom *g, uint32_t P);
+uint32_t mp_hosted_levels(const mp_geom *g, uint64_t group);
+uint64_t mp_group_base(const mp_geom *g, uint64_t group);     /* first page of the reserved run */
+uint64_t mp_group_run_end(const mp_geom *g, uint64_t group);  /* one past the reserved run */
+uint64_t mp_bitmap_page(const mp_geom *g, uint64_t group, unsigned slot);
+uint64_t mp_node_page(const mp_geom *g, unsigned level, uint64_t node, unsigned slot);
+uint64_t mp_groups_for(const mp_geom *g, uint64_t page_count);
+/* Nodes of each level for ngroups groups: counts[0] = ngroups ... and the
+ * height (smallest h with counts[h] <= K). */
+uint32_t mp_tree_shape(const mp_geom *g, uint64_t ngroups, uint64_t counts[MP_LMAX_LIMIT + 1]);
+/* Smallest page count covering group 0's reserved run, rounded to MP_GROW_UNIT. */
+uint64_t mp_min_page_count(const mp_geom *g);
+/* Whether a page count is one a file can have (run of the last group covered). */
+int mp_page_count_valid(const mp_geom *g, uint64_t page_count);
+
+/* bitmap state helpers (body = the words after the header) */
+static inline unsigned mp_st_get(const uint64_t *bm, uint64_t i) {
+    return (unsigned)(bm[i >> 5] >> ((i & 31) * 2)) & 3u;
+}
+static inline void mp_st_set(uint64_t *bm, uint64_t i, unsigned s) {
+    unsigned sh = (unsigned)(i & 31) * 2;
+    bm[i >> 5] = (bm[i >> 5] & ~((uint64_t)3 << sh)) | ((uint64_t)s << sh);
+}
+typedef struct mp_counts { uint64_t n[4]; } mp_counts;   /* per state */
+/* Count states of pages [from, to) of a bitmap body. */
+void mp_count_states(const uint64_t *bm, uint64_t from, uint64_t to, mp_counts *out);
+
+/* ---- in-memory state --------------------------------------------------- */
+
+typedef struct mp_group {
+    uint32_t free;     /* 00 pages below the page count, in the working bitmap */
+    uint32_t regular;  /* 01 pages */
+    uint32_t crc;      /* CRC of the durable (or last written) version */
+    uint32_t hint;     /* no free page below this index */
+    uint8_t dslot;     /* slot the durable root references */
+    uint8_t dirty;     /* working copy lives in slot dslot ^ 1 */
+} mp_group;
+
+typedef struct mp_node {
+    uint32_t crc;
+    uint8_t dslot;
+    uint8_t dirty;     /* only during commit */
+} mp_node;
+
+typedef struct mp_undo {   /* a group's counters before its first change in a transaction */
+    uint32_t group, free, regular, hint;
+} mp_undo;
+
+/* Hierarchical bitset over groups: bit g set when group g has a free page.
+ * Three levels of 64-bit words give O(1) "first set bit" for 2^18 words. */
+typedef struct mp_hbits {
+    uint64_t *lv[3];
+    uint64_t nbits;
+} mp_hbits;
+
+struct mp_pager {
+    /* file */
+    int fd;
+    int readonly;
+    char *path;
+    mp_geom geom;
+    unsigned char *map;        /* base of the reservation; page n at map + n*P */
+    uint64_t reserve_bytes;
+    uint64_t mapped_bytes;     /* mapped prefix of the reservation */
+    uint64_t file_bytes;       /* size on disk (blocks reserved) */
+    uint64_t opt_max_bytes;    /* mp_options.max_bytes */
+    uint64_t want_reserve;
+
+    /* last durable state */
+    uint64_t d_txn;
+    uint64_t d_page_count;
+    uint64_t d_user_root;
+    uint64_t d_ngroups;
+    uint32_t d_height;
+    int cur_slot;              /* root slot holding the durable root */
+
+    /* working state (equal to durable outside a transaction) */
+    uint64_t page_count;
+    uint64_t user_root;
+    uint64_t ngroups;
+    mp_group *groups;
+    uint64_t groups_cap;
+    uint32_t height;           /* of the durable tree; recomputed at commit */
+    mp_node *nodes[MP_LMAX_LIMIT + 1];  /* levels 1..height */
+    uint64_t ncount[MP_LMAX_LIMIT + 1];
+    uint64_t ncap[MP_LMAX_LIMIT + 1];
+    mp_hbits has_free;
+    uint64_t max_groups;
+
+    mp_undo *undo; uint64_t undo_len, undo_cap;       /* dirty groups */
+    uint32_t *pending; uint64_t pending_len, pending_cap;  /* freed in txn */
+
+    uint64_t free_total, regular_total, system_total;
+    uint64_t d_free_total, d_regular_total, d_system_total;
+    uint64_t *scratch; uint64_t scratch_cap;           /* commit's dirty-node lists */
+    int in_txn;                /* explicit transaction open */
+    int changed;               /* the working state differs from durable */
+    int poisoned;
+    int recovered;
+    uint64_t barriers, commits;
+    char errmsg[512];
+};
+
+/* pager.c */
+mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* snprintf for messages: truncation is acceptable, never an overflow */
+void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* osfile.c */
+mp_err mp_os_reserve(mp_pager *p, uint64_t want, uint64_t at_least, mp_error *err);
+mp_err mp_os_map_to(mp_pager *p, uint64_t bytes);
+mp_err mp_os_grow_file(mp_pager *p, uint64_t bytes);
+int mp_os_barrier(mp_pager *p);   /* 0 or errno */
+void mp_os_unmap(mp_pager *p);
+mp_err mp_err_from_errno(int e);
+uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes);
+
+/* fsm.c */
+static inline unsigned char *mp_page(const mp_pager *p, uint64_t pgno) {
+    return p->map + pgno * p->geom.P;
+}
+static inline uint64_t *mp_bitmap_body(const mp_pager *p, uint64_t g, unsigned slot) {
+    /* The mapping is page aligned and H is a multiple of 8, so the body is
+     * 8-byte aligned; mapped memory has no declared type, so word access is
+     * well defined. */
+    return (uint64_t *)(void *)(mp_page(p, mp_bitmap_page(&p->geom, g, slot)) + MP_HDR_SIZE);
+}
+static inline uint64_t *mp_working_bitmap(const mp_pager *p, uint64_t g) {
+    const mp_group *gr = &p->groups[g];
+    return mp_bitmap_body(p, g, gr->dirty ? gr->dslot ^ 1u : gr->dslot);
+}
+static inline uint32_t mp_group_pages(const mp_pager *p, uint64_t g) {
+    uint64_t first = g * p->geom.G, n = p->page_count - first;
+    return (uint32_t)(n < p->geom.G ? n : p->geom.G);
+}
+mp_err mp_fsm_init(mp_pager *p);                  /* after groups are loaded */
+void mp_fsm_free_all(mp_pager *p);
+mp_err mp_fsm_ensure_groups(mp_pager *p, uint64_t n);
+mp_err mp_fsm_alloc(mp_pager *p, mp_pgno *out);
+mp_err mp_fsm_unalloc(mp_pager *p, mp_pgno id);   /* undo an alloc of this txn */
+mp_err mp_fsm_state(const mp_pager *p, mp_pgno id, unsigned *st);
+mp_err mp_fsm_mark_free(mp_pager *p, mp_pgno id);
+void mp_fsm_unmark_free(mp_pager *p, mp_pgno id);
+void mp_fsm_apply_pending(mp_pager *p);
+mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free);
+void mp_fsm_touch(mp_pager *p, uint64_t g);
+int mp_fsm_next_regular(const mp_pager *p, uint64_t from, uint64_t *out);
+void mp_hbits_set(mp_hbits *h, uint64_t i, int on);
+void mp_fsm_init_bitmap(mp_pager *p, uint64_t g, unsigned slot);
+
+/* commit.c */
+mp_err mp_txn_commit(mp_pager *p);
+void mp_txn_rollback(mp_pager *p);
+mp_err mp_recover(mp_pager *p, mp_error *err);
+mp_err mp_write_initial(mp_pager *p);
+mp_err mp_audit(mp_pager *p);
+
+#endif /* MP_INTERNAL_H */

@@ -1,0 +1,164 @@
+/*
+ * osfile.c -- the file underneath a pager.
+ *
+ * Owns: the address-space reservation and the shared mapping inside it
+ * (stable addresses: the file is mapped at the start of a PROT_NONE
+ * reservation and each growth maps the new tail in place, so no page ever
+ * moves while the pager is open), growth with disk blocks reserved before
+ * use (posix_fallocate: a full disk is an error, never a SIGBUS), and the
+ * single durability barrier every commit goes through.
+ */
+#include "mp_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static mp_barrier_hook g_hook;
+static void *g_hook_ctx;
+
+void mp_set_barrier_hook(mp_barrier_hook hook, void *ctx)
+{
+    g_hook = hook;
+    g_hook_ctx = ctx;
+}
+
+mp_err mp_err_from_errno(int e)
+{
+    switch (e) {
+    case ENOSPC:
+#ifdef EDQUOT
+    case EDQUOT:
+#endif
+        return MP_ENOSPC;
+    case ENOMEM: return MP_ENOMEM;
+    case ENOENT: return MP_ENOENT;
+    case EACCES: case EPERM: case EROFS: return MP_EACCES;
+    case EEXIST: return MP_EEXIST;
+    case EISDIR: return MP_EISDIR;
+    case EFBIG: return MP_EFULL;
+    default: return MP_EIO;
+    }
+}
+
+/* The one place a barrier is issued.  fdatasync covers writes made through
+ * the shared mapping too (Linux writes back the file's dirty page cache
+ * whichever way it was dirtied) and the file size. */
+int mp_os_barrier(mp_pager *p)
+{
+    p->barriers++;
+    if (g_hook)
+        return g_hook(p->fd, g_hook_ctx);
+    while (fdatasync(p->fd) != 0) {
+        if (errno != EINTR)
+            return errno ? errno : EIO;
+    }
+    return 0;
+}
+
+/* Address space to reserve: enough for the largest file of this page size,
+ * capped at 16 TiB so a process can hold several pagers (the kernel gives
+ * 128 TiB of user address space); mp_os_reserve halves it if refused. */
+uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes)
+{
+    if (max_bytes)
+        return max_bytes;
+    uint64_t want = MP_MAX_PAGES * P, cap = (uint64_t)16 << 40;
+    return want < cap ? want : cap;
+}
+
+static uint64_t os_page(void)
+{
+    long s = sysconf(_SC_PAGESIZE);
+    return s > 0 ? (uint64_t)s : 4096u;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t unit)
+{
+    return (v + unit - 1) / unit * unit;
+}
+
+/* Reserve address space: want bytes if the kernel agrees, halving down to
+ * at_least (the bytes we must map now). */
+mp_err mp_os_reserve(mp_pager *p, uint64_t want, uint64_t at_least, mp_error *err)
+{
+    uint64_t unit = MP_GROW_UNIT;
+    at_least = round_up(at_least ? at_least : unit, unit);
+    want = round_up(want, unit);
+    if (want < at_least)
+        want = at_least;
+    for (;;) {
+        void *m = MAP_FAILED;
+        if (want <= (uint64_t)SIZE_MAX)
+            m = mmap(NULL, (size_t)want, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m != MAP_FAILED) {
+            p->map = m;
+            p->reserve_bytes = want;
+            p->mapped_bytes = 0;
+            return MP_OK;
+        }
+        if (want == at_least)
+            break;
+        want = round_up(want / 2, unit);
+        if (want < at_least)
+            want = at_least;
+    }
+    if (err) {
+        err->code = MP_ENOMEM;
+        err->sys_errno = errno;
+        snprintf(err->msg, sizeof err->msg,
+                 "%s: cannot reserve %llu bytes of address space", p->path,
+                 (unsigned long long)at_least);
+    }
+    return MP_ENOMEM;
+}
+
+/* Map the file over the reservation up to bytes (rounded to the OS page). */
+mp_err mp_os_map_to(mp_pager *p, uint64_t bytes)
+{
+    bytes = round_up(bytes, os_page());
+    if (bytes > p->reserve_bytes)
+        return mp_fail(p, MP_EFULL,
+                       "%s: file would outgrow the reserved address space (%llu bytes; see option max_bytes)",
+                       p->path, (unsigned long long)p->reserve_bytes);
+    if (bytes <= p->mapped_bytes)
+        return MP_OK;
+    int prot = PROT_READ | (p->readonly ? 0 : PROT_WRITE);
+    void *want = p->map + p->mapped_bytes;
+    void *m = mmap(want, (size_t)(bytes - p->mapped_bytes), prot, MAP_SHARED | MAP_FIXED,
+                   p->fd, (off_t)p->mapped_bytes);
+    if (m == MAP_FAILED) {
+        int e = errno;
+        return mp_fail(p, mp_err_from_errno(e), "%s: mmap: %s", p->path, strerror(e));
+    }
+    p->mapped_bytes = bytes;
+    return MP_OK;
+}
+
+/* Make the file at least bytes long with its blocks allocated, then map it. */
+mp_err mp_os_grow_file(mp_pager *p, uint64_t bytes)
+{
+    if (bytes > p->reserve_bytes)
+        return mp_fail(p, MP_EFULL,
+                       "%s: file would outgrow the reserved address space (%llu bytes; see option max_bytes)",
+                       p->path, (unsigned long long)p->reserve_bytes);
+    if (bytes > p->file_bytes) {
+        int e = posix_fallocate(p->fd, 0, (off_t)bytes);
+        if (e != 0)
+            return mp_fail(p, mp_err_from_errno(e), "%s: cannot grow the file to %llu bytes: %s",
+                           p->path, (unsigned long long)bytes, strerror(e));
+        p->file_bytes = bytes;
+    }
+    return mp_os_map_to(p, bytes);
+}
+
+void mp_os_unmap(mp_pager *p)
+{
+    if (p->map) {
+        munmap(p->map, (size_t)p->reserve_bytes);
+        p->map = NULL;
+    }
+}

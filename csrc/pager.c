@@ -1,0 +1,494 @@
+/*
+ * pager.c -- the public C API (mappedpages.h): create/open/close, errors,
+ * info, regular pages, transactions and the user root.
+ *
+ * Every mutation runs in the working state (fsm.c); outside an explicit
+ * transaction it is committed at once ("auto-commit") or, if it failed,
+ * rolled back, so a failed call changes nothing.
+ */
+#include "mp_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- errors ------------------------------------------------------------ */
+
+static const struct { const char *name, *desc; } ERRS[MP_ERR_COUNT] = {
+    [MP_OK] = { "ok", "no error" },
+    [MP_EINVAL] = { "invalid", "invalid argument" },
+    [MP_EEXIST] = { "exists", "file already exists" },
+    [MP_ENOENT] = { "not_found", "no such file" },
+    [MP_EACCES] = { "access", "permission denied" },
+    [MP_EISDIR] = { "is_dir", "is a directory" },
+    [MP_ENOTMP] = { "not_mappedpages", "not a mappedpages file" },
+    [MP_EVERSION] = { "version", "unsupported format version" },
+    [MP_ECORRUPT] = { "corrupt", "file is corrupt" },
+    [MP_ELOCKED] = { "locked", "file is locked by another pager" },
+    [MP_EIO] = { "io", "I/O error" },
+    [MP_ENOSPC] = { "no_space", "no space left on device" },
+    [MP_ENOMEM] = { "no_memory", "out of memory or address space" },
+    [MP_EFULL] = { "full", "the file cannot grow further" },
+    [MP_EREADONLY] = { "readonly", "pager is read-only" },
+    [MP_ERANGE] = { "range", "page id out of range" },
+    [MP_ERESERVED] = { "reserved", "page is used by the file itself" },
+    [MP_ENOTALLOC] = { "not_allocated", "page is not allocated" },
+    [MP_EDUP] = { "duplicate", "the same page twice" },
+    [MP_ETXN] = { "transaction", "transaction misuse" },
+    [MP_EPOISONED] = { "poisoned", "an earlier write failed; reopen the file" },
+};
+
+const char *mp_strerror(mp_err err)
+{
+    return (unsigned)err < MP_ERR_COUNT ? ERRS[err].desc : "unknown error";
+}
+
+const char *mp_errname(mp_err err)
+{
+    return (unsigned)err < MP_ERR_COUNT ? ERRS[err].name : "unknown";
+}
+
+mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *mp_errmsg(const mp_pager *p) { return p->errmsg; }
+
+void mp_msg(char *dst, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, size, fmt, ap);
+    va_end(ap);
+}
+
+static mp_err set_error(mp_error *err, mp_err code, int sys, const char *path, const char *what)
+{
+    if (err) {
+        err->code = code;
+        err->sys_errno = sys;
+        if (sys)
+            mp_msg(err->msg, sizeof err->msg, "%s: %s: %s", path, what, strerror(sys));
+        else
+            mp_msg(err->msg, sizeof err->msg, "%s: %s", path, what);
+    }
+    return code;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+
+static mp_pager *pager_new(const char *path, mp_error *err)
+{
+    mp_pager *p = calloc(1, sizeof *p);
+    if (p)
+        p->path = strdup(path);
+    if (!p || !p->path) {
+        free(p);
+        set_error(err, MP_ENOMEM, 0, path, "out of memory");
+        return NULL;
+    }
+    p->fd = -1;
+    return p;
+}
+
+static void pager_free(mp_pager *p)
+{
+    mp_os_unmap(p);
+    if (p->fd >= 0)
+        close(p->fd);   /* releases the flock */
+    mp_fsm_free_all(p);
+    free(p->scratch);
+    free(p->path);
+    free(p);
+}
+
+/* fsync the directory holding path, so that a new file's name is durable. */
+static int sync_parent_dir(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return ENOMEM;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (fd < 0)
+        return errno;
+    int rc = fsync(fd) == 0 ? 0 : errno;
+    close(fd);
+    return rc == EINVAL ? 0 : rc;   /* some file systems cannot sync directories */
+}
+
+static int take_lock(int fd, int readonly)
+{
+    while (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+        if (errno != EINTR)
+            return errno;
+    }
+    return 0;
+}
+
+static mp_err lock_error(mp_error *err, int e, const char *path, int readonly)
+{
+    if (e == EWOULDBLOCK)
+        return set_error(err, MP_ELOCKED, 0, path,
+                         readonly ? "file is locked: a writer has it open"
+                                  : "file is locked: another pager (writer or reader) has it open");
+    return set_error(err, mp_err_from_errno(e), e, path, "flock");
+}
+
+mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_error *err)
+{
+    *out = NULL;
+    if (err)
+        memset(err, 0, sizeof *err);
+    uint32_t P = opts && opts->page_size ? opts->page_size : MP_DEFAULT_PAGE_SIZE;
+    if (!mp_page_size_valid(P)) {
+        char d[120];
+        snprintf(d, sizeof d, "page size must be a power of two from 1024 to 65536 (got %u)", P);
+        return set_error(err, MP_EINVAL, 0, path, d);
+    }
+    mp_pager *p = pager_new(path, err);
+    if (!p)
+        return MP_ENOMEM;
+    p->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (p->fd < 0) {
+        int e = errno;
+        pager_free(p);
+        return set_error(err, mp_err_from_errno(e), e, path, "create");
+    }
+    mp_err rc;
+    int e = take_lock(p->fd, 0);
+    if (e) {
+        rc = lock_error(err, e, path, 0);
+        goto fail;
+    }
+    mp_geom_init(&p->geom, P);
+    p->opt_max_bytes = opts ? opts->max_bytes : 0;
+    p->want_reserve = mp_os_default_reserve(P, p->opt_max_bytes);
+    p->page_count = mp_min_page_count(&p->geom);
+    rc = mp_os_reserve(p, p->want_reserve, p->page_count * P, err);
+    if (rc != MP_OK)
+        goto fail;
+    rc = mp_os_grow_file(p, p->page_count * P);
+    if (rc == MP_OK)
+        rc = mp_write_initial(p);
+    if (rc != MP_OK) {
+        set_error(err, rc, 0, path, p->errmsg[0] ? p->errmsg : mp_strerror(rc));
+        goto fail;
+    }
+    e = sync_parent_dir(path);
+    if (e) {
+        rc = set_error(err, mp_err_from_errno(e), e, path, "fsync of the directory");
+        goto fail;
+    }
+    *out = p;
+    return MP_OK;
+fail:
+    unlink(path);
+    pager_free(p);
+    return rc;
+}
+
+mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out, mp_error *err)
+{
+    *out = NULL;
+    if (err)
+        memset(err, 0, sizeof *err);
+    int readonly = opts && opts->readonly;
+    mp_pager *p = pager_new(path, err);
+    if (!p)
+        return MP_ENOMEM;
+    p->readonly = readonly;
+    mp_err rc;
+    p->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (p->fd < 0) {
+        int e = errno;
+        rc = set_error(err, mp_err_from_errno(e), e, path, "open");
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(p->fd, &st) != 0) {
+        int e = errno;
+        rc = set_error(err, mp_err_from_errno(e), e, path, "fstat");
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = set_error(err, MP_EISDIR, 0, path, "is a directory, not a mappedpages file");
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = set_error(err, MP_ENOTMP, 0, path, "not a regular file");
+        goto fail;
+    }
+    int e = take_lock(p->fd, readonly);
+    if (e) {
+        rc = lock_error(err, e, path, readonly);
+        goto fail;
+    }
+    p->file_bytes = (uint64_t)st.st_size;
+    if (p->file_bytes == 0) {
+        rc = set_error(err, MP_ENOTMP, 0, path, "empty file, not a mappedpages file");
+        goto fail;
+    }
+    if (p->file_bytes < 2 * MP_MIN_PAGE_SIZE) {
+        rc = set_error(err, MP_ENOTMP, 0, path, "file too short to hold the root slots, not a mappedpages file");
+        goto fail;
+    }
+    p->opt_max_bytes = opts ? opts->max_bytes : 0;
+    rc = mp_recover(p, err);
+    if (rc != MP_OK)
+        goto fail;
+    *out = p;
+    return MP_OK;
+fail:
+    pager_free(p);
+    return rc;
+}
+
+void mp_close(mp_pager *p)
+{
+    if (!p)
+        return;
+    if (p->changed && !p->poisoned)
+        mp_txn_rollback(p);
+    pager_free(p);
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+uint32_t mp_page_size(const mp_pager *p) { return p->geom.P; }
+uint64_t mp_page_count(const mp_pager *p) { return p->page_count; }
+uint64_t mp_free_count(const mp_pager *p) { return p->free_total; }
+int mp_readonly(const mp_pager *p) { return p->readonly; }
+int mp_in_txn(const mp_pager *p) { return p->in_txn; }
+uint64_t mp_root(const mp_pager *p) { return p->user_root; }
+
+void mp_get_info(const mp_pager *p, mp_info *o)
+{
+    memset(o, 0, sizeof *o);
+    o->path = p->path;
+    o->page_size = p->geom.P;
+    o->page_count = p->page_count;
+    o->free_count = p->free_total;
+    o->regular_count = p->regular_total;
+    o->protected_count = 0;
+    o->system_count = p->system_total;
+    o->pending_count = p->pending_len;
+    o->txn = p->d_txn;
+    o->in_txn = p->in_txn;
+    o->readonly = p->readonly;
+    o->poisoned = p->poisoned;
+    o->file_size = p->file_bytes;
+    o->reserved_bytes = p->reserve_bytes;
+    o->root_slot = p->cur_slot;
+    o->recovered = p->recovered;
+    o->fsm_height = p->d_height;
+    o->barriers = p->barriers;
+    o->commits = p->commits;
+    o->user_root = p->user_root;
+}
+
+mp_err mp_check_page(const mp_pager *p, mp_pgno id)
+{
+    unsigned st;
+    if (mp_fsm_state(p, id, &st) != MP_OK)
+        return MP_ERANGE;
+    switch (st) {
+    case ST_REGULAR: return MP_OK;
+    case ST_SYSTEM: return MP_ERESERVED;
+    default: return MP_ENOTALLOC;
+    }
+}
+
+void *mp_page_ptr(const mp_pager *p, mp_pgno id)
+{
+    return id < p->page_count ? mp_page(p, id) : NULL;
+}
+
+int mp_next_page(const mp_pager *p, mp_pgno from, mp_pgno *out)
+{
+    uint64_t v;
+    if (from >= p->page_count || !mp_fsm_next_regular(p, from, &v))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* ---- mutation ---------------------------------------------------------- */
+
+static mp_err writable(mp_pager *p, const char *fn)
+{
+    if (p->readonly)
+        return mp_fail(p, MP_EREADONLY, "%s: pager is read-only", fn);
+    if (p->poisoned)
+        return mp_fail(p, MP_EPOISONED,
+                       "%s: %s: an earlier write failed; the pager refuses changes until reopened", fn, p->path);
+    return MP_OK;
+}
+
+/* End of a mutating call: outside an explicit transaction, commit it or,
+ * if it failed, drop it. */
+static mp_err finish(mp_pager *p, mp_err rc)
+{
+    if (p->in_txn)
+        return rc;
+    if (rc == MP_OK)
+        rc = mp_txn_commit(p);
+    if (rc != MP_OK && !p->poisoned)
+        mp_txn_rollback(p);
+    return rc;
+}
+
+static mp_err page_error(mp_pager *p, const char *fn, mp_pgno id, mp_err rc)
+{
+    switch (rc) {
+    case MP_ERANGE:
+        return mp_fail(p, rc, "%s: page %llu is out of range (the file has %llu pages)", fn,
+                       (unsigned long long)id, (unsigned long long)p->page_count);
+    case MP_ERESERVED:
+        return mp_fail(p, rc, "%s: page %llu is used by the file itself", fn, (unsigned long long)id);
+    default: {
+        unsigned st = ST_FREE;
+        mp_fsm_state(p, id, &st);
+        return mp_fail(p, rc, "%s: page %llu is not allocated%s", fn, (unsigned long long)id,
+                       st == ST_PENDING ? " (already freed in this transaction)" : " (double free?)");
+    }
+    }
+}
+
+mp_err mp_alloc(mp_pager *p, mp_pgno *out)
+{
+    mp_err rc = writable(p, "alloc");
+    if (rc != MP_OK)
+        return rc;
+    return finish(p, mp_fsm_alloc(p, out));
+}
+
+mp_err mp_free(mp_pager *p, mp_pgno id)
+{
+    mp_err rc = writable(p, "free");
+    if (rc != MP_OK)
+        return rc;
+    rc = mp_check_page(p, id);
+    if (rc != MP_OK)
+        return page_error(p, "free", id, rc);
+    return finish(p, mp_fsm_mark_free(p, id));
+}
+
+mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out)
+{
+    mp_err rc = writable(p, "alloc_bulk");
+    if (rc != MP_OK || n == 0)
+        return rc;
+    uint64_t max_pages = p->reserve_bytes / p->geom.P;
+    if (max_pages > MP_MAX_PAGES)
+        max_pages = MP_MAX_PAGES;
+    if ((uint64_t)n > p->free_total + (max_pages - p->page_count))
+        return mp_fail(p, MP_EFULL, "alloc_bulk: %zu pages do not fit (%llu free, room for %llu more)", n,
+                       (unsigned long long)p->free_total,
+                       (unsigned long long)(max_pages - p->page_count));
+    if ((uint64_t)n > p->free_total)   /* grow once, not step by step */
+        rc = mp_fsm_grow(p, (uint64_t)n - p->free_total);
+    size_t done = 0;
+    while (rc == MP_OK && done < n) {
+        rc = mp_fsm_alloc(p, &out[done]);
+        if (rc == MP_OK)
+            done++;
+    }
+    /* the failing alloc changed nothing; undo the others (all-or-nothing) */
+    if (rc != MP_OK)
+        while (done > 0)
+            mp_fsm_unalloc(p, out[--done]);
+    return finish(p, rc);
+}
+
+mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids)
+{
+    mp_err rc = writable(p, "free_bulk");
+    if (rc != MP_OK || n == 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        rc = mp_check_page(p, ids[i]);
+        if (rc != MP_OK)
+            return page_error(p, "free_bulk", ids[i], rc);
+    }
+    size_t done = 0;
+    for (; done < n; done++) {
+        unsigned st = ST_FREE;
+        mp_fsm_state(p, ids[done], &st);
+        if (st != ST_REGULAR) {
+            rc = mp_fail(p, MP_EDUP, "free_bulk: page %llu appears twice", (unsigned long long)ids[done]);
+            break;
+        }
+        rc = mp_fsm_mark_free(p, ids[done]);
+        if (rc != MP_OK)
+            break;
+    }
+    if (rc != MP_OK) {
+        while (done > 0)
+            mp_fsm_unmark_free(p, ids[--done]);
+        if (!p->in_txn)
+            mp_txn_rollback(p);
+        return rc;
+    }
+    return finish(p, MP_OK);
+}
+
+mp_err mp_set_root(mp_pager *p, uint64_t value)
+{
+    mp_err rc = writable(p, "set_root");
+    if (rc != MP_OK)
+        return rc;
+    p->user_root = value;
+    p->changed = 1;
+    return finish(p, MP_OK);
+}
+
+/* ---- transactions ------------------------------------------------------ */
+
+mp_err mp_begin(mp_pager *p)
+{
+    mp_err rc = writable(p, "begin");
+    if (rc != MP_OK)
+        return rc;
+    if (p->in_txn)
+        return mp_fail(p, MP_ETXN, "begin: a transaction is already open (transactions do not nest)");
+    p->in_txn = 1;
+    return MP_OK;
+}
+
+mp_err mp_commit(mp_pager *p)
+{
+    if (!p->in_txn)
+        return mp_fail(p, MP_ETXN, "commit: no transaction is open");
+    mp_err rc = mp_txn_commit(p);
+    if (rc != MP_OK && !p->poisoned)
+        mp_txn_rollback(p);
+    p->in_txn = 0;
+    return rc;
+}
+
+mp_err mp_rollback(mp_pager *p)
+{
+    if (!p->in_txn)
+        return mp_fail(p, MP_ETXN, "rollback: no transaction is open");
+    if (!p->poisoned)
+        mp_txn_rollback(p);
+    p->in_txn = 0;
+    return MP_OK;
+}
+
+mp_err mp_check(mp_pager *p)
+{
+    return mp_audit(p);
+}

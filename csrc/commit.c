@@ -550,8 +550,15 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
             if (mp_os_reserve(p, p->want_reserve, need, err) != MP_OK)
                 return MP_ENOMEM;
         }
-        if (c[i].page_count <= MP_MAX_PAGES && c[i].page_count * c[i].P <= p->file_bytes &&
-            mp_os_map_to(p, c[i].page_count * c[i].P) != MP_OK) {
+        /* Map the root slots whatever the root claims (read_slot saw them
+         * inside the file), and its pages only if the file holds them:
+         * verify_root rejects a page count the mapping does not cover. */
+        uint64_t want = 2 * (uint64_t)c[i].P;
+        if (c[i].page_count <= MP_MAX_PAGES && c[i].page_count * c[i].P > want)
+            want = c[i].page_count * c[i].P;
+        if (want > p->file_bytes)
+            want = want == 2 * (uint64_t)c[i].P ? p->file_bytes : 2 * (uint64_t)c[i].P;
+        if (mp_os_map_to(p, want) != MP_OK) {
             append(msg, sizeof msg, slot_name(c[i].slot), p->errmsg);
             continue;
         }

@@ -393,7 +393,7 @@ mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free)
         p->undo = u;
         p->undo_cap = need;
     }
-    rc = mp_os_grow_file(p, target * ge->P);
+    rc = mp_os_grow_file(p, old * ge->P, target * ge->P);
     if (rc != MP_OK)
         return rc;
 

@@ -208,7 +208,7 @@ void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(
 /* osfile.c */
 mp_err mp_os_reserve(mp_pager *p, uint64_t want, uint64_t at_least, mp_error *err);
 mp_err mp_os_map_to(mp_pager *p, uint64_t bytes);
-mp_err mp_os_grow_file(mp_pager *p, uint64_t bytes);
+mp_err mp_os_grow_file(mp_pager *p, uint64_t from, uint64_t to);
 int mp_os_barrier(mp_pager *p);   /* 0 or errno */
 void mp_os_unmap(mp_pager *p);
 mp_err mp_err_from_errno(int e);

@@ -138,21 +138,25 @@ mp_err mp_os_map_to(mp_pager *p, uint64_t bytes)
     return MP_OK;
 }
 
-/* Make the file at least bytes long with its blocks allocated, then map it. */
-mp_err mp_os_grow_file(mp_pager *p, uint64_t bytes)
+/* Make pages [from, to) (in bytes) usable: disk blocks allocated, so writing
+ * them through the mapping can never hit a full disk (SIGBUS), even where
+ * the file was already that long (another tool may have extended it
+ * sparsely), then mapped. */
+mp_err mp_os_grow_file(mp_pager *p, uint64_t from, uint64_t to)
 {
-    if (bytes > p->reserve_bytes)
+    if (to > p->reserve_bytes)
         return mp_fail(p, MP_EFULL,
                        "%s: file would outgrow the reserved address space (%llu bytes; see option max_bytes)",
                        p->path, (unsigned long long)p->reserve_bytes);
-    if (bytes > p->file_bytes) {
-        int e = posix_fallocate(p->fd, 0, (off_t)bytes);
+    if (to > from) {
+        int e = posix_fallocate(p->fd, (off_t)from, (off_t)(to - from));
         if (e != 0)
             return mp_fail(p, mp_err_from_errno(e), "%s: cannot grow the file to %llu bytes: %s",
-                           p->path, (unsigned long long)bytes, strerror(e));
-        p->file_bytes = bytes;
+                           p->path, (unsigned long long)to, strerror(e));
+        if (to > p->file_bytes)
+            p->file_bytes = to;
     }
-    return mp_os_map_to(p, bytes);
+    return mp_os_map_to(p, to);
 }
 
 void mp_os_unmap(mp_pager *p)

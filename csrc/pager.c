@@ -179,7 +179,7 @@ mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_er
     rc = mp_os_reserve(p, p->want_reserve, p->page_count * P, err);
     if (rc != MP_OK)
         goto fail;
-    rc = mp_os_grow_file(p, p->page_count * P);
+    rc = mp_os_grow_file(p, 0, p->page_count * P);
     if (rc == MP_OK)
         rc = mp_write_initial(p);
     if (rc != MP_OK) {

@@ -1,0 +1,201 @@
+/*
+ * lua_binding.h -- shared declarations of the Lua binding (mappedpages.core).
+ *
+ * The binding is split by object type, like liolib.c keeps one accessor pair
+ * per type:
+ *   lua_pager.c  the module table, option parsing, error conventions, Pager
+ *   lua_view.c   View objects and the per-pager registry of viewed pages
+ *   lua_txn.c    Transaction objects
+ *
+ * Object lifetimes
+ *  - A Pager userdata (mpl_pager) owns the mp_pager and the view registry.
+ *    Closing it (close, __close, __gc: one function) rolls back an open
+ *    transaction, frees the registry and sets `p` to NULL.  A closed pager
+ *    stays closed.
+ *  - Views and transactions hold their pager through user value 1, so the
+ *    mpl_pager memory outlives them (also while they are being finalized in
+ *    the same cycle as the pager).  Each of their methods checks that it AND
+ *    its pager are alive before touching anything.
+ *  - Every object is created in the closed/dead state before a resource is
+ *    acquired for it, so an error half-way leaves something __gc can handle.
+ *
+ * Lua allocations may run finalizers, and a user's finalizer may do anything,
+ * including closing this pager.  Rule followed everywhere: convert arguments
+ * and allocate Lua objects first, then check liveness, then call the core;
+ * never touch pager memory or page memory after a Lua allocation without
+ * checking again.
+ *
+ * View validity
+ *  A view is valid while its pager is open, its page is an allocated regular
+ *  page (mp_check_page) and the page has not been freed since the view was
+ *  made (even if it was allocated again: the ABA case).  The last point needs
+ *  memory: the pager keeps a small open-addressing hash (the "registry") from
+ *  viewed page id to {generation, live view count}.  A view remembers the
+ *  generation of its page; free/free_bulk give the freed ids a new
+ *  generation; a rollback (explicit, or inside a failed auto-commit) gives a
+ *  new generation to every registered page that stopped being allocated.
+ *  To keep a page access cheap, the pager also counts "epochs": the epoch
+ *  changes whenever any page may have stopped being allocated (free,
+ *  free_bulk, rollback, a failed mutation, close).  A view that was fully
+ *  checked in the current epoch is still valid, so the full check (hash
+ *  lookup + mp_check_page) runs at most once per view per epoch.
+ */
+#ifndef MAPPEDPAGES_LUA_BINDING_H
+#define MAPPEDPAGES_LUA_BINDING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "mappedpages.h"
+
+#define MPL_PAGER_MT "mappedpages.Pager"
+#define MPL_VIEW_MT "mappedpages.View"
+#define MPL_TXN_MT "mappedpages.Transaction"
+
+#if defined(__GNUC__)
+#define MPL_EXPORT __attribute__((visibility("default")))
+#else
+#define MPL_EXPORT
+#endif
+
+/* One registry entry: a page that has (or had) live views.  refs == 0 marks
+ * an empty slot. */
+typedef struct mpl_entry {
+    mp_pgno id;
+    uint64_t gen;      /* changes when the page is freed or rolled back */
+    size_t refs;       /* live views that hold this entry */
+} mpl_entry;
+
+/* The Pager userdata. */
+typedef struct mpl_pager {
+    mp_pager *p;           /* NULL while closed (before open and after close) */
+    uint64_t epoch;        /* see "View validity" above */
+    uint64_t gencount;     /* last generation handed out */
+    uint64_t txseq;        /* sequence number of the last begin() */
+    int txopen;            /* the transaction txseq is still open */
+    int readonly;
+    uint32_t page_size;
+    mpl_entry *reg;        /* registry: cap slots (0 or a power of two) */
+    size_t regcap;
+    size_t regcount;
+} mpl_pager;
+
+/* Reasons a view is dead (besides its pager being closed). */
+enum { MPL_VIEW_ALIVE = 0, MPL_VIEW_UNINIT, MPL_VIEW_STALE, MPL_VIEW_CLOSED };
+
+/* The View userdata (user value 1: its Pager). */
+typedef struct mpl_view {
+    mpl_pager *pg;         /* NULL until constructed */
+    unsigned char *data;   /* page address in the mapping (stable) */
+    mp_pgno id;
+    uint64_t gen;          /* registry generation when the view was made */
+    uint64_t epoch;        /* pager epoch of the last full check */
+    size_t size;           /* page size */
+    int state;             /* MPL_VIEW_*; holds a registry ref iff ALIVE */
+} mpl_view;
+
+/* Transaction states. */
+enum { MPL_TX_UNINIT = 0, MPL_TX_ACTIVE, MPL_TX_COMMITTED, MPL_TX_ROLLEDBACK,
+       MPL_TX_FAILED };
+
+/* The Transaction userdata (user value 1: its Pager). */
+typedef struct mpl_txn {
+    mpl_pager *pg;
+    uint64_t seq;          /* pg->txseq when begun */
+    int state;
+} mpl_txn;
+
+/* ---- lua_pager.c ---------------------------------------------------- */
+
+/* Argument errors that always name the function.  luaL_argerror names a
+ * function from the calling instruction, so pcall(pager.free, pager, 0)
+ * gives "bad argument #2 to '?'"; these look the running function up in
+ * our method tables and metatables (and the module table) first, so the
+ * message says 'free' however the method was called.  A method called
+ * with ':' gets luaL_argerror's numbering (self not counted, "calling
+ * 'alloc' on bad self (...)").  Only the error path pays for the lookup. */
+int mpl_argerror(lua_State *L, int arg, const char *extramsg);
+int mpl_typeerror(lua_State *L, int arg, const char *tname);
+void *mpl_checkudata(lua_State *L, int arg, const char *tname);
+
+#define mpl_argcheck(L, cond, arg, extramsg) \
+    ((void)((cond) || mpl_argerror(L, (arg), (extramsg))))
+
+static inline lua_Integer mpl_checkinteger(lua_State *L, int arg)
+{
+    int isnum;
+    lua_Integer d = lua_tointegerx(L, arg, &isnum);
+    if (!isnum) {
+        if (lua_isnumber(L, arg))
+            mpl_argerror(L, arg, "number has no integer representation");
+        else
+            mpl_typeerror(L, arg, "integer");
+    }
+    return d;
+}
+
+static inline lua_Integer mpl_optinteger(lua_State *L, int arg,
+                                         lua_Integer def)
+{
+    return lua_isnoneornil(L, arg) ? def : mpl_checkinteger(L, arg);
+}
+
+static inline const char *mpl_checklstring(lua_State *L, int arg,
+                                           size_t *len)
+{
+    const char *s = lua_tolstring(L, arg, len);
+    if (s == NULL)
+        mpl_typeerror(L, arg, "string");
+    return s;
+}
+
+static inline void mpl_checktype(lua_State *L, int arg, int t)
+{
+    if (lua_type(L, arg) != t)
+        mpl_typeerror(L, arg, lua_typename(L, t));
+}
+
+MPL_EXPORT int luaopen_mappedpages_core(lua_State *L);
+
+/* Pager accessors: type only (may be closed) / open pager, else raises
+ * "attempt to use a closed pager". */
+mpl_pager *mpl_topager(lua_State *L, int idx);
+mpl_pager *mpl_checkpager(lua_State *L, int idx);
+/* Raise for an id outside [0, page count) or a non-integer id. */
+mp_pgno mpl_checkpgno(lua_State *L, int arg, const mpl_pager *pg);
+/* Handle a failed core call on an open pager: misuse codes raise (naming
+ * the function); environment failures push nil, message, code and return
+ * 3.  `arg` is the argument blamed for misuse. */
+int mpl_fail(lua_State *L, mpl_pager *pg, mp_err e, int arg);
+/* Raise the misuse error for page id and code e (MP_ERANGE, MP_ERESERVED,
+ * MP_ENOTALLOC): "page 5 is not allocated"... */
+int mpl_pgno_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno id,
+                   mp_err e);
+/* Register a methods table and a metatable (safe to call twice per state),
+ * store the methods table as module[export_name] when not NULL, and leave
+ * the stack as it was.  with_mt_upvalue gives every function the metatable
+ * as upvalue 1 (a cheap exact type check, see lua_view.c). */
+void mpl_newclass(lua_State *L, int modidx, const char *name,
+                  const luaL_Reg *methods, const luaL_Reg *meta,
+                  int with_mt_upvalue, const char *export_name);
+
+/* ---- lua_view.c ----------------------------------------------------- */
+
+void mpl_open_view(lua_State *L, int modidx);
+/* pager:page(id) */
+int mpl_pager_page(lua_State *L);
+/* Registry maintenance by the pager. */
+void mpl_reg_bump(mpl_pager *pg, mp_pgno id);   /* page id was freed */
+void mpl_reg_sweep(mpl_pager *pg);              /* after a rollback */
+void mpl_reg_free(mpl_pager *pg);               /* at close */
+
+/* ---- lua_txn.c ------------------------------------------------------ */
+
+void mpl_open_txn(lua_State *L, int modidx);
+/* pager:begin() */
+int mpl_pager_begin(lua_State *L);
+
+#endif /* MAPPEDPAGES_LUA_BINDING_H */

@@ -1,0 +1,617 @@
+/*
+ * lua_pack.c -- string.pack / string.unpack formats, in place in a page.
+ *
+ * Owns: the format parser shared by pack and unpack, the byte encodings
+ * (integers of 1..16 bytes, floats, length-prefixed, fixed and
+ * zero-terminated strings), and the range checks against the page.  The
+ * Lua binding (view:pack, view:unpack) calls the two entry points; the
+ * semantics and the differences from string.pack are in lua_pack.h.
+ *
+ * Invariants
+ *  1. pack writes nothing until the whole format and every value have been
+ *     checked and everything is known to fit: pass 1 validates and sizes,
+ *     pass 2 writes and cannot fail.
+ *  2. The page is never touched after a point where the garbage collector
+ *     may have run (any Lua allocation), because a finalizer could close
+ *     the pager and unmap the page:
+ *      - pack's pass 1 allocates nothing: a number given for a string
+ *        option is converted into a local buffer, exactly as tostring
+ *        would (not in place on the stack as luaL_checklstring does);
+ *        pass 2 allocates nothing either.
+ *      - unpack pushes integers and floats, which allocates nothing.  A
+ *        string result (options c, s, z) is a Lua allocation; when one is
+ *        followed by more items, unpack first walks the format without
+ *        pushing, to validate it and find where the data ends, copies that
+ *        span into one Lua string, and reads the rest from the copy.
+ *  3. Every read and write is bounds-checked against the page before it
+ *     happens; sizes come from the format (at most INT_MAX per option) and
+ *     string lengths, and the checks are written so that they cannot
+ *     overflow.
+ */
+#include "lua_pack.h"
+
+#include <lauxlib.h>
+
+#include <limits.h>
+#include <stdint.h>
+#include <locale.h>
+#include <stddef.h>
+#include <stdio.h>      /* snprintf, used by lua_number2str */
+#include <string.h>
+
+/* Largest integer option, 'i16' (as in lstrlib). */
+#define MP_MAXINTSIZE 16
+/* Bytes in a lua_Integer. */
+#define MP_SZINT ((int)sizeof(lua_Integer))
+/* A numeral in a format stops growing above this, so that it fits in an
+ * int (lstrlib's limit: a 'c' size is at most about INT_MAX). */
+#define MP_NUMLIMIT ((INT_MAX - 9) / 10)
+/* Room for the text of any number (tostring), with some margin. */
+#define MP_NUMBUF 64
+
+typedef enum kopt {
+    K_INT,       /* signed integer: b h l j i[n] */
+    K_UINT,      /* unsigned integer: B H L J T I[n] */
+    K_FLOAT,     /* C float: f */
+    K_NUMBER,    /* lua_Number: n */
+    K_DOUBLE,    /* C double: d */
+    K_CHAR,      /* fixed-size string: cn */
+    K_STRING,    /* length-prefixed string: s[n] */
+    K_ZSTR,      /* zero-terminated string: z */
+    K_PAD,       /* one byte of padding: x */
+    K_PADALIGN,  /* alignment only: Xop */
+    K_NOP        /* ' ', endianness, maximum alignment */
+} kopt;
+
+/* Parser state: what the configuration options set so far. */
+typedef struct fmtstate {
+    lua_State *L;
+    int little;     /* current byte order is little-endian */
+    int maxalign;   /* alignment cap set by '!' (1: no alignment) */
+    int fmtarg;     /* stack index of the format, for error messages */
+} fmtstate;
+
+/* Native alignment of the most demanding type, the default of '!'. */
+struct mp_maxalign_probe {
+    char c;
+    union { LUAI_MAXALIGN; } u;
+};
+
+static int native_little(void)
+{
+    const unsigned int one = 1;
+    unsigned char first;
+    memcpy(&first, &one, 1);
+    return first == 1;
+}
+
+static void fmt_init(fmtstate *h, lua_State *L, int fmtarg)
+{
+    h->L = L;
+    h->little = native_little();
+    h->maxalign = 1;
+    h->fmtarg = fmtarg;
+}
+
+static int is_digit(int c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* A numeral at *fmt, or dflt when there is none. */
+static int read_num(const char **fmt, int dflt)
+{
+    const char *f = *fmt;
+    int a = 0;
+    if (!is_digit(*f))
+        return dflt;
+    do {
+        a = a * 10 + (*f++ - '0');
+    } while (is_digit(*f) && a <= MP_NUMLIMIT);
+    *fmt = f;
+    return a;
+}
+
+/* An optional integral size, which must lie in [1, MP_MAXINTSIZE]. */
+static int read_intsize(fmtstate *h, const char **fmt, int dflt)
+{
+    int sz = read_num(fmt, dflt);
+    if (sz > MP_MAXINTSIZE || sz <= 0)
+        luaL_error(h->L, "integral size (%d) out of limits [1,%d]", sz,
+                   MP_MAXINTSIZE);
+    return sz;
+}
+
+/* Read one option at *fmt; set *size to the bytes it occupies (0 for
+ * strings of variable length and for options that take no room). */
+static kopt read_option(fmtstate *h, const char **fmt, int *size)
+{
+    int opt = (unsigned char)*(*fmt)++;
+    *size = 0;
+    switch (opt) {
+    case 'b': *size = (int)sizeof(char); return K_INT;
+    case 'B': *size = (int)sizeof(char); return K_UINT;
+    case 'h': *size = (int)sizeof(short); return K_INT;
+    case 'H': *size = (int)sizeof(short); return K_UINT;
+    case 'l': *size = (int)sizeof(long); return K_INT;
+    case 'L': *size = (int)sizeof(long); return K_UINT;
+    case 'j': *size = (int)sizeof(lua_Integer); return K_INT;
+    case 'J': *size = (int)sizeof(lua_Integer); return K_UINT;
+    case 'T': *size = (int)sizeof(size_t); return K_UINT;
+    case 'f': *size = (int)sizeof(float); return K_FLOAT;
+    case 'n': *size = (int)sizeof(lua_Number); return K_NUMBER;
+    case 'd': *size = (int)sizeof(double); return K_DOUBLE;
+    case 'i': *size = read_intsize(h, fmt, (int)sizeof(int)); return K_INT;
+    case 'I': *size = read_intsize(h, fmt, (int)sizeof(int)); return K_UINT;
+    case 's': *size = read_intsize(h, fmt, (int)sizeof(size_t)); return K_STRING;
+    case 'c':
+        *size = read_num(fmt, -1);
+        if (*size == -1)
+            luaL_error(h->L, "missing size for format option 'c'");
+        return K_CHAR;
+    case 'z': return K_ZSTR;
+    case 'x': *size = 1; return K_PAD;
+    case 'X': return K_PADALIGN;
+    case ' ': return K_NOP;
+    case '<': h->little = 1; return K_NOP;
+    case '>': h->little = 0; return K_NOP;
+    case '=': h->little = native_little(); return K_NOP;
+    case '!':
+        h->maxalign = read_intsize(h, fmt,
+                                   (int)offsetof(struct mp_maxalign_probe, u));
+        return K_NOP;
+    default:
+        luaL_error(h->L, "invalid format option '%c'", opt);
+        return K_NOP;
+    }
+}
+
+/* Read the next option and compute the padding *pad that aligns it when
+ * it starts at page offset pos. */
+static kopt read_item(fmtstate *h, size_t pos, const char **fmt, int *size,
+                      int *pad)
+{
+    kopt k = read_option(h, fmt, size);
+    int align = *size;            /* an item is aligned on its size... */
+    if (k == K_PADALIGN) {        /* ...but 'X' on the next option's */
+        if (**fmt == '\0' || read_option(h, fmt, &align) == K_CHAR ||
+            align == 0)
+            luaL_argerror(h->L, h->fmtarg,
+                          "invalid next option for option 'X'");
+    }
+    if (align <= 1 || k == K_CHAR) {
+        *pad = 0;
+    } else {
+        if (align > h->maxalign)
+            align = h->maxalign;
+        if ((align & (align - 1)) != 0)
+            luaL_argerror(h->L, h->fmtarg,
+                          "format asks for alignment not power of 2");
+        *pad = (align - (int)(pos & (size_t)(align - 1))) & (align - 1);
+    }
+    return k;
+}
+
+static void check_offset(lua_State *L, lua_Integer off, size_t len, int arg)
+{
+    if (off < 0 || (lua_Unsigned)off > (lua_Unsigned)len)
+        luaL_argerror(L, arg, "offset out of range");
+}
+
+/* Raise "<what> (N bytes at offset P, page size S)" against argument arg.
+ * need may be absurd (a corrupt length prefix): it is shown clamped. */
+static void raise_short(lua_State *L, int arg, const char *what, size_t pos,
+                        lua_Unsigned need, size_t len)
+{
+    lua_Integer shown = need > (lua_Unsigned)LUA_MAXINTEGER
+                            ? LUA_MAXINTEGER : (lua_Integer)need;
+    luaL_argerror(L, arg,
+                  lua_pushfstring(L, "%s (%I bytes at offset %I, page size %I)",
+                                  what, shown, (lua_Integer)pos,
+                                  (lua_Integer)len));
+}
+
+/* Copy n bytes, reversing them when the wanted byte order is not the
+ * machine's (floats). */
+static void copy_order(unsigned char *dst, const unsigned char *src, size_t n,
+                       int little)
+{
+    if (little == native_little()) {
+        memcpy(dst, src, n);
+    } else {
+        size_t i;
+        for (i = 0; i < n; i++)
+            dst[i] = src[n - 1 - i];
+    }
+}
+
+/* ---- pack ------------------------------------------------------------- */
+
+/* The text tostring gives a number (lobject.c's rules: integers in
+ * LUA_INTEGER_FMT, floats in LUA_NUMBER_FMT plus ".0" when they would
+ * read as an integer), in b; returns its length. */
+static size_t number_text(lua_State *L, int arg, char *b)
+{
+    int n;
+    if (lua_isinteger(L, arg)) {
+        n = lua_integer2str(b, MP_NUMBUF, lua_tointegerx(L, arg, NULL));
+    } else {
+        n = lua_number2str(b, MP_NUMBUF, lua_tonumberx(L, arg, NULL));
+        if (n > 0 && n < MP_NUMBUF - 2 && b[strspn(b, "-0123456789")] == '\0') {
+            b[n++] = lua_getlocaledecpoint();
+            b[n++] = '0';
+            b[n] = '\0';
+        }
+    }
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* luaL_checklstring without its side effect: a number is converted into
+ * b instead of into a new Lua string (which would allocate). */
+static const char *value_string(lua_State *L, int arg, size_t *l, char *b)
+{
+    switch (lua_type(L, arg)) {
+    case LUA_TSTRING:
+        return lua_tolstring(L, arg, l);
+    case LUA_TNUMBER:
+        *l = number_text(L, arg, b);
+        return b;
+    default:
+        luaL_typeerror(L, arg, lua_typename(L, LUA_TSTRING));
+        return NULL;
+    }
+}
+
+/* Write the low size bytes of n (two's complement, sign-extended past the
+ * width of lua_Integer when neg) in the given byte order. */
+static void put_int(unsigned char *p, lua_Unsigned n, int little, int size,
+                    int neg)
+{
+    int i;
+    for (i = 0; i < size; i++) {
+        unsigned char byte = (unsigned char)(n & 0xff);
+        if (i >= MP_SZINT)
+            byte = neg ? 0xff : 0;
+        p[little ? i : size - 1 - i] = byte;
+        if (i < MP_SZINT - 1)
+            n >>= 8;
+    }
+}
+
+lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
+                        lua_Integer off, const char *fmt, int first)
+{
+    const int offarg = first - 2;
+    fmtstate h;
+    const char *f;
+    size_t pos, need;
+    int overflow = 0;          /* some item does not fit in the page */
+    size_t bad_pos = 0, bad_need = 0;
+    int arg;
+    char nb[MP_NUMBUF];
+
+    check_offset(L, off, len, offarg);
+
+    /* Pass 1: parse, check every value, size everything. */
+    fmt_init(&h, L, first - 1);
+    pos = (size_t)off;
+    arg = first;
+    for (f = fmt; *f != '\0';) {
+        int size, pad;
+        size_t extra = 0;   /* variable part: string bytes */
+        size_t l;
+        const char *s;
+        kopt k = read_item(&h, pos, &f, &size, &pad);
+        switch (k) {
+        case K_INT: {
+            lua_Integer n = luaL_checkinteger(L, arg);
+            if (size < MP_SZINT) {
+                lua_Integer lim = (lua_Integer)1 << (size * 8 - 1);
+                luaL_argcheck(L, -lim <= n && n < lim, arg, "integer overflow");
+            }
+            arg++;
+            break;
+        }
+        case K_UINT: {
+            lua_Integer n = luaL_checkinteger(L, arg);
+            if (size < MP_SZINT)
+                luaL_argcheck(L, (lua_Unsigned)n <
+                                     ((lua_Unsigned)1 << (size * 8)),
+                              arg, "unsigned overflow");
+            arg++;
+            break;
+        }
+        case K_FLOAT: case K_NUMBER: case K_DOUBLE:
+            (void)luaL_checknumber(L, arg);
+            arg++;
+            break;
+        case K_CHAR:
+            (void)value_string(L, arg, &l, nb);
+            luaL_argcheck(L, l <= (size_t)size, arg,
+                          "string longer than given size");
+            arg++;
+            break;
+        case K_STRING:
+            (void)value_string(L, arg, &l, nb);
+            luaL_argcheck(L, size >= (int)sizeof(size_t) ||
+                                 l < ((size_t)1 << (size * 8)),
+                          arg, "string length does not fit in given size");
+            extra = l;
+            arg++;
+            break;
+        case K_ZSTR:
+            s = value_string(L, arg, &l, nb);
+            luaL_argcheck(L, memchr(s, '\0', l) == NULL, arg,
+                          "string contains zeros");
+            extra = l + 1;   /* l < SIZE_MAX: it is the length of an object */
+            arg++;
+            break;
+        case K_PAD: case K_PADALIGN: case K_NOP:
+            break;
+        }
+        /* Does the item fit?  Noted, not raised yet: string.pack would
+         * report a bad value or option further on first, so we do too. */
+        need = (size_t)pad + (size_t)size;
+        need = extra > SIZE_MAX - need ? SIZE_MAX : need + extra;
+        if (!overflow && need > len - pos) {
+            overflow = 1;
+            bad_pos = pos;
+            bad_need = need;
+        }
+        /* (saturates only past the end of the page, once overflow is set) */
+        pos = need > SIZE_MAX - pos ? SIZE_MAX : pos + need;
+    }
+    if (overflow)
+        raise_short(L, offarg, "data does not fit in page", bad_pos,
+                    (lua_Unsigned)bad_need, len);
+
+    /* Pass 2: write.  Same parse, values known good: nothing can fail. */
+    fmt_init(&h, L, first - 1);
+    pos = (size_t)off;
+    arg = first;
+    for (f = fmt; *f != '\0';) {
+        int size, pad;
+        size_t l;
+        const char *s;
+        unsigned char *p;
+        kopt k = read_item(&h, pos, &f, &size, &pad);
+        if (pad > 0)
+            memset(buf + pos, 0, (size_t)pad);
+        pos += (size_t)pad;
+        p = buf + pos;
+        switch (k) {
+        case K_INT: case K_UINT: {
+            lua_Integer n = lua_tointegerx(L, arg++, NULL);
+            put_int(p, (lua_Unsigned)n, h.little, size, k == K_INT && n < 0);
+            break;
+        }
+        case K_FLOAT: {
+            float v = (float)lua_tonumberx(L, arg++, NULL);
+            copy_order(p, (const unsigned char *)&v, sizeof v, h.little);
+            break;
+        }
+        case K_NUMBER: {
+            lua_Number v = lua_tonumberx(L, arg++, NULL);
+            copy_order(p, (const unsigned char *)&v, sizeof v, h.little);
+            break;
+        }
+        case K_DOUBLE: {
+            double v = (double)lua_tonumberx(L, arg++, NULL);
+            copy_order(p, (const unsigned char *)&v, sizeof v, h.little);
+            break;
+        }
+        case K_CHAR:
+            s = value_string(L, arg++, &l, nb);
+            if (l > 0)
+                memcpy(p, s, l);
+            if ((size_t)size > l)
+                memset(p + l, 0, (size_t)size - l);
+            break;
+        case K_STRING:
+            s = value_string(L, arg++, &l, nb);
+            put_int(p, (lua_Unsigned)l, h.little, size, 0);
+            if (l > 0)
+                memcpy(p + size, s, l);
+            pos += l;
+            break;
+        case K_ZSTR:
+            s = value_string(L, arg++, &l, nb);
+            if (l > 0)
+                memcpy(p, s, l);
+            p[l] = '\0';
+            pos += l + 1;
+            break;
+        case K_PAD:
+            *p = 0;
+            break;
+        case K_PADALIGN: case K_NOP:
+            break;
+        }
+        pos += (size_t)size;
+    }
+    return (lua_Integer)pos;
+}
+
+/* ---- unpack ----------------------------------------------------------- */
+
+/* lua_Unsigned to lua_Integer, two's complement, without relying on the
+ * implementation-defined conversion (compiles to nothing). */
+static lua_Integer u2s(lua_Unsigned u)
+{
+    if (u <= (lua_Unsigned)LUA_MAXINTEGER)
+        return (lua_Integer)u;
+    return (lua_Integer)(u - (lua_Unsigned)LUA_MININTEGER) + LUA_MININTEGER;
+}
+
+/* Read a size-byte integer.  Below the width of lua_Integer, sign-extend
+ * when issigned; above it, the extra bytes must be a sign extension (or
+ * zeros when unsigned), else the value does not fit. */
+static lua_Unsigned get_int(lua_State *L, const unsigned char *p, int little,
+                            int size, int issigned)
+{
+    lua_Unsigned r = 0;
+    int i;
+    int n = size <= MP_SZINT ? size : MP_SZINT;
+    if (n == MP_SZINT && little == native_little()) {
+        memcpy(&r, little ? p : p + size - MP_SZINT, sizeof r);
+    } else {
+        for (i = n - 1; i >= 0; i--)
+            r = (r << 8) | p[little ? i : size - 1 - i];
+    }
+    if (size < MP_SZINT) {
+        if (issigned) {
+            lua_Unsigned mask = (lua_Unsigned)1 << (size * 8 - 1);
+            r = (r ^ mask) - mask;
+        }
+    } else if (size > MP_SZINT) {
+        int negative = issigned && (r >> (MP_SZINT * 8 - 1)) != 0;
+        unsigned char ext = negative ? 0xff : 0;
+        for (i = MP_SZINT; i < size; i++) {
+            if (p[little ? i : size - 1 - i] != ext)
+                luaL_error(L, "%d-byte integer does not fit into Lua Integer",
+                           size);
+        }
+    }
+    return r;
+}
+
+/*
+ * Walk fmt over the page from pos.  src holds the page bytes from offset
+ * base to lim (the whole page: base 0, lim len; or a copy of a span).
+ * With push, push every value and the next offset and return how many;
+ * without, only validate, setting *end to the offset past the data and
+ * *needcopy when a string result is followed by another item (reading
+ * after the allocation of that string would break invariant 2).
+ */
+static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
+                       size_t lim, size_t len, size_t pos, const char *fmt,
+                       int push, size_t *end, int *needcopy)
+{
+    fmtstate h;
+    int n = 0;
+    int allocated = 0;   /* a string result came before this item */
+    fmt_init(&h, L, MP_UNPACK_FMTARG);
+    while (*fmt != '\0') {
+        int size, pad;
+        kopt k = read_item(&h, pos, &fmt, &size, &pad);
+        const unsigned char *p;
+        if ((size_t)pad + (size_t)size > lim - pos)
+            raise_short(L, MP_UNPACK_OFFARG, "page too short", pos,
+                        (lua_Unsigned)pad + (lua_Unsigned)size, len);
+        pos += (size_t)pad;
+        p = src + (pos - base);
+        if (k == K_PAD || k == K_PADALIGN || k == K_NOP) {
+            pos += (size_t)size;
+            continue;
+        }
+        if (push) {
+            luaL_checkstack(L, 2, "too many results");
+        } else if (allocated) {
+            *needcopy = 1;
+        }
+        n++;
+        switch (k) {
+        case K_INT: case K_UINT: {
+            lua_Unsigned v = get_int(L, p, h.little, size, k == K_INT);
+            if (push)
+                lua_pushinteger(L, u2s(v));
+            break;
+        }
+        case K_FLOAT: {
+            float v;
+            if (push) {
+                copy_order((unsigned char *)&v, p, sizeof v, h.little);
+                lua_pushnumber(L, (lua_Number)v);
+            }
+            break;
+        }
+        case K_NUMBER: {
+            lua_Number v;
+            if (push) {
+                copy_order((unsigned char *)&v, p, sizeof v, h.little);
+                lua_pushnumber(L, v);
+            }
+            break;
+        }
+        case K_DOUBLE: {
+            double v;
+            if (push) {
+                copy_order((unsigned char *)&v, p, sizeof v, h.little);
+                lua_pushnumber(L, (lua_Number)v);
+            }
+            break;
+        }
+        case K_CHAR:
+            if (push)
+                lua_pushlstring(L, (const char *)p, (size_t)size);
+            allocated = 1;
+            break;
+        case K_STRING: {
+            lua_Unsigned l = get_int(L, p, h.little, size, 0);
+            size_t room = lim - pos - (size_t)size;
+            if (l > (lua_Unsigned)room) {
+                lua_Unsigned need = (lua_Unsigned)pad + (lua_Unsigned)size;
+                need = l > (lua_Unsigned)-1 - need ? (lua_Unsigned)-1 : need + l;
+                raise_short(L, MP_UNPACK_OFFARG, "page too short",
+                            pos - (size_t)pad, need, len);
+            }
+            if (push)
+                lua_pushlstring(L, (const char *)p + size, (size_t)l);
+            pos += (size_t)l;
+            allocated = 1;
+            break;
+        }
+        case K_ZSTR: {
+            const unsigned char *z =
+                pos < lim ? (const unsigned char *)memchr(p, '\0', lim - pos)
+                          : NULL;
+            if (z == NULL)
+                luaL_argerror(L, MP_UNPACK_OFFARG,
+                              "unfinished string for format 'z'");
+            if (push)
+                lua_pushlstring(L, (const char *)p, (size_t)(z - p));
+            pos += (size_t)(z - p) + 1;
+            allocated = 1;
+            break;
+        }
+        case K_PAD: case K_PADALIGN: case K_NOP:
+            break;
+        }
+        pos += (size_t)size;
+    }
+    if (push) {
+        lua_pushinteger(L, (lua_Integer)pos);
+        return n + 1;
+    }
+    *end = pos;
+    return n;
+}
+
+int mp_lua_unpack(lua_State *L, const unsigned char *buf, size_t len,
+                  lua_Integer off, const char *fmt)
+{
+    size_t end;
+    int needcopy = 0;
+    int copyidx, n;
+    const unsigned char *copy;
+
+    check_offset(L, off, len, MP_UNPACK_OFFARG);
+    /* Numbers only (the common case): read the page directly. */
+    if (strpbrk(fmt, "csz") == NULL)
+        return unpack_walk(L, buf, 0, len, len, (size_t)off, fmt, 1, NULL,
+                           NULL);
+    /* Strings: validate first; copy the data when a string is followed by
+     * other items (invariant 2). */
+    unpack_walk(L, buf, 0, len, len, (size_t)off, fmt, 0, &end, &needcopy);
+    if (!needcopy)
+        return unpack_walk(L, buf, 0, len, len, (size_t)off, fmt, 1, NULL,
+                           NULL);
+    luaL_checkstack(L, 1, "too many results");
+    lua_pushlstring(L, (const char *)buf + off, end - (size_t)off);
+    copyidx = lua_gettop(L);
+    copy = (const unsigned char *)lua_tostring(L, copyidx);
+    n = unpack_walk(L, copy, (size_t)off, end, len, (size_t)off, fmt, 1, NULL,
+                    NULL);
+    lua_remove(L, copyidx);
+    return n;
+}

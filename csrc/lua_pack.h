@@ -1,0 +1,67 @@
+/*
+ * lua_pack.h -- the engine of view:pack(off, fmt, ...) and view:unpack(off, fmt).
+ *
+ * Owns the string.pack format language applied in place to a fixed-size
+ * byte buffer (a page).  The options and their semantics are exactly those
+ * of Lua 5.4's string.pack / string.unpack (manual section 6.4.2):
+ *   < > = ![n]  b B h H l L j J T  i[n] I[n]  f d n  s[n] z cn  x Xop  ' '
+ * with the same checks and error messages ("integer overflow", "unsigned
+ * overflow", "string contains zeros", "N-byte integer does not fit into Lua
+ * Integer", "unfinished string for format 'z'", ...).  Two differences,
+ * both due to working inside a page instead of on a Lua string:
+ *
+ *  - Offsets are 0-based byte offsets into the page; off may be 0 .. len
+ *    inclusive (anything else raises "offset out of range"), and the
+ *    returned next offset is 0-based too (string.unpack's position is
+ *    1-based: it returns pos + 1 where we return pos).
+ *  - Alignment ('!' and 'X') is relative to the start of the page (offset
+ *    0), not to the start of the packed data: packing "!4 i4" at offset 2
+ *    writes 2 padding bytes first, so that the integer lands at offset 4,
+ *    where view:unpack(2, "!4 i4") finds it (string.unpack measures
+ *    alignment from the start of its string too, so unpacking a page's
+ *    bytes with string.unpack(fmt, page, off + 1) gives the same values).
+ *
+ * Errors are raised as Lua errors.  Data that would run past the end of the
+ * page raises "data does not fit in page (...)" (pack) or "page too short
+ * (...)" (unpack), naming the offset argument.
+ *
+ * Stack layout.  Error messages name arguments by stack index, as
+ * luaL_argerror does, assuming the layout of a method call: for
+ * view:pack(off, fmt, v1, ...) the stack is [view, off, fmt, v1, ...],
+ * values start at `first` (4), the offset is at first - 2 and the format at
+ * first - 1; for view:unpack(off, fmt) the offset is at index 2 and the
+ * format at 3 (MP_UNPACK_OFFARG, MP_UNPACK_FMTARG).  luaL_argerror then
+ * prints them as arguments #1, #2, #3 ... of 'pack' / 'unpack'.
+ *
+ * Memory safety.  The caller must pass the buffer pointer after every check
+ * of its own that may allocate (luaL_checkstring of a number converts it):
+ * an allocation may run the garbage collector, and a finalizer may close
+ * the pager and unmap the page.  These functions allocate nothing before
+ * they have finished with buf, or copy what they still need first, so they
+ * never touch buf after a point where the collector may have run.
+ */
+#ifndef MP_LUA_PACK_H
+#define MP_LUA_PACK_H
+
+#include <stddef.h>
+#include <lua.h>
+
+#define MP_UNPACK_OFFARG 2
+#define MP_UNPACK_FMTARG 3
+
+/* Pack the Lua values at stack indices first, first+1, ... according to the
+ * string.pack format fmt into buf[off ...], buf being len bytes long.
+ * Validates the whole format, every value, and that everything fits in
+ * [off, len) BEFORE writing any byte (so a failing call leaves the page
+ * untouched); raises a Lua error otherwise.  Returns the offset just past
+ * the packed bytes.  Padding bytes are written as zeros. */
+lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
+                        lua_Integer off, const char *fmt, int first);
+
+/* Unpack from buf[off ...] (buf being len bytes long) according to fmt;
+ * pushes the values, then the offset just past them (0-based); returns the
+ * number of values pushed (including that offset). */
+int mp_lua_unpack(lua_State *L, const unsigned char *buf, size_t len,
+                  lua_Integer off, const char *fmt);
+
+#endif /* MP_LUA_PACK_H */

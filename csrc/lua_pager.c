@@ -1,0 +1,743 @@
+/*
+ * lua_pager.c -- the mappedpages.core module and the Pager type.
+ *
+ * Owns: luaopen_mappedpages_core, create/open and their options, crc32c,
+ * the error conventions shared by the whole binding (mpl_fail), page-id
+ * checking, and every Pager method except page() (lua_view.c) and begin()
+ * (lua_txn.c).
+ *
+ * Error conventions (DESIGN.md, "Lua API"):
+ *  - environment failures (file missing or bad, lock held, I/O, disk full,
+ *    poisoned pager...) return nil, message, code; code is mp_errname();
+ *  - misuse raises through mpl_argerror (luaL_argerror that always finds
+ *    the function name), so the message names the function:
+ *    "bad argument #1 to 'free' (page 5 is not allocated)", or for the
+ *    object itself "calling 'alloc' on bad self (pager is read-only)".
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "mappedpages.h"
+#include "crc32c.h"
+#include "lua_binding.h"
+
+/* ---- shared helpers --------------------------------------------------- */
+
+/* Search table t for a string key whose value is rawequal to the value at
+ * fn; pushes that key and returns it, or pushes nothing and returns NULL. */
+static const char *key_of(lua_State *L, int t, int fn)
+{
+    if (lua_type(L, t) != LUA_TTABLE)
+        return NULL;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fn)) {
+            lua_pop(L, 1);          /* the key stays on the stack */
+            return lua_tostring(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
+/* The name under which the function at fn is registered by this module:
+ * pushes it and returns it, or returns NULL (pushing garbage the caller
+ * does not care about: an error is raised right after). */
+static const char *binding_name(lua_State *L, int fn)
+{
+    static const char *const types[] = { MPL_PAGER_MT, MPL_VIEW_MT,
+                                         MPL_TXN_MT, NULL };
+    const char *name;
+    int i;
+    for (i = 0; types[i] != NULL; i++) {
+        int mt;
+        luaL_getmetatable(L, types[i]);
+        mt = lua_gettop(L);
+        lua_getfield(L, mt, "__index");
+        if ((name = key_of(L, mt + 1, fn)) != NULL
+            || (name = key_of(L, mt, fn)) != NULL)
+            return name;
+        lua_settop(L, mt - 1);
+    }
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "mappedpages.core");
+    return key_of(L, lua_gettop(L), fn);
+}
+
+int mpl_argerror(lua_State *L, int arg, const char *extramsg)
+{
+    lua_Debug ar;
+    const char *name = NULL;
+    int method = 0;
+    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "nf", &ar)) {
+        method = ar.namewhat != NULL && strcmp(ar.namewhat, "method") == 0;
+        name = binding_name(L, lua_gettop(L));
+        if (name == NULL)
+            name = ar.name;
+    }
+    if (name == NULL)
+        name = "?";
+    if (method) {
+        arg--;                    /* do not count self */
+        if (arg == 0)
+            return luaL_error(L, "calling '%s' on bad self (%s)", name,
+                              extramsg);
+    }
+    return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, name, extramsg);
+}
+
+int mpl_typeerror(lua_State *L, int arg, const char *tname)
+{
+    const char *got;
+    if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING)
+        got = lua_tostring(L, -1);
+    else if (lua_type(L, arg) == LUA_TLIGHTUSERDATA)
+        got = "light userdata";
+    else
+        got = luaL_typename(L, arg);
+    return mpl_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s",
+                                                tname, got));
+}
+
+void *mpl_checkudata(lua_State *L, int arg, const char *tname)
+{
+    void *p = luaL_testudata(L, arg, tname);
+    if (p == NULL)
+        mpl_typeerror(L, arg, tname);
+    return p;
+}
+
+static int is_misuse(mp_err e)
+{
+    switch (e) {
+    case MP_EINVAL: case MP_EREADONLY: case MP_ERANGE: case MP_ERESERVED:
+    case MP_ENOTALLOC: case MP_EDUP: case MP_ETXN:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A uint64 as the Lua integer with the same two's complement bits. */
+static lua_Integer u64_to_integer(uint64_t v)
+{
+    if (v <= (uint64_t)LUA_MAXINTEGER)
+        return (lua_Integer)v;
+    return -(lua_Integer)(~v) - 1;
+}
+
+int mpl_fail(lua_State *L, mpl_pager *pg, mp_err e, int arg)
+{
+    const char *msg = (pg->p != NULL) ? mp_errmsg(pg->p) : NULL;
+    if (msg == NULL || *msg == '\0')
+        msg = mp_strerror(e);
+    if (is_misuse(e)) {
+        /* The core prefixes its messages with its function name ("begin:
+         * ..."); ours comes from mpl_argerror already. */
+        const char *s = msg;
+        while ((*s >= 'a' && *s <= 'z') || *s == '_')
+            s++;
+        if (s > msg && s[0] == ':' && s[1] == ' ')
+            msg = s + 2;
+        if (e == MP_EREADONLY)
+            msg = "pager is read-only";
+        return mpl_argerror(L, arg, msg);
+    }
+    /* The failed call may have rolled back (an auto-commit that failed):
+     * views of pages that vanished must die.  No Lua call before this. */
+    if (pg->p != NULL)
+        mpl_reg_sweep(pg);
+    lua_pushnil(L);
+    lua_pushstring(L, msg);     /* copied before any GC step */
+    lua_pushstring(L, mp_errname(e));
+    return 3;
+}
+
+mpl_pager *mpl_topager(lua_State *L, int idx)
+{
+    return (mpl_pager *)mpl_checkudata(L, idx, MPL_PAGER_MT);
+}
+
+mpl_pager *mpl_checkpager(lua_State *L, int idx)
+{
+    mpl_pager *pg = mpl_topager(L, idx);
+    if (pg->p == NULL)
+        mpl_argerror(L, idx, "attempt to use a closed pager");
+    return pg;
+}
+
+static mpl_pager *checkwritable(lua_State *L, int idx)
+{
+    mpl_pager *pg = mpl_checkpager(L, idx);
+    if (pg->readonly)
+        mpl_argerror(L, idx, "pager is read-only");
+    return pg;
+}
+
+mp_pgno mpl_checkpgno(lua_State *L, int arg, const mpl_pager *pg)
+{
+    lua_Integer id = mpl_checkinteger(L, arg);
+    uint64_t count = mp_page_count(pg->p);
+    if (id < 0 || (uint64_t)id >= count)
+        mpl_argerror(L, arg, lua_pushfstring(L,
+            "page %I is out of range (the file has %I pages)",
+            id, u64_to_integer(count)));
+    return (mp_pgno)id;
+}
+
+int mpl_pgno_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno id,
+                   mp_err e)
+{
+    lua_Integer n = u64_to_integer(id);
+    switch (e) {
+    case MP_ERANGE:
+        return mpl_argerror(L, arg, lua_pushfstring(L,
+            "page %I is out of range (the file has %I pages)",
+            n, u64_to_integer(mp_page_count(pg->p))));
+    case MP_ERESERVED:
+        return mpl_argerror(L, arg, lua_pushfstring(L,
+            "page %I is reserved for the file's own structures", n));
+    default:
+        return mpl_argerror(L, arg, lua_pushfstring(L,
+            "page %I is not allocated", n));
+    }
+}
+
+void mpl_newclass(lua_State *L, int modidx, const char *name,
+                  const luaL_Reg *methods, const luaL_Reg *meta,
+                  int with_mt_upvalue, const char *export_name)
+{
+    int nup = with_mt_upvalue ? 1 : 0;
+    modidx = lua_absindex(L, modidx);
+    luaL_newmetatable(L, name);   /* 0 on a second luaopen: reuse it */
+    /* The methods table: reuse the existing one, so that methods added in
+     * Lua (pager:transaction) survive a reload of the C module. */
+    if (lua_getfield(L, -1, "__index") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "__index");
+    }
+    if (nup)
+        lua_pushvalue(L, -2);
+    luaL_setfuncs(L, methods, nup);
+    if (export_name != NULL) {
+        lua_pushvalue(L, -1);
+        lua_setfield(L, modidx, export_name);
+    }
+    lua_pop(L, 1);                /* methods */
+    if (nup)
+        lua_pushvalue(L, -1);
+    luaL_setfuncs(L, meta, nup);  /* into the metatable */
+    lua_pop(L, 1);                /* metatable */
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+/* The option value on the stack top as an integer; *ok = 0 if it is not
+ * a number with an integer value. */
+static lua_Integer opt_integer(lua_State *L, int *ok)
+{
+    *ok = 0;
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        return 0;
+    return lua_tointegerx(L, -1, ok);
+}
+
+static int opt_error(lua_State *L, int arg, const char *what)
+{
+    const char *got;
+    if (lua_type(L, -1) == LUA_TNUMBER || lua_type(L, -1) == LUA_TBOOLEAN)
+        got = luaL_tolstring(L, -1, NULL);
+    else
+        got = luaL_typename(L, -1);
+    return mpl_argerror(L, arg, lua_pushfstring(L, "%s, got %s", what, got));
+}
+
+#define PAGE_SIZE_RULE "page_size must be a power of two from 1024 to 65536"
+
+static void get_options(lua_State *L, int arg, mp_options *o, int create)
+{
+    memset(o, 0, sizeof *o);
+    if (lua_isnoneornil(L, arg))
+        return;
+    mpl_checktype(L, arg, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, arg) != 0) {
+        const char *k;
+        int ok;
+        lua_Integer v;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            mpl_argerror(L, arg, lua_pushfstring(L,
+                "option names are strings, got a %s key",
+                luaL_typename(L, -2)));
+        k = lua_tostring(L, -2);
+        if (create && strcmp(k, "page_size") == 0) {
+            v = opt_integer(L, &ok);
+            if (!ok || v < (lua_Integer)MP_MIN_PAGE_SIZE
+                || v > (lua_Integer)MP_MAX_PAGE_SIZE || (v & (v - 1)) != 0)
+                opt_error(L, arg, PAGE_SIZE_RULE);
+            o->page_size = (uint32_t)v;
+        } else if (strcmp(k, "max_bytes") == 0) {
+            v = opt_integer(L, &ok);
+            if (!ok || v < 0)
+                opt_error(L, arg, "max_bytes must be a non-negative integer");
+            o->max_bytes = (uint64_t)v;
+        } else if (!create && strcmp(k, "readonly") == 0) {
+            if (lua_type(L, -1) != LUA_TBOOLEAN)
+                opt_error(L, arg, "readonly must be a boolean");
+            o->readonly = lua_toboolean(L, -1);
+        } else {
+            mpl_argerror(L, arg, lua_pushfstring(L,
+                "unknown option '%s' (%s accepts %s)", k,
+                create ? "create" : "open",
+                create ? "page_size, max_bytes" : "readonly, max_bytes"));
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* ---- module functions ------------------------------------------------- */
+
+static int create_or_open(lua_State *L, int create)
+{
+    size_t len;
+    const char *path = mpl_checklstring(L, 1, &len);
+    mp_options o;
+    mp_error err;
+    mp_pager *p = NULL;
+    mpl_pager *pg;
+    mp_err e;
+    mpl_argcheck(L, strlen(path) == len, 1, "path contains a zero byte");
+    get_options(L, 2, &o, create);
+    /* The object exists, closed, before the resource does. */
+    pg = (mpl_pager *)lua_newuserdatauv(L, sizeof *pg, 0);
+    memset(pg, 0, sizeof *pg);
+    luaL_setmetatable(L, MPL_PAGER_MT);
+    memset(&err, 0, sizeof err);
+    e = create ? mp_create(path, &o, &p, &err) : mp_open(path, &o, &p, &err);
+    if (e != MP_OK) {
+        const char *msg = err.msg[0] != '\0' ? err.msg : mp_strerror(e);
+        if (p != NULL)
+            mp_close(p);   /* defensive: the API promises *out untouched */
+        if (is_misuse(e))
+            return mpl_argerror(L, 2, msg);
+        lua_pushnil(L);
+        lua_pushstring(L, msg);
+        lua_pushstring(L, mp_errname(e));
+        return 3;
+    }
+    pg->p = p;
+    pg->readonly = mp_readonly(p) != 0;
+    pg->page_size = mp_page_size(p);
+    return 1;
+}
+
+/* core.create(path [, {page_size =, max_bytes =}]) -> pager | nil, msg, code */
+static int l_create(lua_State *L)
+{
+    return create_or_open(L, 1);
+}
+
+/* core.open(path [, {readonly =, max_bytes =}]) -> pager | nil, msg, code */
+static int l_open(lua_State *L)
+{
+    return create_or_open(L, 0);
+}
+
+/* core.crc32c(s [, crc]) -> CRC32C of s, continuing from crc (default 0). */
+static int l_crc32c(lua_State *L)
+{
+    size_t len;
+    const char *s = mpl_checklstring(L, 1, &len);
+    lua_Integer crc = mpl_optinteger(L, 2, 0);
+    mpl_argcheck(L, crc >= 0 && crc <= (lua_Integer)UINT32_MAX, 2,
+                  "crc must be an integer from 0 to 0xFFFFFFFF");
+    lua_pushinteger(L, (lua_Integer)mp_crc32c((uint32_t)crc, s, len));
+    return 1;
+}
+
+/* Test support: make durability barriers fail.  core._fail_barriers(code
+ * [, after]) with code "eio" or "enospc" lets `after` (default 0) barriers
+ * succeed, then fails every later one with that errno; with code nil the
+ * real barrier is restored.  Process-wide, like mp_set_barrier_hook. */
+static struct { int err; lua_Integer after; } barrier_fault;
+
+static int fault_hook(int fd, void *ctx)
+{
+    (void)fd;
+    (void)ctx;
+    if (barrier_fault.after > 0) {
+        barrier_fault.after--;
+        return fdatasync(fd) == 0 ? 0 : errno;
+    }
+    return barrier_fault.err;
+}
+
+static int l_fail_barriers(lua_State *L)
+{
+    static const char *const names[] = { "eio", "enospc", NULL };
+    if (lua_isnoneornil(L, 1)) {
+        mp_set_barrier_hook(NULL, NULL);
+        return 0;
+    }
+    barrier_fault.err = luaL_checkoption(L, 1, NULL, names) == 0 ? EIO : ENOSPC;
+    barrier_fault.after = mpl_optinteger(L, 2, 0);
+    mpl_argcheck(L, barrier_fault.after >= 0, 2, "must be non-negative");
+    mp_set_barrier_hook(fault_hook, NULL);
+    return 0;
+}
+
+/* ---- Pager methods ---------------------------------------------------- */
+
+/* pager:close() -> true.  Idempotent; also __close and __gc.  Rolls back an
+ * open transaction and kills every view and transaction of this pager. */
+static int pager_close(lua_State *L)
+{
+    mpl_pager *pg = mpl_topager(L, 1);
+    mp_pager *p = pg->p;
+    if (p != NULL) {
+        pg->p = NULL;
+        pg->txopen = 0;
+        pg->epoch++;
+        mpl_reg_free(pg);
+        mp_close(p);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* pager:page_size() -> bytes per page */
+static int pager_page_size(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    lua_pushinteger(L, (lua_Integer)pg->page_size);
+    return 1;
+}
+
+/* pager:page_count() -> pages in the file */
+static int pager_page_count(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    lua_pushinteger(L, u64_to_integer(mp_page_count(pg->p)));
+    return 1;
+}
+
+/* pager:free_count() -> pages not in use */
+static int pager_free_count(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    lua_pushinteger(L, u64_to_integer(mp_free_count(pg->p)));
+    return 1;
+}
+
+#define SETINT(name, v) \
+    (lua_pushinteger(L, u64_to_integer(v)), lua_setfield(L, -2, name))
+#define SETBOOL(name, v) \
+    (lua_pushboolean(L, (v) != 0), lua_setfield(L, -2, name))
+
+/* pager:info() -> table of counters and state (see DESIGN.md) */
+static int pager_info(lua_State *L)
+{
+    mpl_pager *pg;
+    mp_info i;
+    lua_createtable(L, 0, 20);
+    pg = mpl_checkpager(L, 1);   /* after the allocation */
+    mp_get_info(pg->p, &i);
+    lua_pushstring(L, i.path != NULL ? i.path : "");  /* i.path first */
+    lua_setfield(L, -2, "path");
+    SETINT("page_size", i.page_size);
+    SETINT("page_count", i.page_count);
+    SETINT("free_count", i.free_count);
+    SETINT("regular_count", i.regular_count);
+    SETINT("protected_count", i.protected_count);
+    SETINT("system_count", i.system_count);
+    SETINT("txn", i.txn);
+    SETBOOL("in_txn", i.in_txn);
+    SETBOOL("readonly", i.readonly);
+    SETBOOL("poisoned", i.poisoned);
+    SETINT("file_size", i.file_size);
+    SETINT("reserved_bytes", i.reserved_bytes);
+    SETINT("root_slot", (uint64_t)i.root_slot);
+    SETBOOL("recovered", i.recovered);
+    SETINT("fsm_height", i.fsm_height);
+    SETINT("barriers", i.barriers);
+    SETINT("commits", i.commits);
+    SETINT("root", i.user_root);
+    return 1;
+}
+
+/* tostring(pager) -> one line for the REPL */
+static int pager_tostring(lua_State *L)
+{
+    mpl_pager *pg = mpl_topager(L, 1);
+    mp_info i;
+    if (pg->p == NULL) {
+        lua_pushliteral(L, "mappedpages.Pager (closed)");
+        return 1;
+    }
+    mp_get_info(pg->p, &i);
+    lua_pushfstring(L, "mappedpages.Pager: %s (%d-byte pages, %I pages, "
+                    "%I free, txn %I%s%s%s)",
+                    i.path != NULL ? i.path : "?", (int)i.page_size,
+                    u64_to_integer(i.page_count), u64_to_integer(i.free_count),
+                    u64_to_integer(i.txn),
+                    i.readonly ? ", read-only" : "",
+                    i.in_txn ? ", in transaction" : "",
+                    i.poisoned ? ", poisoned" : "");
+    return 1;
+}
+
+/* pager:alloc() -> id | nil, msg, code */
+static int pager_alloc(lua_State *L)
+{
+    mpl_pager *pg = checkwritable(L, 1);
+    mp_pgno id = 0;
+    mp_err e = mp_alloc(pg->p, &id);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 1);
+    lua_pushinteger(L, u64_to_integer(id));
+    return 1;
+}
+
+/* pager:free(id) -> true | nil, msg, code.  Views of id die. */
+static int pager_free(lua_State *L)
+{
+    mpl_pager *pg = checkwritable(L, 1);
+    mp_pgno id = mpl_checkpgno(L, 2, pg);
+    mp_err e = mp_free(pg->p, id);
+    if (e == MP_ERANGE || e == MP_ERESERVED || e == MP_ENOTALLOC)
+        return mpl_pgno_error(L, 2, pg, id, e);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 2);
+    mpl_reg_bump(pg, id);
+    pg->epoch++;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* pager:alloc_bulk(n) -> {ids} | nil, msg, code.  All or nothing. */
+static int pager_alloc_bulk(lua_State *L)
+{
+    mpl_pager *pg = checkwritable(L, 1);
+    lua_Integer n = mpl_checkinteger(L, 2);
+    mp_pgno *ids = NULL;
+    mp_err e;
+    lua_Integer i;
+    mpl_argcheck(L, n >= 0, 2, "count must be non-negative");
+    mpl_argcheck(L, n <= INT_MAX && (uint64_t)n <= MP_MAX_PAGES, 2,
+                  "count is too large");
+    if (n > 0)
+        ids = (mp_pgno *)lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0);
+    lua_createtable(L, (int)n, 0);
+    pg = checkwritable(L, 1);    /* the allocations may have run finalizers */
+    if (n == 0)
+        return 1;
+    e = mp_alloc_bulk(pg->p, (size_t)n, ids);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 2);
+    for (i = 0; i < n; i++) {
+        lua_pushinteger(L, u64_to_integer(ids[i]));
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static int cmp_pgno(const void *a, const void *b)
+{
+    mp_pgno x = *(const mp_pgno *)a, y = *(const mp_pgno *)b;
+    return (x > y) - (x < y);
+}
+
+/* pager:free_bulk({ids}) -> true | nil, msg, code.  All or nothing: an id
+ * out of range, reserved, not allocated or listed twice frees nothing and
+ * raises. */
+static int pager_free_bulk(lua_State *L)
+{
+    mpl_pager *pg = checkwritable(L, 1);
+    size_t n, i;
+    mp_pgno *ids;
+    uint64_t count;
+    mp_err e;
+    mpl_checktype(L, 2, LUA_TTABLE);
+    n = (size_t)lua_rawlen(L, 2);
+    mpl_argcheck(L, n <= MP_MAX_PAGES, 2, "too many ids");
+    ids = (mp_pgno *)lua_newuserdatauv(L, (n > 0 ? n : 1) * sizeof *ids, 0);
+    for (i = 0; i < n; i++) {
+        int isint;
+        lua_Integer v;
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        v = lua_tointegerx(L, -1, &isint);
+        if (!isint || lua_type(L, -1) != LUA_TNUMBER)
+            mpl_argerror(L, 2, lua_pushfstring(L,
+                "element %I is not an integer page id (a %s)",
+                (lua_Integer)i + 1, luaL_typename(L, -1)));
+        if (v < 0)
+            mpl_argerror(L, 2, lua_pushfstring(L,
+                "page %I (element %I) is out of range", v, (lua_Integer)i + 1));
+        ids[i] = (mp_pgno)v;
+        lua_pop(L, 1);
+    }
+    pg = checkwritable(L, 1);    /* the allocation may have run finalizers */
+    count = mp_page_count(pg->p);
+    for (i = 0; i < n; i++)
+        if (ids[i] >= count)
+            mpl_argerror(L, 2, lua_pushfstring(L,
+                "page %I (element %I) is out of range (the file has %I pages)",
+                u64_to_integer(ids[i]), (lua_Integer)i + 1,
+                u64_to_integer(count)));
+    if (n == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    e = mp_free_bulk(pg->p, n, ids);
+    if (e == MP_ERANGE || e == MP_ERESERVED || e == MP_ENOTALLOC) {
+        for (i = 0; i < n; i++) {
+            mp_err ce = mp_check_page(pg->p, ids[i]);
+            if (ce != MP_OK)
+                return mpl_pgno_error(L, 2, pg, ids[i], ce);
+        }
+        return mpl_fail(L, pg, e, 2);
+    }
+    if (e == MP_EDUP) {
+        qsort(ids, n, sizeof *ids, cmp_pgno);   /* our scratch copy */
+        for (i = 1; i < n; i++)
+            if (ids[i] == ids[i - 1])
+                return mpl_argerror(L, 2, lua_pushfstring(L,
+                    "page %I is listed twice", u64_to_integer(ids[i])));
+        return mpl_fail(L, pg, e, 2);
+    }
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 2);
+    if (pg->regcount > 0)
+        for (i = 0; i < n; i++)
+            mpl_reg_bump(pg, ids[i]);
+    pg->epoch++;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Iterator of pager:pages(): (pager, last id or nil) -> next id or nil. */
+static int pages_iter(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mp_pgno from = 0, next;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer last = mpl_checkinteger(L, 2);
+        from = last < 0 ? 0 : (mp_pgno)last + 1;
+    }
+    if (mp_next_page(pg->p, from, &next))
+        lua_pushinteger(L, u64_to_integer(next));
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* pager:pages() -> iterator over allocated regular page ids, ascending.
+ * Freeing pages while iterating is allowed. */
+static int pager_pages(lua_State *L)
+{
+    mpl_checkpager(L, 1);
+    lua_pushcfunction(L, pages_iter);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* pager:set_root(n) -> true | nil, msg, code.  n: any integer (stored as
+ * 64-bit two's complement). */
+static int pager_set_root(lua_State *L)
+{
+    mpl_pager *pg = checkwritable(L, 1);
+    lua_Integer v = mpl_checkinteger(L, 2);
+    mp_err e = mp_set_root(pg->p, (uint64_t)v);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 2);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* pager:root() -> the user root (0 in a new file) */
+static int pager_root(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    lua_pushinteger(L, u64_to_integer(mp_root(pg->p)));
+    return 1;
+}
+
+/* pager:check() -> true | nil, msg, "corrupt".  Audits the file's
+ * structures (mp_check). */
+static int pager_check(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mp_err e = mp_check(pg->p);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 1);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- registration ----------------------------------------------------- */
+
+static const luaL_Reg pager_methods[] = {
+    {"close", pager_close},
+    {"page_size", pager_page_size},
+    {"page_count", pager_page_count},
+    {"free_count", pager_free_count},
+    {"info", pager_info},
+    {"alloc", pager_alloc},
+    {"free", pager_free},
+    {"alloc_bulk", pager_alloc_bulk},
+    {"free_bulk", pager_free_bulk},
+    {"pages", pager_pages},
+    {"page", mpl_pager_page},
+    {"begin", mpl_pager_begin},
+    {"set_root", pager_set_root},
+    {"root", pager_root},
+    {"check", pager_check},
+    {NULL, NULL}
+};
+
+static const luaL_Reg pager_meta[] = {
+    {"__gc", pager_close},
+    {"__close", pager_close},
+    {"__tostring", pager_tostring},
+    {NULL, NULL}
+};
+
+static const luaL_Reg module_funcs[] = {
+    {"create", l_create},
+    {"open", l_open},
+    {"crc32c", l_crc32c},
+    {"_fail_barriers", l_fail_barriers},
+    {NULL, NULL}
+};
+
+int luaopen_mappedpages_core(lua_State *L)
+{
+    luaL_checkversion(L);
+    luaL_newlib(L, module_funcs);
+    lua_pushliteral(L, MP_VERSION_STRING);
+    lua_setfield(L, -2, "VERSION");
+    lua_pushinteger(L, (lua_Integer)MP_FORMAT_VERSION);
+    lua_setfield(L, -2, "FORMAT_VERSION");
+    lua_pushinteger(L, (lua_Integer)MP_MIN_PAGE_SIZE);
+    lua_setfield(L, -2, "MIN_PAGE_SIZE");
+    lua_pushinteger(L, (lua_Integer)MP_MAX_PAGE_SIZE);
+    lua_setfield(L, -2, "MAX_PAGE_SIZE");
+    lua_pushinteger(L, (lua_Integer)MP_DEFAULT_PAGE_SIZE);
+    lua_setfield(L, -2, "DEFAULT_PAGE_SIZE");
+    lua_pushinteger(L, (lua_Integer)MP_MAX_PAGES);
+    lua_setfield(L, -2, "MAX_PAGES");
+    mpl_newclass(L, -1, MPL_PAGER_MT, pager_methods, pager_meta, 0,
+                 "_Pager_methods");
+    mpl_open_view(L, -1);
+    mpl_open_txn(L, -1);
+    return 1;
+}

@@ -1,0 +1,212 @@
+/*
+ * lua_txn.c -- the Transaction type.
+ *
+ * Owns: pager:begin() and the Transaction methods.  A transaction is
+ * active while it is the pager's open transaction: the pager numbers its
+ * begin() calls (txseq) and remembers whether that one is still open
+ * (txopen), so a transaction object can tell that it ended even when its
+ * pager was closed (close rolls back) or collected.
+ *
+ * States: UNINIT (constructed, begin not done yet) -> ACTIVE -> one of
+ * COMMITTED, ROLLEDBACK (explicit, __close, __gc, or pager closed) and
+ * FAILED (commit failed: the transaction was rolled back in memory, the
+ * pager is poisoned and refuses later commits).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "mappedpages.h"
+#include "lua_binding.h"
+
+/* Type-only accessor. */
+static mpl_txn *totxn(lua_State *L)
+{
+    return (mpl_txn *)mpl_checkudata(L, 1, MPL_TXN_MT);
+}
+
+/* Is this the open transaction of an open pager? */
+static int txn_live(const mpl_txn *t)
+{
+    const mpl_pager *pg = t->pg;
+    return t->state == MPL_TX_ACTIVE && pg != NULL && pg->p != NULL
+        && pg->txopen && pg->txseq == t->seq;
+}
+
+/* Checked accessor: the active transaction or raise. */
+static mpl_txn *checktxn(lua_State *L)
+{
+    mpl_txn *t = totxn(L);
+    const char *why;
+    if (txn_live(t))
+        return t;
+    switch (t->state) {
+    case MPL_TX_COMMITTED:
+        why = "attempt to use a finished transaction (it was committed)";
+        break;
+    case MPL_TX_ROLLEDBACK:
+        why = "attempt to use a finished transaction (it was rolled back)";
+        break;
+    case MPL_TX_FAILED:
+        why = "attempt to use a finished transaction (its commit failed)";
+        break;
+    case MPL_TX_ACTIVE:
+        why = "attempt to use a finished transaction (its pager was closed)";
+        break;
+    default:
+        why = "attempt to use a finished transaction";
+        break;
+    }
+    mpl_argerror(L, 1, why);
+    return NULL;
+}
+
+/* End the pager's record of the open transaction after a rollback. */
+static void txn_ended(mpl_pager *pg)
+{
+    pg->txopen = 0;
+    mpl_reg_sweep(pg);
+}
+
+/* pager:begin() -> transaction | nil, msg, code.  Raises if a transaction
+ * is open already (no nesting). */
+int mpl_pager_begin(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mpl_txn *t;
+    mp_err e;
+    if (pg->txopen)
+        return mpl_argerror(L, 1, "a transaction is already open");
+    t = (mpl_txn *)lua_newuserdatauv(L, sizeof *t, 1);
+    memset(t, 0, sizeof *t);
+    t->state = MPL_TX_UNINIT;
+    luaL_setmetatable(L, MPL_TXN_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    pg = mpl_checkpager(L, 1);   /* finalizers may have run */
+    if (pg->txopen)
+        return mpl_argerror(L, 1, "a transaction is already open");
+    e = mp_begin(pg->p);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 1);
+    pg->txseq++;
+    pg->txopen = 1;
+    t->pg = pg;
+    t->seq = pg->txseq;
+    t->state = MPL_TX_ACTIVE;
+    return 1;
+}
+
+/* tx:commit() -> true | nil, msg, code.  On failure the transaction is
+ * over (rolled back in memory) and the pager refuses later commits. */
+static int txn_commit(lua_State *L)
+{
+    mpl_txn *t = checktxn(L);
+    mpl_pager *pg = t->pg;
+    mp_err e = mp_commit(pg->p);
+    const char *msg;
+    char buf[512];
+    if (e == MP_OK) {
+        pg->txopen = 0;
+        t->state = MPL_TX_COMMITTED;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (e == MP_ETXN || e == MP_EINVAL || e == MP_EREADONLY) {
+        /* The core has no transaction open: ours is gone. */
+        if (!mp_in_txn(pg->p)) {
+            t->state = MPL_TX_FAILED;
+            txn_ended(pg);
+        }
+        return mpl_fail(L, pg, e, 1);
+    }
+    msg = mp_errmsg(pg->p);
+    if (msg == NULL || *msg == '\0')
+        msg = mp_strerror(e);
+    snprintf(buf, sizeof buf, "%s", msg);   /* rollback may reset it */
+    /* Roll back before any Lua allocation (which could run finalizers). */
+    if (mp_in_txn(pg->p))
+        mp_rollback(pg->p);
+    t->state = MPL_TX_FAILED;
+    txn_ended(pg);
+    lua_pushnil(L);
+    lua_pushstring(L, buf);
+    lua_pushstring(L, mp_errname(e));
+    return 3;
+}
+
+/* tx:rollback() -> true.  Restores allocation state and the root. */
+static int txn_rollback(lua_State *L)
+{
+    mpl_txn *t = checktxn(L);
+    mpl_pager *pg = t->pg;
+    mp_err e = mp_rollback(pg->p);
+    t->state = MPL_TX_ROLLEDBACK;
+    txn_ended(pg);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 1);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* tx:active() -> true while the transaction can still commit or roll
+ * back. */
+static int txn_active(lua_State *L)
+{
+    lua_pushboolean(L, txn_live(totxn(L)));
+    return 1;
+}
+
+/* __close and __gc: roll back if still active; no-op otherwise. */
+static int txn_gc(lua_State *L)
+{
+    mpl_txn *t = totxn(L);
+    if (txn_live(t)) {
+        mp_rollback(t->pg->p);
+        txn_ended(t->pg);
+    }
+    if (t->state == MPL_TX_ACTIVE)
+        t->state = MPL_TX_ROLLEDBACK;
+    return 0;
+}
+
+/* tostring(tx) -> "mappedpages.Transaction (active)" and so on. */
+static int txn_tostring(lua_State *L)
+{
+    mpl_txn *t = totxn(L);
+    const char *s;
+    if (txn_live(t))
+        s = "active";
+    else
+        switch (t->state) {
+        case MPL_TX_COMMITTED: s = "committed"; break;
+        case MPL_TX_ROLLEDBACK: s = "rolled back"; break;
+        case MPL_TX_FAILED: s = "failed"; break;
+        case MPL_TX_ACTIVE: s = "rolled back: pager closed"; break;
+        default: s = "not begun"; break;
+        }
+    lua_pushfstring(L, "mappedpages.Transaction (%s)", s);
+    return 1;
+}
+
+static const luaL_Reg txn_methods[] = {
+    {"commit", txn_commit},
+    {"rollback", txn_rollback},
+    {"active", txn_active},
+    {NULL, NULL}
+};
+
+static const luaL_Reg txn_meta[] = {
+    {"__close", txn_gc},
+    {"__gc", txn_gc},
+    {"__tostring", txn_tostring},
+    {NULL, NULL}
+};
+
+void mpl_open_txn(lua_State *L, int modidx)
+{
+    mpl_newclass(L, modidx, MPL_TXN_MT, txn_methods, txn_meta, 0,
+                 "_Transaction_methods");
+}

@@ -1,0 +1,458 @@
+-- spec/helpers.lua -- shared helpers for the mappedpages specs.
+--
+-- Temp files: every spec asks for paths with H.path(); they live in one
+-- private directory per test, made on first use and removed (with every
+-- pager opened through H.create/H.open) by H.cleanup(), which each spec file
+-- calls from after_each, so files go away even when a test fails.
+--
+-- Byte helpers patch files in place with io.open(path, "r+b"); format
+-- helpers follow docs/FORMAT.md (root slots at pages 0 and 1, group-0
+-- bitmap slots at pages 2 and 3, CRC32C fields).
+
+local mp = require "mappedpages"
+
+local H = { mp = mp }
+
+local unpack = table.unpack
+
+---------------------------------------------------------------------------
+-- temp directories and tracked pagers
+
+local dirs = {}          -- directories to remove at cleanup
+local current            -- this test's directory
+local tracked = {}       -- pagers to close at cleanup
+local counter = 0
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.shell_quote = shell_quote
+
+function H.tmpdir()
+  local name = os.tmpname()       -- creates an empty file; reuse its name
+  os.remove(name)
+  local ok = os.execute("mkdir -m 700 " .. shell_quote(name))
+  assert(ok, "cannot make temp dir " .. name)
+  dirs[#dirs + 1] = name
+  return name
+end
+
+function H.dir()
+  if not current then current = H.tmpdir() end
+  return current
+end
+
+-- A fresh file name (not created) in this test's directory.
+function H.path(name)
+  counter = counter + 1
+  return H.dir() .. "/" .. (name or ("f" .. counter .. ".mp"))
+end
+
+function H.track(p)
+  if p then tracked[#tracked + 1] = p end
+  return p
+end
+
+function H.cleanup()
+  for i = #tracked, 1, -1 do
+    pcall(function() tracked[i]:close() end)
+    tracked[i] = nil
+  end
+  collectgarbage()
+  collectgarbage()
+  for i = #dirs, 1, -1 do
+    os.execute("rm -rf " .. shell_quote(dirs[i]))
+    dirs[i] = nil
+  end
+  current = nil
+end
+
+-- Create a pager (asserting success); returns pager, path.
+function H.create(opts, path)
+  path = path or H.path()
+  local p, msg = mp.create(path, opts)
+  assert(p, "create failed: " .. tostring(msg))
+  return H.track(p), path
+end
+
+function H.open(path, opts)
+  local p, msg = mp.open(path, opts)
+  assert(p, "open failed: " .. tostring(msg))
+  return H.track(p)
+end
+
+-- mp.open without asserting: p or nil, msg, code.
+function H.try_open(path, opts)
+  local p, msg, code = mp.open(path, opts)
+  H.track(p)
+  return p, msg, code
+end
+
+-- Close p and open its file again (same path).
+function H.reopen(p, path, opts)
+  p:close()
+  return H.open(path, opts)
+end
+
+---------------------------------------------------------------------------
+-- errors
+
+-- Call fn(...) expecting it to raise; returns the message (a string).
+function H.raises(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error, but the call succeeded")
+  assert(type(err) == "string",
+    "expected an error message string, got " .. type(err))
+  return err
+end
+
+-- Expect a raise whose message contains every plain string given
+-- (case-insensitive).
+function H.raises_with(words, fn, ...)
+  local err = H.raises(fn, ...)
+  if type(words) == "string" then words = { words } end
+  local low = err:lower()
+  for _, w in ipairs(words) do
+    assert(low:find(w:lower(), 1, true),
+      ("error message %q does not mention %q"):format(err, w))
+  end
+  return err
+end
+
+-- Expect an environment error: nil, message, code.
+function H.fails_with(code, p, msg, c)
+  assert(p == nil, "expected nil, got " .. tostring(p))
+  assert(type(msg) == "string" and #msg > 0,
+    "expected an error message, got " .. tostring(msg))
+  if type(code) == "table" then
+    local okc = false
+    for _, want in ipairs(code) do if c == want then okc = true end end
+    assert(okc, ("expected one of codes {%s}, got %s (%s)"):format(
+      table.concat(code, ","), tostring(c), msg))
+  else
+    assert(c == code, ("expected code %q, got %s (%s)"):format(
+      code, tostring(c), msg))
+  end
+  return msg
+end
+
+---------------------------------------------------------------------------
+-- pager state snapshots
+
+function H.page_list(p)
+  local ids = {}
+  for id in p:pages() do ids[#ids + 1] = id end
+  table.sort(ids)
+  return ids
+end
+
+function H.page_set(p)
+  local set = {}
+  for id in p:pages() do set[id] = true end
+  return set
+end
+
+-- Everything a commit defines, in a comparable table.
+function H.state(p)
+  local i = p:info()
+  return {
+    page_count = p:page_count(),
+    free_count = p:free_count(),
+    regular_count = i.regular_count,
+    system_count = i.system_count,
+    root = p:root(),
+    txn = i.txn,
+    pages = table.concat(H.page_list(p), ","),
+  }
+end
+
+function H.barriers(p) return p:info().barriers end
+
+-- Stamps: each page gets a recognisable pattern at its start and end.
+function H.stamp(p, id, tag)
+  local v = p:page(id)
+  local s = string.pack("<I8", id) .. (tag or "stamp")
+  v:write(0, s)
+  v:write(#v - #s, s)
+end
+
+function H.stamp_ok(p, id, tag)
+  local v = p:page(id)
+  local s = string.pack("<I8", id) .. (tag or "stamp")
+  return v:read(0, #s) == s and v:read(#v - #s, #s) == s
+end
+
+---------------------------------------------------------------------------
+-- files and bytes
+
+function H.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+function H.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  f:close()
+end
+
+function H.file_size(path)
+  local f = assert(io.open(path, "rb"))
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+function H.read_at(path, off, len)
+  local f = assert(io.open(path, "rb"))
+  f:seek("set", off)
+  local s = f:read(len) or ""
+  f:close()
+  return s
+end
+
+function H.write_at(path, off, s)
+  local f = assert(io.open(path, "r+b"))
+  f:seek("set", off)
+  assert(f:write(s))
+  f:close()
+end
+
+-- XOR the byte at off with mask (0xFF by default).
+function H.flip(path, off, mask)
+  local f = assert(io.open(path, "r+b"))
+  f:seek("set", off)
+  local b = f:read(1):byte()
+  f:seek("set", off)
+  f:write(string.char(b ~ (mask or 0xFF)))
+  f:close()
+end
+
+function H.truncate(path, size)
+  local s = H.read_file(path)
+  if size <= #s then
+    H.write_file(path, s:sub(1, size))
+  else
+    H.write_file(path, s .. string.rep("\0", size - #s))
+  end
+end
+
+function H.copy(src, dst)
+  H.write_file(dst, H.read_file(src))
+end
+
+function H.u32(path, off) return (string.unpack("<I4", H.read_at(path, off, 4))) end
+function H.u64(path, off) return (string.unpack("<i8", H.read_at(path, off, 8))) end
+function H.set_u32(path, off, v) H.write_at(path, off, string.pack("<I4", v)) end
+function H.set_u64(path, off, v) H.write_at(path, off, string.pack("<i8", v)) end
+
+-- Deterministic pseudo-random bytes (independent of math.random state).
+function H.garbage(n, seed)
+  local x = seed or 12345
+  local t = {}
+  for i = 1, n do
+    x = (x * 1103515245 + 12345) & 0x7fffffff
+    t[i] = string.char((x >> 16) & 0xff)
+  end
+  return table.concat(t)
+end
+
+---------------------------------------------------------------------------
+-- on-disk format (docs/FORMAT.md)
+
+H.MAGIC = "mappedpg"
+H.BITMAP_TYPE = 0x4d424d50
+H.INDEX_TYPE = 0x58494d50
+H.PAGE_SIZES = { 1024, 2048, 4096, 8192, 16384, 32768, 65536 }
+
+-- Root fields (offsets within a root slot page).
+H.ROOT = { magic = 0, version = 8, page_size = 12, crc = 16, flags = 20,
+           txn = 24, page_count = 32, user_root = 40, height = 48,
+           entries = 128 }
+-- Metadata page header fields.
+H.META = { type = 0, crc = 4, txn = 8, level = 16, index = 20, data = 32 }
+
+function H.geometry(P)
+  local G = 4 * (P - 32)
+  local E = (P - 32) // 8
+  local K = (P - 128) // 8
+  local n = -((-(1 << 32)) // G)        -- ceil(2^32 / G) groups
+  local L = 0
+  while n > K do n = -((-n) // E); L = L + 1 end
+  return { P = P, G = G, E = E, K = K, LMAX = L }
+end
+
+-- Number of reserved pages at the start of group 0 (roots + run).
+function H.group0_reserved(P)
+  return 2 + 2 + 2 * H.geometry(P).LMAX
+end
+
+-- Reserved page ids of group g (g >= 1).
+function H.group_reserved(P, g)
+  local geo = H.geometry(P)
+  local hosted = 0
+  local span = 1
+  for _ = 1, geo.LMAX do
+    span = span * geo.E
+    if g % span == 0 then hosted = hosted + 1 end
+  end
+  local ids = {}
+  for i = 0, 1 + 2 * hosted do ids[#ids + 1] = g * geo.G + i end
+  return ids
+end
+
+-- CRC32C of a root page with its CRC field zeroed.
+function H.root_crc(page)
+  return mp.crc32c(page:sub(1, 16) .. "\0\0\0\0" .. page:sub(21))
+end
+
+-- CRC32C of a metadata page with its CRC field zeroed.
+function H.meta_crc(page)
+  return mp.crc32c(page:sub(1, 4) .. "\0\0\0\0" .. page:sub(9))
+end
+
+function H.root_page(path, P, slot) return H.read_at(path, slot * P, P) end
+
+function H.root_field(path, P, slot, field, fmt)
+  return (string.unpack(fmt or "<i8", H.read_at(path, slot * P + H.ROOT[field], 8)))
+end
+
+-- Recompute and store the CRC of root slot `slot`.
+function H.fix_root_crc(path, P, slot)
+  local crc = H.root_crc(H.root_page(path, P, slot))
+  H.set_u32(path, slot * P + H.ROOT.crc, crc)
+  return crc
+end
+
+-- Recompute and store the CRC of metadata page pgno; returns it.
+function H.fix_meta_crc(path, P, pgno)
+  local crc = H.meta_crc(H.read_at(path, pgno * P, P))
+  H.set_u32(path, pgno * P + H.META.crc, crc)
+  return crc
+end
+
+-- Page number of the group-0 bitmap slot named by root slot `slot`
+-- (FSM height 0: the first top entry is {crc, slot} of group 0).
+function H.bitmap_page(path, P, slot)
+  return 2 + H.u32(path, slot * P + H.ROOT.entries + 4)
+end
+
+-- 2-bit state of page i in a bitmap page string (group 0: i is the id).
+function H.bitmap_state(page, i)
+  local byte = page:byte(H.META.data + i // 4 + 1)
+  return (byte >> (2 * (i % 4))) & 3
+end
+
+function H.set_bitmap_state(page, i, state)
+  local pos = H.META.data + i // 4 + 1
+  local byte = page:byte(pos)
+  local shift = 2 * (i % 4)
+  byte = (byte & ~(3 << shift)) | (state << shift)
+  return page:sub(1, pos - 1) .. string.char(byte) .. page:sub(pos + 1)
+end
+
+-- Rewrite the group-0 bitmap named by root slot `slot` with mutate(page)
+-- and re-sign it, its root entry and the root, so that every checksum is
+-- valid again and only structural checks can catch the change.
+function H.forge_bitmap(path, P, slot, mutate)
+  local pg = H.bitmap_page(path, P, slot)
+  local page = H.read_at(path, pg * P, P)
+  local new = mutate(page)
+  assert(#new == P)
+  H.write_at(path, pg * P, new)
+  local crc = H.fix_meta_crc(path, P, pg)
+  H.set_u32(path, slot * P + H.ROOT.entries, crc)
+  H.fix_root_crc(path, P, slot)
+end
+
+-- Patch root slot `slot` at field offset with packed bytes, then re-sign.
+function H.forge_root(path, P, slot, off, bytes)
+  H.write_at(path, slot * P + off, bytes)
+  H.fix_root_crc(path, P, slot)
+end
+
+---------------------------------------------------------------------------
+-- child processes
+
+-- Run Lua code in a separate lua5.4 process with this process's module
+-- paths; returns its output (stdout and stderr) and exit status.
+function H.run_lua(code)
+  local script = H.path("child.lua")
+  H.write_file(script, ("package.path = %q\npackage.cpath = %q\n%s\n")
+    :format(package.path, package.cpath, code))
+  local f = assert(io.popen("lua5.4 " .. shell_quote(script) .. " 2>&1"))
+  local out = f:read("a")
+  local _, _, status = f:close()
+  return out, status
+end
+
+-- In a child process, try to open path (optionally read-only); returns
+-- "ok" or the error code the child saw.
+function H.child_open(path, readonly)
+  local out = H.run_lua(([[
+local mp = require "mappedpages"
+local p, msg, code = mp.open(%q, %s)
+if p then io.write("ok") p:close() else io.write(tostring(code)) end
+]]):format(path, readonly and "{readonly = true}" or "nil"))
+  return out
+end
+
+-- Deterministic random numbers: r(n) gives an integer in 1..n.
+function H.rng(seed)
+  local x = seed or 1
+  return function(n)
+    x = (x * 6364136223846793005 + 1442695040888963407)
+    return ((x >> 33) % n) + 1
+  end
+end
+
+function H.sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks)
+  return ks
+end
+
+-- Open copies of path read-only and for writing in a child process and
+-- read every page; raise if that crashed the child (a signal such as
+-- SIGSEGV or SIGBUS), so that a hostile file fails one test instead of
+-- killing the whole run.  Returns the child's output otherwise.
+function H.assert_open_survives(path)
+  local ro, rw = path .. ".probe-ro", path .. ".probe-rw"
+  H.copy(path, ro)
+  H.copy(path, rw)
+  local out, status = H.run_lua(([[
+local mp = require "mappedpages"
+for _, c in ipairs({ { %q, true }, { %q, false } }) do
+  local p, msg, code = mp.open(c[1], { readonly = c[2] })
+  if p then
+    for id in p:pages() do p:page(id):read() end
+    p:info()
+    p:close()
+    io.write("opened ")
+  else
+    io.write(tostring(code), " ")
+  end
+end
+io.write("done")
+]]):format(ro, rw))
+  os.remove(ro)
+  os.remove(rw)
+  if status ~= 0 or not out:find("done", 1, true) then
+    error(("opening the file crashed or failed in a child process (exit status %s): %s")
+      :format(tostring(status), out), 2)
+  end
+  return out
+end
+
+H.unpack = unpack
+
+return H

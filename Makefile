@@ -5,7 +5,7 @@
 #   make test-asan    the same specs against an ASan+UBSan build (build-asan/)
 #   make demo         run examples/quickstart.lua
 #   make repl         lua5.4 -i with `mp = require "mappedpages"` loaded
-#   make bench        run bench/*.lua and bench/*.c (figures, not pass/fail)
+#   make bench        run bench/*.lua, bench/*.c, bench/*.sh (figures, not pass/fail)
 #   make lint         luacheck lua spec examples bench
 #   make deps         install missing Debian packages (as root), else say how
 #   make check-rockspec   the rockspec lists every csrc/*.c and lua module
@@ -52,6 +52,7 @@ MODULE    = $(BUILD)/mappedpages/core.so
 
 BENCH_C   = $(wildcard bench/*.c)
 BENCH_LUA = $(wildcard bench/*.lua)
+BENCH_SH  = $(wildcard bench/*.sh)
 BENCH_BIN = $(BENCH_C:bench/%.c=$(BUILD)/bench/%)
 
 LUA_MODULES = $(sort $(shell find lua -name '*.lua' 2>/dev/null))
@@ -188,7 +189,8 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 bench: deps all $(BENCH_BIN)
 	@set -e; \
 	for f in $(BENCH_LUA); do echo "== $$f"; $(INTREE) $(LUA) $$f; done; \
-	for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
+	for b in $(BENCH_BIN); do echo "== $$b"; $$b; done; \
+	for f in $(BENCH_SH); do echo "== $$f"; BUILD=$(BUILD) sh $$f; done
 
 # csrc/*.o and mappedpages/ are what `luarocks make` leaves in the tree.
 clean:

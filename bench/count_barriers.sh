@@ -36,18 +36,23 @@ count() {
     done | tr '\n' ' '
 }
 
-set -- $(count 0)
-b_fds=$1 b_fs=$2 b_ms=$3 b_pw=$4
-set -- $(count "$N")
-n_fds=$1 n_fs=$2 n_ms=$3 n_pw=$4
+read -r b_fds b_fs b_ms b_pw <<EOF
+$(count 0)
+EOF
+read -r n_fds n_fs n_ms n_pw <<EOF
+$(count "$N")
+EOF
 
 d_fds=$((n_fds - b_fds)); d_fs=$((n_fs - b_fs)); d_ms=$((n_ms - b_ms)); d_pw=$((n_pw - b_pw))
 echo "count_barriers: $N auto-commit allocs, 4096-byte pages (strace -f -c, minus a run with 0 allocs)"
 echo "| syscall | calls for $N allocs | per alloc |"
 echo "|---|---:|---:|"
-for row in "fdatasync $d_fds" "fsync $d_fs" "msync $d_ms" "pwrite64 $d_pw"; do
-    set -- $row
+row() {
     awk -v s="$1" -v c="$2" -v n="$N" 'BEGIN { printf "| %s | %d | %.3f |\n", s, c, c / n }'
-done
+}
+row fdatasync "$d_fds"
+row fsync "$d_fs"
+row msync "$d_ms"
+row pwrite64 "$d_pw"
 awk -v a="$d_fds" -v b="$d_fs" -v c="$d_ms" -v n="$N" \
     'BEGIN { printf "syscalls per alloc: %.3f (barriers: fdatasync+fsync+msync; contract: 1)\n", (a + b + c) / n }'

@@ -241,6 +241,7 @@ void mp_txn_rollback(mp_pager *p)
             gr->free = u->free;
             gr->regular = u->regular;
             gr->hint = u->hint;
+            gr->crc = u->crc;   /* a failed commit may have sealed a new one */
             gr->dirty = 0;
             mp_hbits_set(&p->has_free, u->group, gr->free > 0);
         } else {
@@ -586,8 +587,14 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
     for (int i = 0; i < nc; i++)
         if (c[i].slot == o && c[i].P == p->geom.P && c[i].txn < p->d_txn)
             valid_older = 1;
-    if (!valid_older && !all_zero(other, p->geom.P)) {
-        p->recovered = 1;
+    /* Zeros in the other slot are not proof either: an earlier open may have
+     * zeroed it with a barrier that failed, leaving zeros only in the page
+     * cache.  So a writer clears any slot that is not a valid older root,
+     * durably (one extra barrier, only for files that are new or were
+     * recovered). */
+    if (!valid_older) {
+        if (!all_zero(other, p->geom.P))
+            p->recovered = 1;
         if (!p->readonly) {
             memset(other, 0, p->geom.P);
             int e = mp_os_barrier(p);
@@ -621,7 +628,7 @@ mp_err mp_write_initial(mp_pager *p)
     for (uint64_t g = 0; g < ng; g++) {
         mp_fsm_init_bitmap(p, g, 0);
         p->groups[g] = (mp_group){ .dslot = 1, .dirty = 1 };
-        p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, 0, 0, 0 };
+        p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, 0, 0, 0, 0 };
     }
     p->cur_slot = 1;      /* as if the durable root were in slot 1: write slot 0 */
     p->d_txn = 0;

@@ -186,7 +186,7 @@ void mp_fsm_touch(mp_pager *p, uint64_t g)
     const unsigned char *src = mp_page(p, mp_bitmap_page(&p->geom, g, gr->dslot));
     memcpy(dst, src, p->geom.P);
     gr->dirty = 1;
-    p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, gr->free, gr->regular, gr->hint };
+    p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, gr->free, gr->regular, gr->hint, gr->crc };
 }
 
 /* A fresh bitmap for a group that did not exist: everything free except the
@@ -421,7 +421,7 @@ mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free)
         gr->regular = 0;
         gr->free = mp_group_pages(p, g) - run;
         gr->hint = run;
-        p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, 0, 0, 0 };
+        p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, 0, 0, 0, 0 };
         p->free_total += gr->free;
         p->system_total += run;
         if (gr->free)

@@ -10,7 +10,9 @@
  * Invariants
  *  1. pack writes nothing until the whole format and every value have been
  *     checked and everything is known to fit: pass 1 validates and sizes,
- *     pass 2 writes and cannot fail.
+ *     pass 2 writes and cannot fail.  Errors come in string.pack's order
+ *     (the first bad option or value); running out of page is reported
+ *     only when the format and values are otherwise good.
  *  2. The page is never touched after a point where the garbage collector
  *     may have run (any Lua allocation), because a finalizer could close
  *     the pager and unmap the page:
@@ -33,9 +35,9 @@
 #include <lauxlib.h>
 
 #include <limits.h>
-#include <stdint.h>
-#include <locale.h>
+#include <locale.h>     /* localeconv, used by lua_getlocaledecpoint */
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>      /* snprintf, used by lua_number2str */
 #include <string.h>
 

@@ -23,13 +23,15 @@
  *
  * Errors are raised as Lua errors.  Data that would run past the end of the
  * page raises "data does not fit in page (...)" (pack) or "page too short
- * (...)" (unpack), naming the offset argument.
+ * (...)" (unpack; string.unpack says "data string too short"), naming the
+ * offset argument.  A missing value reads "number expected, got no value"
+ * (string.pack says "got nil", an artifact of its implementation).
  *
  * Stack layout.  Error messages name arguments by stack index, as
  * luaL_argerror does, assuming the layout of a method call: for
  * view:pack(off, fmt, v1, ...) the stack is [view, off, fmt, v1, ...],
- * values start at `first` (4), the offset is at first - 2 and the format at
- * first - 1; for view:unpack(off, fmt) the offset is at index 2 and the
+ * values start at `first` (4; it must be at least 3), the offset is at
+ * first - 2 and the format at first - 1; for view:unpack(off, fmt) the offset is at index 2 and the
  * format at 3 (MP_UNPACK_OFFARG, MP_UNPACK_FMTARG).  luaL_argerror then
  * prints them as arguments #1, #2, #3 ... of 'pack' / 'unpack'.
  *

@@ -75,6 +75,7 @@ int mpl_argerror(lua_State *L, int arg, const char *extramsg)
     lua_Debug ar;
     const char *name = NULL;
     int method = 0;
+    luaL_checkstack(L, 8, NULL);
     if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "nf", &ar)) {
         method = ar.namewhat != NULL && strcmp(ar.namewhat, "method") == 0;
         name = binding_name(L, lua_gettop(L));
@@ -458,6 +459,7 @@ static int pager_info(lua_State *L)
     SETINT("regular_count", i.regular_count);
     SETINT("protected_count", i.protected_count);
     SETINT("system_count", i.system_count);
+    SETINT("pending_count", i.pending_count);
     SETINT("txn", i.txn);
     SETBOOL("in_txn", i.in_txn);
     SETBOOL("readonly", i.readonly);

@@ -141,7 +141,7 @@ typedef struct mp_node {
 } mp_node;
 
 typedef struct mp_undo {   /* a group's counters before its first change in a transaction */
-    uint32_t group, free, regular, hint;
+    uint32_t group, free, regular, hint, crc;
 } mp_undo;
 
 /* Hierarchical bitset over groups: bit g set when group g has a free page.

@@ -259,7 +259,7 @@ void mp_close(mp_pager *p)
 {
     if (!p)
         return;
-    if (p->changed && !p->poisoned)
+    if (p->changed)
         mp_txn_rollback(p);
     pager_free(p);
 }
@@ -344,7 +344,9 @@ static mp_err finish(mp_pager *p, mp_err rc)
         return rc;
     if (rc == MP_OK)
         rc = mp_txn_commit(p);
-    if (rc != MP_OK && !p->poisoned)
+    /* Also after a failed barrier: memory then shows the last durable state
+     * (rolling back memory writes nothing to the disk). */
+    if (rc != MP_OK)
         mp_txn_rollback(p);
     return rc;
 }
@@ -472,7 +474,7 @@ mp_err mp_commit(mp_pager *p)
     if (!p->in_txn)
         return mp_fail(p, MP_ETXN, "commit: no transaction is open");
     mp_err rc = mp_txn_commit(p);
-    if (rc != MP_OK && !p->poisoned)
+    if (rc != MP_OK)
         mp_txn_rollback(p);
     p->in_txn = 0;
     return rc;
@@ -482,8 +484,7 @@ mp_err mp_rollback(mp_pager *p)
 {
     if (!p->in_txn)
         return mp_fail(p, MP_ETXN, "rollback: no transaction is open");
-    if (!p->poisoned)
-        mp_txn_rollback(p);
+    mp_txn_rollback(p);
     p->in_txn = 0;
     return MP_OK;
 }

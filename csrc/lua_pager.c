@@ -535,8 +535,22 @@ static int pager_alloc_bulk(lua_State *L)
     mpl_argcheck(L, n >= 0, 2, "count must be non-negative");
     mpl_argcheck(L, n <= INT_MAX && (uint64_t)n <= MP_MAX_PAGES, 2,
                   "count is too large");
-    if (n > 0)
+    if (n > 0) {
+        /* Refuse what cannot fit before sizing a buffer for it. */
+        uint64_t room = mp_alloc_room(pg->p);
+        if ((uint64_t)n > room) {
+            mp_info in;
+            mp_get_info(pg->p, &in);
+            int full = (uint64_t)n > in.free_count + (MP_MAX_PAGES - in.page_count);
+            lua_pushnil(L);
+            lua_pushfstring(L, "%s: alloc_bulk: %I pages do not fit (room for at most %I%s)",
+                            in.path, n, (lua_Integer)room,
+                            full ? "" : ", limited by free disk space or the address reservation");
+            lua_pushstring(L, mp_errname(full ? MP_EFULL : MP_ENOSPC));
+            return 3;
+        }
         ids = (mp_pgno *)lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0);
+    }
     lua_createtable(L, (int)n, 0);
     pg = checkwritable(L, 1);    /* the allocations may have run finalizers */
     if (n == 0)

@@ -150,6 +150,10 @@ mp_err mp_alloc(mp_pager *p, mp_pgno *out);
 /* Free an allocated regular page.  MP_ERANGE, MP_ERESERVED or MP_ENOTALLOC
  * (double free, or freed earlier in the same transaction) otherwise. */
 mp_err mp_free(mp_pager *p, mp_pgno id);
+/* Upper bound on the pages mp_alloc_bulk could hand out now: the free pages
+ * plus what growth can add within MP_MAX_PAGES, the address reservation
+ * and the file system's free space.  (A bound, not a promise.) */
+uint64_t mp_alloc_room(const mp_pager *p);
 /* All-or-nothing: on failure nothing was allocated / freed. */
 mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out);
 mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* ---- errors ------------------------------------------------------------ */
@@ -387,18 +388,32 @@ mp_err mp_free(mp_pager *p, mp_pgno id)
     return finish(p, mp_fsm_mark_free(p, id));
 }
 
+uint64_t mp_alloc_room(const mp_pager *p)
+{
+    uint64_t max_pages = p->reserve_bytes / p->geom.P;
+    if (max_pages > MP_MAX_PAGES)
+        max_pages = MP_MAX_PAGES;
+    uint64_t grow = max_pages > p->page_count ? max_pages - p->page_count : 0;
+    struct statvfs vfs;
+    if (fstatvfs(p->fd, &vfs) == 0) {
+        uint64_t disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / p->geom.P;
+        if (disk < grow)
+            grow = disk;
+    }
+    return p->free_total + grow;
+}
+
 mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out)
 {
     mp_err rc = writable(p, "alloc_bulk");
     if (rc != MP_OK || n == 0)
         return rc;
-    uint64_t max_pages = p->reserve_bytes / p->geom.P;
-    if (max_pages > MP_MAX_PAGES)
-        max_pages = MP_MAX_PAGES;
-    if ((uint64_t)n > p->free_total + (max_pages - p->page_count))
-        return mp_fail(p, MP_EFULL, "alloc_bulk: %zu pages do not fit (%llu free, room for %llu more)", n,
-                       (unsigned long long)p->free_total,
-                       (unsigned long long)(max_pages - p->page_count));
+    uint64_t room = mp_alloc_room(p);
+    if ((uint64_t)n > room)
+        return mp_fail(p, room > p->free_total && room - p->free_total < MP_MAX_PAGES - p->page_count
+                              ? MP_ENOSPC : MP_EFULL,
+                       "alloc_bulk: %zu pages do not fit (%llu free, room for at most %llu)", n,
+                       (unsigned long long)p->free_total, (unsigned long long)room);
     if ((uint64_t)n > p->free_total)   /* grow once, not step by step */
         rc = mp_fsm_grow(p, (uint64_t)n - p->free_total);
     size_t done = 0;

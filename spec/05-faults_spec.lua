@@ -126,3 +126,21 @@ describe("a failing barrier", function()
     assert.are.equal(1, q:info().barriers)
   end)
 end)
+
+describe("a request the disk cannot hold", function()
+  after_each(function() H.cleanup() end)
+
+  it("makes alloc_bulk return nil, msg, 'no_space' and allocate nothing", function()
+    local p = H.track(assert(mp.create(H.path())))
+    local before = p:info()
+    local ids, msg, code = p:alloc_bulk(2^31 - 1)   -- ~8 TiB of 4 KiB pages
+    assert.is_nil(ids)
+    assert.matches("do not fit", msg)
+    assert.are.equal("no_space", code)
+    local after = p:info()
+    assert.are.equal(before.page_count, after.page_count)
+    assert.are.equal(before.free_count, after.free_count)
+    assert.are.equal(before.txn, after.txn)
+    assert.is_number((p:alloc()))                    -- and the pager still works
+  end)
+end)

@@ -138,6 +138,7 @@ mp_err mp_txn_commit(mp_pager *p)
     }
 
     uint64_t txn = p->d_txn + 1;
+    int e = 0;
     mp_fsm_apply_pending(p);
 
     /* 1. changed bitmaps; cur collects the level-1 nodes to write (each
@@ -149,9 +150,12 @@ mp_err mp_txn_commit(mp_pager *p)
     for (uint64_t k = 0; k < p->undo_len; k++) {
         uint64_t g = p->undo[k].group;
         mp_group *gr = &p->groups[g];
-        unsigned char *page = mp_page(p, mp_bitmap_page(ge, g, gr->dslot ^ 1u));
+        unsigned char *page = p->iobuf;
         write_header(page, MP_TYPE_BITMAP, txn, 0, g);
+        memcpy(page + MP_HDR_SIZE, mp_working_bitmap(p, g), (size_t)ge->words * 8);
         gr->crc = seal_page(page, ge->P);
+        if ((e = mp_os_write_page(p, mp_bitmap_page(ge, g, gr->dslot ^ 1u), page)) != 0)
+            goto failed;
         if (h >= 1 && !p->nodes[1][g / ge->E].dirty) {
             p->nodes[1][g / ge->E].dirty = 1;
             cur[ncur++] = g / ge->E;
@@ -166,7 +170,7 @@ mp_err mp_txn_commit(mp_pager *p)
         for (uint64_t j = 0; j < ncur; j++) {
             uint64_t n = cur[j];
             mp_node *nd = &p->nodes[l][n];
-            unsigned char *page = mp_page(p, mp_node_page(ge, l, n, nd->dslot ^ 1u));
+            unsigned char *page = p->iobuf;
             write_header(page, MP_TYPE_INDEX, txn, l, n);
             memset(page + MP_HDR_SIZE, 0, ge->P - MP_HDR_SIZE);
             uint64_t first = n * ge->E, end = first + ge->E;
@@ -174,6 +178,8 @@ mp_err mp_txn_commit(mp_pager *p)
                 end = counts[l - 1];
             put_children(p, page + MP_HDR_SIZE, l - 1, first, end);
             nd->crc = seal_page(page, ge->P);
+            if ((e = mp_os_write_page(p, mp_node_page(ge, l, n, nd->dslot ^ 1u), page)) != 0)
+                goto failed;
             if (l < h && !p->nodes[l + 1][n / ge->E].dirty) {
                 p->nodes[l + 1][n / ge->E].dirty = 1;
                 nxt[nnext++] = n / ge->E;
@@ -183,7 +189,7 @@ mp_err mp_txn_commit(mp_pager *p)
         ncur = nnext;
     }
     /* 3. the root, into the slot the durable root is not in */
-    unsigned char *root = mp_page(p, (uint64_t)(p->cur_slot ^ 1));
+    unsigned char *root = p->iobuf;
     memset(root, 0, ge->P);
     memcpy(root + MP_R_MAGIC, MP_MAGIC, 8);
     mp_st32(root + MP_R_VERSION, MP_FORMAT_VERSION);
@@ -195,13 +201,18 @@ mp_err mp_txn_commit(mp_pager *p)
     put_children(p, root + MP_ROOT_HDR_SIZE, h, 0, counts[h]);
     mp_st32(root + MP_R_CRC, 0);
     mp_st32(root + MP_R_CRC, mp_crc32c(0, root, ge->P));
+    if ((e = mp_os_write_page(p, (uint64_t)(p->cur_slot ^ 1), root)) != 0)
+        goto failed;
 
     /* 4. one barrier */
-    int e = mp_os_barrier(p);
+    e = mp_os_barrier(p);
     if (e) {
+failed:
+        /* C4: after a failed write or barrier nothing is known about the
+         * disk; the caller rolls memory back to the durable state. */
         p->poisoned = 1;
         return mp_fail(p, mp_err_from_errno(e),
-                       "%s: commit failed, fdatasync: %s; the pager refuses further commits, reopen to recover the last durable state",
+                       "%s: commit failed: %s; the pager refuses further commits, reopen to recover the last durable state",
                        p->path, strerror(e));
     }
 
@@ -238,6 +249,8 @@ void mp_txn_rollback(mp_pager *p)
         const mp_undo *u = &p->undo[k];
         if (u->group < p->d_ngroups) {
             mp_group *gr = &p->groups[u->group];
+            memcpy(mp_working_bitmap(p, u->group), p->undo_bm + k * p->geom.words,
+                   (size_t)p->geom.words * 8);
             gr->free = u->free;
             gr->regular = u->regular;
             gr->hint = u->hint;
@@ -266,6 +279,7 @@ typedef struct loaded {
     uint64_t txn, page_count, user_root, ngroups;
     uint32_t height;
     mp_group *groups;
+    uint64_t *bm;          /* the bitmaps' bodies, geom.words words a group */
     mp_node *nodes[MP_LMAX_LIMIT + 1];
     uint64_t ncount[MP_LMAX_LIMIT + 1];
 } loaded;
@@ -273,6 +287,7 @@ typedef struct loaded {
 static void loaded_free(loaded *ld)
 {
     free(ld->groups);
+    free(ld->bm);
     for (int l = 0; l <= MP_LMAX_LIMIT; l++)
         free(ld->nodes[l]);
     memset(ld, 0, sizeof *ld);
@@ -319,10 +334,11 @@ static int check_entries_tail(const unsigned char *at, uint64_t used, uint64_t c
     return all_zero(at + used * MP_ENTRY_SIZE, (size_t)((cap - used) * MP_ENTRY_SIZE));
 }
 
-/* Verify the root in page root (already mapped, page count checked against
- * the mapping by the caller) and everything below it. */
-static int verify_root(const mp_pager *p, const unsigned char *root, loaded *ld, char *why, size_t wl)
+/* Verify the root in `root` (one page) and everything below it, reading
+ * metadata pages with pread into p->iobuf; fill ld on success. */
+static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char *why, size_t wl)
 {
+    int e;
     const mp_geom *ge = &p->geom;
     memset(ld, 0, sizeof *ld);
     ld->txn = mp_ld64(root + MP_R_TXN);
@@ -333,8 +349,7 @@ static int verify_root(const mp_pager *p, const unsigned char *root, loaded *ld,
         mp_msg(why, wl, "bad root header");
         return 0;
     }
-    if (!mp_page_count_valid(ge, ld->page_count) || ld->page_count * ge->P > p->file_bytes ||
-        ld->page_count * ge->P > p->mapped_bytes) {
+    if (!mp_page_count_valid(ge, ld->page_count) || ld->page_count * ge->P > p->file_bytes) {
         mp_msg(why, wl, "page count %llu does not fit the file (%llu bytes)",
                  (unsigned long long)ld->page_count, (unsigned long long)p->file_bytes);
         return 0;
@@ -347,7 +362,8 @@ static int verify_root(const mp_pager *p, const unsigned char *root, loaded *ld,
         return 0;
     }
     ld->groups = calloc((size_t)ld->ngroups, sizeof *ld->groups);
-    if (!ld->groups)
+    ld->bm = malloc((size_t)(ld->ngroups * ge->words) * sizeof *ld->bm);
+    if (!ld->groups || !ld->bm)
         goto nomem;
     for (uint32_t l = 1; l <= h; l++) {
         ld->nodes[l] = calloc((size_t)counts[l], sizeof *ld->nodes[l]);
@@ -376,20 +392,22 @@ static int verify_root(const mp_pager *p, const unsigned char *root, loaded *ld,
     for (uint32_t l = h; l >= 1; l--) {
         for (uint64_t n = 0; n < counts[l]; n++) {
             const mp_node *nd = &ld->nodes[l][n];
-            const unsigned char *page = mp_page(p, mp_node_page(ge, l, n, nd->dslot));
+            const unsigned char *page = p->iobuf;
+            if ((e = mp_os_read_page(p, mp_node_page(ge, l, n, nd->dslot), p->iobuf)) != 0)
+                goto ioerr;
             if (!check_meta_page(page, ge->P, MP_TYPE_INDEX, l, n, nd->crc, ld->txn, why, wl))
                 goto fail;
             uint64_t first = n * ge->E, end = first + ge->E;
             if (end > counts[l - 1])
                 end = counts[l - 1];
-            const unsigned char *e = page + MP_HDR_SIZE;
-            if (!check_entries_tail(e, end - first, ge->E)) {
+            const unsigned char *ent_at = page + MP_HDR_SIZE;
+            if (!check_entries_tail(ent_at, end - first, ge->E)) {
                 mp_msg(why, wl, "index node %llu (level %u): unused entries are not zero",
                          (unsigned long long)n, l);
                 goto fail;
             }
-            for (uint64_t c = first; c < end; c++, e += MP_ENTRY_SIZE) {
-                uint32_t crc = mp_ld32(e), slot = mp_ld32(e + 4);
+            for (uint64_t c = first; c < end; c++, ent_at += MP_ENTRY_SIZE) {
+                uint32_t crc = mp_ld32(ent_at), slot = mp_ld32(ent_at + 4);
                 if (slot > 1) {
                     mp_msg(why, wl, "index node %llu (level %u): bad slot", (unsigned long long)n, l);
                     goto fail;
@@ -404,10 +422,13 @@ static int verify_root(const mp_pager *p, const unsigned char *root, loaded *ld,
     /* group bitmaps: checksums, then what they say */
     for (uint64_t g = 0; g < ld->ngroups; g++) {
         const mp_group *gr = &ld->groups[g];
-        const unsigned char *page = mp_page(p, mp_bitmap_page(ge, g, gr->dslot));
+        const unsigned char *page = p->iobuf;
+        if ((e = mp_os_read_page(p, mp_bitmap_page(ge, g, gr->dslot), p->iobuf)) != 0)
+            goto ioerr;
         if (!check_meta_page(page, ge->P, MP_TYPE_BITMAP, 0, g, gr->crc, ld->txn, why, wl))
             goto fail;
-        const uint64_t *bm = (const uint64_t *)(const void *)(page + MP_HDR_SIZE);
+        uint64_t *bm = ld->bm + g * ge->words;
+        memcpy(bm, page + MP_HDR_SIZE, (size_t)ge->words * 8);
         uint64_t run = mp_group_run_end(ge, g) - g * ge->G;
         uint64_t first = g * ge->G, n = ld->page_count - first;
         if (n > ge->G)
@@ -426,6 +447,9 @@ static int verify_root(const mp_pager *p, const unsigned char *root, loaded *ld,
         }
     }
     return 1;
+ioerr:
+    mp_msg(why, wl, "read error: %s", strerror(e));
+    goto fail;
 nomem:
     mp_msg(why, wl, "out of memory");
 fail:
@@ -436,7 +460,9 @@ fail:
 static void install(mp_pager *p, loaded *ld, int slot)
 {
     free(p->groups);
+    free(p->bm);
     p->groups = ld->groups;
+    p->bm = ld->bm;
     p->groups_cap = ld->ngroups;
     for (int l = 0; l <= MP_LMAX_LIMIT; l++) {
         free(p->nodes[l]);
@@ -541,30 +567,23 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
     int chosen = -1;
     for (int i = 0; i < nc && chosen < 0; i++) {
         char why[200];
-        if (!p->map || p->geom.P != c[i].P) {
-            mp_os_unmap(p);
+        if (!p->iobuf || p->geom.P != c[i].P) {
             mp_geom_init(&p->geom, c[i].P);
-            uint64_t need = c[i].page_count <= MP_MAX_PAGES ? c[i].page_count * c[i].P : 0;
-            if (need > p->file_bytes)
-                need = p->file_bytes;
-            p->want_reserve = mp_os_default_reserve(c[i].P, p->opt_max_bytes);
-            if (mp_os_reserve(p, p->want_reserve, need, err) != MP_OK)
-                return MP_ENOMEM;
-        }
-        /* Map the root slots whatever the root claims (read_slot saw them
-         * inside the file), and its pages only if the file holds them:
-         * verify_root rejects a page count the mapping does not cover. */
-        uint64_t want = 2 * (uint64_t)c[i].P;
-        if (c[i].page_count <= MP_MAX_PAGES && c[i].page_count * c[i].P > want)
-            want = c[i].page_count * c[i].P;
-        if (want > p->file_bytes)
-            want = want == 2 * (uint64_t)c[i].P ? p->file_bytes : 2 * (uint64_t)c[i].P;
-        if (mp_os_map_to(p, want) != MP_OK) {
-            append(msg, sizeof msg, slot_name(c[i].slot), p->errmsg);
-            continue;
+            free(p->iobuf);
+            p->iobuf = malloc(c[i].P);
+            if (!p->iobuf)
+                return open_fail(err, MP_ENOMEM, p->path, "out of memory");
         }
         loaded ld;
-        if (verify_root(p, mp_page(p, (uint64_t)c[i].slot), &ld, why, sizeof why)) {
+        unsigned char *root = malloc(c[i].P);
+        if (!root)
+            return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+        int e = mp_os_read_page(p, (uint64_t)c[i].slot, root);
+        int ok = e == 0 && verify_root(p, root, &ld, why, sizeof why);
+        free(root);
+        if (e)
+            mp_msg(why, sizeof why, "read error: %s", strerror(e));
+        if (ok) {
             install(p, &ld, c[i].slot);
             chosen = i;
         } else {
@@ -579,10 +598,15 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
         mp_msg(d, sizeof d, "corrupt: %s", msg);
         return open_fail(err, MP_ECORRUPT, p->path, d);
     }
+    /* Map the pages (only users' pages are read through the mapping). */
+    p->want_reserve = mp_os_default_reserve(p->geom.P, p->opt_max_bytes);
+    if (mp_os_reserve(p, p->want_reserve, p->page_count * p->geom.P, err) != MP_OK)
+        return MP_ENOMEM;
+    if (mp_os_map_to(p, p->page_count * p->geom.P) != MP_OK)
+        return open_fail(err, MP_ENOMEM, p->path, p->errmsg);
 
-    /* The other slot: empty, or a valid older root, or rejected (C5). */
+    /* The other slot: a valid older root, or anything else (C5). */
     int o = p->cur_slot ^ 1;
-    unsigned char *other = mp_page(p, (uint64_t)o);
     int valid_older = 0;
     for (int i = 0; i < nc; i++)
         if (c[i].slot == o && c[i].P == p->geom.P && c[i].txn < p->d_txn)
@@ -593,17 +617,20 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
      * durably (one extra barrier, only for files that are new or were
      * recovered). */
     if (!valid_older) {
-        if (!all_zero(other, p->geom.P))
+        int e = mp_os_read_page(p, (uint64_t)o, p->iobuf);
+        if (e || !all_zero(p->iobuf, p->geom.P))
             p->recovered = 1;
         if (!p->readonly) {
-            memset(other, 0, p->geom.P);
-            int e = mp_os_barrier(p);
+            memset(p->iobuf, 0, p->geom.P);
+            e = mp_os_write_page(p, (uint64_t)o, p->iobuf);
+            if (!e)
+                e = mp_os_barrier(p);
             if (e) {
                 if (err) {
                     err->code = mp_err_from_errno(e);
                     err->sys_errno = e;
                     mp_msg(err->msg, sizeof err->msg, "%s: cannot invalidate the rejected root: %s",
-                             p->path, strerror(e));
+                           p->path, strerror(e));
                 }
                 return mp_err_from_errno(e);
             }
@@ -620,13 +647,12 @@ mp_err mp_write_initial(mp_pager *p)
     uint64_t ng = mp_groups_for(&p->geom, p->page_count);
     if (mp_fsm_ensure_groups(p, ng) != MP_OK)
         return MP_ENOMEM;
-    p->undo = malloc((size_t)(ng + 1) * sizeof *p->undo);
-    if (!p->undo)
+    p->iobuf = malloc(p->geom.P);
+    if (!p->iobuf || mp_fsm_reserve_undo(p, ng + 1) != MP_OK)
         return mp_fail(p, MP_ENOMEM, "out of memory");
-    p->undo_cap = ng + 1;
     p->ngroups = ng;
     for (uint64_t g = 0; g < ng; g++) {
-        mp_fsm_init_bitmap(p, g, 0);
+        mp_fsm_init_bitmap(p, g);
         p->groups[g] = (mp_group){ .dslot = 1, .dirty = 1 };
         p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, 0, 0, 0, 0 };
     }
@@ -646,9 +672,16 @@ mp_err mp_audit(mp_pager *p)
 {
     char why[200];
     loaded ld;
-    if (!verify_root(p, mp_page(p, (uint64_t)p->cur_slot), &ld, why, sizeof why))
-        return mp_fail(p, MP_ECORRUPT, "%s: durable root: %s", p->path, why);
-    int ok = ld.txn == p->d_txn && ld.page_count == p->d_page_count && ld.ngroups == p->d_ngroups;
+    unsigned char *root = malloc(p->geom.P);
+    if (!root)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    int e = mp_os_read_page(p, (uint64_t)p->cur_slot, root);
+    int ok = e == 0 && verify_root(p, root, &ld, why, sizeof why);
+    free(root);
+    if (!ok)
+        return mp_fail(p, e ? MP_EIO : MP_ECORRUPT, "%s: durable root: %s", p->path,
+                       e ? strerror(e) : why);
+    ok = ld.txn == p->d_txn && ld.page_count == p->d_page_count && ld.ngroups == p->d_ngroups;
     for (uint64_t g = 0; ok && g < ld.ngroups; g++)
         ok = ld.groups[g].dslot == p->groups[g].dslot && ld.groups[g].crc == p->groups[g].crc;
     loaded_free(&ld);

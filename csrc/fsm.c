@@ -15,9 +15,10 @@
  *            so a page freed by transaction N is reused no earlier than N+1.
  *
  * Invariants (checked by mp_audit):
- *   F1  a transaction changes a group's bitmap only in its working slot
- *       (dslot ^ 1), copied from the durable slot at the first change
- *       (mp_fsm_touch); the durable slot is never written while durable.
+ *   F1  the working bitmaps are in memory; a group's first change in a
+ *       transaction saves its words to the undo list (mp_fsm_touch), so a
+ *       rollback needs no I/O.  The commit writes a changed bitmap to slot
+ *       dslot ^ 1; the durable slot is never written while durable.
  *   F2  groups[g].free / .regular count the 00 / 01 states of the working
  *       bitmap below the page count; free_total etc. are their sums.
  *   F3  has_free bit g is set exactly when groups[g].free > 0.
@@ -120,6 +121,12 @@ void mp_fsm_free_all(mp_pager *p)
     hbits_free(&p->has_free);
     free(p->groups);
     p->groups = NULL;
+    free(p->bm);
+    p->bm = NULL;
+    free(p->undo_bm);
+    p->undo_bm = NULL;
+    free(p->iobuf);
+    p->iobuf = NULL;
     for (int l = 0; l <= MP_LMAX_LIMIT; l++) {
         free(p->nodes[l]);
         p->nodes[l] = NULL;
@@ -141,21 +148,37 @@ mp_err mp_fsm_ensure_groups(mp_pager *p, uint64_t n)
     if (!g)
         return mp_fail(p, MP_ENOMEM, "out of memory");
     p->groups = g;
+    uint64_t *bm = realloc(p->bm, (size_t)(cap * p->geom.words) * sizeof *bm);
+    if (!bm)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->bm = bm;
     p->groups_cap = cap;
+    return MP_OK;
+}
+
+/* Room for `extra` more undo entries (and their saved bitmaps). */
+mp_err mp_fsm_reserve_undo(mp_pager *p, uint64_t extra)
+{
+    if (p->undo_len + extra <= p->undo_cap)
+        return MP_OK;
+    uint64_t cap = p->undo_cap ? p->undo_cap : 16;
+    while (cap < p->undo_len + extra)
+        cap *= 2;
+    mp_undo *u = realloc(p->undo, (size_t)cap * sizeof *u);
+    if (!u)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->undo = u;
+    uint64_t *b = realloc(p->undo_bm, (size_t)(cap * p->geom.words) * sizeof *b);
+    if (!b)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->undo_bm = b;
+    p->undo_cap = cap;
     return MP_OK;
 }
 
 static mp_err reserve_undo(mp_pager *p)
 {
-    if (p->undo_len < p->undo_cap)
-        return MP_OK;
-    uint64_t cap = p->undo_cap ? p->undo_cap * 2 : 16;
-    mp_undo *u = realloc(p->undo, (size_t)cap * sizeof *u);
-    if (!u)
-        return mp_fail(p, MP_ENOMEM, "out of memory");
-    p->undo = u;
-    p->undo_cap = cap;
-    return MP_OK;
+    return mp_fsm_reserve_undo(p, 1);
 }
 
 static mp_err reserve_pending(mp_pager *p, uint64_t extra)
@@ -173,29 +196,27 @@ static mp_err reserve_pending(mp_pager *p, uint64_t extra)
     return MP_OK;
 }
 
-/* Make group g's working copy writable (F1, F5).  The undo list always has
- * room for one more entry (reserved after every push), so this cannot fail
- * half-way. */
+/* Note group g's first change in this transaction (F1, F5): save its
+ * words for rollback.  The caller reserved an undo entry first, so this
+ * cannot fail half-way. */
 void mp_fsm_touch(mp_pager *p, uint64_t g)
 {
     mp_group *gr = &p->groups[g];
     p->changed = 1;
     if (gr->dirty)
         return;
-    unsigned char *dst = mp_page(p, mp_bitmap_page(&p->geom, g, gr->dslot ^ 1u));
-    const unsigned char *src = mp_page(p, mp_bitmap_page(&p->geom, g, gr->dslot));
-    memcpy(dst, src, p->geom.P);
+    uint64_t w = p->geom.words;
+    memcpy(p->undo_bm + p->undo_len * w, mp_working_bitmap(p, g), (size_t)w * 8);
     gr->dirty = 1;
     p->undo[p->undo_len++] = (mp_undo){ (uint32_t)g, gr->free, gr->regular, gr->hint, gr->crc };
 }
 
 /* A fresh bitmap for a group that did not exist: everything free except the
  * group's reserved run (and, for group 0, the root slots). */
-void mp_fsm_init_bitmap(mp_pager *p, uint64_t g, unsigned slot)
+void mp_fsm_init_bitmap(mp_pager *p, uint64_t g)
 {
-    unsigned char *page = mp_page(p, mp_bitmap_page(&p->geom, g, slot));
-    memset(page, 0, p->geom.P);
-    uint64_t *bm = (uint64_t *)(void *)(page + MP_HDR_SIZE);
+    uint64_t *bm = mp_working_bitmap(p, g);
+    memset(bm, 0, (size_t)p->geom.words * 8);
     uint64_t run = mp_group_run_end(&p->geom, g) - g * p->geom.G;
     for (uint64_t i = 0; i < run; i++)
         mp_st_set(bm, i, ST_SYSTEM);
@@ -385,14 +406,9 @@ mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free)
     mp_err rc = mp_fsm_ensure_groups(p, new_groups);
     if (rc != MP_OK)
         return rc;
-    if (p->undo_cap < p->undo_len + (new_groups - p->ngroups) + 2) {
-        uint64_t need = p->undo_len + (new_groups - p->ngroups) + 2;
-        mp_undo *u = realloc(p->undo, (size_t)need * sizeof *u);
-        if (!u)
-            return mp_fail(p, MP_ENOMEM, "out of memory");
-        p->undo = u;
-        p->undo_cap = need;
-    }
+    rc = mp_fsm_reserve_undo(p, (new_groups - p->ngroups) + 2);
+    if (rc != MP_OK)
+        return rc;
     rc = mp_os_grow_file(p, old * ge->P, target * ge->P);
     if (rc != MP_OK)
         return rc;
@@ -409,9 +425,9 @@ mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free)
         mp_hbits_set(&p->has_free, lastg, 1);
 
     for (uint64_t g = p->ngroups; g < new_groups; g++) {
-        /* a group no durable root knows: write it in slot 0, as if slot 1
-         * were durable, so it joins the commit like any changed group */
-        mp_fsm_init_bitmap(p, g, 0);
+        /* a group no durable root knows: the commit writes it to slot 0,
+         * as if slot 1 were durable, like any changed group */
+        mp_fsm_init_bitmap(p, g);
         uint32_t run = (uint32_t)(mp_group_run_end(ge, g) - g * ge->G);
         mp_group *gr = &p->groups[g];
         p->ngroups = g + 1;

@@ -131,7 +131,7 @@ typedef struct mp_group {
     uint32_t crc;      /* CRC of the durable (or last written) version */
     uint32_t hint;     /* no free page below this index */
     uint8_t dslot;     /* slot the durable root references */
-    uint8_t dirty;     /* working copy lives in slot dslot ^ 1 */
+    uint8_t dirty;     /* changed in this transaction: commit writes slot dslot ^ 1 */
 } mp_group;
 
 typedef struct mp_node {
@@ -178,6 +178,8 @@ struct mp_pager {
     uint64_t ngroups;
     mp_group *groups;
     uint64_t groups_cap;
+    uint64_t *bm;              /* working bitmaps, groups_cap * geom.words words */
+    unsigned char *iobuf;      /* one page of scratch for metadata I/O */
     uint32_t height;           /* of the durable tree; recomputed at commit */
     mp_node *nodes[MP_LMAX_LIMIT + 1];  /* levels 1..height */
     uint64_t ncount[MP_LMAX_LIMIT + 1];
@@ -186,6 +188,7 @@ struct mp_pager {
     uint64_t max_groups;
 
     mp_undo *undo; uint64_t undo_len, undo_cap;       /* dirty groups */
+    uint64_t *undo_bm;         /* their bitmaps before the transaction, undo_cap * words */
     uint32_t *pending; uint64_t pending_len, pending_cap;  /* freed in txn */
 
     uint64_t free_total, regular_total, system_total;
@@ -211,6 +214,9 @@ mp_err mp_os_map_to(mp_pager *p, uint64_t bytes);
 mp_err mp_os_grow_file(mp_pager *p, uint64_t from, uint64_t to);
 int mp_os_barrier(mp_pager *p);   /* 0 or errno */
 void mp_os_unmap(mp_pager *p);
+/* Whole-page metadata I/O: 0 or an errno value. */
+int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf);
+int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf);
 mp_err mp_err_from_errno(int e);
 uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes);
 
@@ -218,15 +224,13 @@ uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes);
 static inline unsigned char *mp_page(const mp_pager *p, uint64_t pgno) {
     return p->map + pgno * p->geom.P;
 }
-static inline uint64_t *mp_bitmap_body(const mp_pager *p, uint64_t g, unsigned slot) {
-    /* The mapping is page aligned and H is a multiple of 8, so the body is
-     * 8-byte aligned; mapped memory has no declared type, so word access is
-     * well defined. */
-    return (uint64_t *)(void *)(mp_page(p, mp_bitmap_page(&p->geom, g, slot)) + MP_HDR_SIZE);
-}
+/* The working bitmaps live in memory, one contiguous block of `words`
+ * 64-bit words per group (not in the mapping: faulting scattered metadata
+ * pages through the mapping pulled in the kernel's read-around of up to
+ * megabytes each, and scattered words cost TLB misses).  Disk slots are
+ * read with pread at open and written with pwrite at commit. */
 static inline uint64_t *mp_working_bitmap(const mp_pager *p, uint64_t g) {
-    const mp_group *gr = &p->groups[g];
-    return mp_bitmap_body(p, g, gr->dirty ? gr->dslot ^ 1u : gr->dslot);
+    return p->bm + g * p->geom.words;
 }
 static inline uint32_t mp_group_pages(const mp_pager *p, uint64_t g) {
     uint64_t first = g * p->geom.G, n = p->page_count - first;
@@ -245,7 +249,8 @@ mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free);
 void mp_fsm_touch(mp_pager *p, uint64_t g);
 int mp_fsm_next_regular(const mp_pager *p, uint64_t from, uint64_t *out);
 void mp_hbits_set(mp_hbits *h, uint64_t i, int on);
-void mp_fsm_init_bitmap(mp_pager *p, uint64_t g, unsigned slot);
+void mp_fsm_init_bitmap(mp_pager *p, uint64_t g);
+mp_err mp_fsm_reserve_undo(mp_pager *p, uint64_t extra);
 
 /* commit.c */
 mp_err mp_txn_commit(mp_pager *p);

@@ -5,8 +5,9 @@
  * (stable addresses: the file is mapped at the start of a PROT_NONE
  * reservation and each growth maps the new tail in place, so no page ever
  * moves while the pager is open), growth with disk blocks reserved before
- * use (posix_fallocate: a full disk is an error, never a SIGBUS), and the
- * single durability barrier every commit goes through.
+ * use (posix_fallocate: a full disk is an error, never a SIGBUS), the
+ * single durability barrier every commit goes through, and whole-page
+ * pread/pwrite for metadata (which never goes through the mapping).
  */
 #include "mp_internal.h"
 
@@ -157,6 +158,36 @@ mp_err mp_os_grow_file(mp_pager *p, uint64_t from, uint64_t to)
             p->file_bytes = to;
     }
     return mp_os_map_to(p, to);
+}
+
+int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf)
+{
+    size_t done = 0, n = p->geom.P;
+    while (done < n) {
+        ssize_t r = pread(p->fd, buf + done, n - done, (off_t)(pgno * n + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno;
+        if (r == 0)
+            return EIO;   /* past the end of the file: the caller checked sizes */
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf)
+{
+    size_t done = 0, n = p->geom.P;
+    while (done < n) {
+        ssize_t r = pwrite(p->fd, buf + done, n - done, (off_t)(pgno * n + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? errno : EIO;
+        done += (size_t)r;
+    }
+    return 0;
 }
 
 void mp_os_unmap(mp_pager *p)

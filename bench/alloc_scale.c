@@ -11,6 +11,9 @@
  *   alloc  M x mp_alloc alone
  *   free   M x mp_free of random live pages (after "alloc", so both files
  *          have N + M live pages to pick from), then rollback
+ *   lifo   M x (mp_alloc + mp_free of the page just allocated), then
+ *          rollback: the allocator's own cost, without the cache misses a
+ *          random page id brings
  *
  * Pages freed in a transaction are reusable only after it commits, so
  * every alloc inside one consumes a fresh page and the file grows: that
@@ -56,7 +59,7 @@ typedef struct result {
     double harness_ns;           /* the pair loop's own work: rng + live[] swap */
     double pair_ns[PAIR_REPS];   /* per alloc+free pair */
     double commit_ms[PAIR_REPS]; /* commit of each pair transaction */
-    double alloc_ns, free_ns;
+    double alloc_ns, free_ns, lifo_ns;
     uint64_t pages_after, file_bytes, groups_dirty_hint;
     uint64_t barriers_pair_commit;
 } result;
@@ -157,6 +160,18 @@ static result run(const char *path, uint64_t n, uint64_t m, uint64_t seed)
     r.free_ns = (t1 - t0) * 1e9 / (double)m;
     check(mp_rollback(P), "rollback");
 
+    /* alloc + free of the same page: the allocator without random ids */
+    check(mp_begin(P), "begin");
+    t0 = bench_cpu_now();
+    for (uint64_t k = 0; k < m; k++) {
+        mp_pgno id;
+        check(mp_alloc(P, &id), "alloc");
+        check(mp_free(P, id), "free");
+    }
+    t1 = bench_cpu_now();
+    r.lifo_ns = (t1 - t0) * 1e9 / (double)m;
+    check(mp_rollback(P), "rollback");
+
     mp_info in;
     mp_get_info(P, &in);
     r.pages_after = in.page_count;
@@ -224,6 +239,8 @@ int main(int argc, char **argv)
            r[b].pair_ns[0] / r[0].pair_ns[0]);
     printf("  alloc alone               %.2f\n", r[b].alloc_ns / r[0].alloc_ns);
     printf("  free alone                %.2f\n", r[b].free_ns / r[0].free_ns);
+    printf("  alloc+free of that page   %.2f   (%.1f ns vs %.1f ns)\n", r[b].lifo_ns / r[0].lifo_ns,
+           r[b].lifo_ns, r[0].lifo_ns);
     printf("  commit of a pair txn      %.2f   (%.1f ms vs %.1f ms; %llu barrier(s) per commit)\n",
            commit[b] / commit[0], commit[b], commit[0],
            (unsigned long long)r[b].barriers_pair_commit);

@@ -96,6 +96,17 @@ int mp_page_count_valid(const mp_geom *g, uint64_t page_count)
     return page_count >= mp_group_run_end(g, last);
 }
 
+/* Bits set in v, branch-free (SWAR).  __builtin_popcountll compiles to a
+ * libgcc call unless the build targets a CPU with POPCNT, and open counts
+ * every bitmap word. */
+static inline uint64_t popcount64(uint64_t v)
+{
+    v = v - ((v >> 1) & 0x5555555555555555ull);
+    v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+    v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (v * 0x0101010101010101ull) >> 56;
+}
+
 /* Count the states of pages [from, to) word by word: for each 2-bit pair
  * (hi, lo), "lo and not hi" is regular, "hi and not lo" system, both is
  * pending, neither free. */
@@ -111,9 +122,9 @@ void mp_count_states(const uint64_t *bm, uint64_t from, uint64_t to, mp_counts *
             n = to - i;
         uint64_t mask = (n == 32 ? ~0ull : (((uint64_t)1 << (2 * n)) - 1)) << (2 * first);
         uint64_t lo = w & LO & mask, hi = (w >> 1) & LO & mask;
-        uint64_t reg = (uint64_t)__builtin_popcountll(lo & ~hi);
-        uint64_t sys = (uint64_t)__builtin_popcountll(hi & ~lo);
-        uint64_t pen = (uint64_t)__builtin_popcountll(lo & hi);
+        uint64_t reg = popcount64(lo & ~hi);
+        uint64_t sys = popcount64(hi & ~lo);
+        uint64_t pen = popcount64(lo & hi);
         out->n[ST_REGULAR] += reg;
         out->n[ST_SYSTEM] += sys;
         out->n[ST_PENDING] += pen;

@@ -101,7 +101,7 @@ endef
 
 # ---- build ---------------------------------------------------------------
 
-.PHONY: all lib module deps test test-asan demo repl bench lint \
+.PHONY: all lib module tests deps test test-asan demo repl bench lint \
         check-rockspec clean
 
 all: deps $(LIB) $(MODULE)
@@ -130,11 +130,20 @@ $(MODULE): $(CORE_OBJ) $(BIND_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(MP_CFLAGS) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# C test programs (test/*.c) that the specs run.  tree_heights compiles the
+# core itself with tiny index nodes (-DMP_TEST_FANOUT=8) so small files
+# reach every tree height: a different geometry, so not the library's objects.
+TEST_BIN = $(BUILD)/test/tree_heights
+$(BUILD)/test/tree_heights: test/tree_heights.c $(CORE_SRC) $(wildcard csrc/*.h) | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(MP_CFLAGS) -DMP_TEST_FANOUT=8 -Icsrc $(LDFLAGS) -o $@ $< $(CORE_SRC) $(LDLIBS)
+tests: $(TEST_BIN)
+
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/bench/*.d)
 
 # ---- tests ---------------------------------------------------------------
 
-test: deps all check-rockspec
+test: deps all tests check-rockspec
 	MP_BUILD=$(BUILD) $(BUSTED) $(BUSTED_ARGS)
 
 # The sanitizer build lives in its own directory with its own flags.
@@ -149,7 +158,7 @@ ASAN_ENV = LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-fil
            UBSAN_OPTIONS=print_stacktrace=1
 
 test-asan: deps
-	$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CFLAGS='$(ASAN_CFLAGS)' module
+	$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CFLAGS='$(ASAN_CFLAGS)' module tests
 	$(ASAN_ENV) MP_BUILD=$(ASAN_BUILD) $(BUSTED) $(BUSTED_ARGS)
 
 # builtin rockspecs cannot glob, so the source and module lists in the

@@ -20,9 +20,18 @@ void mp_geom_init(mp_geom *g, uint32_t P)
     g->E = (P - MP_HDR_SIZE) / MP_ENTRY_SIZE;
     g->K = (P - MP_ROOT_HDR_SIZE) / MP_ENTRY_SIZE;
     g->words = (P - MP_HDR_SIZE) / 8u;
+#ifdef MP_TEST_FANOUT
+    /* Test builds only (tests/tree_heights.c): tiny index nodes, so small
+     * files reach every tree height.  Files are not compatible with
+     * normal builds. */
+    if (g->E > MP_TEST_FANOUT)
+        g->E = MP_TEST_FANOUT;
+    if (g->K > MP_TEST_FANOUT / 2)
+        g->K = MP_TEST_FANOUT / 2;
+#endif
     g->epow[0] = 1;
-    for (int l = 1; l <= MP_LMAX_LIMIT; l++)
-        g->epow[l] = g->epow[l - 1] * g->E;
+    for (int l = 1; l <= MP_LMAX_LIMIT; l++)   /* saturating: only l <= lmax is used */
+        g->epow[l] = g->epow[l - 1] > UINT64_MAX / g->E ? UINT64_MAX : g->epow[l - 1] * g->E;
     /* LMAX: enough levels for the largest possible file. */
     uint64_t counts[MP_LMAX_LIMIT + 1];
     g->lmax = mp_tree_shape(g, mp_groups_for(g, MP_MAX_PAGES), counts);

@@ -39,7 +39,8 @@
 #define MP_HDR_SIZE 32u             /* metadata page header */
 #define MP_ROOT_HDR_SIZE 128u       /* root header before the top entries */
 #define MP_ENTRY_SIZE 8u            /* {crc u32, slot u32} */
-#define MP_LMAX_LIMIT 4             /* LMAX is at most 2 for any page size; room to spare */
+#define MP_LMAX_LIMIT 8             /* LMAX is at most 2 for real geometries; test builds
+                                     * with tiny nodes (MP_TEST_FANOUT) need up to 7 */
 #define MP_MAGIC "mappedpg"
 #define MP_TYPE_BITMAP 0x4d424d50u  /* "PMBM" */
 #define MP_TYPE_INDEX 0x58494d50u   /* "PMIX" */

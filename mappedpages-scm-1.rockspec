@@ -43,6 +43,7 @@ build = {
             "csrc/layout.c",
             "csrc/osfile.c",
             "csrc/pager.c",
+            "csrc/ptable.c",
             -- the Lua binding
             "csrc/lua_pack.c",
             "csrc/lua_pager.c",

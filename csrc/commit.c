@@ -108,6 +108,11 @@ mp_err mp_txn_commit(mp_pager *p)
         return MP_OK;
     }
     const mp_geom *ge = &p->geom;
+    /* 0. the page table first: it allocates and releases pages (and may
+     * grow the file), so the bitmaps are finished after it */
+    mp_err prc = mp_pt_commit_prepare(p, p->d_txn + 1);
+    if (prc != MP_OK)
+        return prc;
     uint64_t counts[MP_LMAX_LIMIT + 1];
     uint32_t h = mp_tree_shape(ge, p->ngroups, counts);
     if (h > ge->lmax)
@@ -199,6 +204,7 @@ mp_err mp_txn_commit(mp_pager *p)
     mp_st64(root + MP_R_USERROOT, p->user_root);
     mp_st32(root + MP_R_HEIGHT, h);
     put_children(p, root + MP_ROOT_HDR_SIZE, h, 0, counts[h]);
+    mp_pt_put_root(p, root);
     mp_st32(root + MP_R_CRC, 0);
     mp_st32(root + MP_R_CRC, mp_crc32c(0, root, ge->P));
     if ((e = mp_os_write_page(p, (uint64_t)(p->cur_slot ^ 1), root)) != 0)
@@ -228,6 +234,7 @@ failed:
                 p->nodes[l][n].dslot ^= 1u;
                 p->nodes[l][n].dirty = 0;
             }
+    mp_pt_committed(p);
     p->undo_len = 0;
     p->cur_slot ^= 1;
     p->d_txn = txn;
@@ -245,6 +252,7 @@ failed:
 
 void mp_txn_rollback(mp_pager *p)
 {
+    mp_pt_rollback(p);
     for (uint64_t k = p->undo_len; k-- > 0;) {
         const mp_undo *u = &p->undo[k];
         if (u->group < p->d_ngroups) {
@@ -280,6 +288,7 @@ typedef struct loaded {
     uint32_t height;
     mp_group *groups;
     uint64_t *bm;          /* the bitmaps' bodies, geom.words words a group */
+    mp_ptload pt;          /* the page table */
     mp_node *nodes[MP_LMAX_LIMIT + 1];
     uint64_t ncount[MP_LMAX_LIMIT + 1];
 } loaded;
@@ -288,6 +297,7 @@ static void loaded_free(loaded *ld)
 {
     free(ld->groups);
     free(ld->bm);
+    mp_ptload_free(&ld->pt);
     for (int l = 0; l <= MP_LMAX_LIMIT; l++)
         free(ld->nodes[l]);
     memset(ld, 0, sizeof *ld);
@@ -345,7 +355,8 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
     ld->page_count = mp_ld64(root + MP_R_PAGECOUNT);
     ld->user_root = mp_ld64(root + MP_R_USERROOT);
     ld->height = mp_ld32(root + MP_R_HEIGHT);
-    if (mp_ld32(root + MP_R_FLAGS) != 0 || !all_zero(root + 52, MP_ROOT_HDR_SIZE - 52) || ld->txn == 0) {
+    if (mp_ld32(root + MP_R_FLAGS) != 0 || ld->txn == 0 ||
+        !all_zero(root + MP_R_PT_END, MP_ROOT_HDR_SIZE - MP_R_PT_END)) {
         mp_msg(why, wl, "bad root header");
         return 0;
     }
@@ -420,6 +431,7 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
         }
     }
     /* group bitmaps: checksums, then what they say */
+    uint64_t extra_system = 0;
     for (uint64_t g = 0; g < ld->ngroups; g++) {
         const mp_group *gr = &ld->groups[g];
         const unsigned char *page = p->iobuf;
@@ -441,10 +453,35 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
         }
         mp_count_states(bm, 0, n, &c);
         mp_count_states(bm, n, ge->G, &tail);
-        if (c.n[ST_PENDING] != 0 || c.n[ST_SYSTEM] != run || tail.n[ST_FREE] != ge->G - n) {
+        if (c.n[ST_PENDING] != 0 || tail.n[ST_FREE] != ge->G - n) {
             mp_msg(why, wl, "bitmap of group %llu: invalid page states", (unsigned long long)g);
             goto fail;
         }
+        extra_system += c.n[ST_SYSTEM] - run;
+    }
+    /* the page table, then: every system page outside the reserved runs is
+     * exactly one page-table page or protected content, and vice versa */
+    uint64_t *refs, nrefs;
+    if (!mp_pt_load(p, root, ld->txn, ld->page_count, &ld->pt, &refs, &nrefs, why, wl))
+        goto fail;
+    int refs_ok = nrefs == extra_system;
+    uint64_t k = 0;
+    for (; refs_ok && k < nrefs; k++) {
+        uint64_t g = refs[k] / ge->G, i = refs[k] - g * ge->G;
+        uint64_t *bm = ld->bm + g * ge->words;
+        refs_ok = i >= mp_group_run_end(ge, g) - g * ge->G && mp_st_get(bm, i) == ST_SYSTEM;
+        if (refs_ok)
+            mp_st_set(bm, i, ST_PENDING);   /* marks it seen: a second reference fails */
+    }
+    while (k-- > 0) {
+        uint64_t g = refs[k] / ge->G;
+        if (mp_st_get(ld->bm + g * ge->words, refs[k] - g * ge->G) == ST_PENDING)
+            mp_st_set(ld->bm + g * ge->words, refs[k] - g * ge->G, ST_SYSTEM);
+    }
+    free(refs);
+    if (!refs_ok) {
+        mp_msg(why, wl, "page table and bitmaps disagree about the pages it uses");
+        goto fail;
     }
     return 1;
 ioerr:
@@ -475,6 +512,7 @@ static void install(mp_pager *p, loaded *ld, int slot)
     p->user_root = p->d_user_root = ld->user_root;
     p->ngroups = p->d_ngroups = ld->ngroups;
     p->height = p->d_height = ld->height;
+    mp_pt_install(p, &ld->pt);
     memset(ld, 0, sizeof *ld);
 }
 
@@ -636,7 +674,7 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
             }
         }
     }
-    if (mp_fsm_init(p) != MP_OK)
+    if (mp_fsm_init(p) != MP_OK || mp_pt_init_free(p) != MP_OK)
         return open_fail(err, MP_ENOMEM, p->path, "out of memory");
     return MP_OK;
 }
@@ -660,6 +698,8 @@ mp_err mp_write_initial(mp_pager *p)
     p->d_txn = 0;
     p->d_height = 0;
     mp_err rc = mp_fsm_init(p);
+    if (rc == MP_OK && mp_pt_init_free(p) != MP_OK)
+        rc = mp_fail(p, MP_ENOMEM, "out of memory");
     if (rc != MP_OK)
         return rc;
     p->changed = 1;

@@ -35,7 +35,7 @@
 
 /* ---- hierarchical bitset ---------------------------------------------- */
 
-static mp_err hbits_init(mp_hbits *h, uint64_t nbits)
+mp_err mp_hbits_init(mp_hbits *h, uint64_t nbits)
 {
     uint64_t n0 = (nbits + 63) / 64, n1 = (n0 + 63) / 64, n2 = (n1 + 63) / 64;
     h->lv[0] = calloc(n0 ? n0 : 1, 8);
@@ -47,7 +47,31 @@ static mp_err hbits_init(mp_hbits *h, uint64_t nbits)
     return MP_OK;
 }
 
-static void hbits_free(mp_hbits *h)
+/* Grow to at least nbits (new bits clear). */
+mp_err mp_hbits_grow(mp_hbits *h, uint64_t nbits)
+{
+    if (nbits <= h->nbits && h->lv[0])
+        return MP_OK;
+    uint64_t cap = h->nbits ? h->nbits : 1024;
+    while (cap < nbits)
+        cap *= 2;
+    uint64_t old[3], n[3];
+    old[0] = (h->nbits + 63) / 64; old[1] = (old[0] + 63) / 64; old[2] = (old[1] + 63) / 64;
+    n[0] = (cap + 63) / 64; n[1] = (n[0] + 63) / 64; n[2] = (n[1] + 63) / 64;
+    for (int i = 0; i < 3; i++) {
+        if (!h->lv[i])
+            old[i] = 0;
+        uint64_t *v = realloc(h->lv[i], (size_t)n[i] * 8);
+        if (!v)
+            return MP_ENOMEM;
+        memset(v + old[i], 0, (size_t)(n[i] - old[i]) * 8);
+        h->lv[i] = v;
+    }
+    h->nbits = cap;
+    return MP_OK;
+}
+
+void mp_hbits_free(mp_hbits *h)
 {
     for (int i = 0; i < 3; i++) {
         free(h->lv[i]);
@@ -72,7 +96,7 @@ void mp_hbits_set(mp_hbits *h, uint64_t i, int on)
     }
 }
 
-static uint64_t hbits_first(const mp_hbits *h)
+uint64_t mp_hbits_first(const mp_hbits *h)
 {
     uint64_t n2 = (((h->nbits + 63) / 64 + 63) / 64 + 63) / 64;
     for (uint64_t w2 = 0; w2 < n2; w2++) {
@@ -95,7 +119,7 @@ mp_err mp_fsm_init(mp_pager *p)
     p->max_groups = mp_groups_for(&p->geom, max_pages);
     if (p->max_groups < p->ngroups)
         p->max_groups = p->ngroups;
-    if (hbits_init(&p->has_free, p->max_groups) != MP_OK)
+    if (mp_hbits_init(&p->has_free, p->max_groups) != MP_OK)
         return mp_fail(p, MP_ENOMEM, "out of memory");
     p->free_total = p->regular_total = p->system_total = 0;
     for (uint64_t g = 0; g < p->ngroups; g++) {
@@ -118,7 +142,7 @@ mp_err mp_fsm_init(mp_pager *p)
 
 void mp_fsm_free_all(mp_pager *p)
 {
-    hbits_free(&p->has_free);
+    mp_hbits_free(&p->has_free);
     free(p->groups);
     p->groups = NULL;
     free(p->bm);
@@ -179,6 +203,14 @@ mp_err mp_fsm_reserve_undo(mp_pager *p, uint64_t extra)
 static mp_err reserve_undo(mp_pager *p)
 {
     return mp_fsm_reserve_undo(p, 1);
+}
+
+static mp_err reserve_pending(mp_pager *p, uint64_t extra);
+
+mp_err mp_fsm_reserve(mp_pager *p, uint64_t undo_n, uint64_t pending_n)
+{
+    mp_err rc = mp_fsm_reserve_undo(p, undo_n);
+    return rc != MP_OK ? rc : reserve_pending(p, pending_n);
 }
 
 static mp_err reserve_pending(mp_pager *p, uint64_t extra)
@@ -280,7 +312,7 @@ static uint64_t find_free(const uint64_t *bm, uint64_t from, uint64_t n)
 mp_err mp_fsm_alloc(mp_pager *p, mp_pgno *out)
 {
     for (;;) {
-        uint64_t g = hbits_first(&p->has_free);
+        uint64_t g = mp_hbits_first(&p->has_free);
         if (g == NONE || g >= p->ngroups) {
             mp_err rc = mp_fsm_grow(p, 1);
             if (rc != MP_OK)
@@ -445,5 +477,36 @@ mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free)
     }
     p->ngroups = new_groups;
     p->changed = 1;
+    return MP_OK;
+}
+
+/* ---- pages for the file's own use -------------------------------------- */
+
+/* Allocate a page in state "system": page-table nodes and protected
+ * contents.  Same policy as mp_fsm_alloc (and it may grow the file). */
+mp_err mp_fsm_alloc_system(mp_pager *p, mp_pgno *out)
+{
+    mp_err rc = mp_fsm_alloc(p, out);
+    if (rc != MP_OK)
+        return rc;
+    uint64_t g = *out / p->geom.G;
+    mp_st_set(mp_working_bitmap(p, g), *out - g * p->geom.G, ST_SYSTEM);
+    p->groups[g].regular--;
+    p->regular_total--;
+    p->system_total++;
+    return MP_OK;
+}
+
+/* Release a system page in this transaction: pending, free from the next
+ * one (C3 holds for page-table nodes and protected contents too). */
+mp_err mp_fsm_release_system(mp_pager *p, mp_pgno id)
+{
+    if (reserve_pending(p, 1) != MP_OK || reserve_undo(p) != MP_OK)
+        return MP_ENOMEM;
+    uint64_t g = id / p->geom.G;
+    mp_fsm_touch(p, g);
+    mp_st_set(mp_working_bitmap(p, g), id - g * p->geom.G, ST_PENDING);
+    p->system_total--;
+    p->pending[p->pending_len++] = (uint32_t)id;
     return MP_OK;
 }

@@ -125,7 +125,9 @@ typedef struct mp_info {
     uint64_t page_count;
     uint64_t free_count;
     uint64_t regular_count;    /* allocated regular pages */
-    uint64_t protected_count;  /* protected pages (0 until they exist) */
+    uint64_t protected_count;  /* allocated protected pages */
+    uint64_t protected_pages;  /* physical pages holding protected contents */
+    uint64_t pid_limit;        /* pids ever allocated: all pids are below it */
     uint64_t system_count;     /* pages used by the file's own structures */
     uint64_t pending_count;    /* freed by the open transaction: free after commit */
     uint64_t txn;              /* id of the last durable transaction */
@@ -167,6 +169,40 @@ mp_err mp_check_page(const mp_pager *p, mp_pgno id);
 void *mp_page_ptr(const mp_pager *p, mp_pgno id);
 /* First allocated regular page >= from: returns 1 and sets *out, or 0. */
 int mp_next_page(const mp_pager *p, mp_pgno from, mp_pgno *out);
+
+/* ---- protected pages -------------------------------------------------- */
+
+/* Protected pages have their own id space ("pids": 0, 1, 2, ... dense and
+ * stable across reopen; the lowest free pid is reused, from the transaction
+ * after the one that freed it).  Their content changes only atomically:
+ * a write goes to a fresh physical page (copy-on-write) and the commit that
+ * makes it durable frees the old one, reusable from the next transaction.
+ * At rest a protected page occupies one physical page (none until first
+ * written: it reads as zeros). */
+
+/* Allocate a protected page; it reads as zeros. */
+mp_err mp_alloc_protected(mp_pager *p, mp_pgno *pid);
+/* Free a protected page: MP_ERANGE for a pid never allocated (>= the pid
+ * high-water mark), MP_ENOTALLOC for a free one (double free). */
+mp_err mp_free_protected(mp_pager *p, mp_pgno pid);
+/* MP_OK when pid is an allocated protected page (in the open transaction's
+ * view), else MP_ERANGE or MP_ENOTALLOC.  Does not set the message. */
+mp_err mp_check_protected(const mp_pager *p, mp_pgno pid);
+/* pid's current content (P bytes): the open transaction's own, else the
+ * committed.  NULL unless pid is allocated.  Valid until the next mutation
+ * or commit; re-resolve at each access. */
+const void *mp_protected_ptr(const mp_pager *p, mp_pgno pid);
+/* Inside an explicit transaction only (else MP_ETXN): make pid writable for
+ * the rest of the transaction (copy-on-write on the first call in it) and
+ * return its page.  Later calls in the same transaction return the same
+ * page, so every writer of pid in a transaction sees the same bytes.
+ * Rollback drops the writes. */
+mp_err mp_protected_write_ptr(mp_pager *p, mp_pgno pid, void **out);
+/* Replace pid's whole content with buf (P bytes).  Outside a transaction
+ * this is one durable transaction (one barrier); inside, it joins it. */
+mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf);
+/* First allocated pid >= from: returns 1 and sets *out, or 0. */
+int mp_next_protected(const mp_pager *p, mp_pgno from, mp_pgno *out);
 
 /* ---- transactions and the user root ----------------------------------- */
 

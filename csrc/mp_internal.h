@@ -44,6 +44,13 @@
 #define MP_MAGIC "mappedpg"
 #define MP_TYPE_BITMAP 0x4d424d50u  /* "PMBM" */
 #define MP_TYPE_INDEX 0x58494d50u   /* "PMIX" */
+#define MP_TYPE_PTLEAF 0x54504d50u  /* "PMPT": page-table leaf */
+#define MP_TYPE_PTNODE 0x4e504d50u  /* "PMPN": page-table node */
+#define MP_PT_ENTRY_SIZE 16u        /* leaf entry {pgno u32, crc u32, txn u64} */
+#define MP_PT_LEVELS 8              /* 2^32 pids: 4 levels at 1 KiB pages; room to spare */
+/* leaf entry pgno values below 2 are not pages (pages 0-1 are the roots) */
+#define MP_PT_FREE 0u               /* the pid is free */
+#define MP_PT_ZERO 1u               /* allocated, never written: reads as zeros */
 
 /* root field offsets */
 #define MP_R_MAGIC 0
@@ -55,6 +62,11 @@
 #define MP_R_PAGECOUNT 32
 #define MP_R_USERROOT 40
 #define MP_R_HEIGHT 48
+#define MP_R_PT_HEIGHT 52           /* page-table levels above the leaves */
+#define MP_R_PT_PIDS 56             /* pid limit: every pid is below it */
+#define MP_R_PT_COUNT 64            /* allocated protected pages */
+#define MP_R_PT_TOP 72              /* {pgno u32, crc u32} of the top page-table page */
+#define MP_R_PT_END 80              /* bytes [80, 128) are reserved, zero */
 
 /* metadata header field offsets */
 #define MP_H_TYPE 0
@@ -141,6 +153,25 @@ typedef struct mp_node {
     uint8_t dirty;     /* only during commit */
 } mp_node;
 
+/* Page table (ptable.c).  In memory: one entry per pid. */
+typedef struct mp_ptent {
+    uint32_t pgno;     /* MP_PT_FREE, MP_PT_ZERO, or the page holding the content */
+    uint32_t crc;      /* CRC32C of that page (set at commit) */
+    uint64_t txn;      /* transaction that last changed the entry; d_txn + 1
+                        * while the open transaction has changed it */
+} mp_ptent;
+
+typedef struct mp_ptnode {    /* a page-table page (leaf or node) */
+    uint32_t pgno, crc;       /* durable */
+    uint32_t npgno, ncrc;     /* written by the commit in progress */
+    uint8_t dirty;            /* only during commit */
+} mp_ptnode;
+
+typedef struct mp_ptundo {
+    uint64_t pid;
+    mp_ptent old;
+} mp_ptundo;
+
 typedef struct mp_undo {   /* a group's counters before its first change in a transaction */
     uint32_t group, free, regular, hint, crc;
 } mp_undo;
@@ -194,6 +225,19 @@ struct mp_pager {
 
     uint64_t free_total, regular_total, system_total;
     uint64_t d_free_total, d_regular_total, d_system_total;
+
+    /* protected pages (ptable.c) */
+    mp_ptent *pt; uint64_t pt_cap;         /* entries for pids < pid_limit */
+    uint64_t pid_limit, d_pid_limit;
+    uint64_t prot_count, d_prot_count;     /* allocated pids */
+    uint64_t prot_pages, d_prot_pages;     /* pids holding a page */
+    mp_hbits pid_free;                     /* committed free pids below pid_limit */
+    uint64_t *pid_pending; uint64_t pid_pending_len, pid_pending_cap;  /* freed in txn */
+    mp_ptundo *ptundo; uint64_t ptundo_len, ptundo_cap;
+    mp_ptnode *ptn[MP_PT_LEVELS + 1];      /* level 0 = leaves */
+    uint64_t ptn_count[MP_PT_LEVELS + 1], ptn_cap[MP_PT_LEVELS + 1];
+    uint32_t pt_height;                    /* durable */
+    unsigned char *zeros;                  /* one page of zeros (never-written pages) */
     uint64_t *scratch; uint64_t scratch_cap;           /* commit's dirty-node lists */
     int in_txn;                /* explicit transaction open */
     int changed;               /* the working state differs from durable */
@@ -206,6 +250,11 @@ struct mp_pager {
 /* pager.c */
 mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A mutation may start (not read-only, not poisoned); names fn in errors. */
+mp_err mp_writable(mp_pager *p, const char *fn);
+/* End of a mutating call: outside a transaction commit it, or roll it back
+ * if rc is an error. */
+mp_err mp_finish(mp_pager *p, mp_err rc);
 /* snprintf for messages: truncation is acceptable, never an overflow */
 void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -252,6 +301,39 @@ int mp_fsm_next_regular(const mp_pager *p, uint64_t from, uint64_t *out);
 void mp_hbits_set(mp_hbits *h, uint64_t i, int on);
 void mp_fsm_init_bitmap(mp_pager *p, uint64_t g);
 mp_err mp_fsm_reserve_undo(mp_pager *p, uint64_t extra);
+
+mp_err mp_fsm_alloc_system(mp_pager *p, mp_pgno *out);
+/* Room for undo_n group touches and pending_n releases, so that the calls
+ * that follow cannot fail half-way. */
+mp_err mp_fsm_reserve(mp_pager *p, uint64_t undo_n, uint64_t pending_n);
+mp_err mp_fsm_release_system(mp_pager *p, mp_pgno id);
+mp_err mp_hbits_init(mp_hbits *h, uint64_t nbits);
+mp_err mp_hbits_grow(mp_hbits *h, uint64_t nbits);
+void mp_hbits_free(mp_hbits *h);
+uint64_t mp_hbits_first(const mp_hbits *h);
+
+/* ptable.c */
+typedef struct mp_ptload {      /* a verified table, before it becomes the pager's */
+    mp_ptent *pt;
+    uint64_t pid_limit, count, pages;
+    uint32_t height;
+    mp_ptnode *ptn[MP_PT_LEVELS + 1];
+    uint64_t ptn_count[MP_PT_LEVELS + 1];
+} mp_ptload;
+void mp_pt_free_all(mp_pager *p);
+mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn);   /* before the bitmaps */
+void mp_pt_put_root(const mp_pager *p, unsigned char *root);
+void mp_pt_committed(mp_pager *p);
+void mp_pt_rollback(mp_pager *p);
+/* open: verify the page table a root names; on success the pager's
+ * in-memory table is replaced.  refs collects every page it references
+ * (node pages and contents) for the bitmap cross-check. */
+int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64_t page_count,
+               mp_ptload *ld, uint64_t **refs, uint64_t *nrefs, char *why, size_t wl);
+void mp_pt_install(mp_pager *p, mp_ptload *ld);
+void mp_ptload_free(mp_ptload *ld);
+mp_err mp_pt_init_free(mp_pager *p);
+int mp_pt_changed(const mp_pager *p);
 
 /* commit.c */
 mp_err mp_txn_commit(mp_pager *p);

@@ -109,6 +109,7 @@ static void pager_free(mp_pager *p)
     if (p->fd >= 0)
         close(p->fd);   /* releases the flock */
     mp_fsm_free_all(p);
+    mp_pt_free_all(p);
     free(p->scratch);
     free(p->path);
     free(p);
@@ -282,8 +283,10 @@ void mp_get_info(const mp_pager *p, mp_info *o)
     o->page_count = p->page_count;
     o->free_count = p->free_total;
     o->regular_count = p->regular_total;
-    o->protected_count = 0;
-    o->system_count = p->system_total;
+    o->protected_count = p->prot_count;
+    o->protected_pages = p->prot_pages;
+    o->pid_limit = p->pid_limit;
+    o->system_count = p->system_total - p->prot_pages;
     o->pending_count = p->pending_len;
     o->txn = p->d_txn;
     o->in_txn = p->in_txn;
@@ -327,7 +330,7 @@ int mp_next_page(const mp_pager *p, mp_pgno from, mp_pgno *out)
 
 /* ---- mutation ---------------------------------------------------------- */
 
-static mp_err writable(mp_pager *p, const char *fn)
+mp_err mp_writable(mp_pager *p, const char *fn)
 {
     if (p->readonly)
         return mp_fail(p, MP_EREADONLY, "%s: pager is read-only", fn);
@@ -339,7 +342,7 @@ static mp_err writable(mp_pager *p, const char *fn)
 
 /* End of a mutating call: outside an explicit transaction, commit it or,
  * if it failed, drop it. */
-static mp_err finish(mp_pager *p, mp_err rc)
+mp_err mp_finish(mp_pager *p, mp_err rc)
 {
     if (p->in_txn)
         return rc;
@@ -371,21 +374,21 @@ static mp_err page_error(mp_pager *p, const char *fn, mp_pgno id, mp_err rc)
 
 mp_err mp_alloc(mp_pager *p, mp_pgno *out)
 {
-    mp_err rc = writable(p, "alloc");
+    mp_err rc = mp_writable(p, "alloc");
     if (rc != MP_OK)
         return rc;
-    return finish(p, mp_fsm_alloc(p, out));
+    return mp_finish(p, mp_fsm_alloc(p, out));
 }
 
 mp_err mp_free(mp_pager *p, mp_pgno id)
 {
-    mp_err rc = writable(p, "free");
+    mp_err rc = mp_writable(p, "free");
     if (rc != MP_OK)
         return rc;
     rc = mp_check_page(p, id);
     if (rc != MP_OK)
         return page_error(p, "free", id, rc);
-    return finish(p, mp_fsm_mark_free(p, id));
+    return mp_finish(p, mp_fsm_mark_free(p, id));
 }
 
 uint64_t mp_alloc_room(const mp_pager *p)
@@ -405,7 +408,7 @@ uint64_t mp_alloc_room(const mp_pager *p)
 
 mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out)
 {
-    mp_err rc = writable(p, "alloc_bulk");
+    mp_err rc = mp_writable(p, "alloc_bulk");
     if (rc != MP_OK || n == 0)
         return rc;
     uint64_t room = mp_alloc_room(p);
@@ -426,12 +429,12 @@ mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out)
     if (rc != MP_OK)
         while (done > 0)
             mp_fsm_unalloc(p, out[--done]);
-    return finish(p, rc);
+    return mp_finish(p, rc);
 }
 
 mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids)
 {
-    mp_err rc = writable(p, "free_bulk");
+    mp_err rc = mp_writable(p, "free_bulk");
     if (rc != MP_OK || n == 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -458,24 +461,24 @@ mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids)
             mp_txn_rollback(p);
         return rc;
     }
-    return finish(p, MP_OK);
+    return mp_finish(p, MP_OK);
 }
 
 mp_err mp_set_root(mp_pager *p, uint64_t value)
 {
-    mp_err rc = writable(p, "set_root");
+    mp_err rc = mp_writable(p, "set_root");
     if (rc != MP_OK)
         return rc;
     p->user_root = value;
     p->changed = 1;
-    return finish(p, MP_OK);
+    return mp_finish(p, MP_OK);
 }
 
 /* ---- transactions ------------------------------------------------------ */
 
 mp_err mp_begin(mp_pager *p)
 {
-    mp_err rc = writable(p, "begin");
+    mp_err rc = mp_writable(p, "begin");
     if (rc != MP_OK)
         return rc;
     if (p->in_txn)

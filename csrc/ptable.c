@@ -1,0 +1,698 @@
+/*
+ * ptable.c -- protected pages and their page table.
+ *
+ * A protected page has an id of its own (a pid, dense from 0) and its
+ * content lives in some physical page that the page table names.  In
+ * memory the table is one entry per pid (mp_ptent: page, CRC of the page,
+ * transaction that wrote it).  On disk it is a radix tree of page-table
+ * pages: leaves of (P-32)/16 entries, nodes of (P-32)/8 {pgno, crc}
+ * children, the top named by the root (docs/FORMAT.md, "Protected pages").
+ *
+ * Invariants:
+ *   T1  The content of a pid is never written in place once durable: the
+ *       first write of a transaction copies it to a fresh page (state
+ *       system) and releases the old one, which becomes free only when the
+ *       transaction commits (C3), so the last durable state stays intact.
+ *       At rest a protected page holds exactly one physical page (none
+ *       before its first write: MP_PT_ZERO reads as zeros).
+ *   T2  Page-table pages are copy-on-write the same way: a commit writes
+ *       every changed leaf, and every node above one, to a fresh page,
+ *       releases the old, and names the new by page and CRC in its parent
+ *       (the root for the top), so open verifies the table like the
+ *       free-space map.  The commit also records the CRC of every content
+ *       page it wrote, and open checks those (entries whose txn is the
+ *       root's): one barrier still covers everything.
+ *   T3  An entry the open transaction changed has txn == d_txn + 1; its
+ *       previous value is on the undo list exactly once.
+ *   T4  pid_free holds exactly the pids below d_pid_limit that are free in
+ *       the durable state and not taken by the open transaction; pids
+ *       freed by the transaction wait in pid_pending until it commits.
+ */
+#include "mp_internal.h"
+#include "crc32c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define NONE UINT64_MAX
+
+static uint64_t leaf_cap(const mp_geom *g)
+{
+    uint64_t n = (g->P - MP_HDR_SIZE) / MP_PT_ENTRY_SIZE;
+#ifdef MP_TEST_FANOUT
+    if (n > MP_TEST_FANOUT)
+        n = MP_TEST_FANOUT;
+#endif
+    return n;
+}
+
+/* counts[0] leaves for pid_limit pids, counts[l+1] = ceil(counts[l] / E);
+ * the height is the first level with one node. */
+static uint32_t pt_shape(const mp_geom *g, uint64_t pid_limit, uint64_t counts[MP_PT_LEVELS + 1])
+{
+    memset(counts, 0, (MP_PT_LEVELS + 1) * sizeof *counts);
+    if (pid_limit == 0)
+        return 0;
+    uint32_t h = 0;
+    counts[0] = (pid_limit + leaf_cap(g) - 1) / leaf_cap(g);
+    while (counts[h] > 1 && h < MP_PT_LEVELS) {
+        counts[h + 1] = (counts[h] + g->E - 1) / g->E;
+        h++;
+    }
+    return h;
+}
+
+static uint64_t cur_txn(const mp_pager *p) { return p->d_txn + 1; }
+
+/* ---- memory ------------------------------------------------------------ */
+
+static mp_err ensure_pt(mp_pager *p, uint64_t n)
+{
+    if (n > p->pt_cap) {
+        uint64_t cap = p->pt_cap ? p->pt_cap : 64;
+        while (cap < n)
+            cap *= 2;
+        mp_ptent *v = realloc(p->pt, (size_t)cap * sizeof *v);
+        if (!v)
+            return mp_fail(p, MP_ENOMEM, "out of memory");
+        memset(v + p->pt_cap, 0, (size_t)(cap - p->pt_cap) * sizeof *v);
+        p->pt = v;
+        p->pt_cap = cap;
+    }
+    if (mp_hbits_grow(&p->pid_free, n) != MP_OK)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    return MP_OK;
+}
+
+static mp_err reserve_ptundo(mp_pager *p, uint64_t extra)
+{
+    if (p->ptundo_len + extra <= p->ptundo_cap)
+        return MP_OK;
+    uint64_t cap = p->ptundo_cap ? p->ptundo_cap * 2 : 64;
+    while (cap < p->ptundo_len + extra)
+        cap *= 2;
+    mp_ptundo *u = realloc(p->ptundo, (size_t)cap * sizeof *u);
+    if (!u)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->ptundo = u;
+    p->ptundo_cap = cap;
+    return MP_OK;
+}
+
+static mp_err reserve_pid_pending(mp_pager *p)
+{
+    if (p->pid_pending_len < p->pid_pending_cap)
+        return MP_OK;
+    uint64_t cap = p->pid_pending_cap ? p->pid_pending_cap * 2 : 64;
+    uint64_t *v = realloc(p->pid_pending, (size_t)cap * sizeof *v);
+    if (!v)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->pid_pending = v;
+    p->pid_pending_cap = cap;
+    return MP_OK;
+}
+
+static mp_err ensure_nodes(mp_pager *p, unsigned l, uint64_t n)
+{
+    if (n <= p->ptn_cap[l])
+        return MP_OK;
+    uint64_t cap = p->ptn_cap[l] ? p->ptn_cap[l] : 8;
+    while (cap < n)
+        cap *= 2;
+    mp_ptnode *v = realloc(p->ptn[l], (size_t)cap * sizeof *v);
+    if (!v)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    memset(v + p->ptn_cap[l], 0, (size_t)(cap - p->ptn_cap[l]) * sizeof *v);
+    p->ptn[l] = v;
+    p->ptn_cap[l] = cap;
+    return MP_OK;
+}
+
+/* T3: remember pid's entry before the transaction's first change.  The
+ * caller reserved room. */
+static void touch(mp_pager *p, uint64_t pid)
+{
+    if (p->pt[pid].txn != cur_txn(p))
+        p->ptundo[p->ptundo_len++] = (mp_ptundo){ pid, p->pt[pid] };
+    p->changed = 1;
+}
+
+void mp_pt_free_all(mp_pager *p)
+{
+    free(p->pt);
+    p->pt = NULL;
+    mp_hbits_free(&p->pid_free);
+    free(p->pid_pending);
+    p->pid_pending = NULL;
+    free(p->ptundo);
+    p->ptundo = NULL;
+    for (int l = 0; l <= MP_PT_LEVELS; l++) {
+        free(p->ptn[l]);
+        p->ptn[l] = NULL;
+    }
+    free(p->zeros);
+    p->zeros = NULL;
+}
+
+/* ---- the API ----------------------------------------------------------- */
+
+static mp_err pid_error(mp_pager *p, const char *fn, mp_pgno pid, mp_err rc)
+{
+    if (rc == MP_ERANGE)
+        return mp_fail(p, rc, "%s: protected page %llu does not exist (pids are below %llu)", fn,
+                       (unsigned long long)pid, (unsigned long long)p->pid_limit);
+    return mp_fail(p, rc, "%s: protected page %llu is not allocated%s", fn, (unsigned long long)pid,
+                   pid < p->pid_limit && p->pt[pid].txn == cur_txn(p)
+                       ? " (freed in this transaction)" : " (double free?)");
+}
+
+mp_err mp_check_protected(const mp_pager *p, mp_pgno pid)
+{
+    if (pid >= p->pid_limit)
+        return MP_ERANGE;
+    return p->pt[pid].pgno == MP_PT_FREE ? MP_ENOTALLOC : MP_OK;
+}
+
+const void *mp_protected_ptr(const mp_pager *p, mp_pgno pid)
+{
+    if (pid >= p->pid_limit)
+        return NULL;
+    uint32_t pg = p->pt[pid].pgno;
+    if (pg == MP_PT_FREE)
+        return NULL;
+    if (pg == MP_PT_ZERO)
+        return p->zeros;
+    return mp_page(p, pg);
+}
+
+int mp_next_protected(const mp_pager *p, mp_pgno from, mp_pgno *out)
+{
+    for (uint64_t pid = from; pid < p->pid_limit; pid++)
+        if (p->pt[pid].pgno != MP_PT_FREE) {
+            *out = pid;
+            return 1;
+        }
+    return 0;
+}
+
+mp_err mp_alloc_protected(mp_pager *p, mp_pgno *out)
+{
+    mp_err rc = mp_writable(p, "alloc_protected");
+    if (rc != MP_OK)
+        return rc;
+    if (reserve_ptundo(p, 1) != MP_OK)
+        return MP_ENOMEM;
+    uint64_t pid = mp_hbits_first(&p->pid_free);
+    if (pid == NONE || pid >= p->pid_limit) {
+        if (p->pid_limit >= MP_MAX_PAGES)
+            return mp_fail(p, MP_EFULL, "alloc_protected: all %llu protected ids are in use",
+                           (unsigned long long)MP_MAX_PAGES);
+        if (ensure_pt(p, p->pid_limit + 1) != MP_OK)
+            return MP_ENOMEM;
+        pid = p->pid_limit++;
+    } else {
+        mp_hbits_set(&p->pid_free, pid, 0);
+    }
+    touch(p, pid);
+    p->pt[pid] = (mp_ptent){ MP_PT_ZERO, 0, cur_txn(p) };
+    p->prot_count++;
+    *out = pid;
+    return mp_finish(p, MP_OK);
+}
+
+mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
+{
+    mp_err rc = mp_writable(p, "free_protected");
+    if (rc != MP_OK)
+        return rc;
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, "free_protected", pid, rc);
+    if (reserve_ptundo(p, 1) != MP_OK || reserve_pid_pending(p) != MP_OK ||
+        mp_fsm_reserve(p, 2, 1) != MP_OK)
+        return MP_ENOMEM;
+    mp_ptent *e = &p->pt[pid];
+    if (e->pgno != MP_PT_ZERO) {
+        mp_fsm_release_system(p, e->pgno);   /* cannot fail: room reserved */
+        p->prot_pages--;
+    }
+    touch(p, pid);
+    *e = (mp_ptent){ MP_PT_FREE, 0, cur_txn(p) };
+    p->prot_count--;
+    p->pid_pending[p->pid_pending_len++] = pid;
+    return mp_finish(p, MP_OK);
+}
+
+/* T1: the page holding pid's content for this transaction, copied on the
+ * transaction's first write. */
+static mp_err cow(mp_pager *p, mp_pgno pid, unsigned char **out)
+{
+    mp_ptent *e = &p->pt[pid];
+    if (e->txn == cur_txn(p) && e->pgno > MP_PT_ZERO) {
+        *out = mp_page(p, e->pgno);
+        return MP_OK;
+    }
+    if (reserve_ptundo(p, 1) != MP_OK || mp_fsm_reserve(p, 3, 1) != MP_OK)
+        return MP_ENOMEM;
+    mp_pgno np;
+    mp_err rc = mp_fsm_alloc_system(p, &np);
+    if (rc != MP_OK)
+        return rc;
+    e = &p->pt[pid];
+    unsigned char *dst = mp_page(p, np);
+    if (e->pgno > MP_PT_ZERO) {
+        memcpy(dst, mp_page(p, e->pgno), p->geom.P);
+        mp_fsm_release_system(p, e->pgno);   /* cannot fail: room reserved */
+    } else {
+        memset(dst, 0, p->geom.P);
+        p->prot_pages++;
+    }
+    touch(p, pid);
+    *e = (mp_ptent){ (uint32_t)np, 0, cur_txn(p) };
+    *out = dst;
+    return MP_OK;
+}
+
+mp_err mp_protected_write_ptr(mp_pager *p, mp_pgno pid, void **out)
+{
+    mp_err rc = mp_writable(p, "write_protected");
+    if (rc != MP_OK)
+        return rc;
+    if (!p->in_txn)
+        return mp_fail(p, MP_ETXN, "write_protected: in-place writes need an open transaction");
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, "write_protected", pid, rc);
+    unsigned char *page;
+    rc = cow(p, pid, &page);
+    if (rc == MP_OK)
+        *out = page;
+    return rc;
+}
+
+mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf)
+{
+    mp_err rc = mp_writable(p, "write_protected");
+    if (rc != MP_OK)
+        return rc;
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, "write_protected", pid, rc);
+    unsigned char *page;
+    rc = cow(p, pid, &page);
+    if (rc == MP_OK)
+        memcpy(page, buf, p->geom.P);
+    return mp_finish(p, rc);
+}
+
+/* ---- commit ------------------------------------------------------------ */
+
+int mp_pt_changed(const mp_pager *p)
+{
+    return p->ptundo_len > 0 || p->pid_limit != p->d_pid_limit;
+}
+
+static void put_node_ref(unsigned char *at, const mp_ptnode *n)
+{
+    mp_st32(at, n->dirty ? n->npgno : n->pgno);
+    mp_st32(at + 4, n->dirty ? n->ncrc : n->crc);
+}
+
+/* Serialize page-table page (l, n) into buf. */
+static void build_page(const mp_pager *p, unsigned char *buf, unsigned l, uint64_t n,
+                       const uint64_t counts[MP_PT_LEVELS + 1], uint64_t txn)
+{
+    const mp_geom *ge = &p->geom;
+    memset(buf, 0, ge->P);
+    mp_st32(buf + MP_H_TYPE, l == 0 ? MP_TYPE_PTLEAF : MP_TYPE_PTNODE);
+    mp_st64(buf + MP_H_TXN, txn);
+    mp_st32(buf + MP_H_LEVEL, l);
+    mp_st32(buf + MP_H_INDEX, (uint32_t)n);
+    unsigned char *at = buf + MP_HDR_SIZE;
+    if (l == 0) {
+        uint64_t first = n * leaf_cap(ge), end = first + leaf_cap(ge);
+        if (end > p->pid_limit)
+            end = p->pid_limit;
+        for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
+            const mp_ptent *e = &p->pt[pid];
+            if (e->pgno == MP_PT_FREE)
+                continue;   /* a free pid is all zeros on disk */
+            mp_st32(at, e->pgno);
+            mp_st32(at + 4, e->crc);
+            mp_st64(at + 8, e->txn);
+        }
+    } else {
+        uint64_t first = n * ge->E, end = first + ge->E;
+        if (end > counts[l - 1])
+            end = counts[l - 1];
+        for (uint64_t c = first; c < end; c++, at += 8)
+            put_node_ref(at, &p->ptn[l - 1][c]);
+    }
+    mp_st32(buf + MP_H_CRC, 0);
+    mp_st32(buf + MP_H_CRC, mp_crc32c(0, buf, ge->P));
+}
+
+/* First step of a commit (before the bitmaps are finished, since it
+ * allocates and releases pages): CRCs of the content pages the transaction
+ * wrote, then every changed page-table page written to a fresh page (T2).
+ * A failure before any write leaves the transaction to be rolled back; a
+ * failed write poisons. */
+mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
+{
+    if (!mp_pt_changed(p))
+        return MP_OK;
+    const mp_geom *ge = &p->geom;
+    for (uint64_t k = 0; k < p->ptundo_len; k++) {
+        mp_ptent *e = &p->pt[p->ptundo[k].pid];
+        if (e->pgno > MP_PT_ZERO && e->txn == txn)
+            e->crc = mp_crc32c(0, mp_page(p, e->pgno), ge->P);
+    }
+    uint64_t counts[MP_PT_LEVELS + 1], known[MP_PT_LEVELS + 2];
+    uint32_t h = pt_shape(ge, p->pid_limit, counts);
+    for (unsigned l = 0; l <= h; l++) {
+        if (ensure_nodes(p, l, counts[l]) != MP_OK)
+            return MP_ENOMEM;
+        known[l] = p->d_pid_limit && l <= p->pt_height ? p->ptn_count[l] : 0;
+        for (uint64_t n = known[l]; n < counts[l]; n++)
+            p->ptn[l][n] = (mp_ptnode){ 0, 0, 0, 0, 0 };
+    }
+    known[h + 1] = 0;
+    /* lists of dirty pages per level, each page once (its dirty flag) */
+    uint64_t total = 0;
+    for (unsigned l = 0; l <= h; l++)
+        total += counts[l];
+    uint64_t *lists = malloc((size_t)(total ? total : 1) * sizeof *lists);
+    if (!lists)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    uint64_t *start[MP_PT_LEVELS + 1], len[MP_PT_LEVELS + 1];
+    uint64_t off = 0;
+    for (unsigned l = 0; l <= h; l++) {
+        start[l] = lists + off;
+        len[l] = 0;
+        off += counts[l];
+        for (uint64_t n = known[l]; n < counts[l]; n++) {   /* pages no durable root knows */
+            p->ptn[l][n].dirty = 1;
+            start[l][len[l]++] = n;
+        }
+    }
+    for (uint64_t k = 0; k < p->ptundo_len; k++) {
+        uint64_t leaf = p->ptundo[k].pid / leaf_cap(ge);
+        if (leaf < counts[0] && !p->ptn[0][leaf].dirty) {
+            p->ptn[0][leaf].dirty = 1;
+            start[0][len[0]++] = leaf;
+        }
+    }
+    mp_err rc = MP_OK;
+    for (unsigned l = 0; l <= h && rc == MP_OK; l++) {
+        for (uint64_t j = 0; j < len[l]; j++) {
+            uint64_t n = start[l][j];
+            mp_ptnode *nd = &p->ptn[l][n];
+            mp_pgno np;
+            if ((rc = mp_fsm_reserve(p, 3, 1)) != MP_OK || (rc = mp_fsm_alloc_system(p, &np)) != MP_OK)
+                break;
+            if (nd->pgno)
+                mp_fsm_release_system(p, nd->pgno);   /* cannot fail: room reserved */
+            build_page(p, p->iobuf, l, n, counts, txn);
+            nd->npgno = (uint32_t)np;
+            nd->ncrc = mp_ld32(p->iobuf + MP_H_CRC);
+            int e = mp_os_write_page(p, np, p->iobuf);
+            if (e) {
+                p->poisoned = 1;   /* C4 */
+                rc = mp_fail(p, mp_err_from_errno(e), "%s: commit failed writing the page table: %s",
+                             p->path, strerror(e));
+                break;
+            }
+            if (l < h && !p->ptn[l + 1][n / ge->E].dirty) {
+                p->ptn[l + 1][n / ge->E].dirty = 1;
+                start[l + 1][len[l + 1]++] = n / ge->E;
+            }
+        }
+    }
+    free(lists);
+    return rc;
+}
+
+void mp_pt_put_root(const mp_pager *p, unsigned char *root)
+{
+    if (p->pid_limit == 0)
+        return;   /* no table: the fields stay zero */
+    uint64_t counts[MP_PT_LEVELS + 1];
+    uint32_t h = pt_shape(&p->geom, p->pid_limit, counts);
+    mp_st32(root + MP_R_PT_HEIGHT, h);
+    mp_st64(root + MP_R_PT_PIDS, p->pid_limit);
+    mp_st64(root + MP_R_PT_COUNT, p->prot_count);
+    put_node_ref(root + MP_R_PT_TOP, &p->ptn[h][0]);
+}
+
+/* After the barrier: the written pages become the durable table. */
+void mp_pt_committed(mp_pager *p)
+{
+    if (mp_pt_changed(p)) {
+        uint64_t counts[MP_PT_LEVELS + 1];
+        uint32_t h = pt_shape(&p->geom, p->pid_limit, counts);
+        for (unsigned l = 0; l <= h && p->pid_limit; l++) {
+            for (uint64_t n = 0; n < counts[l]; n++) {
+                mp_ptnode *nd = &p->ptn[l][n];
+                if (nd->dirty) {
+                    nd->pgno = nd->npgno;
+                    nd->crc = nd->ncrc;
+                    nd->dirty = 0;
+                }
+            }
+            p->ptn_count[l] = counts[l];
+        }
+        p->pt_height = h;
+    }
+    for (uint64_t k = 0; k < p->ptundo_len; k++) {
+        mp_ptent *e = &p->pt[p->ptundo[k].pid];
+        if (e->pgno == MP_PT_FREE)
+            e->txn = 0;
+    }
+    for (uint64_t k = 0; k < p->pid_pending_len; k++)
+        mp_hbits_set(&p->pid_free, p->pid_pending[k], 1);   /* T4: free from now on */
+    p->pid_pending_len = 0;
+    p->ptundo_len = 0;
+    p->d_pid_limit = p->pid_limit;
+    p->d_prot_count = p->prot_count;
+    p->d_prot_pages = p->prot_pages;
+}
+
+void mp_pt_rollback(mp_pager *p)
+{
+    for (uint64_t k = p->ptundo_len; k-- > 0;) {
+        const mp_ptundo *u = &p->ptundo[k];
+        p->pt[u->pid] = u->old;
+        if (u->old.pgno == MP_PT_FREE && u->pid < p->d_pid_limit)
+            mp_hbits_set(&p->pid_free, u->pid, 1);   /* T4: it was free before */
+    }
+    for (uint64_t pid = p->d_pid_limit; pid < p->pid_limit; pid++)
+        p->pt[pid] = (mp_ptent){ 0, 0, 0 };
+    /* a commit that failed after preparing may have left dirty flags */
+    for (unsigned l = 0; l <= MP_PT_LEVELS; l++)
+        for (uint64_t n = 0; n < p->ptn_cap[l]; n++)
+            p->ptn[l][n].dirty = 0;
+    p->ptundo_len = 0;
+    p->pid_pending_len = 0;
+    p->pid_limit = p->d_pid_limit;
+    p->prot_count = p->d_prot_count;
+    p->prot_pages = p->d_prot_pages;
+}
+
+/* ---- open -------------------------------------------------------------- */
+
+static int check_header(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
+                        uint64_t index, uint32_t want_crc, uint64_t root_txn)
+{
+    if (mp_ld32(page + MP_H_TYPE) != type || mp_ld32(page + MP_H_LEVEL) != level ||
+        mp_ld32(page + MP_H_INDEX) != (uint32_t)index || mp_ld64(page + MP_H_TXN) > root_txn)
+        return 0;
+    for (int i = 24; i < 32; i++)
+        if (page[i])
+            return 0;
+    uint32_t stored = mp_ld32(page + MP_H_CRC);
+    static const unsigned char zero4[4];
+    uint32_t crc = mp_crc32c(0, page, MP_H_CRC);
+    crc = mp_crc32c(crc, zero4, 4);
+    crc = mp_crc32c(crc, page + MP_H_CRC + 4, P - MP_H_CRC - 4);
+    return crc == stored && crc == want_crc;
+}
+
+void mp_ptload_free(mp_ptload *ld)
+{
+    free(ld->pt);
+    for (int l = 0; l <= MP_PT_LEVELS; l++)
+        free(ld->ptn[l]);
+    memset(ld, 0, sizeof *ld);
+}
+
+static int ref_add(uint64_t *refs, uint64_t *nrefs, uint64_t cap, uint64_t pg)
+{
+    if (*nrefs >= cap)
+        return 0;
+    refs[(*nrefs)++] = pg;
+    return 1;
+}
+
+/* Verify the page table a root names and load it into ld; refs (caller
+ * frees) lists every page it references.  Reads with pread. */
+int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64_t page_count,
+               mp_ptload *ld, uint64_t **refs_out, uint64_t *nrefs, char *why, size_t wl)
+{
+    const mp_geom *ge = &p->geom;
+    memset(ld, 0, sizeof *ld);
+    *refs_out = NULL;
+    *nrefs = 0;
+    uint32_t h = mp_ld32(root + MP_R_PT_HEIGHT);
+    uint64_t pids = mp_ld64(root + MP_R_PT_PIDS), count = mp_ld64(root + MP_R_PT_COUNT);
+    uint32_t top = mp_ld32(root + MP_R_PT_TOP), top_crc = mp_ld32(root + MP_R_PT_TOP + 4);
+    if (pids == 0) {
+        if (h || count || top || top_crc) {
+            mp_msg(why, wl, "page table: fields set without pids");
+            return 0;
+        }
+        return 1;
+    }
+    uint64_t counts[MP_PT_LEVELS + 1];
+    if (pids > MP_MAX_PAGES || count > pids || h != pt_shape(ge, pids, counts) ||
+        counts[0] > page_count || top < 2 || top >= page_count) {
+        mp_msg(why, wl, "page table: impossible shape (%llu pids, height %u)",
+               (unsigned long long)pids, h);
+        return 0;
+    }
+    uint64_t nodes = 0;
+    for (unsigned l = 0; l <= h; l++)
+        nodes += counts[l];
+    uint64_t cap = nodes + count;
+    uint64_t *refs = malloc((size_t)cap * sizeof *refs);
+    unsigned char *data = malloc(ge->P);
+    ld->pt = calloc((size_t)pids, sizeof *ld->pt);
+    int ok = refs && data && ld->pt;
+    for (unsigned l = 0; ok && l <= h; l++) {
+        ld->ptn[l] = calloc((size_t)counts[l], sizeof *ld->ptn[l]);
+        ok = ld->ptn[l] != NULL;
+    }
+    if (!ok) {
+        mp_msg(why, wl, "out of memory");
+        goto fail;
+    }
+    ld->ptn[h][0] = (mp_ptnode){ .pgno = top, .crc = top_crc };
+    for (uint32_t l = h + 1; l-- > 0;) {
+        for (uint64_t n = 0; n < counts[l]; n++) {
+            const mp_ptnode *nd = &ld->ptn[l][n];
+            int e = mp_os_read_page(p, nd->pgno, p->iobuf);
+            if (e || !check_header(p->iobuf, ge->P, l ? MP_TYPE_PTNODE : MP_TYPE_PTLEAF, l, n,
+                                   nd->crc, root_txn)) {
+                mp_msg(why, wl, "page table %s %llu (level %u): %s", l ? "node" : "leaf",
+                       (unsigned long long)n, l, e ? strerror(e) : "bad header or checksum");
+                goto fail;
+            }
+            ref_add(refs, nrefs, cap, nd->pgno);
+            const unsigned char *at = p->iobuf + MP_HDR_SIZE;
+            if (l > 0) {
+                uint64_t first = n * ge->E, end = first + ge->E;
+                if (end > counts[l - 1])
+                    end = counts[l - 1];
+                for (uint64_t c = first; c < end; c++, at += 8) {
+                    uint32_t pg = mp_ld32(at);
+                    if (pg < 2 || pg >= page_count) {
+                        mp_msg(why, wl, "page table node %llu: child page %u out of range",
+                               (unsigned long long)n, pg);
+                        goto fail;
+                    }
+                    ld->ptn[l - 1][c] = (mp_ptnode){ .pgno = pg, .crc = mp_ld32(at + 4) };
+                }
+                for (const unsigned char *q = at; q < p->iobuf + MP_HDR_SIZE + ge->E * 8; q++)
+                    if (*q) {
+                        mp_msg(why, wl, "page table node %llu: unused entries not zero",
+                               (unsigned long long)n);
+                        goto fail;
+                    }
+                continue;
+            }
+            uint64_t first = n * leaf_cap(ge), end = first + leaf_cap(ge);
+            if (end > pids)
+                end = pids;
+            for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
+                mp_ptent en = { mp_ld32(at), mp_ld32(at + 4), mp_ld64(at + 8) };
+                int bad = 0;
+                if (en.pgno == MP_PT_FREE)
+                    bad = en.crc || en.txn;
+                else if (en.pgno == MP_PT_ZERO)
+                    bad = en.crc || en.txn == 0 || en.txn > root_txn;
+                else
+                    bad = en.pgno >= page_count || en.txn == 0 || en.txn > root_txn;
+                if (!bad && en.pgno > MP_PT_ZERO && en.txn == root_txn) {
+                    /* written by this root's commit: verify it (T2) */
+                    int e2 = mp_os_read_page(p, en.pgno, data);
+                    bad = e2 || mp_crc32c(0, data, ge->P) != en.crc;
+                }
+                if (bad) {
+                    mp_msg(why, wl, "protected page %llu: bad entry or content", (unsigned long long)pid);
+                    goto fail;
+                }
+                ld->pt[pid] = en;
+                if (en.pgno != MP_PT_FREE)
+                    ld->count++;
+                if (en.pgno > MP_PT_ZERO) {
+                    ld->pages++;
+                    if (!ref_add(refs, nrefs, cap, en.pgno)) {
+                        mp_msg(why, wl, "page table: more pages than protected pages");
+                        goto fail;
+                    }
+                }
+            }
+            for (const unsigned char *q = at; q < p->iobuf + MP_HDR_SIZE + leaf_cap(ge) * MP_PT_ENTRY_SIZE; q++)
+                if (*q) {
+                    mp_msg(why, wl, "page table leaf %llu: entries past the pid limit", (unsigned long long)n);
+                    goto fail;
+                }
+        }
+    }
+    if (ld->count != count) {
+        mp_msg(why, wl, "page table: %llu protected pages, the root says %llu",
+               (unsigned long long)ld->count, (unsigned long long)count);
+        goto fail;
+    }
+    ld->pid_limit = pids;
+    ld->height = h;
+    for (unsigned l = 0; l <= h; l++)
+        ld->ptn_count[l] = counts[l];
+    free(data);
+    *refs_out = refs;
+    return 1;
+fail:
+    free(refs);
+    free(data);
+    mp_ptload_free(ld);
+    *nrefs = 0;
+    return 0;
+}
+
+void mp_pt_install(mp_pager *p, mp_ptload *ld)
+{
+    free(p->pt);
+    p->pt = ld->pt;
+    p->pt_cap = ld->pid_limit;
+    for (int l = 0; l <= MP_PT_LEVELS; l++) {
+        free(p->ptn[l]);
+        p->ptn[l] = ld->ptn[l];
+        p->ptn_count[l] = p->ptn_cap[l] = ld->ptn_count[l];
+    }
+    p->pid_limit = p->d_pid_limit = ld->pid_limit;
+    p->prot_count = p->d_prot_count = ld->count;
+    p->prot_pages = p->d_prot_pages = ld->pages;
+    p->pt_height = ld->height;
+    memset(ld, 0, sizeof *ld);
+}
+
+/* After open or create: the free-pid set and the page of zeros. */
+mp_err mp_pt_init_free(mp_pager *p)
+{
+    p->zeros = calloc(1, p->geom.P);
+    if (!p->zeros || mp_hbits_grow(&p->pid_free, p->pid_limit ? p->pid_limit : 1) != MP_OK)
+        return MP_ENOMEM;
+    for (uint64_t pid = 0; pid < p->pid_limit; pid++)
+        if (p->pt[pid].pgno == MP_PT_FREE)
+            mp_hbits_set(&p->pid_free, pid, 1);
+    return MP_OK;
+}

@@ -130,11 +130,12 @@ $(MODULE): $(CORE_OBJ) $(BIND_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(MP_CFLAGS) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# C test programs (test/*.c) that the specs run.  tree_heights compiles the
-# core itself with tiny index nodes (-DMP_TEST_FANOUT=8) so small files
-# reach every tree height: a different geometry, so not the library's objects.
-TEST_BIN = $(BUILD)/test/tree_heights
-$(BUILD)/test/tree_heights: test/tree_heights.c $(CORE_SRC) $(wildcard csrc/*.h) | deps
+# C test programs (test/*.c) that the specs run.  They compile the core
+# themselves with tiny index and page-table nodes (-DMP_TEST_FANOUT=8), so
+# small files reach every tree height: a different geometry, so not the
+# library's objects.
+TEST_BIN = $(patsubst test/%.c,$(BUILD)/test/%,$(wildcard test/*.c))
+$(BUILD)/test/%: test/%.c $(CORE_SRC) $(wildcard csrc/*.h) | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(MP_CFLAGS) -DMP_TEST_FANOUT=8 -Icsrc $(LDFLAGS) -o $@ $< $(CORE_SRC) $(LDLIBS)
 tests: $(TEST_BIN)

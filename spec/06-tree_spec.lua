@@ -27,3 +27,28 @@ describe("the index tree", function()
     assert.matches("\nok\n$", text)
   end)
 end)
+
+describe("protected pages against a model", function()
+  after_each(function() H.cleanup() end)
+
+  -- test/protected_model.c: seeded random alloc_protected / free_protected /
+  -- writes (whole-page and in place), regular traffic, set_root,
+  -- transactions committed or rolled back, reopens; checked against a model
+  -- after steps and transactions, with the audit, at page-table height 3.
+  for _, seed in ipairs { 1, 2, 3 } do
+    it("keeps every pid's content, reuse order and audit right (seed " .. seed .. ")", function()
+      local build = os.getenv("MP_BUILD") or "build"
+      local prog = build .. "/test/protected_model"
+      local f = io.open(prog, "rb")
+      assert(f, prog .. " is missing: run `make tests` (make test builds it)")
+      f:close()
+      local out = H.tmpdir() .. "/out.txt"
+      local ok = os.execute(H.shell_quote(prog) .. " " .. H.shell_quote(H.dir()) .. " " .. seed
+                            .. " 20000 > " .. H.shell_quote(out) .. " 2>&1")
+      local text = io.open(out, "rb"):read("a")
+      assert.is_true(ok == true, text)
+      assert.matches("table height 3", text)
+      assert.matches("\nok\n$", text)
+    end)
+  end
+end)

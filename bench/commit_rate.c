@@ -36,10 +36,16 @@
 
 #define MAX_ROUNDS 64
 
-enum { V_RAW, V_ALLOC, V_FREE, V_ROOT, V_TXN, NV };
+enum { V_RAW, V_ALLOC, V_FREE, V_ROOT, V_TXN, V_PWRITE, V_PALLOC, V_P100, NV };
 static const char *const VNAME[NV] = { "raw pwrite+fdatasync", "auto-commit alloc",
                                        "auto-commit free", "auto-commit set_root",
-                                       "txn: begin+10 alloc+commit" };
+                                       "txn: begin+10 alloc+commit",
+                                       "protected commit (1 page write)",
+                                       "auto-commit alloc_protected",
+                                       "txn: 100 protected page writes" };
+#define NPIDS 100
+static mp_pgno pids[NPIDS];   /* protected pages the protected variants write */
+static unsigned char *pbuf;   /* one page of content for mp_write_protected */
 
 static mp_pager *P;
 static uint32_t page_size = 4096;   /* --page-size */
@@ -130,6 +136,22 @@ static result run_variant(int v, int rawfd, double seconds)
                 break;
             case V_ROOT:
                 check(mp_set_root(P, n), "set_root");
+                break;
+            case V_PWRITE:
+                pbuf[0] = (unsigned char)n;
+                check(mp_write_protected(P, pids[n % NPIDS], pbuf), "write_protected");
+                break;
+            case V_PALLOC:
+                check(mp_alloc_protected(P, &id), "alloc_protected");
+                break;
+            case V_P100:
+                check(mp_begin(P), "begin");
+                for (int j = 0; j < NPIDS; j++) {
+                    void *w;
+                    check(mp_protected_write_ptr(P, pids[j], &w), "write_ptr");
+                    memcpy(w, &n, sizeof n);
+                }
+                check(mp_commit(P), "commit");
                 break;
             case V_TXN:
                 check(mp_begin(P), "begin");
@@ -231,6 +253,13 @@ int main(int argc, char **argv)
     mp_error err;
     if (mp_create(path, &o, &P, &err) != MP_OK)
         bench_die("%s", err.msg);
+    pbuf = calloc(1, page_size);
+    if (!pbuf)
+        bench_die("out of memory");
+    check(mp_begin(P), "begin");
+    for (int j = 0; j < NPIDS; j++)
+        check(mp_alloc_protected(P, &pids[j]), "alloc_protected");
+    check(mp_commit(P), "commit");
 
     printf("commit_rate: durable commits/s, %d rounds x %.2f s per variant, interleaved; "
            "%u-byte pages; dir %s\n", rounds, seconds, page_size, bench_dir("commit_rate"));
@@ -286,6 +315,49 @@ int main(int argc, char **argv)
     printf("  barriers per auto-commit     = %.2f alloc, %.2f free, %.2f set_root, %.2f per txn (contract: 1)\n",
            bench_median(barr[V_ALLOC], rounds), bench_median(barr[V_FREE], rounds),
            bench_median(barr[V_ROOT], rounds), bench_median(barr[V_TXN], rounds));
+    printf("  protected commit / raw       = %.2f   (target >= 0.80; the reference: ~3,400/s with 3 msyncs\n"
+           "                                        against a raw ~11,700/s, i.e. ~0.29)\n",
+           ratio[V_PWRITE]);
+    printf("  alloc_protected / raw        = %.2f   (the reference: ~2,400/s with 4 msyncs, ~0.21)\n",
+           ratio[V_PALLOC]);
+    printf("  100-page protected txn / raw = %.2f   (%.0f protected pages/s durable)\n", ratio[V_P100],
+           med[V_P100] * NPIDS);
+    printf("  barriers per protected commit, alloc_protected, 100-page txn = %.2f, %.2f, %.2f (contract: 1, 1, 1)\n",
+           bench_median(barr[V_PWRITE], rounds), bench_median(barr[V_PALLOC], rounds),
+           bench_median(barr[V_P100], rounds));
+
+    /* protected writes inside large transactions: throughput */
+    printf("\nprotected writes inside one transaction (each page rewritten, then one commit):\n");
+    printf("| pages per transaction | pages/s (incl. commit) | commit ms | barriers |\n|---:|---:|---:|---:|\n");
+    static const int big[] = { 1000, 10000, 50000 };
+    for (size_t bi = 0; bi < sizeof big / sizeof big[0]; bi++) {
+        int m = big[bi];
+        mp_pgno *many = malloc((size_t)m * sizeof *many);
+        if (!many)
+            break;
+        check(mp_begin(P), "begin");
+        for (int j = 0; j < m; j++)
+            check(mp_alloc_protected(P, &many[j]), "alloc_protected");
+        check(mp_commit(P), "commit");
+        uint64_t b0 = barriers();
+        double t0 = bench_now();
+        check(mp_begin(P), "begin");
+        for (int j = 0; j < m; j++) {
+            void *w;
+            check(mp_protected_write_ptr(P, many[j], &w), "write_ptr");
+            memset(w, j & 0xff, page_size);
+        }
+        double t1 = bench_now();
+        check(mp_commit(P), "commit");
+        double t2 = bench_now();
+        printf("| %d | %.0f | %.1f | %llu |\n", m, m / (t2 - t0), (t2 - t1) * 1e3,
+               (unsigned long long)(barriers() - b0));
+        check(mp_begin(P), "begin");
+        for (int j = 0; j < m; j++)
+            check(mp_free_protected(P, many[j]), "free_protected");
+        check(mp_commit(P), "commit");
+        free(many);
+    }
 
     mp_info in;
     mp_get_info(P, &in);
@@ -296,5 +368,6 @@ int main(int argc, char **argv)
     P = NULL;
     close(rawfd);
     free(pool);
+    free(pbuf);
     return 0;
 }

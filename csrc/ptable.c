@@ -244,12 +244,14 @@ mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
 }
 
 /* T1: the page holding pid's content for this transaction, copied on the
- * transaction's first write. */
-static mp_err cow(mp_pager *p, mp_pgno pid, unsigned char **out)
+ * transaction's first write (unless `whole`: the caller replaces all of it,
+ * so nothing is copied and *out is NULL: write the page yourself). */
+static mp_err cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_pgno *pgno)
 {
     mp_ptent *e = &p->pt[pid];
     if (e->txn == cur_txn(p) && e->pgno > MP_PT_ZERO) {
-        *out = mp_page(p, e->pgno);
+        *pgno = e->pgno;
+        *out = whole ? NULL : mp_page(p, e->pgno);
         return MP_OK;
     }
     if (reserve_ptundo(p, 1) != MP_OK || mp_fsm_reserve(p, 3, 1) != MP_OK)
@@ -259,17 +261,20 @@ static mp_err cow(mp_pager *p, mp_pgno pid, unsigned char **out)
     if (rc != MP_OK)
         return rc;
     e = &p->pt[pid];
-    unsigned char *dst = mp_page(p, np);
+    unsigned char *dst = whole ? NULL : mp_page(p, np);
     if (e->pgno > MP_PT_ZERO) {
-        memcpy(dst, mp_page(p, e->pgno), p->geom.P);
+        if (dst)
+            memcpy(dst, mp_page(p, e->pgno), p->geom.P);
         mp_fsm_release_system(p, e->pgno);   /* cannot fail: room reserved */
     } else {
-        memset(dst, 0, p->geom.P);
+        if (dst)
+            memset(dst, 0, p->geom.P);
         p->prot_pages++;
     }
     touch(p, pid);
     *e = (mp_ptent){ (uint32_t)np, 0, cur_txn(p) };
     *out = dst;
+    *pgno = np;
     return MP_OK;
 }
 
@@ -284,7 +289,8 @@ mp_err mp_protected_write_ptr(mp_pager *p, mp_pgno pid, void **out)
     if (rc != MP_OK)
         return pid_error(p, "write_protected", pid, rc);
     unsigned char *page;
-    rc = cow(p, pid, &page);
+    mp_pgno pg;
+    rc = cow(p, pid, 0, &page, &pg);
     if (rc == MP_OK)
         *out = page;
     return rc;
@@ -298,10 +304,16 @@ mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf)
     rc = mp_check_protected(p, pid);
     if (rc != MP_OK)
         return pid_error(p, "write_protected", pid, rc);
+    /* The whole page is replaced: nothing to copy, and pwrite spares the
+     * mapping a write fault now and write-protection at the barrier. */
     unsigned char *page;
-    rc = cow(p, pid, &page);
-    if (rc == MP_OK)
-        memcpy(page, buf, p->geom.P);
+    mp_pgno pg;
+    rc = cow(p, pid, 1, &page, &pg);
+    if (rc == MP_OK) {
+        int e = mp_os_write_page(p, pg, buf);
+        if (e)
+            rc = mp_fail(p, mp_err_from_errno(e), "%s: write_protected: %s", p->path, strerror(e));
+    }
     return mp_finish(p, rc);
 }
 

@@ -755,5 +755,5 @@ mp_err mp_audit(mp_pager *p)
         return mp_fail(p, MP_ECORRUPT, "%s: page totals disagree with the bitmaps (F2)", p->path);
     if (dirty != p->undo_len)
         return mp_fail(p, MP_ECORRUPT, "%s: dirty groups and the undo list disagree (F5)", p->path);
-    return MP_OK;
+    return mp_pt_audit(p);
 }

@@ -332,6 +332,7 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
                mp_ptload *ld, uint64_t **refs, uint64_t *nrefs, char *why, size_t wl);
 void mp_pt_install(mp_pager *p, mp_ptload *ld);
 void mp_ptload_free(mp_ptload *ld);
+mp_err mp_pt_audit(mp_pager *p);
 mp_err mp_pt_init_free(mp_pager *p);
 int mp_pt_changed(const mp_pager *p);
 

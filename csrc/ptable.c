@@ -708,3 +708,39 @@ mp_err mp_pt_init_free(mp_pager *p)
             mp_hbits_set(&p->pid_free, pid, 1);
     return MP_OK;
 }
+
+/* ---- audit ------------------------------------------------------------- */
+
+/* The in-memory table agrees with itself and with the working bitmaps:
+ * counts, every content page a system page, T3 and T4. */
+mp_err mp_pt_audit(mp_pager *p)
+{
+    uint64_t count = 0, pages = 0, cur = cur_txn(p);
+    for (uint64_t pid = 0; pid < p->pid_limit; pid++) {
+        const mp_ptent *e = &p->pt[pid];
+        int is_free_bit = !!(p->pid_free.lv[0][pid >> 6] & ((uint64_t)1 << (pid & 63)));
+        if (e->pgno == MP_PT_FREE) {
+            int pending = e->txn == cur;   /* freed by the open transaction */
+            if (is_free_bit == pending && pid < p->d_pid_limit)
+                return mp_fail(p, MP_ECORRUPT, "pid %llu: free set wrong (T4)", (unsigned long long)pid);
+            continue;
+        }
+        if (is_free_bit)
+            return mp_fail(p, MP_ECORRUPT, "pid %llu: allocated but in the free set (T4)",
+                           (unsigned long long)pid);
+        count++;
+        if (e->pgno > MP_PT_ZERO) {
+            pages++;
+            unsigned st = ST_FREE;
+            if (mp_fsm_state(p, e->pgno, &st) != MP_OK || st != ST_SYSTEM)
+                return mp_fail(p, MP_ECORRUPT, "pid %llu: its page %u is not a system page (T1)",
+                               (unsigned long long)pid, e->pgno);
+        }
+    }
+    if (count != p->prot_count || pages != p->prot_pages)
+        return mp_fail(p, MP_ECORRUPT, "page table counts disagree with its entries");
+    for (uint64_t k = 0; k < p->ptundo_len; k++)
+        if (p->pt[p->ptundo[k].pid].txn != cur)
+            return mp_fail(p, MP_ECORRUPT, "undo list names an unchanged pid (T3)");
+    return MP_OK;
+}

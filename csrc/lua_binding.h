@@ -4,7 +4,8 @@
  * The binding is split by object type, like liolib.c keeps one accessor pair
  * per type:
  *   lua_pager.c  the module table, option parsing, error conventions, Pager
- *   lua_view.c   View objects and the per-pager registry of viewed pages
+ *   lua_view.c   View and Writer objects (regular pages, protected pages)
+ *                and the per-pager registry of viewed pages
  *   lua_txn.c    Transaction objects
  *
  * Object lifetimes
@@ -27,18 +28,43 @@
  *
  * View validity
  *  A view is valid while its pager is open, its page is an allocated regular
- *  page (mp_check_page) and the page has not been freed since the view was
- *  made (even if it was allocated again: the ABA case).  The last point needs
- *  memory: the pager keeps a small open-addressing hash (the "registry") from
- *  viewed page id to {generation, live view count}.  A view remembers the
- *  generation of its page; free/free_bulk give the freed ids a new
- *  generation; a rollback (explicit, or inside a failed auto-commit) gives a
- *  new generation to every registered page that stopped being allocated.
+ *  page (mp_check_page) and no committed free has taken the page since the
+ *  view was made (even if it was allocated again: the ABA case).  The last
+ *  point needs memory: the pager keeps a small open-addressing hash (the
+ *  "registry") from viewed page id to {generation, live view count}.  A view
+ *  remembers the generation of its page; a view whose generation is
+ *  outdated is dead for good.  An auto-commit free/free_bulk gives the freed
+ *  ids a new generation at once.  A free inside an explicit transaction
+ *  does not: the page stays unallocated (views of it raise) until the
+ *  transaction ends, and the core never hands it out again before then; its
+ *  commit gives a new generation to every registered page that is not
+ *  allocated (txfreed says whether a sweep is needed), and its rollback
+ *  restores the page, so its views work again.  A rollback (explicit, or
+ *  inside a failed auto-commit) gives a new generation to every registered
+ *  page that stopped being allocated.
  *  To keep a page access cheap, the pager also counts "epochs": the epoch
  *  changes whenever any page may have stopped being allocated (free,
- *  free_bulk, rollback, a failed mutation, close).  A view that was fully
- *  checked in the current epoch is still valid, so the full check (hash
- *  lookup + mp_check_page) runs at most once per view per epoch.
+ *  free_bulk, free_protected, rollback, a failed mutation, close).  A view
+ *  that was fully checked in the current epoch is still valid, so the full
+ *  check (hash lookup + mp_check_page) runs at most once per view per epoch.
+ *
+ * Protected pages
+ *  Protected ids (pids) are a separate id space; they share the registry
+ *  under keys with the top bit set (MPL_PKEY), and free_protected follows
+ *  the generation rules of free above (rollback included).  Four kinds of view share one
+ *  struct and one set of methods (mpl_view.kind):
+ *   - REGULAR: a regular page, read and written in place (data is stable);
+ *   - PROTECTED: read-only; every access re-resolves the content with
+ *     mp_protected_ptr (the committed content, or the open transaction's);
+ *   - WRITER_PRIVATE (write_protected outside a transaction): a copy of the
+ *     content in a boxed buffer (user value 2); writer:commit() hands it to
+ *     mp_write_protected.  It does not follow the pid: only commit checks
+ *     that the pid is allocated and no committed free took it since the
+ *     writer was made (registry generation);
+ *   - WRITER_TXN (write_protected inside a transaction): every access calls
+ *     mp_protected_write_ptr; alive while that transaction (txseq) is open.
+ *  Views are type mappedpages.View (REGULAR, PROTECTED); writers are type
+ *  mappedpages.Writer (the same methods plus commit and discard).
  */
 #ifndef MAPPEDPAGES_LUA_BINDING_H
 #define MAPPEDPAGES_LUA_BINDING_H
@@ -54,6 +80,11 @@
 #define MPL_PAGER_MT "mappedpages.Pager"
 #define MPL_VIEW_MT "mappedpages.View"
 #define MPL_TXN_MT "mappedpages.Transaction"
+#define MPL_WRITER_MT "mappedpages.Writer"
+
+/* Registry key of protected page pid (page ids and pids are below 2^32). */
+#define MPL_PKEY(pid) ((mp_pgno)(pid) | ((mp_pgno)1 << 63))
+#define MPL_IS_PKEY(key) (((key) >> 63) != 0)
 
 #if defined(__GNUC__)
 #define MPL_EXPORT __attribute__((visibility("default")))
@@ -76,6 +107,8 @@ typedef struct mpl_pager {
     uint64_t gencount;     /* last generation handed out */
     uint64_t txseq;        /* sequence number of the last begin() */
     int txopen;            /* the transaction txseq is still open */
+    int txfreed;           /* the open transaction freed something: its
+                            * commit sweeps the registry */
     int readonly;
     uint32_t page_size;
     mpl_entry *reg;        /* registry: cap slots (0 or a power of two) */
@@ -84,17 +117,28 @@ typedef struct mpl_pager {
 } mpl_pager;
 
 /* Reasons a view is dead (besides its pager being closed). */
-enum { MPL_VIEW_ALIVE = 0, MPL_VIEW_UNINIT, MPL_VIEW_STALE, MPL_VIEW_CLOSED };
+enum { MPL_VIEW_ALIVE = 0, MPL_VIEW_UNINIT, MPL_VIEW_STALE, MPL_VIEW_CLOSED,
+       MPL_VIEW_COMMITTED,   /* writer: writer:commit() */
+       MPL_VIEW_DISCARDED,   /* writer: discard, <close> */
+       MPL_VIEW_TXNDONE };   /* writer: its transaction ended */
 
-/* The View userdata (user value 1: its Pager). */
+/* Kinds of view (see "Protected pages" above). */
+enum { MPL_KIND_REGULAR = 0, MPL_KIND_PROTECTED, MPL_KIND_WRITER_PRIVATE,
+       MPL_KIND_WRITER_TXN };
+
+/* The View and Writer userdata (user value 1: its Pager; a Writer's user
+ * value 2: its private buffer while it has one). */
 typedef struct mpl_view {
     mpl_pager *pg;         /* NULL until constructed */
-    unsigned char *data;   /* page address in the mapping (stable) */
-    mp_pgno id;
+    unsigned char *data;   /* REGULAR: page address in the mapping (stable);
+                            * WRITER_PRIVATE: the boxed buffer; else NULL */
+    mp_pgno id;            /* page id or pid */
     uint64_t gen;          /* registry generation when the view was made */
     uint64_t epoch;        /* pager epoch of the last full check */
+    uint64_t txseq;        /* WRITER_TXN: pg->txseq of its transaction */
     size_t size;           /* page size */
     int state;             /* MPL_VIEW_*; holds a registry ref iff ALIVE */
+    int kind;              /* MPL_KIND_* */
 } mpl_view;
 
 /* Transaction states. */
@@ -170,10 +214,22 @@ mp_pgno mpl_checkpgno(lua_State *L, int arg, const mpl_pager *pg);
  * the function); environment failures push nil, message, code and return
  * 3.  `arg` is the argument blamed for misuse. */
 int mpl_fail(lua_State *L, mpl_pager *pg, mp_err e, int arg);
+/* After a successful free of registry key `key` (page id or MPL_PKEY):
+ * bump its generation now (auto-commit) or at the commit of the open
+ * transaction (see "View validity"). */
+void mpl_freed(mpl_pager *pg, mp_pgno key);
 /* Raise the misuse error for page id and code e (MP_ERANGE, MP_ERESERVED,
  * MP_ENOTALLOC): "page 5 is not allocated"... */
 int mpl_pgno_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno id,
                    mp_err e);
+/* A pid argument: raises for a non-integer or negative one. */
+mp_pgno mpl_checkpid(lua_State *L, int arg);
+/* Raise the misuse error for pid and code e (MP_ERANGE, MP_ENOTALLOC):
+ * "protected page 3 is not allocated"... */
+int mpl_pid_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno pid,
+                  mp_err e);
+/* Push nil, mp_strerror(e), mp_errname(e) and return 3. */
+int mpl_pushfail(lua_State *L, mp_err e);
 /* Register a methods table and a metatable (safe to call twice per state),
  * store the methods table as module[export_name] when not NULL, and leave
  * the stack as it was.  with_mt_upvalue gives every function the metatable
@@ -185,10 +241,13 @@ void mpl_newclass(lua_State *L, int modidx, const char *name,
 /* ---- lua_view.c ----------------------------------------------------- */
 
 void mpl_open_view(lua_State *L, int modidx);
-/* pager:page(id) */
+/* pager:page(id), pager:protected(pid), pager:write_protected(pid) */
 int mpl_pager_page(lua_State *L);
+int mpl_pager_protected(lua_State *L);
+int mpl_pager_write_protected(lua_State *L);
 /* Registry maintenance by the pager. */
-void mpl_reg_bump(mpl_pager *pg, mp_pgno id);   /* page id was freed */
+void mpl_reg_bump(mpl_pager *pg, mp_pgno key);  /* page id or MPL_PKEY(pid)
+                                                 * was freed */
 void mpl_reg_sweep(mpl_pager *pg);              /* after a rollback */
 void mpl_reg_free(mpl_pager *pg);               /* at close */
 

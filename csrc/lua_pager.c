@@ -2,9 +2,9 @@
  * lua_pager.c -- the mappedpages.core module and the Pager type.
  *
  * Owns: luaopen_mappedpages_core, create/open and their options, crc32c,
- * the error conventions shared by the whole binding (mpl_fail), page-id
- * checking, and every Pager method except page() (lua_view.c) and begin()
- * (lua_txn.c).
+ * the error conventions shared by the whole binding (mpl_fail), page-id and
+ * pid checking, and every Pager method except page(), protected() and
+ * write_protected() (lua_view.c) and begin() (lua_txn.c).
  *
  * Error conventions (DESIGN.md, "Lua API"):
  *  - environment failures (file missing or bad, lock held, I/O, disk full,
@@ -52,7 +52,7 @@ static const char *key_of(lua_State *L, int t, int fn)
 static const char *binding_name(lua_State *L, int fn)
 {
     static const char *const types[] = { MPL_PAGER_MT, MPL_VIEW_MT,
-                                         MPL_TXN_MT, NULL };
+                                         MPL_WRITER_MT, MPL_TXN_MT, NULL };
     const char *name;
     int i;
     for (i = 0; types[i] != NULL; i++) {
@@ -150,14 +150,33 @@ int mpl_fail(lua_State *L, mpl_pager *pg, mp_err e, int arg)
             msg = "pager is read-only";
         return mpl_argerror(L, arg, msg);
     }
-    /* The failed call may have rolled back (an auto-commit that failed):
-     * views of pages that vanished must die.  No Lua call before this. */
-    if (pg->p != NULL)
-        mpl_reg_sweep(pg);
+    /* The failed call may have rolled back (an auto-commit that failed, or
+     * the open transaction): views of pages that vanished must die, and
+     * writers of a transaction the core no longer has.  No Lua call before
+     * this. */
+    if (pg->p != NULL) {
+        if (pg->txopen && !mp_in_txn(pg->p))
+            pg->txopen = 0;
+        if (pg->txopen) {
+            pg->txfreed = 1;        /* sweep at commit, see mpl_freed */
+            pg->epoch++;
+        } else {
+            mpl_reg_sweep(pg);
+        }
+    }
     lua_pushnil(L);
     lua_pushstring(L, msg);     /* copied before any GC step */
     lua_pushstring(L, mp_errname(e));
     return 3;
+}
+
+void mpl_freed(mpl_pager *pg, mp_pgno key)
+{
+    if (pg->txopen)
+        pg->txfreed = 1;
+    else
+        mpl_reg_bump(pg, key);
+    pg->epoch++;
 }
 
 mpl_pager *mpl_topager(lua_State *L, int idx)
@@ -190,6 +209,43 @@ mp_pgno mpl_checkpgno(lua_State *L, int arg, const mpl_pager *pg)
             "page %I is out of range (the file has %I pages)",
             id, u64_to_integer(count)));
     return (mp_pgno)id;
+}
+
+int mpl_pushfail(lua_State *L, mp_err e)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, mp_strerror(e));
+    lua_pushstring(L, mp_errname(e));
+    return 3;
+}
+
+mp_pgno mpl_checkpid(lua_State *L, int arg)
+{
+    lua_Integer pid = mpl_checkinteger(L, arg);
+    if (pid < 0)
+        mpl_argerror(L, arg, lua_pushfstring(L,
+            "protected page %I is out of range (pids are non-negative)",
+            pid));
+    return (mp_pgno)pid;
+}
+
+int mpl_pid_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno pid,
+                  mp_err e)
+{
+    lua_Integer n = u64_to_integer(pid);
+    if (e == MP_ERANGE) {
+        mp_info i;
+        mp_get_info(pg->p, &i);
+        if (i.pid_limit == 0)
+            return mpl_argerror(L, arg, lua_pushfstring(L,
+                "protected page %I is out of range (no protected page was "
+                "ever allocated)", n));
+        return mpl_argerror(L, arg, lua_pushfstring(L,
+            "protected page %I is out of range (pids are below %I)",
+            n, u64_to_integer(i.pid_limit)));
+    }
+    return mpl_argerror(L, arg, lua_pushfstring(L,
+        "protected page %I is not allocated", n));
 }
 
 int mpl_pgno_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno id,
@@ -406,6 +462,7 @@ static int pager_close(lua_State *L)
     if (p != NULL) {
         pg->p = NULL;
         pg->txopen = 0;
+        pg->txfreed = 0;
         pg->epoch++;
         mpl_reg_free(pg);
         mp_close(p);
@@ -448,7 +505,7 @@ static int pager_info(lua_State *L)
 {
     mpl_pager *pg;
     mp_info i;
-    lua_createtable(L, 0, 20);
+    lua_createtable(L, 0, 24);
     pg = mpl_checkpager(L, 1);   /* after the allocation */
     mp_get_info(pg->p, &i);
     lua_pushstring(L, i.path != NULL ? i.path : "");  /* i.path first */
@@ -458,6 +515,8 @@ static int pager_info(lua_State *L)
     SETINT("free_count", i.free_count);
     SETINT("regular_count", i.regular_count);
     SETINT("protected_count", i.protected_count);
+    SETINT("protected_pages", i.protected_pages);
+    SETINT("pid_limit", i.pid_limit);
     SETINT("system_count", i.system_count);
     SETINT("pending_count", i.pending_count);
     SETINT("txn", i.txn);
@@ -518,8 +577,7 @@ static int pager_free(lua_State *L)
         return mpl_pgno_error(L, 2, pg, id, e);
     if (e != MP_OK)
         return mpl_fail(L, pg, e, 2);
-    mpl_reg_bump(pg, id);
-    pg->epoch++;
+    mpl_freed(pg, id);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -633,7 +691,9 @@ static int pager_free_bulk(lua_State *L)
         return mpl_fail(L, pg, e, 2);
     if (pg->regcount > 0)
         for (i = 0; i < n; i++)
-            mpl_reg_bump(pg, ids[i]);
+            mpl_freed(pg, ids[i]);
+    if (pg->txopen)
+        pg->txfreed = 1;
     pg->epoch++;
     lua_pushboolean(L, 1);
     return 1;
@@ -661,6 +721,67 @@ static int pager_pages(lua_State *L)
 {
     mpl_checkpager(L, 1);
     lua_pushcfunction(L, pages_iter);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* pager:alloc_protected() -> pid | nil, msg, code.  The new protected
+ * page reads as zeros. */
+static int pager_alloc_protected(lua_State *L)
+{
+    mpl_pager *pg = checkwritable(L, 1);
+    mp_pgno pid = 0;
+    mp_err e = mp_alloc_protected(pg->p, &pid);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 1);
+    lua_pushinteger(L, u64_to_integer(pid));
+    return 1;
+}
+
+/* pager:free_protected(pid) -> true | nil, msg, code.  Raises for a pid
+ * out of range or not allocated (double free).  Views of pid and writers
+ * made in this transaction die; a private writer of pid can no longer
+ * commit. */
+static int pager_free_protected(lua_State *L)
+{
+    mpl_pager *pg = checkwritable(L, 1);
+    mp_pgno pid = mpl_checkpid(L, 2);
+    mp_err e = mp_check_protected(pg->p, pid);
+    if (e == MP_OK)
+        e = mp_free_protected(pg->p, pid);
+    if (e == MP_ERANGE || e == MP_ENOTALLOC)
+        return mpl_pid_error(L, 2, pg, pid, e);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 2);
+    mpl_freed(pg, MPL_PKEY(pid));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Iterator of pager:protected_pages(): (pager, last pid or nil) -> next
+ * pid or nil. */
+static int protected_iter(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mp_pgno from = 0, next;
+    if (!lua_isnoneornil(L, 2)) {
+        lua_Integer last = mpl_checkinteger(L, 2);
+        from = last < 0 ? 0 : (mp_pgno)last + 1;
+    }
+    if (mp_next_protected(pg->p, from, &next))
+        lua_pushinteger(L, u64_to_integer(next));
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* pager:protected_pages() -> iterator over allocated pids, ascending.
+ * Freeing protected pages while iterating is allowed. */
+static int pager_protected_pages(lua_State *L)
+{
+    mpl_checkpager(L, 1);
+    lua_pushcfunction(L, protected_iter);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
     return 3;
@@ -713,6 +834,11 @@ static const luaL_Reg pager_methods[] = {
     {"free_bulk", pager_free_bulk},
     {"pages", pager_pages},
     {"page", mpl_pager_page},
+    {"alloc_protected", pager_alloc_protected},
+    {"free_protected", pager_free_protected},
+    {"protected_pages", pager_protected_pages},
+    {"protected", mpl_pager_protected},
+    {"write_protected", mpl_pager_write_protected},
     {"begin", mpl_pager_begin},
     {"set_root", pager_set_root},
     {"root", pager_root},

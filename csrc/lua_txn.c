@@ -67,6 +67,7 @@ static mpl_txn *checktxn(lua_State *L)
 static void txn_ended(mpl_pager *pg)
 {
     pg->txopen = 0;
+    pg->txfreed = 0;
     mpl_reg_sweep(pg);
 }
 
@@ -93,6 +94,7 @@ int mpl_pager_begin(lua_State *L)
         return mpl_fail(L, pg, e, 1);
     pg->txseq++;
     pg->txopen = 1;
+    pg->txfreed = 0;
     t->pg = pg;
     t->seq = pg->txseq;
     t->state = MPL_TX_ACTIVE;
@@ -110,6 +112,12 @@ static int txn_commit(lua_State *L)
     char buf[512];
     if (e == MP_OK) {
         pg->txopen = 0;
+        if (pg->txfreed) {
+            /* The frees are final: views of what they took die for good,
+             * before the ids can be handed out again (next transaction). */
+            pg->txfreed = 0;
+            mpl_reg_sweep(pg);
+        }
         t->state = MPL_TX_COMMITTED;
         lua_pushboolean(L, 1);
         return 1;

@@ -1,13 +1,42 @@
 /*
- * lua_view.c -- the View type (a regular page seen from Lua) and the
- * per-pager registry of viewed pages.
+ * lua_view.c -- the View type (a regular or protected page seen from Lua),
+ * the Writer type (a protected page being written) and the per-pager
+ * registry of viewed pages.
  *
- * Owns: pager:page(id), every View method, and the registry that makes a
- * view of a freed page die even when the id is allocated again (see "View
- * validity" in lua_binding.h).
+ * Owns: pager:page(id), pager:protected(pid), pager:write_protected(pid),
+ * every View and Writer method, and the registry that makes a view of a
+ * freed page die even when the id is allocated again (see "View validity"
+ * and "Protected pages" in lua_binding.h).
  *
- * Page data is read and written in place in the mapping (mp_page_ptr); the
- * only copies are the strings read() and unpack() return.
+ * Regular page data is read and written in place in the mapping
+ * (mp_page_ptr); the only copies are the strings read() and unpack()
+ * return.  Protected data is resolved again at every access
+ * (mp_protected_ptr / mp_protected_write_ptr, both O(1)): the core moves a
+ * protected page to a fresh physical page when it is written
+ * (copy-on-write), so no pointer to it is kept across calls.
+ *
+ * Writers
+ *  - Made outside a transaction, a writer is private: write_protected
+ *    copies the current content into a buffer boxed in a userdata (user
+ *    value 2, so nothing is malloc'd across a raising call), reads and
+ *    writes go to the buffer, and writer:commit() replaces the page with
+ *    it through mp_write_protected: one durable transaction, or, if a
+ *    transaction was begun since the writer was made, part of that
+ *    transaction.  A failed commit (nil, msg, code) leaves the writer
+ *    private and alive: commit again or discard.  discard(), <close> and
+ *    __gc without commit drop the buffer.  The private buffer does not
+ *    follow the pid: freeing the pid does not kill the writer, but its
+ *    commit raises (the pid was freed since the writer was made, even if
+ *    it was allocated again since: registry generation).
+ *  - Made inside a transaction, a writer writes the transaction's own copy
+ *    of the page (mp_protected_write_ptr at every access; the first call
+ *    in the transaction copies the page).  Its changes belong to the
+ *    transaction: tx:commit() keeps them, tx:rollback() drops them.
+ *    writer:commit() and writer:discard() only end the writer (true): the
+ *    transaction decides.  It dies with its transaction, and like a view
+ *    when its pid is freed.
+ *  - After commit, discard, <close> or the end of its transaction, any use
+ *    of a writer raises ("attempt to use a dead writer (committed)").
  *
  * Hot path.  view:unpack(0, "<i8") must stay within 2x of string.unpack:
  *  - the type check compares the metatable with upvalue 1 instead of
@@ -134,11 +163,19 @@ static void reg_release(mpl_pager *pg, mp_pgno id)
     }
 }
 
-void mpl_reg_bump(mpl_pager *pg, mp_pgno id)
+void mpl_reg_bump(mpl_pager *pg, mp_pgno key)
 {
-    mpl_entry *e = reg_find(pg, id);
+    mpl_entry *e = reg_find(pg, key);
     if (e != NULL)
         e->gen = ++pg->gencount;
+}
+
+/* Is the page or pid behind registry key `key` allocated? */
+static int key_allocated(const mpl_pager *pg, mp_pgno key)
+{
+    if (MPL_IS_PKEY(key))
+        return mp_check_protected(pg->p, key & ~MPL_PKEY(0)) == MP_OK;
+    return mp_check_page(pg->p, key) == MP_OK;
 }
 
 void mpl_reg_sweep(mpl_pager *pg)
@@ -148,8 +185,7 @@ void mpl_reg_sweep(mpl_pager *pg)
     if (pg->p == NULL)
         return;
     for (i = 0; i < pg->regcap; i++)
-        if (pg->reg[i].refs != 0
-            && mp_check_page(pg->p, pg->reg[i].id) != MP_OK)
+        if (pg->reg[i].refs != 0 && !key_allocated(pg, pg->reg[i].id))
             pg->reg[i].gen = ++pg->gencount;
 }
 
@@ -163,43 +199,84 @@ void mpl_reg_free(mpl_pager *pg)
 
 /* ---- accessors -------------------------------------------------------- */
 
-/* Type-only accessor: self must be a View (compared with the metatable in
- * upvalue 1: every View function is registered with it). */
+static int view_is_writer(const mpl_view *v)
+{
+    return v->kind == MPL_KIND_WRITER_PRIVATE || v->kind == MPL_KIND_WRITER_TXN;
+}
+
+/* The registry key of a view. */
+static mp_pgno view_key(const mpl_view *v)
+{
+    return v->kind == MPL_KIND_REGULAR ? v->id : MPL_PKEY(v->id);
+}
+
+/* Type-only accessor: self must be a View (a Writer for the Writer's
+ * functions), compared with the metatable in upvalue 1: every View and
+ * Writer function is registered with its type's metatable. */
 static mpl_view *toview(lua_State *L)
 {
     mpl_view *v = (mpl_view *)lua_touserdata(L, 1);
+    const char *tname = MPL_VIEW_MT;
     if (v != NULL && lua_getmetatable(L, 1)) {
         int same = lua_rawequal(L, -1, lua_upvalueindex(1));
         lua_pop(L, 1);
         if (same)
             return v;
     }
-    mpl_typeerror(L, 1, MPL_VIEW_MT);
+    if (lua_getfield(L, lua_upvalueindex(1), "__name") == LUA_TSTRING)
+        tname = lua_tostring(L, -1);
+    mpl_typeerror(L, 1, tname);
     return NULL;
 }
 
-/* Kill a view for good, dropping its registry reference. */
+/* Kill a view for good, dropping its registry reference.  (A writer's
+ * buffer is dropped by the callers that have the Lua state: drop_box.) */
 static void view_kill(mpl_view *v, int state)
 {
     if (v->state == MPL_VIEW_ALIVE && v->pg != NULL && v->pg->p != NULL)
-        reg_release(v->pg, v->id);
+        reg_release(v->pg, view_key(v));
     v->state = state;
+    if (view_is_writer(v))
+        v->data = NULL;
 }
 
-/* Full validity check (see lua_binding.h); kills a stale view. */
+/* Let the collector have a dead writer's buffer (the writer is at index
+ * 1).  Allocates nothing. */
+static void drop_box(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, 2);
+}
+
+/* Full validity check (see lua_binding.h); kills a stale view and a
+ * writer whose transaction ended. */
 static inline int view_valid(mpl_view *v)
 {
     mpl_pager *pg = v->pg;
     const mpl_entry *e;
+    int ok;
     if (v->state != MPL_VIEW_ALIVE || pg == NULL || pg->p == NULL)
         return 0;
+    if (v->kind == MPL_KIND_WRITER_PRIVATE)
+        return 1;                   /* its own buffer; commit checks the pid */
+    if (v->kind == MPL_KIND_WRITER_TXN
+        && (!pg->txopen || pg->txseq != v->txseq)) {
+        view_kill(v, MPL_VIEW_TXNDONE);
+        return 0;
+    }
     if (v->epoch == pg->epoch)
         return 1;
-    e = reg_find(pg, v->id);
-    if (e == NULL || e->gen != v->gen || mp_check_page(pg->p, v->id) != MP_OK) {
+    e = reg_find(pg, view_key(v));
+    ok = e != NULL && e->gen == v->gen;
+    if (!ok) {
         view_kill(v, MPL_VIEW_STALE);
         return 0;
     }
+    /* Not allocated under the same generation: freed by the open
+     * transaction, whose rollback would bring the page back.  Raise, but
+     * stay registered. */
+    if (!key_allocated(pg, view_key(v)))
+        return 0;
     v->epoch = pg->epoch;
     return 1;
 }
@@ -207,16 +284,36 @@ static inline int view_valid(mpl_view *v)
 static int view_dead(lua_State *L, const mpl_view *v)
 {
     const char *why;
+    int writer = view_is_writer(v);
     if (v->pg == NULL || v->state == MPL_VIEW_UNINIT)
-        why = "attempt to use a dead view";
+        why = writer ? "attempt to use a dead writer"
+                     : "attempt to use a dead view";
+    else if (v->state == MPL_VIEW_COMMITTED)
+        why = "attempt to use a dead writer (committed)";
+    else if (v->state == MPL_VIEW_DISCARDED)
+        why = "attempt to use a dead writer (discarded)";
     else if (v->pg->p == NULL)
-        why = "attempt to use a dead view (its pager is closed)";
+        why = writer ? "attempt to use a dead writer (its pager is closed)"
+                     : "attempt to use a dead view (its pager is closed)";
     else if (v->state == MPL_VIEW_CLOSED)
         why = "attempt to use a dead view (it was closed)";
-    else
+    else if (v->state == MPL_VIEW_TXNDONE)
+        why = "attempt to use a dead writer (its transaction ended)";
+    else if (v->state == MPL_VIEW_ALIVE)     /* see view_valid */
+        why = lua_pushfstring(L, "attempt to use a %s of %spage %I, which "
+                              "the open transaction freed",
+                              writer ? "writer" : "view",
+                              v->kind == MPL_KIND_REGULAR ? "" : "protected ",
+                              (lua_Integer)v->id);
+    else if (v->kind == MPL_KIND_REGULAR)
         why = lua_pushfstring(L, "attempt to use a dead view (page %I was "
                               "freed or rolled back since the view was made)",
                               (lua_Integer)v->id);
+    else
+        why = lua_pushfstring(L, "attempt to use a dead %s (protected page "
+                              "%I was freed or rolled back since the %s was "
+                              "made)", writer ? "writer" : "view",
+                              (lua_Integer)v->id, writer ? "writer" : "view");
     return mpl_argerror(L, 1, why);
 }
 
@@ -225,10 +322,11 @@ static mpl_view *checkview(lua_State *L)
 {
     mpl_view *v = toview(L);
     if (v->state == MPL_VIEW_ALIVE && v->pg->p != NULL
-        && (v->epoch == v->pg->epoch || view_valid(v)))
+        && v->kind <= MPL_KIND_PROTECTED && v->epoch == v->pg->epoch)
         return v;
-    view_dead(L, v);
-    return NULL;
+    if (!view_valid(v))
+        view_dead(L, v);
+    return v;
 }
 
 /* Check liveness again (after a call that may have run finalizers; cheap
@@ -239,10 +337,73 @@ static void recheck(lua_State *L, mpl_view *v)
         view_dead(L, v);
 }
 
+/* Mutating methods of a protected view raise at once. */
+static void checkmutable(lua_State *L, const mpl_view *v)
+{
+    if (v->kind == MPL_KIND_PROTECTED)
+        mpl_argerror(L, 1, "protected view is read-only: use "
+                     "pager:write_protected");
+}
+
 static void checkwritable(lua_State *L, const mpl_view *v)
 {
     if (v->pg->readonly)
         mpl_argerror(L, 1, "pager is read-only");
+}
+
+/* The transaction's own copy of a WRITER_TXN's page. */
+static unsigned char *txn_page(lua_State *L, mpl_view *v)
+{
+    void *d = NULL;
+    mp_err e = mp_protected_write_ptr(v->pg->p, v->id, &d);
+    if (e != MP_OK || d == NULL) {
+        const char *msg = mp_errmsg(v->pg->p);
+        mpl_argerror(L, 1, lua_pushfstring(L,
+            "cannot write protected page %I: %s", (lua_Integer)v->id,
+            msg != NULL && *msg != '\0' ? msg : mp_strerror(e)));
+    }
+    return (unsigned char *)d;
+}
+
+/* The bytes a view reads, resolved now: call after the method's last
+ * argument conversion, use before its next Lua allocation.  Raises if the
+ * view died meanwhile. */
+static const unsigned char *view_rdata(lua_State *L, mpl_view *v)
+{
+    const unsigned char *d;
+    recheck(L, v);
+    switch (v->kind) {
+    case MPL_KIND_PROTECTED:
+        d = (const unsigned char *)mp_protected_ptr(v->pg->p, v->id);
+        if (d == NULL) {             /* cannot happen after recheck */
+            view_kill(v, MPL_VIEW_STALE);
+            view_dead(L, v);
+        }
+        return d;
+    case MPL_KIND_WRITER_TXN:
+        return txn_page(L, v);
+    default:
+        return v->data;
+    }
+}
+
+/* The bytes a view writes, resolved now (same rules as view_rdata); raises
+ * for a protected view and a regular view of a read-only pager. */
+static unsigned char *view_wdata(lua_State *L, mpl_view *v)
+{
+    recheck(L, v);
+    switch (v->kind) {
+    case MPL_KIND_REGULAR:
+        checkwritable(L, v);
+        return v->data;
+    case MPL_KIND_WRITER_PRIVATE:
+        return v->data;
+    case MPL_KIND_WRITER_TXN:
+        return txn_page(L, v);
+    default:
+        checkmutable(L, v);
+        return NULL;
+    }
 }
 
 /* A 0-based offset into the page: 0 <= off <= size. */
@@ -268,7 +429,38 @@ static size_t checklen(lua_State *L, int arg, const mpl_view *v, size_t off,
     return (size_t)len;
 }
 
-/* ---- pager:page ------------------------------------------------------- */
+/* ---- constructors ----------------------------------------------------- */
+
+/* Push a dead View or Writer of pager (at index 1) with nuv user values;
+ * the pager is user value 1. */
+static mpl_view *newview(lua_State *L, const char *tname, int kind, int nuv)
+{
+    mpl_view *v = (mpl_view *)lua_newuserdatauv(L, sizeof *v, nuv);
+    memset(v, 0, sizeof *v);
+    v->state = MPL_VIEW_UNINIT;
+    v->kind = kind;
+    luaL_setmetatable(L, tname);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    return v;
+}
+
+/* Make dead view v alive on key (registry reference); 0, or pushes
+ * nil, msg, "nomem" and returns 3. */
+static int view_start(lua_State *L, mpl_pager *pg, mpl_view *v, mp_pgno id)
+{
+    uint64_t gen;
+    if (reg_acquire(pg, v->kind == MPL_KIND_REGULAR ? id : MPL_PKEY(id),
+                    &gen) != 0)
+        return mpl_pushfail(L, MP_ENOMEM);
+    v->pg = pg;
+    v->id = id;
+    v->gen = gen;
+    v->epoch = pg->epoch;
+    v->size = pg->page_size;
+    v->state = MPL_VIEW_ALIVE;
+    return 0;
+}
 
 /* pager:page(id) -> view of an allocated regular page (raises for a free,
  * reserved or out-of-range id) | nil, msg, "nomem". */
@@ -278,38 +470,94 @@ int mpl_pager_page(lua_State *L)
     mp_pgno id = mpl_checkpgno(L, 2, pg);
     mp_err e = mp_check_page(pg->p, id);
     mpl_view *v;
-    uint64_t gen;
     if (e != MP_OK)
         return mpl_pgno_error(L, 2, pg, id, e);
     /* Dead object first, resource second. */
-    v = (mpl_view *)lua_newuserdatauv(L, sizeof *v, 1);
-    memset(v, 0, sizeof *v);
-    v->state = MPL_VIEW_UNINIT;
-    luaL_setmetatable(L, MPL_VIEW_MT);
-    lua_pushvalue(L, 1);
-    lua_setiuservalue(L, -2, 1);
+    v = newview(L, MPL_VIEW_MT, MPL_KIND_REGULAR, 1);
     /* The allocation may have run finalizers: check again. */
     pg = mpl_checkpager(L, 1);
     e = mp_check_page(pg->p, id);
     if (e != MP_OK)
         return mpl_pgno_error(L, 2, pg, id, e);
-    if (reg_acquire(pg, id, &gen) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, mp_strerror(MP_ENOMEM));
-        lua_pushstring(L, mp_errname(MP_ENOMEM));
+    if (view_start(L, pg, v, id) != 0)
         return 3;
-    }
-    v->pg = pg;
     v->data = (unsigned char *)mp_page_ptr(pg->p, id);
-    v->id = id;
-    v->gen = gen;
-    v->epoch = pg->epoch;
-    v->size = pg->page_size;
-    v->state = MPL_VIEW_ALIVE;
     return 1;
 }
 
-/* ---- View methods ----------------------------------------------------- */
+/* pager:protected(pid) -> read-only view of an allocated protected page,
+ * showing at each access its committed content (inside a transaction:
+ * the transaction's own) | nil, msg, "nomem".  Raises for a pid that is
+ * not allocated. */
+int mpl_pager_protected(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mp_pgno pid = mpl_checkpid(L, 2);
+    mp_err e = mp_check_protected(pg->p, pid);
+    mpl_view *v;
+    if (e != MP_OK)
+        return mpl_pid_error(L, 2, pg, pid, e);
+    v = newview(L, MPL_VIEW_MT, MPL_KIND_PROTECTED, 1);
+    pg = mpl_checkpager(L, 1);
+    e = mp_check_protected(pg->p, pid);
+    if (e != MP_OK)
+        return mpl_pid_error(L, 2, pg, pid, e);
+    return view_start(L, pg, v, pid) != 0 ? 3 : 1;
+}
+
+/* pager:write_protected(pid) -> writer starting as a copy of pid's current
+ * content | nil, msg, code.  Outside a transaction the writer is private
+ * (its own buffer, made durable by writer:commit()); inside one it writes
+ * the transaction's copy of the page.  Raises for a pid that is not
+ * allocated and on a read-only pager. */
+int mpl_pager_write_protected(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mp_pgno pid = mpl_checkpid(L, 2);
+    unsigned char *box = NULL;
+    mpl_view *v;
+    mp_err e;
+    if (pg->readonly)
+        return mpl_argerror(L, 1, "pager is read-only");
+    e = mp_check_protected(pg->p, pid);
+    if (e != MP_OK)
+        return mpl_pid_error(L, 2, pg, pid, e);
+    v = newview(L, MPL_WRITER_MT, MPL_KIND_WRITER_PRIVATE, 2);
+    /* Allocate what a private writer needs, then check everything again
+     * with no Lua allocation after the last check (a finalizer may close
+     * the pager, free the pid, or begin or end a transaction). */
+    for (;;) {
+        pg = mpl_checkpager(L, 1);
+        e = mp_check_protected(pg->p, pid);
+        if (e != MP_OK)
+            return mpl_pid_error(L, 2, pg, pid, e);
+        if (pg->txopen || box != NULL)
+            break;
+        box = (unsigned char *)lua_newuserdatauv(L, pg->page_size, 0);
+        lua_setiuservalue(L, -2, 2);
+    }
+    if (pg->txopen) {
+        void *d = NULL;
+        e = mp_protected_write_ptr(pg->p, pid, &d);   /* copy-on-write */
+        if (e != MP_OK)
+            return mpl_fail(L, pg, e, 2);
+        if (box != NULL) {
+            lua_pushnil(L);                           /* not needed */
+            lua_setiuservalue(L, -2, 2);
+        }
+        v->kind = MPL_KIND_WRITER_TXN;
+        v->txseq = pg->txseq;
+    } else {
+        const void *src = mp_protected_ptr(pg->p, pid);
+        if (src == NULL)                              /* checked above */
+            return mpl_pid_error(L, 2, pg, pid, MP_ENOTALLOC);
+        memcpy(box, src, pg->page_size);
+        v->data = box;
+    }
+    return view_start(L, pg, v, pid) != 0 ? 3 : 1;
+}
+
+/* ---- View and Writer methods ----------------------------------------- */
 
 /* #view -> page size in bytes */
 static int view_len(lua_State *L)
@@ -319,7 +567,7 @@ static int view_len(lua_State *L)
     return 1;
 }
 
-/* view:id() -> page id */
+/* view:id() -> page id (the pid for protected views and writers) */
 static int view_id(lua_State *L)
 {
     mpl_view *v = checkview(L);
@@ -335,8 +583,8 @@ static int view_read(lua_State *L)
     size_t off = checkoff(L, 2, v, mpl_optinteger(L, 2, 0));
     size_t len = lua_isnoneornil(L, 3)
         ? v->size - off : checklen(L, 3, v, off, mpl_checkinteger(L, 3));
-    recheck(L, v);
-    lua_pushlstring(L, (const char *)v->data + off, len);  /* copies first */
+    const unsigned char *d = view_rdata(L, v);
+    lua_pushlstring(L, (const char *)d + off, len);  /* copies first */
     return 1;
 }
 
@@ -345,16 +593,16 @@ static int view_read(lua_State *L)
 static int view_write(lua_State *L)
 {
     mpl_view *v = checkview(L);
-    size_t off = checkoff(L, 2, v, mpl_checkinteger(L, 2));
-    size_t len;
-    const char *s = mpl_checklstring(L, 3, &len);
+    size_t off, len;
+    const char *s;
+    checkmutable(L, v);
+    off = checkoff(L, 2, v, mpl_checkinteger(L, 2));
+    s = mpl_checklstring(L, 3, &len);
     if (len > v->size - off)
         mpl_argerror(L, 3, lua_pushfstring(L,
             "%I bytes do not fit at offset %I of a %I-byte page",
             (lua_Integer)len, (lua_Integer)off, (lua_Integer)v->size));
-    recheck(L, v);
-    checkwritable(L, v);
-    memcpy(v->data + off, s, len);
+    memcpy(view_wdata(L, v) + off, s, len);
     lua_settop(L, 1);
     return 1;
 }
@@ -364,15 +612,16 @@ static int view_write(lua_State *L)
 static int view_fill(lua_State *L)
 {
     mpl_view *v = checkview(L);
-    lua_Integer byte = mpl_checkinteger(L, 2);
-    size_t off = checkoff(L, 3, v, mpl_optinteger(L, 3, 0));
-    size_t len = lua_isnoneornil(L, 4)
+    lua_Integer byte;
+    size_t off, len;
+    checkmutable(L, v);
+    byte = mpl_checkinteger(L, 2);
+    off = checkoff(L, 3, v, mpl_optinteger(L, 3, 0));
+    len = lua_isnoneornil(L, 4)
         ? v->size - off : checklen(L, 4, v, off, mpl_checkinteger(L, 4));
     mpl_argcheck(L, byte >= 0 && byte <= 255, 2,
                   "byte must be an integer from 0 to 255");
-    recheck(L, v);
-    checkwritable(L, v);
-    memset(v->data + off, (int)byte, len);
+    memset(view_wdata(L, v) + off, (int)byte, len);
     lua_settop(L, 1);
     return 1;
 }
@@ -383,12 +632,14 @@ static int view_fill(lua_State *L)
 static int view_pack(lua_State *L)
 {
     mpl_view *v = checkview(L);
-    lua_Integer off = mpl_checkinteger(L, 2);
-    const char *fmt = mpl_checklstring(L, 3, NULL);
-    lua_Integer next;
-    recheck(L, v);               /* lua_tolstring may have converted a number */
-    checkwritable(L, v);
-    next = mp_lua_pack(L, v->data, v->size, off, fmt, 4);
+    lua_Integer off, next;
+    const char *fmt;
+    unsigned char *d;
+    checkmutable(L, v);
+    off = mpl_checkinteger(L, 2);
+    fmt = mpl_checklstring(L, 3, NULL);
+    d = view_wdata(L, v);      /* lua_tolstring may have converted a number */
+    next = mp_lua_pack(L, d, v->size, off, fmt, 4);
     lua_pushinteger(L, next);
     return 1;
 }
@@ -400,8 +651,8 @@ static int view_unpack(lua_State *L)
     mpl_view *v = checkview(L);
     lua_Integer off = mpl_checkinteger(L, 2);
     const char *fmt = mpl_checklstring(L, 3, NULL);
-    recheck(L, v);               /* lua_tolstring may have converted a number */
-    return mp_lua_unpack(L, v->data, v->size, off, fmt);
+    const unsigned char *d = view_rdata(L, v);   /* after the conversions */
+    return mp_lua_unpack(L, d, v->size, off, fmt);
 }
 
 /* __close: kill the view early (local v <close> = pager:page(id)). */
@@ -413,7 +664,8 @@ static int view_close(lua_State *L)
     return 0;
 }
 
-/* __gc: drop the registry reference (gone already if the pager closed). */
+/* __gc: drop the registry reference (gone already if the pager closed).
+ * A writer that was not committed is discarded. */
 static int view_gc(lua_State *L)
 {
     mpl_view *v = toview(L);
@@ -421,16 +673,87 @@ static int view_gc(lua_State *L)
     return 0;
 }
 
-/* tostring(view) -> "mappedpages.View: page 5 (4096 bytes)" or
+/* tostring(view) -> "mappedpages.View: page 5 (4096 bytes)",
+ * "mappedpages.View: protected page 3 (4096 bytes)" or
  * "mappedpages.View (dead)" */
 static int view_tostring(lua_State *L)
 {
     mpl_view *v = toview(L);
     if (view_valid(v))
-        lua_pushfstring(L, "mappedpages.View: page %I (%I bytes)",
+        lua_pushfstring(L, "mappedpages.View: %spage %I (%I bytes)",
+                        v->kind == MPL_KIND_PROTECTED ? "protected " : "",
                         (lua_Integer)v->id, (lua_Integer)v->size);
     else
         lua_pushliteral(L, "mappedpages.View (dead)");
+    return 1;
+}
+
+/* writer:commit() -> true | nil, msg, code.  Private writer: replace the
+ * page with the writer's buffer (mp_write_protected: one durable
+ * transaction, or part of the transaction begun since the writer was
+ * made); raises if the pid was freed since the writer was made; after a
+ * failure the writer stays alive.  Writer made in a transaction: ends the
+ * writer; its changes are the transaction's already. */
+static int writer_commit(lua_State *L)
+{
+    mpl_view *v = checkview(L);
+    mpl_pager *pg = v->pg;
+    mp_err e;
+    if (v->kind == MPL_KIND_WRITER_PRIVATE) {
+        const mpl_entry *ent = reg_find(pg, MPL_PKEY(v->id));
+        if (ent == NULL || ent->gen != v->gen)
+            return mpl_argerror(L, 1, lua_pushfstring(L,
+                "protected page %I was freed since the writer was made",
+                (lua_Integer)v->id));
+        if (mp_check_protected(pg->p, v->id) != MP_OK)
+            return mpl_argerror(L, 1, lua_pushfstring(L,
+                "protected page %I is not allocated (the open transaction "
+                "freed it)", (lua_Integer)v->id));
+        e = mp_write_protected(pg->p, v->id, v->data);
+        if (e != MP_OK)
+            return mpl_fail(L, pg, e, 1);
+    }
+    view_kill(v, MPL_VIEW_COMMITTED);
+    drop_box(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* writer:discard() -> true.  Drops a private writer's changes; ends a
+ * writer made in a transaction (its changes stay the transaction's). */
+static int writer_discard(lua_State *L)
+{
+    mpl_view *v = checkview(L);
+    view_kill(v, MPL_VIEW_DISCARDED);
+    drop_box(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* __close: discard unless committed already; never raises. */
+static int writer_close(lua_State *L)
+{
+    mpl_view *v = toview(L);
+    if (v->state == MPL_VIEW_ALIVE) {
+        view_kill(v, MPL_VIEW_DISCARDED);
+        drop_box(L);
+    }
+    return 0;
+}
+
+/* tostring(writer) -> "mappedpages.Writer: protected page 3 (private)",
+ * "... (in transaction)", "... (dead)" */
+static int writer_tostring(lua_State *L)
+{
+    mpl_view *v = toview(L);
+    if (v->pg == NULL)
+        lua_pushliteral(L, "mappedpages.Writer (dead)");
+    else
+        lua_pushfstring(L, "mappedpages.Writer: protected page %I (%s)",
+                        (lua_Integer)v->id,
+                        !view_valid(v) ? "dead"
+                        : v->kind == MPL_KIND_WRITER_TXN ? "in transaction"
+                        : "private");
     return 1;
 }
 
@@ -452,8 +775,30 @@ static const luaL_Reg view_meta[] = {
     {NULL, NULL}
 };
 
+static const luaL_Reg writer_methods[] = {
+    {"id", view_id},
+    {"read", view_read},
+    {"write", view_write},
+    {"fill", view_fill},
+    {"pack", view_pack},
+    {"unpack", view_unpack},
+    {"commit", writer_commit},
+    {"discard", writer_discard},
+    {NULL, NULL}
+};
+
+static const luaL_Reg writer_meta[] = {
+    {"__len", view_len},
+    {"__close", writer_close},
+    {"__gc", view_gc},
+    {"__tostring", writer_tostring},
+    {NULL, NULL}
+};
+
 void mpl_open_view(lua_State *L, int modidx)
 {
     mpl_newclass(L, modidx, MPL_VIEW_MT, view_methods, view_meta, 1,
                  "_View_methods");
+    mpl_newclass(L, modidx, MPL_WRITER_MT, writer_methods, writer_meta, 1,
+                 "_Writer_methods");
 }

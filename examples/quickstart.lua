@@ -83,26 +83,36 @@ do
                                    and pager:free_count() == free_before) .. ")")
 
   section("a transaction that commits")
+  -- Protected pages have their own ids and atomic, durable updates.
   -- pager:transaction(fn) commits when fn returns and rolls back (and
   -- rethrows) when it raises.  One durability barrier for all of it.
   saved_page = pager:transaction(function()
-    local id = pager:alloc()
-    pager:page(id):pack(0, "<i8 s1", 1, "first save")
-    pager:set_root(id)                -- the user root: one integer
-    return id
+    local pid = pager:alloc_protected()
+    local w = pager:write_protected(pid)  -- writes the transaction's copy
+    w:pack(0, "<i8 s1", 1, "first save")
+    pager:set_root(pid)                   -- the user root: one integer
+    return pid
   end)
-  print("committed: root", pager:root(), "reads:",
-        pager:page(saved_page):unpack(0, "<i8 s1"))
+  print("committed protected page", saved_page, "root", pager:root())
+  print("protected reads:", pager:protected(saved_page):unpack(0, "<i8 s1"))
 
   -- The same through pager:transaction, but fn raises: all of it undone.
-  local free_now = pager:free_count()
   local ok, err = pcall(pager.transaction, pager, function()
-    pager:alloc_bulk(3)
-    pager:set_root(-1)
+    pager:write_protected(saved_page):pack(0, "<i8 s1", 2, "never saved")
+    pager:alloc()
     error("something went wrong", 0)
   end)
   print("failed transaction:", ok, err)
-  print("root still", pager:root(), "free still", pager:free_count() == free_now)
+  print("protected still reads:", pager:protected(saved_page):unpack(0, "<i8 s1"))
+
+  -- Outside a transaction a writer is a private copy until writer:commit().
+  do
+    local w <close> = pager:write_protected(saved_page)
+    w:pack(0, "<i8 s1", 2, "second save")
+    print("before writer:commit:", pager:protected(saved_page):unpack(0, "<i8 s1"))
+    w:commit()
+  end
+  print("after writer:commit:", pager:protected(saved_page):unpack(0, "<i8 s1"))
   print(("barriers so far: %d for %d commits"):format(pager:info().barriers,
                                                      pager:info().commits))
 end -- pager closed here
@@ -111,8 +121,9 @@ do
   section("reopen (read-only)")
   local pager <close> = assert(mp.open(path, {readonly = true}))
   print(tostring(pager))
-  print("root", pager:root(), "(the page saved before: " .. saved_page .. ")")
-  print("saved page reads:", pager:page(pager:root()):unpack(0, "<i8 s1"))
+  print("root", pager:root(), "(the protected page saved before: " .. saved_page .. ")")
+  print("protected:", pager:protected(pager:root()):unpack(0, "<i8 s1"))
+  for pid in pager:protected_pages() do print("  protected page", pid) end
   print("regular page", first_page, "reads:", pager:page(first_page):read(0, 12))
   local ok, msg = pcall(pager.alloc, pager)
   print("alloc on a read-only pager raises:", not ok, msg)

@@ -453,6 +453,79 @@ io.write("done")
   return out
 end
 
+---------------------------------------------------------------------------
+-- protected pages (spec/07, spec/08)
+
+-- Allocated pids, sorted, as protected_pages() lists them.
+function H.pid_list(p)
+  local pids = {}
+  for pid in p:protected_pages() do pids[#pids + 1] = pid end
+  table.sort(pids)
+  return pids
+end
+
+function H.pid_set(p)
+  local set = {}
+  for pid in p:protected_pages() do set[pid] = true end
+  return set
+end
+
+-- Everything a commit defines, protected pages included: H.state plus the
+-- protected counters and every allocated pid with a CRC32C of its bytes.
+function H.pstate(p)
+  local st = H.state(p)
+  local i = p:info()
+  st.protected_count = i.protected_count
+  st.protected_pages = i.protected_pages
+  st.pid_limit = i.pid_limit
+  local sums = {}
+  for _, pid in ipairs(H.pid_list(p)) do
+    sums[#sums + 1] = ("%d=%08x"):format(pid, mp.crc32c(p:protected(pid):read()))
+  end
+  st.pids = table.concat(sums, ",")
+  return st
+end
+
+-- A full page of n bytes nobody would write by chance: a 16-byte marker
+-- naming tag, then pseudo-random bytes seeded by tag.  The marker lets a
+-- spec find the page in the file (H.find_pages).
+function H.pcontent(n, tag)
+  local marker = ("<%-14s>"):format(tostring(tag)):sub(1, 16)
+  local seed = mp.crc32c(tostring(tag)) & 0x7fffffff
+  return marker .. H.garbage(n - 16, seed)
+end
+
+-- Replace pid's bytes from offset 0 with s through a writer and commit it;
+-- returns writer:commit()'s results.
+function H.pset(p, pid, s)
+  local w = p:write_protected(pid)
+  w:write(0, s)
+  return w:commit()
+end
+
+-- Stamps for any view or writer (H.stamp works on regular pages by id).
+function H.vstamp(v, key, tag)
+  local s = string.pack("<I8", key) .. (tag or "stamp")
+  v:write(0, s)
+  v:write(#v - #s, s)
+end
+
+function H.vstamp_ok(v, key, tag)
+  local s = string.pack("<I8", key) .. (tag or "stamp")
+  return v:read(0, #s) == s and v:read(#v - #s, #s) == s
+end
+
+-- Page numbers of the pages of the file at path (page size P) whose first
+-- bytes are prefix.
+function H.find_pages(path, P, prefix)
+  local s = H.read_file(path)
+  local found = {}
+  for off = 0, #s - P, P do
+    if s:sub(off + 1, off + #prefix) == prefix then found[#found + 1] = off // P end
+  end
+  return found
+end
+
 H.unpack = unpack
 
 return H

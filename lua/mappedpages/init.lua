@@ -95,9 +95,68 @@ function Pager:transaction(fn, ...)
   return finish(tx, pcall(fn, ...))
 end
 
+--- Protected pages (methods of the C types, documented here).
+--
+-- Protected pages have their own ids ("pids": 0, 1, 2, ..., stable across
+-- reopen; a freed pid is reused from the next transaction on). Their
+-- content changes only atomically: a durable commit or nothing.
+--
+--     local pid = pager:alloc_protected()   -- reads as zeros
+--     local w = pager:write_protected(pid)  -- a private copy
+--     w:pack(0, "<i8 i8", 1, 2)
+--     assert(w:commit())                    -- one durable transaction
+--     print(pager:protected(pid):unpack(0, "<i8"))  --> 1  8
+--
+-- `pager:alloc_protected() -> pid | nil, msg, code`. Auto-commits outside
+-- a transaction.
+--
+-- `pager:free_protected(pid) -> true | nil, msg, code`. Raises for a pid
+-- out of range or not allocated (double free), and on a read-only pager.
+-- Views of pid die, even if pid is allocated again later. (Inside a
+-- transaction they raise from the free on, and work again if the
+-- transaction rolls back; the same holds for `free` and regular views.)
+--
+-- `pager:protected_pages()` iterates over the allocated pids, ascending;
+-- freeing pids while iterating is allowed.
+--
+-- `pager:protected(pid) -> view`: a read-only View (`read`, `unpack`,
+-- `id`, `#`; `write`, `fill` and `pack` raise "protected view is read-only:
+-- use pager:write_protected"). Every access shows the content as it is
+-- then: the committed content, or inside a transaction the transaction's
+-- own. The view dies when pid is freed (or its allocation rolled back).
+--
+-- `pager:write_protected(pid) -> writer | nil, msg, code`: a
+-- `mappedpages.Writer`, with every View method (they all work) plus
+-- `commit` and `discard`. It starts as a copy of the current content.
+--
+-- * Made outside a transaction, the writer is private: nothing else sees
+--   its bytes until `writer:commit()`, which replaces the page with them
+--   in one durable transaction and returns `true` (or `nil, msg, code` on
+--   an I/O failure or a full disk; the writer then stays alive: commit
+--   again or discard). If a transaction was begun after the writer was
+--   made, `commit` joins it instead: the transaction's commit makes it
+--   durable and its rollback drops it. `commit` raises if pid was freed
+--   since the writer was made. `writer:discard()`, `<close>` and garbage
+--   collection without a commit drop the changes.
+-- * Made inside a transaction, the writer writes the transaction's own copy
+--   of the page: `pager:protected(pid)` and every other writer of pid in
+--   the transaction see its bytes at once, `tx:commit()` keeps them and
+--   `tx:rollback()` drops them. `writer:commit()` and `writer:discard()`
+--   only end the writer (they return `true`, and undo nothing): the
+--   transaction decides.
+-- * After its commit, its discard, `<close>` or the end of its transaction
+--   a writer is dead: any use raises ("attempt to use a dead writer
+--   (committed)"). Closing the pager kills every view and writer.
+--
+-- `pager:info()` counts them: `protected_count` (allocated pids),
+-- `protected_pages` (physical pages holding protected contents) and
+-- `pid_limit` (every pid is below it).
+-- @section protected
+
 --- Method tables of the C types, for modules that add methods.
 M._Pager_methods = Pager
 M._View_methods = core._View_methods
+M._Writer_methods = core._Writer_methods
 M._Transaction_methods = core._Transaction_methods
 
 return M

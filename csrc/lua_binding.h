@@ -181,6 +181,15 @@ static inline lua_Integer mpl_checkinteger(lua_State *L, int arg)
     return d;
 }
 
+static inline lua_Number mpl_checknumber(lua_State *L, int arg)
+{
+    int isnum;
+    lua_Number d = lua_tonumberx(L, arg, &isnum);
+    if (!isnum)
+        mpl_typeerror(L, arg, "number");
+    return d;
+}
+
 static inline lua_Integer mpl_optinteger(lua_State *L, int arg,
                                          lua_Integer def)
 {

@@ -31,6 +31,7 @@
  *     overflow.
  */
 #include "lua_pack.h"
+#include "lua_binding.h"   /* mpl_argerror: errors name the function however it was called */
 
 #include <lauxlib.h>
 
@@ -178,7 +179,7 @@ static kopt read_item(fmtstate *h, size_t pos, const char **fmt, int *size,
     if (k == K_PADALIGN) {        /* ...but 'X' on the next option's */
         if (**fmt == '\0' || read_option(h, fmt, &align) == K_CHAR ||
             align == 0)
-            luaL_argerror(h->L, h->fmtarg,
+            mpl_argerror(h->L, h->fmtarg,
                           "invalid next option for option 'X'");
     }
     if (align <= 1 || k == K_CHAR) {
@@ -187,7 +188,7 @@ static kopt read_item(fmtstate *h, size_t pos, const char **fmt, int *size,
         if (align > h->maxalign)
             align = h->maxalign;
         if ((align & (align - 1)) != 0)
-            luaL_argerror(h->L, h->fmtarg,
+            mpl_argerror(h->L, h->fmtarg,
                           "format asks for alignment not power of 2");
         *pad = (align - (int)(pos & (size_t)(align - 1))) & (align - 1);
     }
@@ -197,7 +198,7 @@ static kopt read_item(fmtstate *h, size_t pos, const char **fmt, int *size,
 static void check_offset(lua_State *L, lua_Integer off, size_t len, int arg)
 {
     if (off < 0 || (lua_Unsigned)off > (lua_Unsigned)len)
-        luaL_argerror(L, arg, "offset out of range");
+        mpl_argerror(L, arg, "offset out of range");
 }
 
 /* Raise "<what> (N bytes at offset P, page size S)" against argument arg.
@@ -207,7 +208,7 @@ static void raise_short(lua_State *L, int arg, const char *what, size_t pos,
 {
     lua_Integer shown = need > (lua_Unsigned)LUA_MAXINTEGER
                             ? LUA_MAXINTEGER : (lua_Integer)need;
-    luaL_argerror(L, arg,
+    mpl_argerror(L, arg,
                   lua_pushfstring(L, "%s (%I bytes at offset %I, page size %I)",
                                   what, shown, (lua_Integer)pos,
                                   (lua_Integer)len));
@@ -306,36 +307,36 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
         kopt k = read_item(&h, pos, &f, &size, &pad);
         switch (k) {
         case K_INT: {
-            lua_Integer n = luaL_checkinteger(L, arg);
+            lua_Integer n = mpl_checkinteger(L, arg);
             if (size < MP_SZINT) {
                 lua_Integer lim = (lua_Integer)1 << (size * 8 - 1);
-                luaL_argcheck(L, -lim <= n && n < lim, arg, "integer overflow");
+                mpl_argcheck(L, -lim <= n && n < lim, arg, "integer overflow");
             }
             arg++;
             break;
         }
         case K_UINT: {
-            lua_Integer n = luaL_checkinteger(L, arg);
+            lua_Integer n = mpl_checkinteger(L, arg);
             if (size < MP_SZINT)
-                luaL_argcheck(L, (lua_Unsigned)n <
+                mpl_argcheck(L, (lua_Unsigned)n <
                                      ((lua_Unsigned)1 << (size * 8)),
                               arg, "unsigned overflow");
             arg++;
             break;
         }
         case K_FLOAT: case K_NUMBER: case K_DOUBLE:
-            (void)luaL_checknumber(L, arg);
+            (void)mpl_checknumber(L, arg);
             arg++;
             break;
         case K_CHAR:
             (void)value_string(L, arg, &l, nb);
-            luaL_argcheck(L, l <= (size_t)size, arg,
+            mpl_argcheck(L, l <= (size_t)size, arg,
                           "string longer than given size");
             arg++;
             break;
         case K_STRING:
             (void)value_string(L, arg, &l, nb);
-            luaL_argcheck(L, size >= (int)sizeof(size_t) ||
+            mpl_argcheck(L, size >= (int)sizeof(size_t) ||
                                  l < ((size_t)1 << (size * 8)),
                           arg, "string length does not fit in given size");
             extra = l;
@@ -343,7 +344,7 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
             break;
         case K_ZSTR:
             s = value_string(L, arg, &l, nb);
-            luaL_argcheck(L, memchr(s, '\0', l) == NULL, arg,
+            mpl_argcheck(L, memchr(s, '\0', l) == NULL, arg,
                           "string contains zeros");
             extra = l + 1;   /* l < SIZE_MAX: it is the length of an object */
             arg++;
@@ -568,7 +569,7 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
                 pos < lim ? (const unsigned char *)memchr(p, '\0', lim - pos)
                           : NULL;
             if (z == NULL)
-                luaL_argerror(L, MP_UNPACK_OFFARG,
+                mpl_argerror(L, MP_UNPACK_OFFARG,
                               "unfinished string for format 'z'");
             if (push)
                 lua_pushlstring(L, (const char *)p, (size_t)(z - p));

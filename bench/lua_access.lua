@@ -63,6 +63,13 @@ local function main()
   pager = assert(mp.create(path, {page_size = 4096}))
   local view = pager:page(pager:alloc())
   view:pack(0, "<i8", 42)
+  local pid = pager:alloc_protected()
+  do
+    local w <close> = pager:write_protected(pid)
+    w:pack(0, "<i8", 42)
+    w:commit()
+  end
+  local pview = pager:protected(pid)
   local s = spack("<i8", 42) .. string.rep("\0", 4088)   -- same bytes as the page
 
   local sink = 0
@@ -91,6 +98,10 @@ local function main()
       local v = view
       for _ = 1, n do sink = v:read(0, 8) end
     end},
+    {"protected(pid):unpack(0, \"<i8\")", function(n)
+      local v = pview
+      for _ = 1, n do sink = v:unpack(0, "<i8") end
+    end},
   }
   local ns = {}
   for i, row in ipairs(rows) do
@@ -114,6 +125,8 @@ local function main()
             ns[5] / ns[4], (ns[5] - ns[1]) / (ns[4] - ns[1])))
   print(fmt("  view:read   / s:sub          = %.2f   (net of the loop: %.2f)",
             ns[7] / ns[6], (ns[7] - ns[1]) / (ns[6] - ns[1])))
+  print(fmt("  protected view:unpack / string.unpack = %.2f   (net of the loop: %.2f)",
+            ns[8] / ns[2], (ns[8] - ns[1]) / (ns[2] - ns[1])))
 end
 
 local ok, err = xpcall(main, debug.traceback)

@@ -384,7 +384,13 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
     }
     /* top entries, from the root */
     const unsigned char *ent = root + MP_ROOT_HDR_SIZE;
-    if (!check_entries_tail(ent, counts[h], ge->K)) {
+    /* the top entries end before the page-table entries the root carries */
+    uint64_t pt_tail = mp_pt_root_tail(root, ge->P);
+    uint64_t kmax = ge->P - MP_ROOT_HDR_SIZE > pt_tail ? (ge->P - MP_ROOT_HDR_SIZE - pt_tail) / MP_ENTRY_SIZE : 0;
+    if (kmax > ge->K)
+        kmax = ge->K;
+    if (counts[h] > kmax || !check_entries_tail(ent, counts[h], kmax) ||
+        !all_zero(ent + kmax * MP_ENTRY_SIZE, (size_t)(ge->P - MP_ROOT_HDR_SIZE - kmax * MP_ENTRY_SIZE - pt_tail))) {
         mp_msg(why, wl, "unused root entries are not zero");
         goto fail;
     }

@@ -66,7 +66,11 @@
 #define MP_R_PT_PIDS 56             /* pid limit: every pid is below it */
 #define MP_R_PT_COUNT 64            /* allocated protected pages */
 #define MP_R_PT_TOP 72              /* {pgno u32, crc u32} of the top page-table page */
-#define MP_R_PT_END 80              /* bytes [80, 128) are reserved, zero */
+#define MP_R_PT_TREEPIDS 80         /* pids the page-table tree covers */
+#define MP_R_PT_NDELTA 88           /* page-table entries carried in the root */
+#define MP_R_PT_END 92              /* bytes [92, 128) are reserved, zero */
+#define MP_PT_DELTA_SIZE 24u        /* {pid u64, pgno u32, crc u32, txn u64}, from the page's end */
+#define MP_PT_DELTA_MAX 64u         /* most entries a root carries */
 
 /* metadata header field offsets */
 #define MP_H_TYPE 0
@@ -237,6 +241,10 @@ struct mp_pager {
     mp_ptnode *ptn[MP_PT_LEVELS + 1];      /* level 0 = leaves */
     uint64_t ptn_count[MP_PT_LEVELS + 1], ptn_cap[MP_PT_LEVELS + 1];
     uint32_t pt_height;                    /* durable */
+    uint64_t tree_pids, d_tree_pids;       /* pids the tree covers (rest: deltas) */
+    uint64_t deltas[MP_PT_DELTA_MAX]; uint64_t ndeltas;  /* pids whose entries the durable root carries */
+    uint64_t next_deltas[MP_PT_DELTA_MAX]; uint64_t n_next_deltas;  /* set by a commit */
+    int next_flush;                        /* the commit in progress rewrites the tree */
     unsigned char *zeros;                  /* one page of zeros (never-written pages) */
     uint64_t *scratch; uint64_t scratch_cap;           /* commit's dirty-node lists */
     int in_txn;                /* explicit transaction open */
@@ -315,7 +323,8 @@ uint64_t mp_hbits_first(const mp_hbits *h);
 /* ptable.c */
 typedef struct mp_ptload {      /* a verified table, before it becomes the pager's */
     mp_ptent *pt;
-    uint64_t pid_limit, count, pages;
+    uint64_t pid_limit, count, pages, tree_pids;
+    uint64_t deltas[MP_PT_DELTA_MAX], ndeltas;
     uint32_t height;
     mp_ptnode *ptn[MP_PT_LEVELS + 1];
     uint64_t ptn_count[MP_PT_LEVELS + 1];
@@ -333,6 +342,9 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
 void mp_pt_install(mp_pager *p, mp_ptload *ld);
 void mp_ptload_free(mp_ptload *ld);
 mp_err mp_pt_audit(mp_pager *p);
+/* Bytes at the end of the root that the page-table deltas take (so the
+ * free-space map's top entries must end before them). */
+uint64_t mp_pt_root_tail(const unsigned char *root, uint32_t P);
 mp_err mp_pt_init_free(mp_pager *p);
 int mp_pt_changed(const mp_pager *p);
 

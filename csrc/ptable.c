@@ -27,6 +27,11 @@
  *   T4  pid_free holds exactly the pids below d_pid_limit that are free in
  *       the durable state and not taken by the open transaction; pids
  *       freed by the transaction wait in pid_pending until it commits.
+ *   T5  The durable table is the tree (covering d_tree_pids pids) with the
+ *       entries the durable root carries (deltas) on top.  A commit carries
+ *       its changed entries in the root while they fit and writes no
+ *       page-table page; otherwise it rewrites every leaf holding a carried
+ *       or changed entry and the root carries none (plan_deltas).
  */
 #include "mp_internal.h"
 #include "crc32c.h"
@@ -369,9 +374,53 @@ static void build_page(const mp_pager *p, unsigned char *buf, unsigned l, uint64
  * wrote, then every changed page-table page written to a fresh page (T2).
  * A failure before any write leaves the transaction to be rolled back; a
  * failed write poisons. */
+/* How many entries the root can carry this commit: what the free-space
+ * map's top entries leave of the page, at most MP_PT_DELTA_MAX. */
+static uint64_t delta_cap(const mp_pager *p)
+{
+    uint64_t counts[MP_LMAX_LIMIT + 1];
+    uint32_t h = mp_tree_shape(&p->geom, p->ngroups, counts);
+    uint64_t used = MP_ROOT_HDR_SIZE + MP_ENTRY_SIZE * counts[h];
+    uint64_t room = p->geom.P > used ? (p->geom.P - used) / MP_PT_DELTA_SIZE : 0;
+    uint64_t cap = MP_PT_DELTA_MAX;
+#ifdef MP_TEST_FANOUT
+    cap = 4;   /* test builds: flush often */
+#endif
+    return room < cap ? room : cap;
+}
+
+/* T5: the entries that changed since the tree was last written ride in the
+ * root while they fit, so a small commit writes no page-table page; else
+ * the commit flushes them all into the tree.  Decides which, in
+ * next_flush / next_deltas. */
+static int plan_deltas(mp_pager *p)
+{
+    uint64_t cap = delta_cap(p), n = p->ndeltas;
+    if (p->ptundo_len > cap || n > cap)
+        return 1;
+    memcpy(p->next_deltas, p->deltas, (size_t)n * sizeof *p->deltas);
+    for (uint64_t k = 0; k < p->ptundo_len; k++) {
+        uint64_t pid = p->ptundo[k].pid, j = 0;
+        while (j < n && p->next_deltas[j] != pid)
+            j++;
+        if (j == n) {
+            if (n == cap)
+                return 1;
+            p->next_deltas[n++] = pid;
+        }
+    }
+    p->n_next_deltas = n;
+    return 0;
+}
+
 mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
 {
-    if (!mp_pt_changed(p))
+    p->next_flush = 0;
+    memcpy(p->next_deltas, p->deltas, (size_t)p->ndeltas * sizeof *p->deltas);
+    p->n_next_deltas = p->ndeltas;
+    /* (the carried entries must be flushed also when the table did not
+     * change but the file's growth left the root no room for them) */
+    if (!mp_pt_changed(p) && p->ndeltas <= delta_cap(p))
         return MP_OK;
     const mp_geom *ge = &p->geom;
     for (uint64_t k = 0; k < p->ptundo_len; k++) {
@@ -379,12 +428,16 @@ mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
         if (e->pgno > MP_PT_ZERO && e->txn == txn)
             e->crc = mp_crc32c(0, mp_page(p, e->pgno), ge->P);
     }
+    if (!plan_deltas(p))
+        return MP_OK;
+    p->next_flush = 1;
+    p->n_next_deltas = 0;
     uint64_t counts[MP_PT_LEVELS + 1], known[MP_PT_LEVELS + 2];
     uint32_t h = pt_shape(ge, p->pid_limit, counts);
     for (unsigned l = 0; l <= h; l++) {
         if (ensure_nodes(p, l, counts[l]) != MP_OK)
             return MP_ENOMEM;
-        known[l] = p->d_pid_limit && l <= p->pt_height ? p->ptn_count[l] : 0;
+        known[l] = p->d_tree_pids && l <= p->pt_height ? p->ptn_count[l] : 0;
         for (uint64_t n = known[l]; n < counts[l]; n++)
             p->ptn[l][n] = (mp_ptnode){ 0, 0, 0, 0, 0 };
     }
@@ -407,8 +460,11 @@ mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
             start[l][len[l]++] = n;
         }
     }
-    for (uint64_t k = 0; k < p->ptundo_len; k++) {
-        uint64_t leaf = p->ptundo[k].pid / leaf_cap(ge);
+    /* leaves holding an entry changed since the tree was written: this
+     * transaction's, and those the durable root carries */
+    for (uint64_t k = 0; k < p->ptundo_len + p->ndeltas; k++) {
+        uint64_t pid = k < p->ptundo_len ? p->ptundo[k].pid : p->deltas[k - p->ptundo_len];
+        uint64_t leaf = pid / leaf_cap(ge);
         if (leaf < counts[0] && !p->ptn[0][leaf].dirty) {
             p->ptn[0][leaf].dirty = 1;
             start[0][len[0]++] = leaf;
@@ -444,22 +500,47 @@ mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
     return rc;
 }
 
+static void put_entry16(unsigned char *at, const mp_ptent *e)
+{
+    if (e->pgno == MP_PT_FREE)
+        return;   /* a free pid is all zeros on disk */
+    mp_st32(at, e->pgno);
+    mp_st32(at + 4, e->crc);
+    mp_st64(at + 8, e->txn);
+}
+
 void mp_pt_put_root(const mp_pager *p, unsigned char *root)
 {
     if (p->pid_limit == 0)
         return;   /* no table: the fields stay zero */
-    uint64_t counts[MP_PT_LEVELS + 1];
-    uint32_t h = pt_shape(&p->geom, p->pid_limit, counts);
-    mp_st32(root + MP_R_PT_HEIGHT, h);
+    uint64_t tree = p->next_flush ? p->pid_limit : p->d_tree_pids;
+    if (tree) {
+        uint64_t counts[MP_PT_LEVELS + 1];
+        uint32_t h = pt_shape(&p->geom, tree, counts);
+        mp_st32(root + MP_R_PT_HEIGHT, h);
+        put_node_ref(root + MP_R_PT_TOP, &p->ptn[h][0]);
+    }
     mp_st64(root + MP_R_PT_PIDS, p->pid_limit);
     mp_st64(root + MP_R_PT_COUNT, p->prot_count);
-    put_node_ref(root + MP_R_PT_TOP, &p->ptn[h][0]);
+    mp_st64(root + MP_R_PT_TREEPIDS, tree);
+    mp_st32(root + MP_R_PT_NDELTA, (uint32_t)p->n_next_deltas);
+    for (uint64_t i = 0; i < p->n_next_deltas; i++) {
+        unsigned char *at = root + p->geom.P - MP_PT_DELTA_SIZE * (i + 1);
+        mp_st64(at, p->next_deltas[i]);
+        put_entry16(at + 8, &p->pt[p->next_deltas[i]]);
+    }
+}
+
+uint64_t mp_pt_root_tail(const unsigned char *root, uint32_t P)
+{
+    uint64_t n = mp_ld32(root + MP_R_PT_NDELTA);
+    return n > MP_PT_DELTA_MAX ? P : n * MP_PT_DELTA_SIZE;
 }
 
 /* After the barrier: the written pages become the durable table. */
 void mp_pt_committed(mp_pager *p)
 {
-    if (mp_pt_changed(p)) {
+    if (p->next_flush) {
         uint64_t counts[MP_PT_LEVELS + 1];
         uint32_t h = pt_shape(&p->geom, p->pid_limit, counts);
         for (unsigned l = 0; l <= h && p->pid_limit; l++) {
@@ -474,7 +555,11 @@ void mp_pt_committed(mp_pager *p)
             p->ptn_count[l] = counts[l];
         }
         p->pt_height = h;
+        p->tree_pids = p->d_tree_pids = p->pid_limit;
     }
+    memcpy(p->deltas, p->next_deltas, (size_t)p->n_next_deltas * sizeof *p->deltas);
+    p->ndeltas = p->n_next_deltas;
+    p->next_flush = 0;
     for (uint64_t k = 0; k < p->ptundo_len; k++) {
         mp_ptent *e = &p->pt[p->ptundo[k].pid];
         if (e->pgno == MP_PT_FREE)
@@ -505,6 +590,7 @@ void mp_pt_rollback(mp_pager *p)
             p->ptn[l][n].dirty = 0;
     p->ptundo_len = 0;
     p->pid_pending_len = 0;
+    p->next_flush = 0;
     p->pid_limit = p->d_pid_limit;
     p->prot_count = p->d_prot_count;
     p->prot_pages = p->d_prot_pages;
@@ -545,8 +631,19 @@ static int ref_add(uint64_t *refs, uint64_t *nrefs, uint64_t cap, uint64_t pg)
     return 1;
 }
 
-/* Verify the page table a root names and load it into ld; refs (caller
- * frees) lists every page it references.  Reads with pread. */
+/* One entry's own rules (leaf or root delta). */
+static int entry_ok(const mp_ptent *en, uint64_t root_txn, uint64_t page_count)
+{
+    if (en->pgno == MP_PT_FREE)
+        return en->crc == 0 && en->txn == 0;
+    if (en->pgno == MP_PT_ZERO)
+        return en->crc == 0 && en->txn != 0 && en->txn <= root_txn;
+    return en->pgno < page_count && en->txn != 0 && en->txn <= root_txn;
+}
+
+/* Verify the page table a root names (tree, then the entries the root
+ * carries) and load it into ld; refs (caller frees) lists every page it
+ * references.  Reads with pread. */
 int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64_t page_count,
                mp_ptload *ld, uint64_t **refs_out, uint64_t *nrefs, char *why, size_t wl)
 {
@@ -556,30 +653,35 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
     *nrefs = 0;
     uint32_t h = mp_ld32(root + MP_R_PT_HEIGHT);
     uint64_t pids = mp_ld64(root + MP_R_PT_PIDS), count = mp_ld64(root + MP_R_PT_COUNT);
+    uint64_t tree = mp_ld64(root + MP_R_PT_TREEPIDS), nd = mp_ld32(root + MP_R_PT_NDELTA);
     uint32_t top = mp_ld32(root + MP_R_PT_TOP), top_crc = mp_ld32(root + MP_R_PT_TOP + 4);
     if (pids == 0) {
-        if (h || count || top || top_crc) {
+        if (h || count || top || top_crc || tree || nd) {
             mp_msg(why, wl, "page table: fields set without pids");
             return 0;
         }
         return 1;
     }
     uint64_t counts[MP_PT_LEVELS + 1];
-    if (pids > MP_MAX_PAGES || count > pids || h != pt_shape(ge, pids, counts) ||
-        counts[0] > page_count || top < 2 || top >= page_count) {
-        mp_msg(why, wl, "page table: impossible shape (%llu pids, height %u)",
-               (unsigned long long)pids, h);
+    int shape_ok = tree == 0 ? h == 0 && top == 0 && top_crc == 0
+                             : h == pt_shape(ge, tree, counts) && counts[0] <= page_count &&
+                                   top >= 2 && top < page_count;
+    if (tree == 0)
+        memset(counts, 0, sizeof counts);
+    if (pids > MP_MAX_PAGES || count > pids || tree > pids || nd > MP_PT_DELTA_MAX || !shape_ok) {
+        mp_msg(why, wl, "page table: impossible shape (%llu pids, %llu in the tree, height %u)",
+               (unsigned long long)pids, (unsigned long long)tree, h);
         return 0;
     }
     uint64_t nodes = 0;
-    for (unsigned l = 0; l <= h; l++)
+    for (unsigned l = 0; tree && l <= h; l++)
         nodes += counts[l];
     uint64_t cap = nodes + count;
-    uint64_t *refs = malloc((size_t)cap * sizeof *refs);
+    uint64_t *refs = malloc((size_t)(cap ? cap : 1) * sizeof *refs);
     unsigned char *data = malloc(ge->P);
     ld->pt = calloc((size_t)pids, sizeof *ld->pt);
     int ok = refs && data && ld->pt;
-    for (unsigned l = 0; ok && l <= h; l++) {
+    for (unsigned l = 0; ok && tree && l <= h; l++) {
         ld->ptn[l] = calloc((size_t)counts[l], sizeof *ld->ptn[l]);
         ok = ld->ptn[l] != NULL;
     }
@@ -587,18 +689,19 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
         mp_msg(why, wl, "out of memory");
         goto fail;
     }
-    ld->ptn[h][0] = (mp_ptnode){ .pgno = top, .crc = top_crc };
-    for (uint32_t l = h + 1; l-- > 0;) {
+    if (tree)
+        ld->ptn[h][0] = (mp_ptnode){ .pgno = top, .crc = top_crc };
+    for (uint32_t l = h + 1; tree && l-- > 0;) {
         for (uint64_t n = 0; n < counts[l]; n++) {
-            const mp_ptnode *nd = &ld->ptn[l][n];
-            int e = mp_os_read_page(p, nd->pgno, p->iobuf);
+            const mp_ptnode *nd_ = &ld->ptn[l][n];
+            int e = mp_os_read_page(p, nd_->pgno, p->iobuf);
             if (e || !check_header(p->iobuf, ge->P, l ? MP_TYPE_PTNODE : MP_TYPE_PTLEAF, l, n,
-                                   nd->crc, root_txn)) {
+                                   nd_->crc, root_txn)) {
                 mp_msg(why, wl, "page table %s %llu (level %u): %s", l ? "node" : "leaf",
                        (unsigned long long)n, l, e ? strerror(e) : "bad header or checksum");
                 goto fail;
             }
-            ref_add(refs, nrefs, cap, nd->pgno);
+            ref_add(refs, nrefs, cap, nd_->pgno);
             const unsigned char *at = p->iobuf + MP_HDR_SIZE;
             if (l > 0) {
                 uint64_t first = n * ge->E, end = first + ge->E;
@@ -622,42 +725,60 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
                 continue;
             }
             uint64_t first = n * leaf_cap(ge), end = first + leaf_cap(ge);
-            if (end > pids)
-                end = pids;
+            if (end > tree)
+                end = tree;
             for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
                 mp_ptent en = { mp_ld32(at), mp_ld32(at + 4), mp_ld64(at + 8) };
-                int bad = 0;
-                if (en.pgno == MP_PT_FREE)
-                    bad = en.crc || en.txn;
-                else if (en.pgno == MP_PT_ZERO)
-                    bad = en.crc || en.txn == 0 || en.txn > root_txn;
-                else
-                    bad = en.pgno >= page_count || en.txn == 0 || en.txn > root_txn;
-                if (!bad && en.pgno > MP_PT_ZERO && en.txn == root_txn) {
-                    /* written by this root's commit: verify it (T2) */
-                    int e2 = mp_os_read_page(p, en.pgno, data);
-                    bad = e2 || mp_crc32c(0, data, ge->P) != en.crc;
-                }
-                if (bad) {
-                    mp_msg(why, wl, "protected page %llu: bad entry or content", (unsigned long long)pid);
+                if (!entry_ok(&en, root_txn, page_count)) {
+                    mp_msg(why, wl, "protected page %llu: bad entry", (unsigned long long)pid);
                     goto fail;
                 }
                 ld->pt[pid] = en;
-                if (en.pgno != MP_PT_FREE)
-                    ld->count++;
-                if (en.pgno > MP_PT_ZERO) {
-                    ld->pages++;
-                    if (!ref_add(refs, nrefs, cap, en.pgno)) {
-                        mp_msg(why, wl, "page table: more pages than protected pages");
-                        goto fail;
-                    }
-                }
             }
             for (const unsigned char *q = at; q < p->iobuf + MP_HDR_SIZE + leaf_cap(ge) * MP_PT_ENTRY_SIZE; q++)
                 if (*q) {
-                    mp_msg(why, wl, "page table leaf %llu: entries past the pid limit", (unsigned long long)n);
+                    mp_msg(why, wl, "page table leaf %llu: entries past the tree's pids", (unsigned long long)n);
                     goto fail;
                 }
+        }
+    }
+    /* T5: the entries the root carries override the tree's */
+    for (uint64_t i = 0; i < nd; i++) {
+        const unsigned char *at = root + ge->P - MP_PT_DELTA_SIZE * (i + 1);
+        uint64_t pid = mp_ld64(at);
+        mp_ptent en = { mp_ld32(at + 8), mp_ld32(at + 12), mp_ld64(at + 16) };
+        int dup = 0;
+        for (uint64_t j = 0; j < i; j++)
+            dup |= ld->deltas[j] == pid;
+        if (pid >= pids || dup || !entry_ok(&en, root_txn, page_count)) {
+            mp_msg(why, wl, "root: bad page-table entry %llu", (unsigned long long)i);
+            goto fail;
+        }
+        ld->pt[pid] = en;
+        ld->deltas[i] = pid;
+    }
+    ld->ndeltas = nd;
+    /* the merged table: counts, pages it uses, contents the newest commit
+     * wrote (T2) */
+    for (uint64_t pid = 0; pid < pids; pid++) {
+        const mp_ptent *en = &ld->pt[pid];
+        if (en->pgno == MP_PT_FREE)
+            continue;
+        ld->count++;
+        if (en->pgno == MP_PT_ZERO)
+            continue;
+        ld->pages++;
+        if (!ref_add(refs, nrefs, cap, en->pgno)) {
+            mp_msg(why, wl, "page table: more pages than protected pages");
+            goto fail;
+        }
+        if (en->txn == root_txn) {
+            int e2 = mp_os_read_page(p, en->pgno, data);
+            if (e2 || mp_crc32c(0, data, ge->P) != en->crc) {
+                mp_msg(why, wl, "protected page %llu: content does not match its checksum",
+                       (unsigned long long)pid);
+                goto fail;
+            }
         }
     }
     if (ld->count != count) {
@@ -666,8 +787,9 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
         goto fail;
     }
     ld->pid_limit = pids;
+    ld->tree_pids = tree;
     ld->height = h;
-    for (unsigned l = 0; l <= h; l++)
+    for (unsigned l = 0; tree && l <= h; l++)
         ld->ptn_count[l] = counts[l];
     free(data);
     *refs_out = refs;
@@ -691,6 +813,9 @@ void mp_pt_install(mp_pager *p, mp_ptload *ld)
         p->ptn_count[l] = p->ptn_cap[l] = ld->ptn_count[l];
     }
     p->pid_limit = p->d_pid_limit = ld->pid_limit;
+    p->tree_pids = p->d_tree_pids = ld->tree_pids;
+    memcpy(p->deltas, ld->deltas, sizeof p->deltas);
+    p->ndeltas = ld->ndeltas;
     p->prot_count = p->d_prot_count = ld->count;
     p->prot_pages = p->d_prot_pages = ld->pages;
     p->pt_height = ld->height;

@@ -1173,17 +1173,28 @@ describe("damage on disk to the page table", function()
   -- Root fields of the page table (docs/FORMAT.md, "Root slots").
   local PT_PAGE, PT_CRC = 72, 76
 
-  -- A file whose last two commits are protected writes, so each root names
-  -- its own top page-table page.  Returns path, S1 (previous), S2 (latest),
-  -- the root slot of each and the pid written.
+  -- A file whose last two commits are protected writes, each changing more
+  -- page-table entries than a root carries (64, docs/FORMAT.md), so each
+  -- writes a page-table tree of its own and each root names its own top
+  -- page.  Returns path, S1 (previous), S2 (latest), the root slot of each
+  -- and the pids.
   local function history()
     local p, path = H.create({ page_size = P })
-    local pids = {}
-    for i = 1, 3 do pids[i] = p:alloc_protected() end
-    H.pset(p, pids[1], content("t-first"))
-    H.pset(p, pids[2], content("t-second"))
+    local pids, N = {}, 80
+    p:transaction(function()
+      for i = 1, N do pids[i] = p:alloc_protected() end
+    end)
+    local function rewrite_all(second)
+      p:transaction(function()
+        for i = 1, N do
+          local w = p:write_protected(pids[i])
+          w:write(0, i == 2 and content(second) or content("t-first"))
+        end
+      end)
+    end
+    rewrite_all("t-second")
     local S1, slot1 = H.pstate(p), p:info().root_slot
-    H.pset(p, pids[2], content("t-third"))
+    rewrite_all("t-third")
     local S2, slot2 = H.pstate(p), p:info().root_slot
     p:close()
     assert(slot1 ~= slot2)
@@ -1237,5 +1248,52 @@ describe("damage on disk to the page table", function()
     H.fails_with("corrupt", mp.open(path, { readonly = true }))
     H.fails_with("corrupt", mp.open(path))
     H.assert_open_survives(path)
+  end)
+end)
+
+describe("page-table entries carried in the root", function()
+  after_each(H.cleanup)
+
+  local PT_TREE, PT_NDELTA = 80, 88   -- root fields (docs/FORMAT.md)
+
+  it("lets a small protected commit write no page-table page", function()
+    local p, path = H.create({ page_size = P })
+    local pid = p:alloc_protected()
+    H.pset(p, pid, content("carried"))
+    local slot = p:info().root_slot
+    p:close()
+    assert.are.equal(0, H.u64(path, slot * P + PT_TREE))        -- no tree yet
+    assert.are.equal(1, H.u32(path, slot * P + PT_NDELTA))      -- the entry rides in the root
+    local q = H.open(path)
+    assert.are.equal(content("carried"), q:protected(pid):read())
+  end)
+
+  it("falls back to the previous commit when a carried entry is damaged", function()
+    local p, path = H.create({ page_size = P })
+    local pid = p:alloc_protected()
+    H.pset(p, pid, content("first"))
+    local before = H.pstate(p)
+    H.pset(p, pid, content("second"))
+    local slot = p:info().root_slot
+    p:close()
+    H.flip(path, slot * P + P - 24 + 9)   -- inside the last carried entry's page number
+    local q = H.open(path, { readonly = true })
+    assert.is_true(q:info().recovered)
+    assert.are.same(before, H.pstate(q))
+    assert.are.equal(content("first"), q:protected(pid):read())
+  end)
+
+  it("moves the entries into the tree when more change than a root carries", function()
+    local p, path = H.create({ page_size = P })
+    p:transaction(function()
+      for _ = 1, 100 do p:alloc_protected() end
+    end)
+    local slot = p:info().root_slot
+    p:close()
+    assert.are.equal(100, H.u64(path, slot * P + PT_TREE))
+    assert.are.equal(0, H.u32(path, slot * P + PT_NDELTA))
+    local q = H.open(path)
+    assert.are.equal(100, q:info().protected_count)
+    assert.is_true(q:check())
   end)
 end)

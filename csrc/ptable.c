@@ -668,7 +668,10 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
                                    top >= 2 && top < page_count;
     if (tree == 0)
         memset(counts, 0, sizeof counts);
-    if (pids > MP_MAX_PAGES || count > pids || tree > pids || nd > MP_PT_DELTA_MAX || !shape_ok) {
+    /* pids past the tree exist only as carried entries (T5), which also
+     * bounds what a hostile root can make open allocate by the file size */
+    if (pids > MP_MAX_PAGES || count > pids || tree > pids || nd > MP_PT_DELTA_MAX ||
+        pids - tree > nd || !shape_ok) {
         mp_msg(why, wl, "page table: impossible shape (%llu pids, %llu in the tree, height %u)",
                (unsigned long long)pids, (unsigned long long)tree, h);
         return 0;

@@ -1,0 +1,198 @@
+-- 11-processes: real process crashes and locks across processes.
+--
+-- A writer runs in a child lua5.4 process and is killed with SIGKILL at
+-- random moments; after each kill the file must open at the last state the
+-- child reported committed, or at the one it was committing, whole (the
+-- root names the commit and the protected page carries the same number; a
+-- regular page, not transactional, the same or the next), and the next
+-- child continues from there.  Locks: a second
+-- writer process is refused while the first holds the file, and gets it
+-- once the first exits, also when it was killed.
+
+local H = require "helpers"
+local mp = H.mp
+
+local sq = H.shell_quote
+
+-- Start `code` in a background lua5.4 with the test's package paths;
+-- stdout goes to out_path.  Returns the child's pid.
+local function spawn(code, out_path)
+  local script = H.path("child.lua")
+  H.write_file(script, ("package.path = %q\npackage.cpath = %q\n%s\n")
+    :format(package.path, package.cpath, code))
+  local f = assert(io.popen("lua5.4 " .. sq(script) .. " > " .. sq(out_path)
+                            .. " 2>&1 & echo $!"))
+  local pid = tonumber(f:read("l"))
+  f:close()
+  assert(pid, "could not start the child")
+  return pid
+end
+
+local function kill9(pid) os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+
+-- Wait until the child has exited: gone, or a zombie (its files, and so
+-- its lock, are released before it becomes one; here the zombie may wait a
+-- while for its reaper).
+local function wait_gone(pid)
+  for _ = 1, 500 do
+    local f = io.open("/proc/" .. pid .. "/stat", "rb")
+    if not f then return end
+    local state = f:read("a"):match("^%d+ %b() (%a)")
+    f:close()
+    if state == "Z" or state == "X" then return end
+    os.execute("sleep 0.01")
+  end
+  error("child " .. pid .. " did not exit")
+end
+
+local function sleep_ms(ms) os.execute(("sleep %.3f"):format(ms / 1000)) end
+
+-- The child: opens the file (creating it the first time), then commits
+-- forever.  Commit k sets the root to k, writes k into protected page 0
+-- and into the regular page the file's first commit allocated, allocates
+-- and frees a few pages, sometimes in one explicit transaction; after each
+-- commit returns it prints "done k" (unbuffered).
+local CHILD = [[
+local mp = require "mappedpages"
+local path = %q
+io.stdout:setvbuf("no")
+local p = mp.open(path) or assert(mp.create(path, {page_size = 1024}))
+local k = p:root()
+if k == 0 then
+  p:transaction(function()
+    p:alloc_protected()
+    local id = p:alloc()
+    p:page(id):pack(0, "<i8", 0)
+    p:set_root(0)
+  end)
+end
+local data
+for id in p:pages() do data = id; break end  -- the first regular page
+assert(data)
+local junk = {}
+while true do
+  k = k + 1
+  p:transaction(function()
+    local w = p:write_protected(0)
+    w:pack(0, "<i8", k)
+    p:page(data):pack(0, "<i8", k)
+    for _ = 1, k %% 7 do junk[#junk + 1] = p:alloc() end
+    if #junk > 40 then p:free_bulk(junk); junk = {} end
+    p:set_root(k)
+  end)
+  io.write("done ", k, "\n")
+end
+]]
+
+local function last_done(out_path)
+  local f = io.open(out_path, "rb")
+  if not f then return nil end
+  local last
+  for line in f:lines() do
+    local k = line:match("^done (%d+)$")
+    if k then last = tonumber(k) end
+  end
+  f:close()
+  return last
+end
+
+describe("a writer killed with SIGKILL", function()
+  after_each(H.cleanup)
+
+  it("leaves the last reported commit or the next one, whole, across 15 kills", function()
+    local path = H.path()
+    local rnd = H.rng(7)
+    local reported = -1
+    for round = 1, 15 do
+      local out = H.path("out" .. round .. ".txt")
+      local pid = spawn(CHILD:format(path), out)
+      sleep_ms(30 + rnd(120))
+      kill9(pid)
+      wait_gone(pid)
+      local done = last_done(out)
+      if done then reported = done end
+      local p = assert(mp.open(path, { readonly = true }))
+      local k = p:root()
+      if reported >= 0 then
+        assert.is_true(k == reported or k == reported + 1,
+                       ("round %d: root %d, child reported %d"):format(round, k, reported))
+      end
+      assert.are.equal(k, (p:protected(0):unpack(0, "<i8")))
+      -- regular-page contents are not transactional: the child may have
+      -- written k + 1 there before dying in commit k + 1
+      local iter, state, init = p:pages()
+      local r = p:page(iter(state, init)):unpack(0, "<i8")
+      assert.is_true(r == k or r == k + 1, ("regular page %d, root %d"):format(r, k))
+      assert.is_true(p:check())
+      reported = k          -- the next child continues from here
+      p:close()
+    end
+    assert.is_true(reported > 0, "the children never committed")
+  end)
+end)
+
+describe("the writer lock across processes", function()
+  after_each(H.cleanup)
+
+  local HOLD = [[
+local mp = require "mappedpages"
+io.stdout:setvbuf("no")
+local p = assert(mp.open(%q))
+io.write("holding\n")
+while true do end
+]]
+
+  local function wait_for(out, text)
+    for _ = 1, 500 do
+      local f = io.open(out, "rb")
+      local s = f and f:read("a") or ""
+      if f then f:close() end
+      if s:find(text, 1, true) then return end
+      os.execute("sleep 0.01")
+    end
+    error("child never printed " .. text)
+  end
+
+  local function made()
+    local path = H.path()
+    assert(mp.create(path)):close()
+    return path
+  end
+
+  it("refuses a second writer process while the first runs", function()
+    local path = made()
+    local out = H.path("hold.txt")
+    local pid = spawn(HOLD:format(path), out)
+    wait_for(out, "holding")
+    assert.are.equal("locked", H.child_open(path))
+    assert.are.equal("locked", H.child_open(path, true))
+    kill9(pid)
+    wait_gone(pid)
+  end)
+
+  it("hands the lock over once the first writer was killed", function()
+    local path = made()
+    local out = H.path("hold.txt")
+    local pid = spawn(HOLD:format(path), out)
+    wait_for(out, "holding")
+    kill9(pid)
+    wait_gone(pid)
+    assert.are.equal("ok", H.child_open(path))
+    local p = assert(mp.open(path))
+    assert.is_true(p:check())
+    p:close()
+  end)
+
+  it("hands the lock over once the first writer exited normally", function()
+    local path = made()
+    local out, status = H.run_lua(([[
+local mp = require "mappedpages"
+local p = assert(mp.open(%q))
+p:alloc()
+p:close()
+io.write("closed")
+]]):format(path))
+    assert.are.equal("closed", out, tostring(status))
+    assert.are.equal("ok", H.child_open(path))
+  end)
+end)

@@ -142,6 +142,10 @@ tests: $(TEST_BIN)
 
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/bench/*.d)
 
+# Long-running checks live in their own fragments: mk/crash.mk (make
+# test-crash) and mk/fuzz.mk (make fuzz).
+include $(wildcard mk/*.mk)
+
 # ---- tests ---------------------------------------------------------------
 
 test: deps all tests check-rockspec

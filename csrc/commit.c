@@ -107,6 +107,8 @@ mp_err mp_txn_commit(mp_pager *p)
         p->commits++;
         return MP_OK;
     }
+    if (p->d_txn >= MP_TXN_MAX)   /* after 2^63 commits: unreachable in practice */
+        return mp_fail(p, MP_EFULL, "%s: transaction ids exhausted", p->path);
     const mp_geom *ge = &p->geom;
     /* 0. the page table first: it allocates and releases pages (and may
      * grow the file), so the bitmaps are finished after it */
@@ -355,7 +357,10 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
     ld->page_count = mp_ld64(root + MP_R_PAGECOUNT);
     ld->user_root = mp_ld64(root + MP_R_USERROOT);
     ld->height = mp_ld32(root + MP_R_HEIGHT);
-    if (mp_ld32(root + MP_R_FLAGS) != 0 || ld->txn == 0 ||
+    /* A transaction id past 2^63 cannot come from counting commits (one a
+     * nanosecond would take 292 years); accepting it would let d_txn + 1
+     * wrap to 0, an id no open accepts, and lose the next commit. */
+    if (mp_ld32(root + MP_R_FLAGS) != 0 || ld->txn == 0 || ld->txn > MP_TXN_MAX ||
         !all_zero(root + MP_R_PT_END, MP_ROOT_HDR_SIZE - MP_R_PT_END)) {
         mp_msg(why, wl, "bad root header");
         return 0;

@@ -59,6 +59,8 @@
 #define MP_R_CRC 16
 #define MP_R_FLAGS 20
 #define MP_R_TXN 24
+/* Largest transaction id a root may carry (see verify_root). */
+#define MP_TXN_MAX (UINT64_MAX / 2)
 #define MP_R_PAGECOUNT 32
 #define MP_R_USERROOT 40
 #define MP_R_HEIGHT 48

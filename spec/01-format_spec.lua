@@ -496,6 +496,12 @@ describe("structural checks behind valid checksums", function()
         return R.entries, string.pack("<I4", crc ~ 1) end },
     { "a wrong page size", function()
         return R.page_size, string.pack("<I4", 4096) end },
+    -- found by fuzz_open_fixed: 2^64-1 was accepted, the next commit wrapped
+    -- to transaction id 0 and was lost on reopen
+    { "the transaction id 2^64-1", function()
+        return R.txn, string.pack("<i8", -1) end },
+    { "the transaction id 2^63", function()
+        return R.txn, string.pack("<i8", math.mininteger) end },
   }
 
   for _, f in ipairs(root_forgeries) do
@@ -508,6 +514,23 @@ describe("structural checks behind valid checksums", function()
       assert.are.equal("older", (classify(h, {})))   -- writer too
     end)
   end
+
+  it("opens a root at the last transaction id, 2^63-1, and refuses to commit past it", function()
+    local h = make_history()
+    H.forge_root(h.path, P, h.slot, R.txn, string.pack("<i8", math.maxinteger))
+    local p = H.open(h.path)
+    assert.are.equal(math.maxinteger, p:info().txn)
+    assert.is_false(p:info().recovered)
+    H.fails_with("full", p:alloc())
+    H.fails_with("full", p:set_root(5))
+    assert.is_true(p:check())
+    p:close()
+    local again = H.open(h.path, { readonly = true })
+    local st = H.state(again)
+    assert.are.equal(math.maxinteger, st.txn)
+    st.txn = h.S2.txn
+    assert.is_true(same(st, h.S2), describe_state(st))
+  end)
 
   local bitmap_forgeries = {
     { "marks a root slot free", function(page) return H.set_bitmap_state(page, 0, 0) end },

@@ -1,0 +1,34 @@
+# mk/crash.mk -- the long crash simulation, included by the Makefile.
+#
+#   make test-crash    run test/crash_sim over CRASH_SEEDS seeds: at least
+#                      20,000 crash images (about 40,000 with the defaults),
+#                      then print the totals; fails on any violation
+#
+# The CI runs a short form through spec/09-crash_spec.lua.  The binary is
+# $(BUILD)/test/crash_sim, built by the Makefile's rule for test/*.c (the
+# core compiled with -DMP_TEST_FANOUT=8).  Override on the command line, e.g.
+#   make test-crash CRASH_SEED=1000 CRASH_SEEDS=50
+#   make test-crash BUILD=build-asan CFLAGS='...'   (a sanitizer build)
+# A failure prints the seed, barrier and image with the command that
+# replays it (crash_sim -r BARRIER:IMAGE DIR SEED OPS IMAGES), and keeps
+# the log and the failing images in the temporary directory it names.
+
+CRASH_SEED   ?= 1
+CRASH_SEEDS  ?= 8
+CRASH_OPS    ?= 300
+CRASH_IMAGES ?= 16
+CRASH_GROW   ?= 20000
+
+.PHONY: test-crash
+test-crash: $(BUILD)/test/crash_sim
+	@dir=$$(mktemp -d) && \
+	$(BUILD)/test/crash_sim -n $(CRASH_SEEDS) -g $(CRASH_GROW) "$$dir" \
+	  $(CRASH_SEED) $(CRASH_OPS) $(CRASH_IMAGES) > "$$dir/log" 2>&1; rc=$$?; \
+	cat "$$dir/log"; \
+	images=$$(sed -n 's/^crash_sim: images checked \([0-9]*\),.*/\1/p' "$$dir/log"); \
+	if [ "$$rc" = 0 ] && [ "$${images:-0}" -lt 20000 ]; then \
+	  echo "test-crash: only $${images:-0} images checked (want at least 20000)" >&2; rc=1; \
+	fi; \
+	if [ "$$rc" = 0 ]; then rm -rf "$$dir"; \
+	else echo "test-crash: FAILED; log and images kept in $$dir" >&2; fi; \
+	exit $$rc

@@ -313,6 +313,15 @@ static int all_zero(const unsigned char *b, size_t n)
     return 1;
 }
 
+/* A root slot cleared by open (see mp_recover). */
+static int all_cleared(const unsigned char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != MP_CLEARED_BYTE)
+            return 0;
+    return 1;
+}
+
 /* A metadata page named by an entry {want_crc, slot} of its parent. */
 static int check_meta_page(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
                            uint64_t index, uint32_t want_crc, uint64_t root_txn,
@@ -660,17 +669,21 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
     for (int i = 0; i < nc; i++)
         if (c[i].slot == o && c[i].P == p->geom.P && c[i].txn < p->d_txn)
             valid_older = 1;
-    /* Zeros in the other slot are not proof either: an earlier open may have
-     * zeroed it with a barrier that failed, leaving zeros only in the page
+    /* A cleared slot is not proof either: an earlier open may have cleared
+     * it with a barrier that failed, leaving the pattern only in the page
      * cache.  So a writer clears any slot that is not a valid older root,
      * durably (one extra barrier, only for files that are new or were
-     * recovered). */
+     * recovered).  It writes 0xFF bytes, not zeros: a torn root is often
+     * its new first sector over stale later ones that should have been
+     * zero, so a torn clearing with zeros could complete it.  No valid root
+     * holds a sector of 0xFF bytes (docs/FORMAT.md), so any mix of the two
+     * that includes a cleared sector is invalid. */
     if (!valid_older) {
         int e = mp_os_read_page(p, (uint64_t)o, p->iobuf);
-        if (e || !all_zero(p->iobuf, p->geom.P))
+        if (e || !(all_zero(p->iobuf, p->geom.P) || all_cleared(p->iobuf, p->geom.P)))
             p->recovered = 1;
         if (!p->readonly) {
-            memset(p->iobuf, 0, p->geom.P);
+            memset(p->iobuf, MP_CLEARED_BYTE, p->geom.P);
             e = mp_os_write_page(p, (uint64_t)o, p->iobuf);
             if (!e)
                 e = mp_os_barrier(p);

@@ -61,6 +61,9 @@
 #define MP_R_TXN 24
 /* Largest transaction id a root may carry (see verify_root). */
 #define MP_TXN_MAX (UINT64_MAX / 2)
+/* Open clears a root slot that holds no valid older root with this byte
+ * (why not zero: see mp_recover in commit.c). */
+#define MP_CLEARED_BYTE 0xFF
 #define MP_R_PAGECOUNT 32
 #define MP_R_USERROOT 40
 #define MP_R_HEIGHT 48

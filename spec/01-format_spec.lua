@@ -439,6 +439,40 @@ describe("damage to the metadata of the latest commit", function()
     assert.are.same(h.S1, H.state(p))
   end)
 
+  it("is cleared with 0xFF bytes, so a torn clearing cannot complete a torn root", function()
+    local h = make_history()
+    local base = h.slot * P
+    local root = H.read_at(h.path, base, P)
+    -- the latest root's second 512-byte sector is zeros: a power loss that
+    -- wrote only its first sector leaves the stale bytes of an older root
+    assert.are.equal(string.rep("\0", 512), root:sub(513))
+    H.write_at(h.path, base + 512, H.garbage(512, 7))
+    local p = H.open(h.path)
+    assert.is_true(p:info().recovered)
+    assert.are.same(h.S1, H.state(p))
+    p:close()
+    assert.are.equal(string.rep("\255", P), H.read_at(h.path, base, P))
+    -- a power loss during that clearing that wrote only its second sector
+    -- leaves the torn root's first sector: zeros there would complete it
+    H.write_at(h.path, base, root:sub(1, 512))
+    p = H.open(h.path, { readonly = true })
+    assert.is_true(p:info().recovered)
+    assert.are.same(h.S1, H.state(p))
+    p:close()
+    H.write_at(h.path, base + 512, string.rep("\0", 512))   -- what zeros would do
+    p = H.open(h.path, { readonly = true })
+    assert.are.same(h.S2, H.state(p))
+  end)
+
+  it("is not reported as a recovery once cleared", function()
+    local h = make_history()
+    H.flip(h.path, h.slot * P + 40)
+    H.open(h.path):close()
+    local p = H.open(h.path)
+    assert.is_false(p:info().recovered)
+    assert.are.same(h.S1, H.state(p))
+  end)
+
   it("stays rejected after a writer fell back because of its bitmap, even once the bitmap is repaired", function()
     local h = make_history()
     local bm = H.bitmap_page(h.path, P, h.slot)

@@ -60,13 +60,11 @@
  *   but whose state was rejected (a page below it old or torn) are
  *   preferred, since those make open fall back and invalidate the rejected
  *   root with a barrier of its own; that barrier is recorded and checked
- *   like any other: its all-old and all-new images must show the state the
- *   open recovered; the others may also show the state it is rejecting,
- *   because the open has not returned yet, so that is still the state of a
- *   commit that had started and nothing newer was acknowledged.  (It does
- *   happen: a torn root, say sector 0 new and sector 1 stale, is rejected;
- *   a torn invalidation that zeroes only sector 1 completes the root as the
- *   commit meant it, and its whole tree verifies.)  Once the open has
+ *   like any other, and every one of its images must show the state the
+ *   open recovered, never the one it is rejecting.  (Open clears with 0xFF
+ *   bytes for this: a torn root, say sector 0 new and sector 1 stale, is
+ *   rejected, and a torn clearing with zeros that reached only sector 1
+ *   would complete the root as the commit meant it.)  Once the open has
  *   returned at S(k-1), S(k) (hash of the logical state + txn id) joins a
  *   set of rejected states that no later image or open may ever show, and
  *   the lost transaction is usually replayed (same operations, same bytes,
@@ -133,7 +131,6 @@ typedef struct stats {
     uint64_t fallbacks;          /* images that opened at S(k-1) while S(k) != S(k-1) */
     uint64_t rejected_roots;     /* of those, images whose new root was whole */
     uint64_t create_fail_ok;     /* creation images that were not a file yet */
-    uint64_t open_alt;           /* images of an open's invalidation barrier showing the state it rejects */
     uint64_t reopen_fallbacks;   /* live reopens that fell back */
     uint64_t replays;            /* lost transactions replayed */
     uint64_t max_pages, max_regular, max_pids, max_diff;
@@ -939,9 +936,9 @@ static int check_image(const record *r, int img, const choice *ch, const state *
             if (img == 1) {
                 out = OUT_VIOLATION;
                 violation(r, img, ch, kind, cur, "the all-new image shows the previous state");
-            } else if (img == 0 && kind == KIND_OPEN) {
+            } else if (kind == KIND_OPEN) {
                 out = OUT_VIOLATION;
-                violation(r, img, ch, kind, cur, "the image the open started from now shows the state it rejected");
+                violation(r, img, ch, kind, cur, "a crash during the open's clearing shows the state it rejected");
             }
         } else {
             violation(r, img, ch, kind, cur, "recovered a state that is neither S(k-1) nor S(k)");
@@ -952,13 +949,7 @@ static int check_image(const record *r, int img, const choice *ch, const state *
                 state_diff(stderr, "S(k-1)", &got, prev);
             state_diff(stderr, "S(k)", &got, cur);
         }
-        if (out == OUT_PREV && kind == KIND_OPEN) {
-            st.open_alt++;
-            if (verbose)
-                fprintf(stderr, "barrier %llu image %d: a crash during the open's invalidation shows the state "
-                                "it was rejecting (txn %llu; the open had not returned)\n",
-                        (unsigned long long)r->barrier, img, (unsigned long long)got.txn);
-        } else if (out == OUT_PREV && !state_eq(prev, cur)) {
+        if (out == OUT_PREV && !state_eq(prev, cur)) {
             st.fallbacks++;
             st.rejected_roots += root_whole(r, ch);
         }
@@ -1380,11 +1371,9 @@ static void crash_reopen(const record *r, const choice *ch, int img, int kind, c
     state_copy(&S_prev, &target);
     state_copy(&S_cur, &target);
     ok(mp_check(live), "audit after crash-reopen");
-    /* The open's own barrier (when it invalidated a root slot): the open
-     * has not returned, so a crash there may still show the state it is
-     * rejecting (a torn invalidation of a torn root can complete that root:
-     * the state of the commit that had started); images 0 and 1 must show
-     * the target. */
+    /* The open's own barrier (when it cleared a root slot): every image,
+     * torn clearings included, must show the target, never the state being
+     * rejected. */
     check_records(fell_back ? &other : &target, &target, KIND_OPEN, depth < 2 && below(4) == 0, depth + 1);
     /* The open returned (unless a nested crash-reopen moved on): from now
      * on the rejected state must never come back. */
@@ -1772,13 +1761,12 @@ int main(int argc, char **argv)
         seed = seed0 + (unsigned long long)i;
         run_seed();
         printf("seed %llu: %llu images (%llu fell back to S(k-1), %llu with a whole rejected root, %llu creation "
-               "images not a file yet, %llu open-barrier images showing the state being rejected), %llu barriers, "
+               "images not a file yet), %llu barriers, "
                "%llu commits, %llu rollbacks, %llu reopen-continue (%llu fell back, %llu lost txns replayed), "
                "max %llu pages / %llu regular / %llu pids, FSM height %u, %llu pages differ at most, "
                "%llu barrier(s) per commit at most, %llu violations\n",
                seed, (unsigned long long)st.images, (unsigned long long)st.fallbacks,
                (unsigned long long)st.rejected_roots, (unsigned long long)st.create_fail_ok,
-               (unsigned long long)st.open_alt,
                (unsigned long long)st.barriers, (unsigned long long)st.commits, (unsigned long long)st.rollbacks,
                (unsigned long long)st.reopens, (unsigned long long)st.reopen_fallbacks,
                (unsigned long long)st.replays, (unsigned long long)st.max_pages,

@@ -12,8 +12,12 @@
  *       so it is reused no earlier than N+1 (fsm.c marks it pending until).
  *   C4  After a failed barrier nothing is known about what reached the disk:
  *       the pager is poisoned and refuses every later mutation.
- *   C5  A root rejected at open is zeroed, with a barrier, before a writer
- *       commits anything, so it can never validate again later.
+ *   C5  A root rejected at open is cleared (0xFF), with a barrier, before a
+ *       writer commits anything, so it can never validate again later.
+ *   C6  A commit whose bitmap changes are few writes no bitmap: the root
+ *       carries each changed page's new state (fm_carry), relative to the
+ *       bitmap pages it names, until they no longer fit; then the commit
+ *       writes every bitmap with carried or changed pages and carries none.
  *
  * States of a pager (fields valid in each):
  *   CLEAN     changed == 0: working state == durable state; no group dirty,
@@ -58,7 +62,7 @@ static void put_entry(unsigned char *at, uint32_t crc, unsigned slot)
     mp_st32(at + 4, slot);
 }
 
-static unsigned group_slot_after(const mp_group *g) { return g->dirty ? g->dslot ^ 1u : g->dslot; }
+static unsigned group_slot_after(const mp_group *g) { return g->write ? g->dslot ^ 1u : g->dslot; }
 static unsigned node_slot_after(const mp_node *n) { return n->dirty ? n->dslot ^ 1u : n->dslot; }
 
 static mp_err ensure_nodes(mp_pager *p, unsigned l, uint64_t n)
@@ -86,6 +90,97 @@ static void put_children(const mp_pager *p, unsigned char *at, unsigned child_le
             put_entry(at, p->groups[c].crc, group_slot_after(&p->groups[c]));
         else
             put_entry(at, p->nodes[child_level][c].crc, node_slot_after(&p->nodes[child_level][c]));
+    }
+}
+
+/* ---- carried free-map entries (C6) -------------------------------------- */
+
+/* How many free-map entries the root can carry this commit: what the top
+ * entries and the page-table entries leave of the page. */
+static uint64_t carry_cap(const mp_pager *p, uint64_t top_entries)
+{
+    uint64_t used = MP_ROOT_HDR_SIZE + MP_ENTRY_SIZE * top_entries + MP_PT_DELTA_SIZE * p->n_next_deltas;
+    uint64_t room = p->geom.P > used ? (p->geom.P - used) / MP_FM_CARRY_SIZE : 0;
+    uint64_t cap = MP_FM_CARRY_MAX;
+#ifdef MP_TEST_FANOUT
+    cap = 6;   /* test builds: flush often */
+#endif
+    return room < cap ? room : cap;
+}
+
+static int carry_has(const uint64_t *list, uint64_t n, uint64_t pgno)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (list[i] == pgno)
+            return 1;
+    return 0;
+}
+
+/* The pages of existing groups whose state this transaction changed, added
+ * to the entries the durable root carries, into fm_next.  0 when they do
+ * not fit in cap (the commit then writes the bitmaps instead). */
+static int plan_carry(mp_pager *p, uint64_t cap)
+{
+    const mp_geom *ge = &p->geom;
+    uint64_t n = p->n_fm_carry;
+    if (n > cap)
+        return 0;
+    memcpy(p->fm_next, p->fm_carry, (size_t)n * sizeof *p->fm_next);
+    for (uint64_t k = 0; k < p->undo_len; k++) {
+        uint64_t g = p->undo[k].group;
+        if (g >= p->d_ngroups)
+            continue;   /* a new group: no bitmap on disk to carry against */
+        const uint64_t *now = mp_working_bitmap(p, g), *before = p->undo_bm + k * ge->words;
+        for (uint64_t w = 0; w < ge->words; w++) {
+            uint64_t x = now[w] ^ before[w];
+            while (x) {
+                unsigned bit = (unsigned)__builtin_ctzll(x) & ~1u;   /* a page's two bits */
+                x &= ~((uint64_t)3 << bit);
+                uint64_t pgno = g * ge->G + w * 32 + bit / 2;
+                if (!carry_has(p->fm_next, n, pgno)) {
+                    if (n == cap)
+                        return 0;
+                    p->fm_next[n++] = pgno;
+                }
+            }
+        }
+    }
+    p->n_fm_next = n;
+    return 1;
+}
+
+/* Which bitmaps this commit writes (mp_group.write): the new groups', and
+ * when the changes do not fit in the root, every group that has carried or
+ * changed pages, so that the new root carries none. */
+static mp_err plan_bitmaps(mp_pager *p, uint64_t top_entries)
+{
+    if (plan_carry(p, carry_cap(p, top_entries))) {
+        for (uint64_t k = 0; k < p->undo_len; k++)
+            if (p->undo[k].group >= p->d_ngroups)
+                p->groups[p->undo[k].group].write = 1;
+        return MP_OK;
+    }
+    /* flush: groups with carried entries join the undo list (so a failed
+     * commit rolls their CRCs back too) */
+    if (mp_fsm_reserve_undo(p, p->n_fm_carry) != MP_OK)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < p->n_fm_carry; i++)
+        mp_fsm_touch(p, p->fm_carry[i] / p->geom.G);
+    for (uint64_t k = 0; k < p->undo_len; k++)
+        p->groups[p->undo[k].group].write = 1;
+    p->n_fm_next = 0;
+    return MP_OK;
+}
+
+static void put_carried(const mp_pager *p, unsigned char *root)
+{
+    const mp_geom *ge = &p->geom;
+    unsigned char *end = root + ge->P - MP_PT_DELTA_SIZE * p->n_next_deltas;
+    mp_st32(root + MP_R_FM_NCARRY, (uint32_t)p->n_fm_next);
+    for (uint64_t i = 0; i < p->n_fm_next; i++) {
+        uint64_t pgno = p->fm_next[i], g = pgno / ge->G;
+        unsigned st = mp_st_get(mp_working_bitmap(p, g), pgno - g * ge->G);
+        mp_st64(end - MP_FM_CARRY_SIZE * (i + 1), pgno << 2 | st);
     }
 }
 
@@ -147,6 +242,9 @@ mp_err mp_txn_commit(mp_pager *p)
     uint64_t txn = p->d_txn + 1;
     int e = 0;
     mp_fsm_apply_pending(p);
+    /* C6: small changes to existing bitmaps ride in the root */
+    if (plan_bitmaps(p, counts[h]) != MP_OK)
+        return MP_ENOMEM;
 
     /* 1. changed bitmaps; cur collects the level-1 nodes to write (each
      * once: a node's dirty flag is set when it joins a list) */
@@ -157,6 +255,8 @@ mp_err mp_txn_commit(mp_pager *p)
     for (uint64_t k = 0; k < p->undo_len; k++) {
         uint64_t g = p->undo[k].group;
         mp_group *gr = &p->groups[g];
+        if (!gr->write)
+            continue;
         unsigned char *page = p->iobuf;
         write_header(page, MP_TYPE_BITMAP, txn, 0, g);
         memcpy(page + MP_HDR_SIZE, mp_working_bitmap(p, g), (size_t)ge->words * 8);
@@ -207,6 +307,7 @@ mp_err mp_txn_commit(mp_pager *p)
     mp_st32(root + MP_R_HEIGHT, h);
     put_children(p, root + MP_ROOT_HDR_SIZE, h, 0, counts[h]);
     mp_pt_put_root(p, root);
+    put_carried(p, root);
     mp_st32(root + MP_R_CRC, 0);
     mp_st32(root + MP_R_CRC, mp_crc32c(0, root, ge->P));
     if ((e = mp_os_write_page(p, (uint64_t)(p->cur_slot ^ 1), root)) != 0)
@@ -227,9 +328,13 @@ failed:
     /* durable: the written slots become the durable ones */
     for (uint64_t k = 0; k < p->undo_len; k++) {
         mp_group *gr = &p->groups[p->undo[k].group];
-        gr->dslot ^= 1u;
+        if (gr->write)
+            gr->dslot ^= 1u;
+        gr->write = 0;
         gr->dirty = 0;
     }
+    memcpy(p->fm_carry, p->fm_next, (size_t)p->n_fm_next * sizeof *p->fm_carry);
+    p->n_fm_carry = p->n_fm_next;
     for (unsigned l = 1; l <= h; l++)
         for (uint64_t n = 0; n < counts[l]; n++)
             if (p->nodes[l][n].dirty) {
@@ -266,8 +371,10 @@ void mp_txn_rollback(mp_pager *p)
             gr->hint = u->hint;
             gr->crc = u->crc;   /* a failed commit may have sealed a new one */
             gr->dirty = 0;
+            gr->write = 0;
             mp_hbits_set(&p->has_free, u->group, gr->free > 0);
         } else {
+            p->groups[u->group].write = 0;
             mp_hbits_set(&p->has_free, u->group, 0);
         }
     }
@@ -291,6 +398,7 @@ typedef struct loaded {
     mp_group *groups;
     uint64_t *bm;          /* the bitmaps' bodies, geom.words words a group */
     mp_ptload pt;          /* the page table */
+    uint64_t carry[MP_FM_CARRY_MAX], ncarry;   /* pages of the carried free-map entries */
     mp_node *nodes[MP_LMAX_LIMIT + 1];
     uint64_t ncount[MP_LMAX_LIMIT + 1];
 } loaded;
@@ -370,7 +478,8 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
      * nanosecond would take 292 years); accepting it would let d_txn + 1
      * wrap to 0, an id no open accepts, and lose the next commit. */
     if (mp_ld32(root + MP_R_FLAGS) != 0 || ld->txn == 0 || ld->txn > MP_TXN_MAX ||
-        !all_zero(root + MP_R_PT_END, MP_ROOT_HDR_SIZE - MP_R_PT_END)) {
+        !all_zero(root + MP_R_RESERVED, MP_ROOT_HDR_SIZE - MP_R_RESERVED) ||
+        mp_ld32(root + MP_R_FM_NCARRY) > MP_FM_CARRY_MAX) {
         mp_msg(why, wl, "bad root header");
         return 0;
     }
@@ -398,13 +507,17 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
     }
     /* top entries, from the root */
     const unsigned char *ent = root + MP_ROOT_HDR_SIZE;
-    /* the top entries end before the page-table entries the root carries */
+    /* the top entries end before the entries the root carries: page-table
+     * entries at the page's end, free-map entries before them */
     uint64_t pt_tail = mp_pt_root_tail(root, ge->P);
-    uint64_t kmax = ge->P - MP_ROOT_HDR_SIZE > pt_tail ? (ge->P - MP_ROOT_HDR_SIZE - pt_tail) / MP_ENTRY_SIZE : 0;
+    ld->ncarry = mp_ld32(root + MP_R_FM_NCARRY);
+    uint64_t carried_tail = pt_tail + ld->ncarry * MP_FM_CARRY_SIZE;
+    uint64_t kmax = ge->P - MP_ROOT_HDR_SIZE > carried_tail ? (ge->P - MP_ROOT_HDR_SIZE - carried_tail) / MP_ENTRY_SIZE : 0;
     if (kmax > ge->K)
         kmax = ge->K;
-    if (counts[h] > kmax || !check_entries_tail(ent, counts[h], kmax) ||
-        !all_zero(ent + kmax * MP_ENTRY_SIZE, (size_t)(ge->P - MP_ROOT_HDR_SIZE - kmax * MP_ENTRY_SIZE - pt_tail))) {
+    if (carried_tail > ge->P - MP_ROOT_HDR_SIZE || counts[h] > kmax || !check_entries_tail(ent, counts[h], kmax) ||
+        !all_zero(ent + kmax * MP_ENTRY_SIZE,
+                  (size_t)(ge->P - MP_ROOT_HDR_SIZE - kmax * MP_ENTRY_SIZE - carried_tail))) {
         mp_msg(why, wl, "unused root entries are not zero");
         goto fail;
     }
@@ -479,6 +592,23 @@ static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char 
         }
         extra_system += c.n[ST_SYSTEM] - run;
     }
+    /* carried entries (C6) override their pages' states in those bitmaps */
+    const unsigned char *carried = root + ge->P - pt_tail;
+    for (uint64_t i = 0; i < ld->ncarry; i++) {
+        uint64_t v = mp_ld64(carried - MP_FM_CARRY_SIZE * (i + 1));
+        uint64_t pgno = v >> 2, g = pgno / ge->G, idx = pgno - g * ge->G;
+        unsigned st = (unsigned)(v & 3);
+        if (pgno >= ld->page_count || idx < mp_group_run_end(ge, g) - g * ge->G || st == ST_PENDING ||
+            carry_has(ld->carry, i, pgno)) {
+            mp_msg(why, wl, "root: bad free-map entry %llu", (unsigned long long)i);
+            goto fail;
+        }
+        ld->carry[i] = pgno;
+        uint64_t *bm = ld->bm + g * ge->words;
+        extra_system -= mp_st_get(bm, idx) == ST_SYSTEM;
+        extra_system += st == ST_SYSTEM;
+        mp_st_set(bm, idx, st);
+    }
     /* the page table, then: every system page outside the reserved runs is
      * exactly one page-table page or protected content, and vice versa */
     uint64_t *refs, nrefs;
@@ -532,6 +662,8 @@ static void install(mp_pager *p, loaded *ld, int slot)
     p->user_root = p->d_user_root = ld->user_root;
     p->ngroups = p->d_ngroups = ld->ngroups;
     p->height = p->d_height = ld->height;
+    memcpy(p->fm_carry, ld->carry, (size_t)ld->ncarry * sizeof *p->fm_carry);
+    p->n_fm_carry = ld->ncarry;
     mp_pt_install(p, &ld->pt);
     memset(ld, 0, sizeof *ld);
 }
@@ -748,6 +880,12 @@ mp_err mp_audit(mp_pager *p)
     ok = ld.txn == p->d_txn && ld.page_count == p->d_page_count && ld.ngroups == p->d_ngroups;
     for (uint64_t g = 0; ok && g < ld.ngroups; g++)
         ok = ld.groups[g].dslot == p->groups[g].dslot && ld.groups[g].crc == p->groups[g].crc;
+    /* outside a transaction the working bitmaps are the durable ones: the
+     * bitmap pages with the carried entries applied (C6) */
+    if (ok && !p->changed)
+        ok = ld.ncarry == p->n_fm_carry &&
+             memcmp(ld.carry, p->fm_carry, (size_t)ld.ncarry * sizeof *ld.carry) == 0 &&
+             memcmp(ld.bm, p->bm, (size_t)(ld.ngroups * p->geom.words) * sizeof *ld.bm) == 0;
     loaded_free(&ld);
     if (!ok)
         return mp_fail(p, MP_ECORRUPT, "%s: the durable root disagrees with memory", p->path);

@@ -73,9 +73,12 @@
 #define MP_R_PT_TOP 72              /* {pgno u32, crc u32} of the top page-table page */
 #define MP_R_PT_TREEPIDS 80         /* pids the page-table tree covers */
 #define MP_R_PT_NDELTA 88           /* page-table entries carried in the root */
-#define MP_R_PT_END 92              /* bytes [92, 128) are reserved, zero */
+#define MP_R_FM_NCARRY 92           /* free-map entries carried in the root */
+#define MP_R_RESERVED 96            /* bytes [96, 128) are reserved, zero */
 #define MP_PT_DELTA_SIZE 24u        /* {pid u64, pgno u32, crc u32, txn u64}, from the page's end */
 #define MP_PT_DELTA_MAX 64u         /* most entries a root carries */
+#define MP_FM_CARRY_SIZE 8u         /* u64 page << 2 | state, before the page-table entries */
+#define MP_FM_CARRY_MAX 128u        /* most free-map entries a root carries */
 
 /* metadata header field offsets */
 #define MP_H_TYPE 0
@@ -153,7 +156,9 @@ typedef struct mp_group {
     uint32_t crc;      /* CRC of the durable (or last written) version */
     uint32_t hint;     /* no free page below this index */
     uint8_t dslot;     /* slot the durable root references */
-    uint8_t dirty;     /* changed in this transaction: commit writes slot dslot ^ 1 */
+    uint8_t dirty;     /* changed in this transaction (on the undo list) */
+    uint8_t write;     /* only during commit: this commit writes slot dslot ^ 1
+                        * (else its changes ride in the root as carried entries) */
 } mp_group;
 
 typedef struct mp_node {
@@ -250,6 +255,10 @@ struct mp_pager {
     uint64_t deltas[MP_PT_DELTA_MAX]; uint64_t ndeltas;  /* pids whose entries the durable root carries */
     uint64_t next_deltas[MP_PT_DELTA_MAX]; uint64_t n_next_deltas;  /* set by a commit */
     int next_flush;                        /* the commit in progress rewrites the tree */
+    /* free-map entries carried in the root (commit.c): pages whose state
+     * differs from the bitmap page the durable root names for their group */
+    uint64_t fm_carry[MP_FM_CARRY_MAX]; uint64_t n_fm_carry;
+    uint64_t fm_next[MP_FM_CARRY_MAX]; uint64_t n_fm_next;   /* set by a commit */
     unsigned char *zeros;                  /* one page of zeros (never-written pages) */
     uint64_t *scratch; uint64_t scratch_cap;           /* commit's dirty-node lists */
     int in_txn;                /* explicit transaction open */

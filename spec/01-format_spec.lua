@@ -7,8 +7,9 @@ local mp = H.mp
 local P = 1024                 -- small pages keep byte-flip loops quick
 local R = H.ROOT
 
--- Build a small file with some history.  The last commit is an alloc, so it
--- rewrote the group-0 bitmap into the slot the previous root does not use.
+-- Build a small file with some history.  The last commit allocates more
+-- pages than a root carries, so it rewrote the group-0 bitmap into the slot
+-- the previous root does not use (a smaller one would ride in the root).
 -- extra adds set_root commits before that to change which root slot ends
 -- up current.  Returns {path, S1 (previous commit), S2 (latest), slot}.
 local function make_history(extra)
@@ -19,12 +20,17 @@ local function make_history(extra)
   p:free(ids[2])
   for i = 1, extra or 0 do p:set_root(100 + i) end
   local S1 = H.state(p)
+  local tx = p:begin()
   local last = p:alloc()
+  p:alloc_bulk(H.MORE_THAN_CARRIED)
+  tx:commit()
   H.stamp(p, last)
   local S2 = H.state(p)
   local slot = p:info().root_slot
   p:close()
   assert(S2.txn == S1.txn + 1)
+  assert(H.bitmap_page(path, P, slot) ~= H.bitmap_page(path, P, 1 - slot))
+  assert(#H.root_carried(path, P, slot) == 0)
   return { path = path, S1 = S1, S2 = S2, slot = slot,
            last = last, ids = ids }
 end
@@ -176,23 +182,40 @@ describe("the file layout", function()
     local reserved = H.group0_reserved(P)
     for i = 0, info.page_count - 1 do
       local want = (i < reserved and 2) or (allocated[i] and 1) or 0
-      assert.are.equal(want, H.bitmap_state(page, i), "state of page " .. i)
+      assert.are.equal(want, H.durable_state(path, P, slot, i), "state of page " .. i)
     end
     for i = info.page_count, math.min(H.geometry(P).G, 64 * 4) - 1 do
       assert.are.equal(0, H.bitmap_state(page, i), "page past the end " .. i)
     end
   end)
 
-  it("writes a changed bitmap into its other slot", function()
+  it("carries a small change of page states in the root, leaving the bitmap as it was", function()
     local p, path = H.create({ page_size = P })
     local before = p:info().root_slot
+    local bm = H.read_at(path, H.bitmap_page(path, P, before) * P, P)
+    local a = p:alloc()
+    local b = p:alloc()
+    p:free(a)
+    local after = p:info().root_slot
     p:close()
-    local bm1 = H.bitmap_page(path, P, before)
-    p = H.open(path)
-    p:alloc()
+    assert.are.equal(H.bitmap_page(path, P, before), H.bitmap_page(path, P, after))
+    assert.are.equal(bm, H.read_at(path, H.bitmap_page(path, P, after) * P, P))
+    local carried = H.root_carried(path, P, after)
+    table.sort(carried, function(x, y) return x[1] < y[1] end)
+    assert.are.same({ { a, 0 }, { b, 1 } }, carried)
+    assert.are.equal(0, H.durable_state(path, P, after, a))
+    assert.are.equal(1, H.durable_state(path, P, after, b))
+  end)
+
+  it("writes the bitmap into its other slot, carrying nothing, when the changes do not fit in the root", function()
+    local p, path = H.create({ page_size = P })
+    local bm1 = H.bitmap_page(path, P, p:info().root_slot)
+    local ids = p:alloc_bulk(H.MORE_THAN_CARRIED)
     local after = p:info().root_slot
     p:close()
     assert.are_not.equal(bm1, H.bitmap_page(path, P, after))
+    assert.are.same({}, H.root_carried(path, P, after))
+    for _, id in ipairs(ids) do assert.are.equal(1, H.durable_state(path, P, after, id)) end
   end)
 
   it("computes CRC32C with the Castagnoli polynomial", function()
@@ -548,6 +571,53 @@ describe("structural checks behind valid checksums", function()
       assert.are.equal("older", (classify(h, {})))   -- writer too
     end)
   end
+
+  -- Carried free-map entries (FORMAT.md): count at offset 92, entry i at
+  -- P - 8*(i+1) here (the history has no page-table entries).
+  local function carried(list)
+    local patches = { { R.fm_ncarry, string.pack("<I4", #list) } }
+    for i, v in ipairs(list) do patches[#patches + 1] = { P - 8 * i, string.pack("<i8", v) } end
+    return patches
+  end
+  local carried_forgeries = {
+    { "a carried free-map entry for a page past the page count", function(h)
+        return carried { h.S2.page_count << 2 | 1 } end },
+    { "a carried free-map entry freeing root slot 0", function() return carried { 0 << 2 | 0 } end },
+    { "a carried free-map entry making a bitmap slot a regular page", function()
+        return carried { 2 << 2 | 1 } end },
+    { "a carried free-map entry with the never-on-disk state 11", function(h)
+        return carried { h.last << 2 | 3 } end },
+    { "two carried free-map entries for one page", function(h)
+        return carried { h.last << 2 | 0, h.last << 2 | 1 } end },
+    { "a carried free-map entry making a free page system (no page-table page or content is there)",
+      function(h) return carried { (h.S2.page_count - 1) << 2 | 2 } end },
+    { "129 carried free-map entries", function()
+        return { { R.fm_ncarry, string.pack("<I4", 129) } } end },
+    { "carried free-map entries reaching into the top entries", function(h)
+        local list = {}
+        for i = 1, (P - R.entries) // 8 do list[i] = (h.ids[1] + i) << 2 | 0 end
+        return carried(list) end },
+  }
+  for _, f in ipairs(carried_forgeries) do
+    it("rejects a latest root with " .. f[1] .. " and recovers the previous commit", function()
+      local h = make_history()
+      for _, patch in ipairs(f[2](h)) do H.write_at(h.path, h.slot * P + patch[1], patch[2]) end
+      H.fix_root_crc(h.path, P, h.slot)
+      H.assert_open_survives(h.path)
+      assert.are.equal("older", (classify(h)))
+      assert.are.equal("older", (classify(h, {})))
+    end)
+  end
+
+  it("accepts a carried free-map entry that frees an allocated page, as a commit would write it", function()
+    local h = make_history()
+    for _, patch in ipairs(carried { h.last << 2 | 0 }) do H.write_at(h.path, h.slot * P + patch[1], patch[2]) end
+    H.fix_root_crc(h.path, P, h.slot)
+    local p = H.open(h.path, { readonly = true })
+    assert.is_nil(H.page_set(p)[h.last])
+    assert.are.equal(h.S2.txn, p:info().txn)
+    assert.is_true(p:check())
+  end)
 
   it("opens a root at the last transaction id, 2^63-1, and refuses to commit past it", function()
     local h = make_history()

@@ -276,7 +276,10 @@ H.PAGE_SIZES = { 1024, 2048, 4096, 8192, 16384, 32768, 65536 }
 -- Root fields (offsets within a root slot page).
 H.ROOT = { magic = 0, version = 8, page_size = 12, crc = 16, flags = 20,
            txn = 24, page_count = 32, user_root = 40, height = 48,
-           entries = 128 }
+           pt_ndelta = 88, fm_ncarry = 92, entries = 128 }
+-- More page-state changes than any root carries (docs/FORMAT.md, "Carried
+-- free-map entries"): a commit of this many changes writes its bitmaps.
+H.MORE_THAN_CARRIED = 200
 -- Metadata page header fields.
 H.META = { type = 0, crc = 4, txn = 8, level = 16, index = 20, data = 32 }
 
@@ -349,6 +352,28 @@ end
 function H.bitmap_state(page, i)
   local byte = page:byte(H.META.data + i // 4 + 1)
   return (byte >> (2 * (i % 4))) & 3
+end
+
+-- The free-map entries root slot `slot` carries: a list of {page, state}.
+function H.root_carried(path, P, slot)
+  local root = H.root_page(path, P, slot)
+  local nd = string.unpack("<I4", root, H.ROOT.pt_ndelta + 1)
+  local n = string.unpack("<I4", root, H.ROOT.fm_ncarry + 1)
+  local list = {}
+  for i = 1, n do
+    local v = string.unpack("<i8", root, P - 24 * nd - 8 * i + 1)
+    list[i] = { v >> 2, v & 3 }
+  end
+  return list
+end
+
+-- The durable 2-bit state of page i of group 0 as root slot `slot` sees
+-- it: its bitmap page, overridden by the root's carried entries.
+function H.durable_state(path, P, slot, i)
+  for _, e in ipairs(H.root_carried(path, P, slot)) do
+    if e[1] == i then return e[2] end
+  end
+  return H.bitmap_state(H.read_at(path, H.bitmap_page(path, P, slot) * P, P), i)
 end
 
 function H.set_bitmap_state(page, i, state)

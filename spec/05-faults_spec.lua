@@ -1,6 +1,6 @@
 -- 05-faults: a failing durability barrier (EIO, ENOSPC) is final, not silent.
 --
--- The binding's test hook core._fail_barriers(code [, after]) makes every
+-- The binding's test hook core._inject_fault("barrier", code [, after]) makes every
 -- fdatasync after the first `after` ones fail with that errno.  Contract
 -- (guarantee 8): the call returns nil, msg, code; the pager refuses every
 -- later commit; memory shows the last durable state; reopening recovers it
@@ -12,7 +12,7 @@ local core = require "mappedpages.core"
 
 describe("a failing barrier", function()
   after_each(function()
-    core._fail_barriers(nil)
+    core._inject_fault(nil)
     H.cleanup()
   end)
 
@@ -28,7 +28,7 @@ describe("a failing barrier", function()
   for _, code in ipairs { "eio", "enospc" } do
     it("makes an auto-commit alloc return nil, msg, code (" .. code .. ")", function()
       local _, p = setup()
-      core._fail_barriers(code)
+      core._inject_fault("barrier", code)
       local id, msg, c = p:alloc()
       assert.is_nil(id)
       assert.is_string(msg)
@@ -38,9 +38,9 @@ describe("a failing barrier", function()
 
   it("poisons the pager: every later mutation is refused with 'poisoned'", function()
     local _, p, a = setup()
-    core._fail_barriers("eio")
+    core._inject_fault("barrier", "eio")
     assert.is_nil((p:alloc()))
-    core._fail_barriers(nil)               -- the disk is fine again, the pager is not
+    core._inject_fault(nil)               -- the disk is fine again, the pager is not
     assert.is_true(p:info().poisoned)
     local r, msg, c = p:alloc()
     assert.is_nil(r); assert.are.equal("poisoned", c); assert.matches("reopen", msg)
@@ -54,10 +54,10 @@ describe("a failing barrier", function()
     local path, p, a = setup()
     local model = {}
     for _ = 1, 5 do model[#model + 1] = assert(p:alloc()) end
-    core._fail_barriers("eio")
+    core._inject_fault("barrier", "eio")
     assert.is_nil((p:alloc()))
     assert.is_nil((p:set_root(1234)))
-    core._fail_barriers(nil)
+    core._inject_fault(nil)
     p:close()
     local q = H.track(assert(mp.open(path)))
     assert.are.equal(7, q:root())
@@ -75,14 +75,14 @@ describe("a failing barrier", function()
     local tx = p:begin()
     local b = p:alloc()
     p:set_root(99)
-    core._fail_barriers("enospc")
+    core._inject_fault("barrier", "enospc")
     local ok, msg, c = tx:commit()
     assert.is_nil(ok); assert.is_string(msg); assert.are.equal("no_space", c)
     assert.is_false(p:info().in_txn)
     -- memory shows the last durable state: the root and the allocation are gone
     assert.are.equal(7, p:root())
     assert.has_error(function() p:page(b) end)
-    core._fail_barriers(nil)
+    core._inject_fault(nil)
     p:close()
     -- on disk: the last durable state or the one being committed, whole
     local q = H.track(assert(mp.open(path)))
@@ -97,7 +97,7 @@ describe("a failing barrier", function()
 
   it("lets a later barrier fail after some succeed (after = n)", function()
     local _, p = setup()
-    core._fail_barriers("eio", 2)
+    core._inject_fault("barrier", "eio", 2)
     assert.is_number((p:alloc()))
     assert.is_number((p:alloc()))
     assert.is_nil((p:alloc()))
@@ -114,10 +114,10 @@ describe("a failing barrier", function()
     local slot = q0:info().root_slot
     q0:close()
     f:seek("set", slot * ps + 200); f:write("\255"); f:close()
-    core._fail_barriers("eio")
+    core._inject_fault("barrier", "eio")
     local r, msg, c = mp.open(path)
     assert.is_nil(r); assert.is_string(msg); assert.are.equal("io", c)
-    core._fail_barriers(nil)
+    core._inject_fault(nil)
     -- the next open falls back again (txn 2: the page allocated, root 0)
     -- and this time invalidates the damaged root durably
     local q = H.track(assert(mp.open(path)))

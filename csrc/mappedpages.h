@@ -19,10 +19,14 @@
  *    for itself (page 0 among them) are never handed out.
  *  - Mutations outside mp_begin/mp_commit are each their own transaction
  *    ("auto-commit"): durable when the call returns MP_OK.
- *  - After a failed durability barrier the pager is "poisoned": every later
- *    mutation and commit fails with MP_EPOISONED.  Reopen to recover the
- *    last durable state.  (Retrying fsync after a failure is unsound: the
- *    kernel may have dropped the dirty pages and report success.)
+ *  - After a failed durability barrier (or a failed write during a commit)
+ *    the pager is "poisoned": memory shows the last durable state, and every
+ *    later mutation and commit fails with MP_EPOISONED.  Reopen to recover
+ *    the last durable state.  (Retrying fsync after a failure is unsound:
+ *    the kernel may have dropped the dirty pages and report success.)  A
+ *    full disk when the file must grow (MP_ENOSPC) does not poison: the
+ *    call changes nothing, and freeing pages makes room.  Details: "fault
+ *    injection" below and docs/FORMAT.md.
  *  - A pager is not thread-safe: use it from one thread at a time.
  */
 #ifndef MAPPEDPAGES_H

@@ -8,6 +8,8 @@
  * use (posix_fallocate: a full disk is an error, never a SIGBUS), the
  * single durability barrier every commit goes through, and whole-page
  * pread/pwrite for metadata (which never goes through the mapping).
+ * Barriers, growth and page writes consult the test hook (mp_set_io_hook)
+ * first, so tests can make each of them fail.
  */
 #include "mp_internal.h"
 

@@ -232,7 +232,7 @@ mp_err mp_check(mp_pager *p);
  *                  barrier: commits, open's invalidation of a rejected
  *                  root); it returns 0 (the data is durable) or an errno.
  *   MP_IO_GROW     called before each posix_fallocate that reserves disk
- *                  blocks for growth (mp_create's first extent included);
+ *                  blocks for growth (mp_create's first extent included).
  *   MP_IO_WRITE    called before each whole-page pwrite: metadata pages and
  *                  the root at commit, protected contents written by
  *                  mp_write_protected, open's clearing of a root slot.
@@ -241,7 +241,8 @@ mp_err mp_check(mp_pager *p);
  * Writes through the mapping (regular pages, mp_protected_write_ptr) are
  * not hooked.  NULL restores the real operations.
  *
- * What each failure does (see also "Failed barriers" in docs/FORMAT.md):
+ * What each failure does (docs/FORMAT.md, "Failed barriers, failed writes
+ * and a full disk", has the reasons):
  *  - a failed barrier or a failed pwrite inside a commit: the call returns
  *    MP_EIO / MP_ENOSPC, the transaction is rolled back in memory (memory
  *    shows the last durable state) and the pager is poisoned (MP_EPOISONED

@@ -359,7 +359,9 @@ describe("a full disk during growth", function()
   end)
 
   it("fails a commit whose page-table flush needs growth: rolled back, not poisoned, retried with room", function()
-    local p, path, _, ids = full_file()
+    -- one spare page: the flush writes its first page-table page there,
+    -- then needs growth for the next
+    local p, path, _, ids = full_file(1)
     local s0 = snap(p)
     core._inject_fault("grow", "enospc")
     -- more new pids than the root can carry: the commit writes page-table pages
@@ -369,14 +371,15 @@ describe("a full disk during growth", function()
     assert.is_false(p:info().in_txn)
     not_poisoned(p)
     assert.are.same(s0, snap(p))
+    assert.are.equal(1, p:free_count())
     assert.is_true(p:check())
-    -- the same through auto-commits: the one that overflows the root fails
+    -- the same through auto-commits: the first whose flush needs growth fails
     local n = 0
     while true do
       local pid, msg, c = p:alloc_protected()
       if not pid then H.fails_with("no_space", pid, msg, c) break end
       n = n + 1
-      assert.is_true(n < 64, "a flush was needed")
+      assert.is_true(n < 200, "a flush needed growth")
     end
     not_poisoned(p)
     local s_auto = snap(p)

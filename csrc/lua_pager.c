@@ -420,34 +420,51 @@ static int l_crc32c(lua_State *L)
     return 1;
 }
 
-/* Test support: make durability barriers fail.  core._fail_barriers(code
- * [, after]) with code "eio" or "enospc" lets `after` (default 0) barriers
- * succeed, then fails every later one with that errno; with code nil the
- * real barrier is restored.  Process-wide, like mp_set_barrier_hook. */
-static struct { int err; lua_Integer after; } barrier_fault;
+/* Test support: inject I/O faults through mp_set_io_hook.
+ * core._inject_fault(op, code [, after]) with op "barrier", "grow" or
+ * "write" and code "eio" or "enospc" lets `after` (default 0) operations
+ * of that kind succeed, then fails every later one with that errno (until
+ * cleared); faults of different kinds can be armed at once.  With code nil
+ * every fault is cleared and the real operations are restored.
+ * Process-wide, like the hook. */
+static struct { int err; lua_Integer after; } io_fault[3];
 
-static int fault_hook(int fd, void *ctx)
+static int fault_hook(mp_io_op op, int fd, void *ctx)
 {
-    (void)fd;
     (void)ctx;
-    if (barrier_fault.after > 0) {
-        barrier_fault.after--;
-        return fdatasync(fd) == 0 ? 0 : errno;
+    if ((unsigned)op < 3 && io_fault[op].err) {
+        if (io_fault[op].after > 0)
+            io_fault[op].after--;
+        else
+            return io_fault[op].err;
     }
-    return barrier_fault.err;
+    if (op != MP_IO_BARRIER)
+        return 0;                     /* the real operation runs */
+    while (fdatasync(fd) != 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
 }
 
-static int l_fail_barriers(lua_State *L)
+static int l_inject_fault(lua_State *L)
 {
-    static const char *const names[] = { "eio", "enospc", NULL };
-    if (lua_isnoneornil(L, 1)) {
-        mp_set_barrier_hook(NULL, NULL);
+    static const char *const ops[] = { "barrier", "grow", "write", NULL };
+    static const char *const codes[] = { "eio", "enospc", NULL };
+    static const mp_io_op opv[] = { MP_IO_BARRIER, MP_IO_GROW, MP_IO_WRITE };
+    if (lua_isnoneornil(L, 2)) {
+        if (!lua_isnoneornil(L, 1))
+            (void)luaL_checkoption(L, 1, NULL, ops);
+        memset(io_fault, 0, sizeof io_fault);
+        mp_set_io_hook(NULL, NULL);
         return 0;
     }
-    barrier_fault.err = luaL_checkoption(L, 1, NULL, names) == 0 ? EIO : ENOSPC;
-    barrier_fault.after = mpl_optinteger(L, 2, 0);
-    mpl_argcheck(L, barrier_fault.after >= 0, 2, "must be non-negative");
-    mp_set_barrier_hook(fault_hook, NULL);
+    mp_io_op op = opv[luaL_checkoption(L, 1, NULL, ops)];
+    int err = luaL_checkoption(L, 2, NULL, codes) == 0 ? EIO : ENOSPC;
+    lua_Integer after = mpl_optinteger(L, 3, 0);
+    mpl_argcheck(L, after >= 0, 3, "must be non-negative");
+    io_fault[op].err = err;
+    io_fault[op].after = after;
+    mp_set_io_hook(fault_hook, NULL);
     return 0;
 }
 
@@ -857,7 +874,7 @@ static const luaL_Reg module_funcs[] = {
     {"create", l_create},
     {"open", l_open},
     {"crc32c", l_crc32c},
-    {"_fail_barriers", l_fail_barriers},
+    {"_inject_fault", l_inject_fault},
     {NULL, NULL}
 };
 

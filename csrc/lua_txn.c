@@ -9,8 +9,9 @@
  *
  * States: UNINIT (constructed, begin not done yet) -> ACTIVE -> one of
  * COMMITTED, ROLLEDBACK (explicit, __close, __gc, or pager closed) and
- * FAILED (commit failed: the transaction was rolled back in memory, the
- * pager is poisoned and refuses later commits).
+ * FAILED (commit failed: the transaction was rolled back in memory; after
+ * a failed write or barrier the pager is also poisoned and refuses later
+ * commits, after a failed growth it is not).
  */
 #include <stdio.h>
 #include <string.h>

@@ -19,10 +19,14 @@
  *    for itself (page 0 among them) are never handed out.
  *  - Mutations outside mp_begin/mp_commit are each their own transaction
  *    ("auto-commit"): durable when the call returns MP_OK.
- *  - After a failed durability barrier the pager is "poisoned": every later
- *    mutation and commit fails with MP_EPOISONED.  Reopen to recover the
- *    last durable state.  (Retrying fsync after a failure is unsound: the
- *    kernel may have dropped the dirty pages and report success.)
+ *  - After a failed durability barrier (or a failed write during a commit)
+ *    the pager is "poisoned": memory shows the last durable state, and every
+ *    later mutation and commit fails with MP_EPOISONED.  Reopen to recover
+ *    the last durable state.  (Retrying fsync after a failure is unsound:
+ *    the kernel may have dropped the dirty pages and report success.)  A
+ *    full disk when the file must grow (MP_ENOSPC) does not poison: the
+ *    call changes nothing, and freeing pages makes room.  Details: "fault
+ *    injection" below and docs/FORMAT.md.
  *  - A pager is not thread-safe: use it from one thread at a time.
  */
 #ifndef MAPPEDPAGES_H
@@ -220,12 +224,47 @@ uint64_t mp_root(const mp_pager *p);
  * a message. */
 mp_err mp_check(mp_pager *p);
 
-/* Every durability barrier goes through one function.  A test build may
- * install a hook that is called instead of fdatasync(fd); it returns 0 or
- * an errno value (EIO, ENOSPC) to simulate a failing barrier.  NULL
- * restores the real barrier.  Process-wide; for tests only. */
-typedef int (*mp_barrier_hook)(int fd, void *ctx);
-void mp_set_barrier_hook(mp_barrier_hook hook, void *ctx);
+/* ---- fault injection (tests only) ------------------------------------ */
+
+/* Every I/O operation whose failure the pager must survive goes through one
+ * process-wide hook, so tests can make it fail:
+ *   MP_IO_BARRIER  called instead of fdatasync(fd) (every durability
+ *                  barrier: commits, open's invalidation of a rejected
+ *                  root); it returns 0 (the data is durable) or an errno.
+ *   MP_IO_GROW     called before each posix_fallocate that reserves disk
+ *                  blocks for growth (mp_create's first extent included).
+ *   MP_IO_WRITE    called before each whole-page pwrite: metadata pages and
+ *                  the root at commit, protected contents written by
+ *                  mp_write_protected, open's clearing of a root slot.
+ *                  For GROW and WRITE, 0 lets the real operation run and an
+ *                  errno makes it fail with that errno without running.
+ * Writes through the mapping (regular pages, mp_protected_write_ptr) are
+ * not hooked.  NULL restores the real operations.
+ *
+ * What each failure does (docs/FORMAT.md, "Failed barriers, failed writes
+ * and a full disk", has the reasons):
+ *  - a failed barrier or a failed pwrite inside a commit: the call returns
+ *    MP_EIO / MP_ENOSPC, the transaction is rolled back in memory (memory
+ *    shows the last durable state) and the pager is poisoned (MP_EPOISONED
+ *    for every later mutation).  Reopening finds the last durable state,
+ *    or the failed commit's if all of it had reached the disk.
+ *  - a failed growth (MP_IO_GROW): MP_ENOSPC / MP_EIO; nothing was written
+ *    and nothing changes (an auto-commit call is rolled back; inside a
+ *    transaction the failing call alone has no effect and the transaction
+ *    stays open), and the pager is not poisoned: freeing pages, or a
+ *    smaller request, can succeed.  A growth the commit itself needs (for
+ *    page-table pages) fails the commit the same way: the transaction is
+ *    rolled back, not poisoned.
+ *  - a failed pwrite of protected content in mp_write_protected: outside a
+ *    transaction, like a failed growth (the page written was a fresh one no
+ *    durable state references); inside one, the transaction's copy of the
+ *    page is unknown, so the pager is poisoned and the transaction can only
+ *    end in a rollback.
+ *  - a failed open-time clearing (write or barrier): mp_open fails; the
+ *    next open tries again. */
+typedef enum mp_io_op { MP_IO_BARRIER, MP_IO_GROW, MP_IO_WRITE } mp_io_op;
+typedef int (*mp_io_hook)(mp_io_op op, int fd, void *ctx);
+void mp_set_io_hook(mp_io_hook hook, void *ctx);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,8 @@
  * use (posix_fallocate: a full disk is an error, never a SIGBUS), the
  * single durability barrier every commit goes through, and whole-page
  * pread/pwrite for metadata (which never goes through the mapping).
+ * Barriers, growth and page writes consult the test hook (mp_set_io_hook)
+ * first, so tests can make each of them fail.
  */
 #include "mp_internal.h"
 
@@ -17,10 +19,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static mp_barrier_hook g_hook;
+/* The test hook (mappedpages.h, "fault injection"): consulted before every
+ * barrier, growth and metadata write. */
+static mp_io_hook g_hook;
 static void *g_hook_ctx;
 
-void mp_set_barrier_hook(mp_barrier_hook hook, void *ctx)
+void mp_set_io_hook(mp_io_hook hook, void *ctx)
 {
     g_hook = hook;
     g_hook_ctx = ctx;
@@ -51,7 +55,7 @@ int mp_os_barrier(mp_pager *p)
 {
     p->barriers++;
     if (g_hook)
-        return g_hook(p->fd, g_hook_ctx);
+        return g_hook(MP_IO_BARRIER, p->fd, g_hook_ctx);
     while (fdatasync(p->fd) != 0) {
         if (errno != EINTR)
             return errno ? errno : EIO;
@@ -150,7 +154,12 @@ mp_err mp_os_grow_file(mp_pager *p, uint64_t from, uint64_t to)
                        "%s: file would outgrow the reserved address space (%llu bytes; see option max_bytes)",
                        p->path, (unsigned long long)p->reserve_bytes);
     if (to > from) {
-        int e = posix_fallocate(p->fd, (off_t)from, (off_t)(to - from));
+        /* Nothing in memory changes before this succeeds (fsm.c grows the
+         * page count only afterwards), so a failure here leaves the pager
+         * as it was and usable. */
+        int e = g_hook ? g_hook(MP_IO_GROW, p->fd, g_hook_ctx) : 0;
+        if (e == 0)
+            e = posix_fallocate(p->fd, (off_t)from, (off_t)(to - from));
         if (e != 0)
             return mp_fail(p, mp_err_from_errno(e), "%s: cannot grow the file to %llu bytes: %s",
                            p->path, (unsigned long long)to, strerror(e));
@@ -179,6 +188,11 @@ int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf)
 int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf)
 {
     size_t done = 0, n = p->geom.P;
+    if (g_hook) {
+        int e = g_hook(MP_IO_WRITE, p->fd, g_hook_ctx);
+        if (e)
+            return e;
+    }
     while (done < n) {
         ssize_t r = pwrite(p->fd, buf + done, n - done, (off_t)(pgno * n + done));
         if (r < 0 && errno == EINTR)

@@ -316,8 +316,11 @@ mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf)
     rc = cow(p, pid, 1, &page, &pg);
     if (rc == MP_OK) {
         int e = mp_os_write_page(p, pg, buf);
+        if (e && p->in_txn)   /* the transaction's copy of pid is unknown now: it must not commit */
+            p->poisoned = 1;
         if (e)
-            rc = mp_fail(p, mp_err_from_errno(e), "%s: write_protected: %s", p->path, strerror(e));
+            rc = mp_fail(p, mp_err_from_errno(e), "%s: write_protected: %s%s", p->path, strerror(e),
+                         p->in_txn ? "; the transaction can only roll back, reopen the file" : "");
     }
     return mp_finish(p, rc);
 }

@@ -12,7 +12,7 @@
  * out-of-range pids, and write_ptr outside a transaction), rewriting a
  * regular page, reopen read-write or read-only (also after appending
  * garbage to the file, as another tool might), and a failing durability
- * barrier (EIO or ENOSPC through mp_set_barrier_hook).
+ * barrier (EIO or ENOSPC through mp_set_io_hook).
  *
  * After every op: the return code is the one the model expects (misuse is
  * an error code, never a crash), mp_check passes, and mp_next_page,
@@ -77,14 +77,15 @@ static uint64_t lit(int n)
     CHECK((rc) == (want), "%s: got %s, model expects %s (%s)", what, mp_errname(rc),    \
           mp_errname(want), P ? mp_errmsg(P) : "")
 
-static int hook(int fd, void *ctx)
+static int hook(mp_io_op op, int fd, void *ctx)
 {
-    (void)fd;
     (void)ctx;
+    if (op != MP_IO_BARRIER)
+        return 0;   /* growth and page writes run as usual */
     if (fail_next_barrier) {
         int e = fail_next_barrier;
         fail_next_barrier = 0;
-        mp_set_barrier_hook(NULL, NULL);
+        mp_set_io_hook(NULL, NULL);
         return e;
     }
     return fdatasync(fd) == 0 ? 0 : errno;
@@ -290,7 +291,7 @@ static void reopen_after(int ro, size_t append, unsigned seed)
     if (in_txn)
         model_rollback();
     in_txn = 0;
-    mp_set_barrier_hook(NULL, NULL);
+    mp_set_io_hook(NULL, NULL);
     fail_next_barrier = 0;
     if (append)
         append_garbage(append, seed);
@@ -702,7 +703,7 @@ static void op_fail_barrier(void)
     M = saved;
     txn_before_poison = in.txn;
     fail_next_barrier = e;
-    mp_set_barrier_hook(hook, NULL);
+    mp_set_io_hook(hook, NULL);
     mp_err rc;
     const char *call = "commit";
     if (in_txn) {
@@ -758,7 +759,7 @@ static void op_fail_barrier(void)
             break;
         }
     }
-    mp_set_barrier_hook(NULL, NULL);
+    mp_set_io_hook(NULL, NULL);
     if (fail_next_barrier) {
         /* no barrier reached: the call failed before its commit, which is
          * legitimate only when the file could not grow */
@@ -813,7 +814,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(wptr, 0, sizeof wptr);
     in_txn = poisoned = readonly = 0;
     fail_next_barrier = 0;
-    mp_set_barrier_hook(NULL, NULL);
+    mp_set_io_hook(NULL, NULL);
     mp_options o = { .page_size = PS, .max_bytes = max_bytes };
     mp_error err;
     mp_err rc = mp_create(path, &o, &P, &err);
@@ -849,7 +850,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     mp_close(P);
     P = NULL;
-    mp_set_barrier_hook(NULL, NULL);
+    mp_set_io_hook(NULL, NULL);
     fail_next_barrier = 0;
     unlink(path);
     return 0;

@@ -1,6 +1,6 @@
 -- 09-crash: a power loss at every durability barrier.
 --
--- test/crash_sim.c hooks the barrier (mp_set_barrier_hook), records which
+-- test/crash_sim.c hooks the barrier (mp_set_io_hook), records which
 -- pages each barrier makes durable, and opens crash images built from them
 -- (every changed page old, new or torn at 512-byte sectors; the file length
 -- old or new): each must open, pass the audit, and show exactly the state of

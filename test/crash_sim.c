@@ -8,7 +8,7 @@
  *
  * How it works
  *
- *   A barrier hook (mp_set_barrier_hook) is called instead of fdatasync.  At
+ *   An I/O hook (mp_set_io_hook) is called instead of fdatasync.  At
  *   each barrier it reads the whole file with pread (writes made through
  *   pwrite and through the shared mapping are all in the page cache): that
  *   is the "new" image; the content right after the previous barrier is the
@@ -605,9 +605,11 @@ static void record_free(record *r)
     memset(r, 0, sizeof *r);
 }
 
-static int barrier_hook(int fd, void *ctx)
+static int barrier_hook(mp_io_op op, int fd, void *ctx)
 {
     (void)ctx;
+    if (op != MP_IO_BARRIER)
+        return 0;   /* growth and page writes run as usual */
     if (hook_mode != HOOK_RECORD)
         return 0;   /* scratch images: durability is not the point */
     uint64_t ln = file_len(fd);
@@ -1663,7 +1665,7 @@ static void run_seed(void)
     w_root = c_root = 0;
     old_len = 0;
     hook_mode = HOOK_RECORD;
-    mp_set_barrier_hook(barrier_hook, NULL);
+    mp_set_io_hook(barrier_hook, NULL);
 
     mp_error e;
     mp_options o = { .page_size = PS };
@@ -1687,7 +1689,7 @@ static void run_seed(void)
     ok(mp_check(live), "final audit");
     mp_close(live);
     live = NULL;
-    mp_set_barrier_hook(NULL, NULL);
+    mp_set_io_hook(NULL, NULL);
     rc = mp_open(work_path, NULL, &live, &e);
     if (rc != MP_OK)
         die("final reopen: %s", e.msg);

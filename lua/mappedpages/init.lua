@@ -80,8 +80,10 @@ end
 --- Run `fn(...)` in a transaction.
 -- Commits and returns fn's results when fn returns; rolls back and
 -- rethrows fn's error when it raises. When the commit itself fails (I/O,
--- disk full) returns `nil, message, code`, and the pager refuses later
--- commits. Raises like `begin` if a transaction is already open.
+-- disk full) returns `nil, message, code`, with the transaction rolled
+-- back; after a failed write or barrier the pager also refuses later
+-- commits ("poisoned": reopen), after a failed growth it does not.
+-- Raises like `begin` if a transaction is already open.
 -- @param fn the function to call
 -- @param ... its arguments
 -- @return fn's results, or `nil, message, code`
@@ -135,7 +137,9 @@ end
 --   an I/O failure or a full disk; the writer then stays alive: commit
 --   again or discard). If a transaction was begun after the writer was
 --   made, `commit` joins it instead: the transaction's commit makes it
---   durable and its rollback drops it. `commit` raises if pid was freed
+--   durable and its rollback drops it (if writing its bytes fails there,
+--   the transaction's copy is unknown: the pager is poisoned, the
+--   transaction can only roll back). `commit` raises if pid was freed
 --   since the writer was made. `writer:discard()`, `<close>` and garbage
 --   collection without a commit drop the changes.
 -- * Made inside a transaction, the writer writes the transaction's own copy

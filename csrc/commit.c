@@ -25,8 +25,10 @@
  *   CHANGED   changed == 1: some groups dirty (undo list), pending frees,
  *             page_count/user_root may differ from the d_* fields.
  *             -> CLEAN by mp_txn_commit (success) or mp_txn_rollback.
- *   POISONED  poisoned == 1: a barrier failed; in-memory state is whatever
- *             the failed commit left.  Only reads and close are allowed.
+ *   POISONED  poisoned == 1: a commit's write or barrier failed; the caller
+ *             (mp_finish) rolled the working state back to the durable one,
+ *             though index nodes may keep the failed commit's CRCs (never
+ *             used again: only reads and close are allowed).
  */
 #include "mp_internal.h"
 #include "crc32c.h"

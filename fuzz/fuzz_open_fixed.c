@@ -155,6 +155,8 @@ static uint64_t value(reader *r, const unsigned char *img, uint32_t P, size_t le
         0x7fffffff, 0x80000000u, 0xffffffffu, 0xfffffffeu, (uint64_t)1 << 32, ((uint64_t)1 << 32) + 1,
         UINT64_MAX, (uint64_t)1 << 63, MP_TYPE_BITMAP, MP_TYPE_INDEX, MP_TYPE_PTLEAF, MP_TYPE_PTNODE,
         (P - 32) / 16, (P - 32) / 16 + 1, MP_PT_DELTA_MAX, MP_PT_DELTA_MAX + 1,
+        MP_FM_CARRY_MAX, MP_FM_CARRY_MAX + 1, (P - MP_ROOT_HDR_SIZE) / MP_FM_CARRY_SIZE,
+        pc << 2, (pc - 1) << 2 | 1, (pc - 1) << 2 | 2, (pc - 1) << 2 | 3, ge.G << 2 | 1,
     };
     const size_t nt = sizeof table / sizeof table[0];
     if (b < 0xE0)

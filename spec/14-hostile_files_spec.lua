@@ -41,6 +41,9 @@ local sq = H.shell_quote
 -- Seconds a child may take before it counts as hung (generous: ASan).
 local CHILD_LIMIT = 300
 
+-- MP_HOSTILE_VERBOSE=1 prints what each child counted (images opened, and
+-- how each open went).
+--
 -- Known bugs in the C core are kept as tests that are skipped (pending)
 -- unless MP_RUN_KNOWN_BUGS is set, so the suite stays green and a fix can
 -- be checked with `MP_RUN_KNOWN_BUGS=1 busted --lua=lua5.4 spec/14-...`.
@@ -292,6 +295,7 @@ local function run_child(body, args)
   if #bads > 0 then error(table.concat(bads, "\n"), 2) end
   local counts = {}
   for k, n in out:gmatch("COUNT ([^=\n]+)=(%d+)") do counts[k] = tonumber(n) end
+  if os.getenv("MP_HOSTILE_VERBOSE") then io.stderr:write((out:gsub("\ndone\n$", "\n"))) end
   return counts
 end
 
@@ -567,16 +571,22 @@ local function build_carry()
   return f
 end
 
--- The index file: FSM height 1.  It has more groups (K + 1 = 113) than
--- the root has entries, so the root names an index node that names the
--- bitmaps: 444,480 pages, a 434 MiB sparse file.  No writer makes one
--- quickly (growth reserves disk blocks), so transaction 1 is forged by
--- hand in slot 0, like a fresh file, and a writer adds the later commits.
-local function build_index()
-  local path = fast_path("index.mp")
-  local ngroups = K + 1
-  local pc = (ngroups - 1) * G + 64
-  assert(os.execute(("truncate -s %d %s"):format(pc * P, sq(path))))
+-- Write a fresh file by hand at path, as another tool could: transaction
+-- 1 in root slot 0 (slot 1 zero), `pc` pages (the file is made sparse to
+-- that size, plus `extra` bytes), nothing allocated.  FSM height 0 or 1.
+local function hosted(g)
+  if g == 0 then return 2 end
+  local n = 0
+  if g % E == 0 then n = n + 1 end
+  if g % (E * E) == 0 then n = n + 1 end
+  return n
+end
+
+local function forge_fresh(path, pc, extra)
+  local ngroups = cdiv(pc, G)
+  local h = ngroups <= K and 0 or 1
+  assert(ngroups <= K * E)
+  assert(os.execute(("truncate -s %d %s"):format(pc * P + (extra or 0), sq(path))))
   local function meta(type_, level, index, body)
     local page = sp("<I4I4i8I4I4i8", type_, 0, 1, level, index, 0) .. body
     page = page .. string.rep("\0", P - #page)
@@ -584,21 +594,40 @@ local function build_index()
   end
   local entries = {}
   for g = 0, ngroups - 1 do
-    -- the reserved run: group 0's is 8 pages (roots, its bitmap, index
-    -- levels 1 and 2), the others' 2 (g % E ~= 0: no index level)
-    local run = g == 0 and 8 or 2
-    local bytes = { 0, 0 }
+    -- the reserved run: pages 0 and 1 (the roots) in group 0, then the
+    -- bitmap's two slots and two per index level the group hosts
+    local run = base(g) - g * G + 2 + 2 * hosted(g)
+    local bytes = {}
+    for i = 1, cdiv(run, 4) do bytes[i] = 0 end
     for i = 0, run - 1 do bytes[i // 4 + 1] = bytes[i // 4 + 1] | (2 << (2 * (i % 4))) end
-    local page = meta(H.BITMAP_TYPE, 0, g, string.char(bytes[1], bytes[2]))
+    local page = meta(H.BITMAP_TYPE, 0, g, string.char(table.unpack(bytes)))
     H.write_at(path, base(g) * P, page)
     entries[#entries + 1] = sp("<I4I4", su("<I4", page, 5), 0)
   end
-  local node = meta(H.INDEX_TYPE, 1, 0, table.concat(entries))
-  H.write_at(path, (base(0) + 2) * P, node)
-  local root = H.MAGIC .. sp("<I4I4I4I4i8i8i8I4", 1, P, 0, 0, 1, pc, 0, 1)
-  root = root .. string.rep("\0", 128 - #root) .. sp("<I4I4", su("<I4", node, 5), 0)
+  if h == 1 then
+    local nodes = {}
+    for n = 0, cdiv(ngroups, E) - 1 do
+      local node = meta(H.INDEX_TYPE, 1, n, table.concat(entries, "", n * E + 1, math.min(ngroups, (n + 1) * E)))
+      H.write_at(path, (base(n * E) + 2) * P, node)
+      nodes[#nodes + 1] = sp("<I4I4", su("<I4", node, 5), 0)
+    end
+    entries = nodes
+  end
+  local root = H.MAGIC .. sp("<I4I4I4I4i8i8i8I4", 1, P, 0, 0, 1, pc, 0, h)
+  root = root .. string.rep("\0", 128 - #root) .. table.concat(entries)
   H.write_at(path, 0, root .. string.rep("\0", P - #root))
   H.fix_root_crc(path, P, 0)
+end
+
+-- The index file: FSM height 1.  It has more groups (K + 1 = 113) than
+-- the root has entries, so the root names an index node that names the
+-- bitmaps: 444,480 pages, a 434 MiB sparse file.  No writer makes one
+-- quickly (growth reserves disk blocks), so transaction 1 is forged by
+-- hand, like a fresh file, and a writer adds the later commits.
+local function build_index()
+  local path = fast_path("index.mp")
+  local pc = K * G + 64
+  forge_fresh(path, pc)
   local p = H.open(path)
   assert(p:info().fsm_height == 1 and p:page_count() == pc and not p:info().recovered)
   local ids = p:alloc_bulk(3)
@@ -1620,5 +1649,164 @@ describe("something that is not a regular file", function()
     assert(os.execute("mkfifo " .. sq(fifo)))
     local p, msg, code = mp.open(fifo)      -- O_RDWR on a FIFO does not block
     H.fails_with("not_mappedpages", p, msg, code)
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- unusual but valid files made by another tool
+
+-- Each case (ARGS.cases: path, what, expect, pc, free, grow) is a fresh
+-- file written by hand.  Valid ones must open at transaction 1 with the
+-- right counts and keep working: a writer allocates (past the end when
+-- `grow`), writes a protected page and sets the root, and a reopen shows
+-- exactly that.  Invalid ones must fail cleanly.
+local VALID = [==[
+local mp = require "mappedpages"
+local A = ARGS
+for _, case in ipairs(A.cases) do
+  C.at(case.what)
+  for _, ro in ipairs({ true, false }) do
+    local mode = ro and "read-only" or "writer"
+    local p, msg, code = mp.open(case.path, { readonly = ro })
+    C.count("images")
+    if case.expect ~= "ok" then
+      if p then
+        p:close()
+        C.complain(case.what .. ": the " .. mode .. " open succeeded, expected " .. case.expect)
+      else
+        local why = C.judge("fail", code, case.expect)
+        if why or type(msg) ~= "string" then C.complain(case.what .. ": " .. mode .. " open: " .. tostring(why)) end
+      end
+    elseif not p then
+      C.complain(case.what .. ": the " .. mode .. " open failed: " .. tostring(msg))
+    else
+      local err = C.walk(p)
+      local i = p:info()
+      p:close()
+      if err then C.complain(case.what .. ": " .. mode .. ": " .. err) end
+      if i.txn ~= 1 or i.page_count ~= case.pc or i.free_count ~= case.free or i.recovered then
+        C.complain(("%s: %s open shows txn %d, %d pages, %d free, recovered %s"):format(case.what, mode,
+          i.txn, i.page_count, i.free_count, tostring(i.recovered)))
+      end
+    end
+  end
+  if case.expect == "ok" then
+    local ok, err = pcall(function()
+      local p = assert(mp.open(case.path))
+      local ids = assert(p:alloc_bulk(case.grow and p:free_count() + 5 or 5))
+      for _, id in ipairs(ids) do p:page(id):write(0, string.pack("<I8", id)) end
+      if case.grow then assert(p:page_count() > case.pc, "did not grow") end
+      local pid = assert(p:alloc_protected())
+      local w = p:write_protected(pid)
+      w:write(0, "valid")
+      assert(w:commit())
+      assert(p:set_root(99))
+      local want = C.fingerprint(p)
+      p:close()
+      for _, ro in ipairs({ true, false }) do
+        local q = assert(mp.open(case.path, { readonly = ro }))
+        local werr = C.walk(q)
+        assert(not werr, werr)
+        assert(C.fingerprint(q) == want, "reopened at another state")
+        for _, id in ipairs(ids) do assert(q:page(id):read(0, 8) == string.pack("<I8", id), "page lost its bytes") end
+        assert(q:protected(pid):read(0, 5) == "valid")
+        q:close()
+      end
+    end)
+    C.count("kept working")
+    if not ok then C.complain(case.what .. ": " .. tostring(err)) end
+  end
+  os.remove(case.path)
+end
+]==]
+
+describe("a valid file made by another tool", function()
+  after_each(cleanup)
+
+  it("opens and keeps working at unusual page counts, and is refused when they cut a reserved run", function()
+    local run0 = 8                                 -- roots, bitmap slots, two index levels
+    local cases = {}
+    local function add(pc, extra, grow, what)
+      local ngroups = cdiv(pc, G)
+      local system = run0 + 2 * (ngroups - 1)      -- groups 1.. host no index level here
+      local ok = pc >= run0 and pc - (ngroups - 1) * G >= (ngroups > 1 and 2 or run0)
+      cases[#cases + 1] = { pc = pc, extra = extra or 0, grow = grow, free = pc - system,
+                            expect = ok and "ok" or "fail:corrupt",
+                            what = what or ("%d pages%s"):format(pc, extra and (" and " .. extra .. " bytes") or "") }
+    end
+    add(8, nil, true, "8 pages: the reserved run alone, nothing free")
+    add(8, 100, true)
+    add(9, nil, true)
+    add(63, nil, true)
+    add(65, P - 1, true)
+    add(G - 1, nil, true)
+    add(G, nil, true, "one whole group")
+    add(G + 2, nil, true, "a second group holding its reserved run alone")
+    add(G + 3, nil, true)
+    add(2 * G + 2, 17, true)
+    add(K * G, nil, false, "112 groups, all the root holds")
+    add(K * G + 2, nil, false, "113 groups, FSM height 1")
+    add(7, nil, false, "7 pages: short of group 0's reserved run")
+    add(2, nil, false, "2 pages: the roots alone")
+    add(G + 1, nil, false, "a second group cut inside its reserved run")
+    add(K * G + 1, nil, false, "a 113th group cut inside its reserved run")
+    for i, case in ipairs(cases) do
+      case.path = fast_path("valid" .. i .. ".mp")
+      forge_fresh(case.path, case.pc, case.extra)
+    end
+    local counts = run_child(VALID, { cases = cases })
+    assert.are.equal(2 * #cases, counts.images)
+    assert.are.equal(12, counts["kept working"])
+  end)
+end)
+
+-- A file whose newest root was cut back to one group (as if a tool had
+-- rolled it back to an older, shorter state): group 1's stale bitmap
+-- slots, which mark pages allocated, lie past the page count.  Growth
+-- must start group 1 afresh, never take its stale bitmap for real.
+local SHRUNK = [==[
+local mp = require "mappedpages"
+local A = ARGS
+C.at("open the cut-back file")
+local ok, err = pcall(function()
+  local p = assert(mp.open(A.path))
+  assert(p:page_count() == 64 and p:info().regular_count == 0, "opened at another state")
+  local ids = assert(p:alloc_bulk(p:free_count() + A.more))
+  assert(p:page_count() > A.G + 2, "did not grow into group 1")
+  local got = {}
+  for id in p:pages() do got[#got + 1] = id end
+  assert(#got == #ids, ("%d pages allocated, pages() lists %d"):format(#ids, #got))
+  assert(p:check())
+  for _, id in ipairs(ids) do p:page(id):write(0, string.pack("<I8", id)) end
+  local n = #ids
+  p:close()
+  local q = assert(mp.open(A.path, { readonly = true }))
+  assert(q:check())
+  assert(q:info().regular_count == n, "reopened with " .. q:info().regular_count .. " pages")
+  for _, id in ipairs(ids) do assert(q:page(id):read(0, 8) == string.pack("<I8", id)) end
+  q:close()
+end)
+C.count("images")
+if not ok then C.complain(tostring(err)) end
+]==]
+
+describe("a valid file with stale metadata past its page count", function()
+  after_each(cleanup)
+
+  it("grows into a fresh group, not into the stale bitmap left there", function()
+    local p, path = H.create({ page_size = P }, fast_path("shrunk.mp"))
+    local ids = p:alloc_bulk(G + 10)
+    local low = {}
+    for _, id in ipairs(ids) do if id < G then low[#low + 1] = id end end
+    assert(p:free_bulk(low))                  -- group 1's pages stay allocated
+    assert(p:set_root(1))                     -- a commit with the frees durable
+    p:close()
+    local r = roots(path)
+    assert(r.ngroups == 2)
+    -- the newest root, cut back to 64 pages and one group
+    forge_root(path, r, 32, sp("<i8", 64))
+    forge_root(path, r, 136, sp("<I4I4", 0, 0))
+    local counts = run_child(SHRUNK, { path = path, G = G, more = G })
+    assert.are.equal(1, counts.images)
   end)
 end)

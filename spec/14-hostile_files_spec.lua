@@ -1,0 +1,1825 @@
+-- spec/14-hostile_files_spec.lua -- corrupt and hostile files (issue 5,
+-- item 3).
+--
+-- Every image here is opened in a child lua5.4 process (under `timeout`),
+-- read-only and for writing, so a crash or a hang fails one test and names
+-- the image instead of killing the run.  The verdict on each image is one
+-- of:
+--   older   the open shows the previous committed state, flagged recovered
+--   latest  the open shows the newest committed state
+--   fail    nil, msg, code (the codes each test allows)
+-- and anything else (another state, a failed check(), an unreadable page,
+-- a raise, a crash, a hang) is a failure.  A state is compared as a
+-- fingerprint: the counters, the user root, the regular pages, and each
+-- allocated pid with the first and last 16 bytes of its content (every
+-- content page written here starts with a marker of its own).
+--
+-- The byte-flip loops know, from the file itself (docs/FORMAT.md), which
+-- metadata pages each of the two roots references, so each flip has one
+-- right answer: damage to a page only the newest root uses must fall back
+-- to the previous commit, damage to one only the previous root uses must
+-- not matter, and damage to one both use must fail cleanly (a CRC32C
+-- catches every single-byte change).  A writer that fell back must have
+-- invalidated the newest root for good: with the byte repaired, the file
+-- still opens at the previous commit.
+--
+-- Forgeries re-sign every checksum on the way up (page, parent entry,
+-- root) so that only the structural checks can catch them.
+--
+-- The files (1 KiB pages): the main file (regular pages, 100 pids in a page
+-- table of two leaves under a node, the previous root carrying 36 entries,
+-- the newest commit rewriting part of the table and growing the file),
+-- the carrying file (the newest root carrying a full tail of 37 entries),
+-- the index file (113 groups: FSM height 1, a sparse 434 MiB file), the
+-- deep file (7,700 pids: a page table of height 2), and hand-made fresh
+-- files.  Sections: byte flips, truncation, growth by another tool,
+-- forgeries, garbage and non-files, unusual valid files.
+
+local H = require "helpers"
+local mp = H.mp
+
+local P = 1024
+local G = 4 * (P - 32)            -- pages per group
+local E = (P - 32) // 8           -- entries per index / page-table node
+local EL = (P - 32) // 16         -- entries per page-table leaf
+local K = (P - 128) // 8          -- entries the root holds directly
+local LEAF_TYPE, NODE_TYPE = 0x54504d50, 0x4e504d50
+local su, sp = string.unpack, string.pack
+local sq = H.shell_quote
+
+-- Seconds a child may take before it counts as hung (generous: ASan).
+local CHILD_LIMIT = 300
+
+-- MP_HOSTILE_VERBOSE=1 prints what each child counted (images opened, and
+-- how each open went).
+--
+-- Known bugs in the C core are kept as tests that are skipped (pending)
+-- unless MP_RUN_KNOWN_BUGS is set, so the suite stays green and a fix can
+-- be checked with `MP_RUN_KNOWN_BUGS=1 busted --lua=lua5.4 spec/14-...`.
+local function known_bug(name, bug, fn)
+  if os.getenv("MP_RUN_KNOWN_BUGS") then
+    it(name, fn)
+  else
+    pending(name .. " [skipped, known bug: " .. bug .. "]", fn)
+  end
+end
+
+-- The byte-flip loops open thousands of images, and a writer that falls
+-- back issues a barrier to invalidate the rejected root: on a disk that
+-- costs milliseconds each.  Their files live in /dev/shm (tmpfs, where a
+-- barrier is cheap) when there is one; the format checks do not care.
+local fast_dirs = {}
+local function fast_path(name)
+  local dir = fast_dirs[1]
+  if not dir then
+    local f = io.popen("mktemp -d -p /dev/shm mp-hostile.XXXXXX 2>/dev/null")
+    dir = f and f:read("l")
+    if f then f:close() end
+    if not dir or dir == "" then dir = H.dir() end
+    fast_dirs[1] = dir
+  end
+  return dir .. "/" .. name
+end
+
+local function cleanup()
+  for i = #fast_dirs, 1, -1 do
+    if fast_dirs[i]:find("^/dev/shm/mp%-hostile%.") then os.execute("rm -rf " .. sq(fast_dirs[i])) end
+    fast_dirs[i] = nil
+  end
+  H.cleanup()
+end
+
+---------------------------------------------------------------------------
+-- code shared by this process and the children
+
+local LIB = [==[
+local mp = require "mappedpages"
+local C = {}
+
+-- What a commit defines, as one string (see the top of the spec).  With
+-- `pids`, only those pids' contents are read (files with many pids).
+function C.fingerprint(p, pids)
+  local i = p:info()
+  local t = { i.txn, i.root, i.page_count, i.free_count, i.regular_count,
+              i.system_count, i.protected_count, i.protected_pages, i.pid_limit }
+  local ids = {}
+  for id in p:pages() do ids[#ids + 1] = id end
+  table.sort(ids)
+  t[#t + 1] = table.concat(ids, ",")
+  local parts = {}
+  local function add(pid)
+    local v = p:protected(pid)
+    parts[#parts + 1] = pid .. "=" .. v:read(0, 16) .. v:read(#v - 16, 16)
+  end
+  if pids then
+    for _, pid in ipairs(pids) do add(pid) end
+  else
+    for pid in p:protected_pages() do add(pid) end
+  end
+  t[#t + 1] = ("%08x"):format(mp.crc32c(table.concat(parts, ";")))
+  return table.concat(t, " ")
+end
+
+-- What every successful open must allow: check() passes, every regular
+-- page reads in full, and protected_pages() agrees with info().  (The
+-- fingerprint reads the first and last bytes of every protected page, or
+-- of `pids`: with 1 KiB pages that touches every page of the mapping.)
+function C.walk(p, pids)
+  local ok, msg = p:check()
+  if not ok then return "check() failed: " .. tostring(msg) end
+  local info = p:info()
+  local n = 0
+  for id in p:pages() do
+    if #p:page(id):read() ~= info.page_size then return "short read of page " .. id end
+    n = n + 1
+  end
+  if n ~= info.regular_count then
+    return ("pages() lists %d pages, info() says %d"):format(n, info.regular_count)
+  end
+  if pids then return nil end
+  local k = 0
+  for _ in p:protected_pages() do k = k + 1 end
+  if k ~= info.protected_count then
+    return ("protected_pages() lists %d pids, info() says %d"):format(k, info.protected_count)
+  end
+  return nil
+end
+
+-- Open path and classify what it shows against S = {S1 =, S2 =, pids =}:
+-- "older" (S1, recovered), "S1" (S1, not flagged recovered), "latest"
+-- (S2), "fail" (then the code and message follow) or "bad: ...".  With
+-- keep, an open pager is returned as the second value instead of closed.
+function C.classify(path, readonly, S, keep)
+  local p, msg, code = mp.open(path, readonly and { readonly = true } or nil)
+  if not p then
+    if p ~= nil or type(msg) ~= "string" or msg == "" or type(code) ~= "string" then
+      return "bad: a failed open must return nil, msg, code (got " ..
+        tostring(p) .. ", " .. tostring(msg) .. ", " .. tostring(code) .. ")"
+    end
+    return "fail", code, msg
+  end
+  local ok, cls = pcall(function()
+    local err = C.walk(p, S.pids)
+    if err then return "bad: " .. err end
+    local fp = C.fingerprint(p, S.pids)
+    local rec = p:info().recovered
+    if fp == S.S2 then return "latest" end
+    if fp == S.S1 then return rec and "older" or "S1" end
+    return "bad: another state: " .. fp
+  end)
+  if not ok then cls = "bad: raised: " .. tostring(cls) end
+  if keep and (cls == "older" or cls == "latest" or cls == "S1") then return cls, p end
+  p:close()
+  return cls
+end
+
+-- nil when class cls (and code) is what `expect` allows, else why not.
+-- expect: "older", "latest", "S1" or "fail:code1,code2".
+function C.judge(cls, code, expect)
+  local want, codes = expect:match("^(%a+%d?):?(.*)$")
+  if cls ~= want then
+    return ("%s%s, expected %s"):format(cls, code and (" (" .. tostring(code) .. ")") or "", expect)
+  end
+  if cls == "fail" and not ("," .. codes .. ","):find("," .. code .. ",", 1, true) then
+    return "failed with code " .. tostring(code) .. ", expected " .. expect
+  end
+  return nil
+end
+
+-- After a successful writer open: the pager must keep working.  Allocates
+-- a regular page, writes a new protected page, sets the root, closes, and
+-- the file must reopen at exactly that commit.  nil, or what went wrong.
+function C.carry_on(p, path, S)
+  local ok, err = pcall(function()
+    local base = p:info().txn
+    local id = assert(p:alloc())
+    p:page(id):write(0, "carry on")
+    local pid = assert(p:alloc_protected())
+    local w = p:write_protected(pid)
+    w:write(0, "carry on")
+    assert(w:commit())
+    assert(p:set_root(4242))
+    local want = C.fingerprint(p, S.pids)
+    p:close()
+    local q = assert(mp.open(path, { readonly = true }))
+    local werr = C.walk(q, S.pids)
+    local fp = C.fingerprint(q, S.pids)
+    local txn, root = q:info().txn, q:root()
+    local a, b = q:page(id):read(0, 8), q:protected(pid):read(0, 8)
+    q:close()
+    assert(not werr, werr)
+    assert(txn == base + 4 and root == 4242, "reopened at txn " .. txn .. ", root " .. root)
+    assert(a == "carry on" and b == "carry on", "the new pages lost their bytes")
+    assert(S.pids or fp == want, "reopened at another state")
+  end)
+  if p then pcall(p.close, p) end
+  return not ok and tostring(err) or nil
+end
+
+function C.read_at(path, off, len)
+  local f = assert(io.open(path, "rb"))
+  f:seek("set", off)
+  local s = f:read(len) or ""
+  f:close()
+  return s
+end
+
+function C.write_at(path, off, s)
+  local f = assert(io.open(path, "r+b"))
+  f:seek("set", off)
+  assert(f:write(s))
+  f:close()
+end
+
+-- Findings of a child: BAD lines (the first few kept), counters.
+local bad, nbad, counts = {}, 0, {}
+function C.complain(what)
+  nbad = nbad + 1
+  if #bad < 12 then bad[#bad + 1] = what end
+end
+function C.count(k, n) counts[k] = (counts[k] or 0) + (n or 1) end
+function C.report()
+  local ks = {}
+  for k in pairs(counts) do ks[#ks + 1] = k end
+  table.sort(ks)
+  for _, k in ipairs(ks) do io.write("COUNT ", k, "=", counts[k], "\n") end
+  for _, s in ipairs(bad) do io.write("BAD ", s, "\n") end
+  if nbad > #bad then io.write("BAD ... and ", nbad - #bad, " more\n") end
+  io.write("done\n")
+end
+
+-- Mark what the child is doing, so a crash or a hang can be named.
+local progress
+function C.at(what)
+  if not progress then
+    progress = assert(io.open(ARGS.progress, "w"))
+    progress:setvbuf("no")
+  end
+  progress:seek("set")
+  progress:write(what, string.rep(" ", 60))
+end
+
+return C
+]==]
+
+-- Serialize a value as a Lua expression (integers in hex, so that every
+-- 64-bit value survives).
+local function ser(v)
+  local t = type(v)
+  if t == "table" then
+    local parts = {}
+    for k, x in pairs(v) do parts[#parts + 1] = "[" .. ser(k) .. "]=" .. ser(x) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif t == "string" then
+    return ("%q"):format(v)
+  elseif math.type(v) == "integer" then
+    return ("0x%x"):format(v)
+  else
+    return tostring(v)
+  end
+end
+
+local C = assert(load(LIB, "=LIB"))()
+
+-- Run body in a child lua5.4 with LIB as C and args as ARGS; fail the test
+-- with what the child was doing if it crashed, hung or raised, and with
+-- its BAD lines if it found anything.  Returns the counters it reported.
+local function run_child(body, args)
+  args.progress = H.path("progress.txt")
+  H.write_file(args.progress, "(not started)")
+  local script = H.path("child.lua")
+  H.write_file(script, table.concat({
+    ("package.path = %q"):format(package.path), ("package.cpath = %q"):format(package.cpath),
+    "ARGS = " .. ser(args), "local C = (function()", LIB, "end)()", body, "C.report()", "" }, "\n"))
+  local f = assert(io.popen(("timeout -s KILL %d lua5.4 %s 2>&1"):format(CHILD_LIMIT, sq(script))))
+  local out = f:read("a")
+  local _, _, status = f:close()
+  if status ~= 0 or not out:find("\ndone\n$") then
+    error(("the child crashed, hung or raised (exit status %s%s) at: %s\n%s"):format(
+      tostring(status), status == 137 and ", killed after " .. CHILD_LIMIT .. " s" or "",
+      H.read_file(args.progress):gsub("%s+$", ""), out:sub(1, 4000)), 2)
+  end
+  local bads = {}
+  for line in out:gmatch("BAD ([^\n]*)") do bads[#bads + 1] = line end
+  if #bads > 0 then error(table.concat(bads, "\n"), 2) end
+  local counts = {}
+  for k, n in out:gmatch("COUNT ([^=\n]+)=(%d+)") do counts[k] = tonumber(n) end
+  if os.getenv("MP_HOSTILE_VERBOSE") then io.stderr:write((out:gsub("\ndone\n$", "\n"))) end
+  return counts
+end
+
+---------------------------------------------------------------------------
+-- reading the format (docs/FORMAT.md)
+
+local function base(g) return g * G + (g == 0 and 2 or 0) end
+
+-- ceil(a / b)
+local function cdiv(a, b) return (a + b - 1) // b end
+
+-- Page-table level sizes for `tree` pids: counts[0] leaves, ... up to a
+-- level of one page; returns counts, height.
+local function pt_shape(tree)
+  local counts = { [0] = cdiv(tree, EL) }
+  local h = 0
+  while counts[h] > 1 do
+    counts[h + 1] = cdiv(counts[h], E)
+    h = h + 1
+  end
+  return counts, h
+end
+
+-- Parse the root in slot `slot` of the file at path: its fields, the
+-- metadata pages it references (refs: page -> what), its page-table pages
+-- (pt[l][n] = page), its entries (pid -> {page, crc, txn, off}) and the
+-- content pages it verifies (entries written by its own transaction).
+local function parse(path, slot)
+  local root = H.read_at(path, slot * P, P)
+  local function u32(o) return (su("<I4", root, o + 1)) end
+  local function i64(o) return (su("<i8", root, o + 1)) end
+  local r = { slot = slot, txn = i64(24), page_count = i64(32), user_root = i64(40),
+              fsm_h = u32(48), pt_h = u32(52), pids = i64(56), pcount = i64(64),
+              top = u32(72), top_crc = u32(76), tree = i64(80), D = u32(88),
+              refs = {}, bitmaps = {}, index = {}, pt = {}, entries = {}, verified = {} }
+  r.ngroups = cdiv(r.page_count, G)
+  local function ref(pg, what)
+    assert(not r.refs[pg], "page " .. pg .. " referenced twice")
+    r.refs[pg] = what
+  end
+  -- free-space map
+  local function group_entry(g, crc_slot_page, at)
+    local s = su("<I4", crc_slot_page, at + 5)
+    r.bitmaps[g] = base(g) + s
+    ref(base(g) + s, "bitmap " .. g)
+  end
+  if r.fsm_h == 0 then
+    for g = 0, r.ngroups - 1 do group_entry(g, root, 128 + 8 * g) end
+  else
+    assert(r.fsm_h == 1, "parse: FSM height " .. r.fsm_h)
+    for n = 0, cdiv(r.ngroups, E) - 1 do
+      local pg = base(n * E) + 2 + su("<I4", root, 128 + 8 * n + 5)
+      r.index[n] = pg
+      ref(pg, "index node " .. n)
+      local node = H.read_at(path, pg * P, P)
+      for g = n * E, math.min(r.ngroups, (n + 1) * E) - 1 do
+        group_entry(g, node, 32 + 8 * (g - n * E))
+      end
+    end
+  end
+  -- page table
+  if r.tree > 0 then
+    local counts, h = pt_shape(r.tree)
+    assert(h == r.pt_h)
+    r.pt[h] = { [0] = r.top }
+    for l = h, 0, -1 do
+      if l > 0 then r.pt[l - 1] = {} end
+      for n = 0, counts[l] - 1 do
+        local pg = r.pt[l][n]
+        ref(pg, (l == 0 and "page-table leaf " or "page-table node ") .. l .. "." .. n)
+        local page = H.read_at(path, pg * P, P)
+        if l > 0 then
+          for c = n * E, math.min(counts[l - 1], (n + 1) * E) - 1 do
+            r.pt[l - 1][c] = su("<I4", page, 32 + 8 * (c - n * E) + 1)
+          end
+        else
+          for pid = n * EL, math.min(r.tree, (n + 1) * EL) - 1 do
+            local at = 32 + 16 * (pid - n * EL)
+            local e = { page = su("<I4", page, at + 1), crc = su("<I4", page, at + 5),
+                        txn = su("<i8", page, at + 9), off = pg * P + at }
+            if e.page ~= 0 then r.entries[pid] = e end
+          end
+        end
+      end
+    end
+  end
+  for i = 0, r.D - 1 do
+    local at = P - 24 * (i + 1)
+    local pid = su("<i8", root, at + 1)
+    local e = { page = su("<I4", root, at + 9), crc = su("<I4", root, at + 13),
+                txn = su("<i8", root, at + 17), off = slot * P + at, carried = i }
+    r.entries[pid] = e.page ~= 0 and e or nil
+  end
+  for pid, e in pairs(r.entries) do
+    if e.page > 1 then
+      ref(e.page, "content of pid " .. pid)
+      if e.txn == r.txn then r.verified[pid] = e.page end
+    end
+  end
+  return r
+end
+
+-- The newest and the previous root of the file.
+local function roots(path)
+  local a, b = parse(path, 0), parse(path, 1)
+  if a.txn > b.txn then return a, b end
+  return b, a
+end
+
+---------------------------------------------------------------------------
+-- forging behind valid checksums
+
+local function set_u32(path, off, v) H.write_at(path, off, sp("<I4", v)) end
+
+-- Re-sign page-table page (l, n) of root r and every page above it, the
+-- root last.
+local function resign_pt(path, r, l, n)
+  local crc = H.fix_meta_crc(path, P, r.pt[l][n])
+  while l < r.pt_h do
+    local parent = r.pt[l + 1][n // E]
+    set_u32(path, parent * P + 32 + 8 * (n % E) + 4, crc)
+    l, n = l + 1, n // E
+    crc = H.fix_meta_crc(path, P, parent)
+  end
+  set_u32(path, r.slot * P + 76, crc)
+  H.fix_root_crc(path, P, r.slot)
+end
+
+-- Rewrite page-table page (l, n) of root r with mutate(page) and re-sign.
+local function forge_pt(path, r, l, n, mutate)
+  local pg = r.pt[l][n]
+  local new = mutate(H.read_at(path, pg * P, P))
+  assert(#new == P)
+  H.write_at(path, pg * P, new)
+  resign_pt(path, r, l, n)
+end
+
+-- Rewrite bitmap of group g (root r) with mutate(page) and re-sign it, the
+-- index node above it if any, and the root.
+local function forge_bitmap(path, r, g, mutate)
+  local pg = r.bitmaps[g]
+  local new = mutate(H.read_at(path, pg * P, P))
+  assert(#new == P)
+  H.write_at(path, pg * P, new)
+  local crc = H.fix_meta_crc(path, P, pg)
+  if r.fsm_h == 0 then
+    set_u32(path, r.slot * P + 128 + 8 * g, crc)
+  else
+    local n = g // E
+    set_u32(path, r.index[n] * P + 32 + 8 * (g % E), crc)
+    set_u32(path, r.slot * P + 128 + 8 * n, H.fix_meta_crc(path, P, r.index[n]))
+  end
+  H.fix_root_crc(path, P, r.slot)
+end
+
+-- Rewrite index node n (root r) with mutate(page) and re-sign it and the root.
+local function forge_index(path, r, n, mutate)
+  local pg = r.index[n]
+  H.write_at(path, pg * P, mutate(H.read_at(path, pg * P, P)))
+  set_u32(path, r.slot * P + 128 + 8 * n, H.fix_meta_crc(path, P, pg))
+  H.fix_root_crc(path, P, r.slot)
+end
+
+-- Patch bytes of root r at offset off and re-sign it.
+local function forge_root(path, r, off, bytes)
+  H.forge_root(path, P, r.slot, off, bytes)
+end
+
+-- s with bytes at 0-based offset off replaced by rep.
+local function splice(s, off, rep)
+  return s:sub(1, off) .. rep .. s:sub(off + #rep + 1)
+end
+
+-- A page-table entry, 16 bytes.
+local function entry16(page, crc, txn) return sp("<I4I4i8", page, crc, txn) end
+
+---------------------------------------------------------------------------
+-- the files
+
+-- Content for protected pages: a marker naming tag, then bytes seeded by it.
+local function content(tag) return H.pcontent(P, tag) end
+
+-- Write content(tag) to pid inside the open transaction.
+local function twrite(p, pid, tag)
+  p:write_protected(pid):write(0, content(tag))
+end
+
+-- Finish a built file: the fingerprints of its last two commits.
+local function finish(p, path, S1, pids)
+  local S2 = C.fingerprint(p, pids)
+  local txn = p:info().txn
+  p:close()
+  local latest, prev = roots(path)
+  assert(latest.txn == txn and prev.txn == txn - 1, "both root slots must hold the last two commits")
+  return { path = path, S = { S1 = S1, S2 = S2, pids = pids } }
+end
+
+-- The main file: regular pages, 100 protected pids (25 with content) in a
+-- page table of two leaves under a node, a user root, and a history that
+-- leaves both root slots valid with different pages below them:
+--   * the previous commit's root carries 36 page-table entries in its tail
+--     (36 single-pid commits since the table was last written, all in
+--     leaf 0: writes, frees, first writes of never-written pids);
+--   * the newest commit (one transaction) writes two more pids of leaf 0,
+--     which no longer fit in the root: it writes leaf 0 and the node to
+--     fresh pages (leaf 1 stays shared by both roots), frees a regular
+--     page, sets the root and allocates enough to grow the file from 64
+--     to 128 pages.
+local function build_main()
+  local p, path = H.create({ page_size = P }, fast_path("main.mp"))
+  local ids = p:alloc_bulk(6)
+  for _, id in ipairs(ids) do H.stamp(p, id) end
+  p:transaction(function()
+    for i = 0, 99 do assert(p:alloc_protected() == i) end
+    for pid = 0, 99, 4 do twrite(p, pid, "a" .. pid) end
+  end)
+  p:free(ids[2])
+  p:set_root(77)
+  local changed = 0
+  for pid = 0, 60, 4 do H.pset(p, pid, content("b" .. pid)); changed = changed + 1 end
+  for _, pid in ipairs({ 1, 2, 3, 5, 6, 7, 9, 10, 11, 13 }) do
+    assert(p:free_protected(pid)); changed = changed + 1
+  end
+  for _, pid in ipairs({ 14, 15, 17, 18, 19, 21, 22, 23, 25, 26 }) do
+    H.pset(p, pid, content("c" .. pid)); changed = changed + 1
+  end
+  assert(changed == 36)
+  local S1 = C.fingerprint(p)
+  assert(p:info().page_count == 64)
+  p:transaction(function()
+    twrite(p, 27, "d27")
+    twrite(p, 29, "d29")
+    p:free(ids[4])
+    p:set_root(-5)
+    for _, id in ipairs(assert(p:alloc_bulk(p:free_count() + 3))) do H.stamp(p, id) end
+  end)
+  assert(p:info().page_count == 128)
+  local f = finish(p, path, S1)
+  local latest, prev = roots(path)
+  assert(prev.D == 36 and latest.D == 0 and latest.pt_h == 1 and prev.pt_h == 1)
+  assert(latest.pt[0][0] ~= prev.pt[0][0] and latest.pt[1][0] ~= prev.pt[1][0])
+  assert(latest.pt[0][1] == prev.pt[0][1])
+  assert(latest.bitmaps[0] ~= prev.bitmaps[0])
+  return f
+end
+
+-- The carrying file: the newest root carries a full tail (37 entries, all
+-- the room one top entry leaves at 1 KiB pages) and the previous one 36,
+-- both over one page table (two leaves and a node) that both roots share.
+local function build_carry()
+  local p, path = H.create({ page_size = P }, fast_path("carry.mp"))
+  local ids = p:alloc_bulk(4)
+  for _, id in ipairs(ids) do H.stamp(p, id) end
+  p:transaction(function()
+    for i = 0, 69 do assert(p:alloc_protected() == i) end
+    for pid = 0, 69, 5 do twrite(p, pid, "a" .. pid) end
+  end)
+  for pid = 1, 18 do if pid % 5 ~= 0 then assert(p:free_protected(pid)) end end
+  for pid = 19, 40 do if pid % 5 ~= 0 then H.pset(p, pid, content("b" .. pid)) end end
+  for _, pid in ipairs({ 5, 10, 15, 20 }) do H.pset(p, pid, content("c" .. pid)) end
+  p:set_root(9)
+  local S1 = C.fingerprint(p)
+  p:transaction(function()
+    twrite(p, 66, "d66")
+    H.stamp(p, p:alloc())
+    p:free(ids[1])
+    p:set_root(10)
+  end)
+  local f = finish(p, path, S1)
+  local latest, prev = roots(path)
+  assert(latest.D == 37 and prev.D == 36, "tails " .. latest.D .. ", " .. prev.D)
+  assert(latest.top == prev.top and latest.pt_h == 1)
+  return f
+end
+
+-- Write a fresh file by hand at path, as another tool could: transaction
+-- 1 in root slot 0 (slot 1 zero), `pc` pages (the file is made sparse to
+-- that size, plus `extra` bytes), nothing allocated.  FSM height 0 or 1.
+local function hosted(g)
+  if g == 0 then return 2 end
+  local n = 0
+  if g % E == 0 then n = n + 1 end
+  if g % (E * E) == 0 then n = n + 1 end
+  return n
+end
+
+local function forge_fresh(path, pc, extra)
+  local ngroups = cdiv(pc, G)
+  local h = ngroups <= K and 0 or 1
+  assert(ngroups <= K * E)
+  assert(os.execute(("truncate -s %d %s"):format(pc * P + (extra or 0), sq(path))))
+  local function meta(type_, level, index, body)
+    local page = sp("<I4I4i8I4I4i8", type_, 0, 1, level, index, 0) .. body
+    page = page .. string.rep("\0", P - #page)
+    return splice(page, 4, sp("<I4", H.meta_crc(page)))
+  end
+  local entries = {}
+  for g = 0, ngroups - 1 do
+    -- the reserved run: pages 0 and 1 (the roots) in group 0, then the
+    -- bitmap's two slots and two per index level the group hosts
+    local run = base(g) - g * G + 2 + 2 * hosted(g)
+    local bytes = {}
+    for i = 1, cdiv(run, 4) do bytes[i] = 0 end
+    for i = 0, run - 1 do bytes[i // 4 + 1] = bytes[i // 4 + 1] | (2 << (2 * (i % 4))) end
+    local page = meta(H.BITMAP_TYPE, 0, g, string.char(table.unpack(bytes)))
+    H.write_at(path, base(g) * P, page)
+    entries[#entries + 1] = sp("<I4I4", su("<I4", page, 5), 0)
+  end
+  if h == 1 then
+    local nodes = {}
+    for n = 0, cdiv(ngroups, E) - 1 do
+      local node = meta(H.INDEX_TYPE, 1, n, table.concat(entries, "", n * E + 1, math.min(ngroups, (n + 1) * E)))
+      H.write_at(path, (base(n * E) + 2) * P, node)
+      nodes[#nodes + 1] = sp("<I4I4", su("<I4", node, 5), 0)
+    end
+    entries = nodes
+  end
+  local root = H.MAGIC .. sp("<I4I4I4I4i8i8i8I4", 1, P, 0, 0, 1, pc, 0, h)
+  root = root .. string.rep("\0", 128 - #root) .. table.concat(entries)
+  H.write_at(path, 0, root .. string.rep("\0", P - #root))
+  H.fix_root_crc(path, P, 0)
+end
+
+-- The index file: FSM height 1.  It has more groups (K + 1 = 113) than
+-- the root has entries, so the root names an index node that names the
+-- bitmaps: 444,480 pages, a 434 MiB sparse file.  No writer makes one
+-- quickly (growth reserves disk blocks), so transaction 1 is forged by
+-- hand, like a fresh file, and a writer adds the later commits.
+local function build_index()
+  local path = fast_path("index.mp")
+  local pc = K * G + 64
+  forge_fresh(path, pc)
+  local p = H.open(path)
+  assert(p:info().fsm_height == 1 and p:page_count() == pc and not p:info().recovered)
+  local ids = p:alloc_bulk(3)
+  for _, id in ipairs(ids) do H.stamp(p, id) end
+  local pid = p:alloc_protected()
+  H.pset(p, pid, content("i" .. pid))
+  p:set_root(5)
+  local S1 = C.fingerprint(p)
+  p:transaction(function()
+    p:free(ids[2])
+    H.stamp(p, p:alloc())
+    twrite(p, p:alloc_protected(), "i1")
+  end)
+  local f = finish(p, path, S1)
+  local latest, prev = roots(path)
+  assert(latest.fsm_h == 1 and latest.index[0] ~= prev.index[0])
+  return f
+end
+
+-- The deep file: 7,700 pids, a page table of height 2 (125 leaves, two
+-- nodes above them, a top).  The previous commit rewrote leaves 0 and 1,
+-- node 1.0 and the top; the newest rewrites leaf 0, node 1.0 and the top
+-- again (node 1.1 and the leaves below it are shared).  Its states are
+-- fingerprinted by the pids with content only.
+local function build_deep()
+  local p, path = H.create({ page_size = P }, fast_path("deep.mp"))
+  local N = 7700
+  local a, b, c, pids = {}, {}, {}, {}
+  for pid = 0, N - 1, 200 do a[#a + 1] = pid end
+  for pid = 41, 120, 2 do b[#b + 1] = pid end                 -- leaves 0 and 1
+  for pid = 2, 60, 2 do c[#c + 1] = pid end                   -- leaf 0 ...
+  for pid = 7000, 7010 do c[#c + 1] = pid end                 -- ... and 112, 113
+  for _, t in ipairs({ a, b, c }) do
+    for _, pid in ipairs(t) do pids[#pids + 1] = pid end
+  end
+  table.sort(pids)
+  p:transaction(function()
+    for i = 0, N - 1 do assert(p:alloc_protected() == i) end
+    for _, pid in ipairs(a) do twrite(p, pid, "a" .. pid) end
+  end)
+  H.stamp(p, p:alloc())
+  p:transaction(function()
+    for _, pid in ipairs(b) do twrite(p, pid, "b" .. pid) end
+  end)
+  local S1 = C.fingerprint(p, pids)
+  p:transaction(function()
+    for _, pid in ipairs(c) do twrite(p, pid, "c" .. pid) end
+    p:set_root(3)
+  end)
+  local f = finish(p, path, S1, pids)
+  local latest, prev = roots(path)
+  assert(latest.pt_h == 2 and latest.top ~= prev.top and latest.pt[1][0] ~= prev.pt[1][0])
+  assert(latest.pt[1][1] == prev.pt[1][1])
+  return f
+end
+
+-- Each metadata page either root uses, the root slots and the content
+-- pages the newest commit verifies, with what a flip there must do:
+-- a page only the newest root uses -> older; only the previous -> latest;
+-- both -> fail.  `only` keeps the pages whose description matches.
+local function flip_plan(path, only)
+  local latest, prev = roots(path)
+  local plan = {
+    { page = latest.slot, what = "newest root", expect = "older" },
+    { page = prev.slot, what = "previous root", expect = "latest" },
+  }
+  local seen = {}
+  for _, r in ipairs({ latest, prev }) do
+    for pg in pairs(r.refs) do
+      if not seen[pg] then
+        seen[pg] = true
+        local a, b = latest.refs[pg], prev.refs[pg]
+        local what = a or b
+        local is_content = what:find("^content")
+        if not is_content or (a and not b and a:find("pid (%d+)$") and
+                              latest.verified[tonumber(a:match("pid (%d+)$"))]) then
+          local expect = (a and b) and "fail:corrupt" or a and "older" or "latest"
+          local who = (a and b) and "shared " or a and "newest " or "previous "
+          if is_content then who = "newest commit's " end
+          plan[#plan + 1] = { page = pg, what = who .. what, expect = expect }
+        end
+      end
+    end
+  end
+  table.sort(plan, function(x, y) return x.page < y.page end)
+  if only then
+    local keep = {}
+    for _, e in ipairs(plan) do
+      for _, pat in ipairs(only) do
+        if e.what:find(pat) then keep[#keep + 1] = e break end
+      end
+    end
+    plan = keep
+  end
+  return plan
+end
+
+-- The flip loop, in a child: every byte of every planned page, one at a
+-- time, opened read-only and for writing.  ARGS: path, S, pages, P, step,
+-- carry_every (every so many bytes, the writer also commits and reopens).
+local FLIP = [==[
+local A = ARGS
+local path, S, P = A.path, A.S, A.P
+local orig = C.read_at(path, 0, A.size)
+local fh = assert(io.open(path, "r+b"))
+fh:setvbuf("no")
+local function put(off, s) fh:seek("set", off) assert(fh:write(s)) end
+local roots = orig:sub(1, 2 * P)
+local saved = {}
+for _, pg in ipairs(A.pages) do saved[pg.page] = C.read_at(path, pg.page * P, P) end
+for _, pg in ipairs(A.pages) do
+  for i = 0, P - 1, pg.step or 1 do
+    local off = pg.page * P + i
+    local where = ("%s (page %d) byte %d"):format(pg.what, pg.page, i)
+    C.at(where)
+    local b = saved[pg.page]:byte(i + 1)
+    put(off, string.char(b ~ 0xFF))
+    local c1, x1 = C.classify(path, true, S)
+    -- a read-only open writes nothing, not even to clear a rejected root
+    local now = C.read_at(path, 0, 2 * P)
+    if now ~= (off < 2 * P and roots:sub(1, off) .. string.char(b ~ 0xFF) .. roots:sub(off + 2) or roots) then
+      C.complain(where .. ": the read-only open changed a root slot")
+    end
+    local keep = i % A.carry_every == 0
+    local c2, x2 = C.classify(path, false, S, keep)
+    C.count("images", 2)
+    C.count("opened " .. (c1 == "fail" and "fail:" .. tostring(x1) or c1))
+    local why = C.judge(c1, x1, pg.expect)
+    if why then C.complain(where .. ": read-only open: " .. why) end
+    why = C.judge(c2, type(x2) == "string" and x2 or nil, pg.expect)
+    if why then C.complain(where .. ": writer open: " .. why) end
+    if type(x2) == "userdata" then
+      local err = C.carry_on(x2, path, S)
+      C.count("carried on")
+      if err then C.complain(where .. ": carrying on after the writer open: " .. err) end
+      put(0, orig)
+      for page, bytes in pairs(saved) do put(page * P, bytes) end
+    elseif c2 == "older" and off >= 2 * P then
+      -- the writer fell back: it must have invalidated the newest root for
+      -- good, so repairing the damage must not bring it back
+      put(off, string.char(b))
+      local c3 = C.classify(path, true, S)
+      C.count("repaired and reopened")
+      if c3 ~= "S1" then
+        C.complain(where .. ": the writer fell back, the byte was repaired, then: " .. c3)
+      end
+    end
+    put(0, roots)
+    if off >= 2 * P then put(off, string.char(b)) end
+  end
+end
+fh:close()
+local sf = assert(io.open(path, "rb"))
+local size = sf:seek("end")
+sf:close()
+local same = C.read_at(path, 0, A.size) == orig and size == A.file_size
+for page, bytes in pairs(saved) do same = same and C.read_at(path, page * P, P) == bytes end
+if not same then C.complain("the file was not restored") end
+]==]
+
+-- Flip the bytes of the planned pages of file f in one child (every byte,
+-- or every step-th where an entry of the plan says so).  Returns the
+-- counters the child reported.
+local function flip_all(f, plan, opts)
+  opts = opts or {}
+  local file_size = H.file_size(f.path)
+  local counts = run_child(FLIP, { path = f.path, S = f.S, pages = plan, P = P,
+                                   carry_every = opts.carry_every or 128,
+                                   size = opts.size or file_size, file_size = file_size })
+  local want = 0
+  for _, e in ipairs(plan) do want = want + 2 * cdiv(P, e.step or 1) end
+  assert.are.equal(want, counts.images)
+  return counts
+end
+
+-- The plan's entries whose description matches pattern (exactly one
+-- entry must when `one`); with step, flip only every step-th byte there.
+local function pick(plan, pattern, step)
+  local out = {}
+  for _, e in ipairs(plan) do
+    if e.what:find(pattern) then
+      e.step = step
+      out[#out + 1] = e
+    end
+  end
+  assert(#out > 0, "no page matches " .. pattern)
+  return out
+end
+
+local function concat(...)
+  local out = {}
+  for _, t in ipairs({ ... }) do
+    for _, x in ipairs(t) do out[#out + 1] = x end
+  end
+  return out
+end
+
+local function expect_kinds(plan, want)
+  local got = {}
+  for _, e in ipairs(plan) do got[#got + 1] = e.what end
+  table.sort(got)
+  table.sort(want)
+  assert.are.same(want, got)
+end
+
+describe("a file with every byte of its metadata flipped, one at a time", function()
+  after_each(cleanup)
+
+  it("falls back, keeps the newest commit or fails cleanly, as the page decides (main file)", function()
+    local f = build_main()
+    -- all of them but the second content page the newest commit wrote
+    local plan = flip_plan(f.path)
+    local pids = {}
+    for i = #plan, 1, -1 do
+      local pid = plan[i].what:match("content of pid (%d+)")
+      if pid then
+        if #pids > 0 then table.remove(plan, i) end
+        pids[#pids + 1] = pid
+      end
+    end
+    expect_kinds(plan, {
+      "newest root", "previous root",                          -- previous: a tail of 36
+      "newest bitmap 0", "previous bitmap 0",
+      "newest page-table leaf 0.0", "previous page-table leaf 0.0",
+      "newest page-table node 1.0", "previous page-table node 1.0",
+      "shared page-table leaf 0.1",
+      "newest commit's content of pid " .. pids[1],
+    })
+    local counts = flip_all(f, plan)
+    assert.are.equal(5 * P, counts["opened older"])
+    assert.are.equal(4 * P, counts["opened latest"])
+    assert.are.equal(P, counts["opened fail:corrupt"])
+  end)
+
+  it("falls back whatever byte of a root carrying a full tail of page-table entries is damaged", function()
+    local f = build_carry()
+    local plan = flip_plan(f.path, { "newest root" })
+    local counts = flip_all(f, plan)
+    assert.are.equal(P, counts["opened older"])
+  end)
+
+  it("falls back, keeps the newest commit or fails cleanly when an index node or a bitmap below it is damaged",
+  function()
+    local f = build_index()
+    local all = flip_plan(f.path)
+    local plan = concat(pick(all, "^newest index node 0$"), pick(all, "^previous index node 0$", 8),
+                        pick(all, "^shared bitmap 112$", 8), pick(all, "^newest bitmap 0$", 8))
+    local counts = flip_all(f, plan, { size = 64 * P })
+    assert.are.equal(P + P // 8, counts["opened older"])
+    assert.are.equal(P // 8, counts["opened latest"])
+    assert.are.equal(P // 8, counts["opened fail:corrupt"])
+  end)
+
+  it("falls back, keeps the newest commit or fails cleanly when a page table of height 2 is damaged", function()
+    local f = build_deep()
+    local all = flip_plan(f.path)
+    local plan = concat(pick(all, "^newest page%-table node 2%.0$", 2),
+                        pick(all, "^newest page%-table node 1%.0$", 8),
+                        pick(all, "^newest page%-table leaf 0%.0$", 16),
+                        pick(all, "^shared page%-table node 1%.1$", 8),
+                        pick(all, "^previous page%-table node 2%.0$", 16),
+                        pick(all, "^previous page%-table node 1%.0$", 16))
+    local counts = flip_all(f, plan, { carry_every = 64 })
+    assert.are.equal(P // 2 + P // 8 + P // 16, counts["opened older"])
+    assert.are.equal(P // 8, counts["opened fail:corrupt"])
+    assert.are.equal(P // 8, counts["opened latest"])
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- truncation
+
+-- Cut the file to each size in turn (ARGS.sizes) and open it: shorter than
+-- the two root slots, not a mappedpages file; shorter than both roots'
+-- page counts, corrupt; shorter than the newest root's only, the previous
+-- commit; else the newest.  When a writer fell back, the cut-off tail is
+-- put back and the file must still open at the previous commit.
+local TRUNC = [==[
+local A = ARGS
+local path, S, P = A.path, A.S, A.P
+local orig = C.read_at(path, 0, A.file_size)
+local function write_file(s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  f:close()
+end
+for k, size in ipairs(A.sizes) do
+  local where = "cut to " .. size .. " bytes"
+  C.at(where)
+  write_file(orig:sub(1, size))
+  local expect = size < 2 * P and "fail:not_mappedpages" or size < A.pc1 * P and "fail:corrupt"
+                 or size < A.pc2 * P and "older" or "latest"
+  local c1, x1 = C.classify(path, true, S)
+  local c2, x2 = C.classify(path, false, S, k % A.carry_every == 0)
+  C.count("images", 2)
+  C.count("opened " .. (c1 == "fail" and "fail:" .. tostring(x1) or c1))
+  local why = C.judge(c1, x1, expect)
+  if why then C.complain(where .. ": read-only open: " .. why) end
+  why = C.judge(c2, type(x2) == "string" and x2 or nil, expect)
+  if why then C.complain(where .. ": writer open: " .. why) end
+  if type(x2) == "userdata" then
+    C.count("carried on")
+    local err = C.carry_on(x2, path, S)
+    if err then C.complain(where .. ": carrying on after the writer open: " .. err) end
+  elseif c2 == "older" then
+    local f = assert(io.open(path, "ab"))
+    assert(f:write(orig:sub(size + 1)))
+    f:close()
+    local c3 = C.classify(path, true, S)
+    C.count("tail put back and reopened")
+    if c3 ~= "S1" then C.complain(where .. ": the writer fell back, the tail was put back, then: " .. c3) end
+  end
+end
+write_file(orig)
+]==]
+
+describe("a truncated file", function()
+  after_each(cleanup)
+
+  it("falls back or fails cleanly when cut at every page boundary and in the middle of every page", function()
+    local f = build_main()
+    local latest, prev = roots(f.path)
+    local pc1, pc2 = prev.page_count, latest.page_count
+    assert.are.equal(64, pc1)
+    assert.are.equal(128, pc2)
+    assert.are.equal(pc2 * P, H.file_size(f.path))
+    local sizes = {}
+    for k = 0, pc2 do
+      sizes[#sizes + 1] = k * P
+      if k < pc2 then sizes[#sizes + 1] = k * P + P // 2 end
+    end
+    for _, n in ipairs({ 1, P - 1, P + 1, 2 * P - 1, 2 * P + 1, pc1 * P - 1, pc1 * P + 1, pc2 * P - 1 }) do
+      sizes[#sizes + 1] = n
+    end
+    local counts = run_child(TRUNC, { path = f.path, S = f.S, P = P, sizes = sizes, pc1 = pc1, pc2 = pc2,
+                                      file_size = H.file_size(f.path), carry_every = 16 })
+    assert.are.equal(2 * #sizes, counts.images)
+    assert.is_true(counts["opened older"] >= 2 * (pc2 - pc1))
+    assert.is_true(counts["opened fail:corrupt"] >= 2 * (pc1 - 2))
+    assert.is_true(counts["opened fail:not_mappedpages"] >= 4)
+    assert.are.equal(1, counts["opened latest"])
+    assert.is_true(counts["tail put back and reopened"] > 100)
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- files grown by another tool
+
+-- Each case (ARGS.cases) grows a copy of the file: appended zeros or
+-- garbage, or a sparse extension.  It must open at the newest commit, and
+-- a writer must allocate into the grown region (past the old page count,
+-- into a second group when the case is big enough), put a protected page
+-- there, and all of it must survive a reopen.
+local GROWN = [==[
+local H = require "helpers"
+local mp = require "mappedpages"
+local A = ARGS
+local S, P = A.S, A.P
+local function stamp(v, id) v:write(0, string.pack("<I8", id)) v:write(P - 8, string.pack("<I8", id)) end
+local function stamped(v, id)
+  return v:read(0, 8) == string.pack("<I8", id) and v:read(P - 8, 8) == string.pack("<I8", id)
+end
+for _, case in ipairs(A.cases) do
+  local path = case.path
+  C.at(case.what)
+  local f = assert(io.open(path, "ab"))
+  if case.zeros then assert(f:write(string.rep("\0", case.zeros))) end
+  if case.garbage then
+    local block = H.garbage(math.min(case.garbage, 65536), case.garbage)
+    local n = case.garbage
+    while n > 0 do
+      assert(f:write(block:sub(1, math.min(n, #block))))
+      n = n - #block
+    end
+  end
+  f:close()
+  if case.sparse then assert(os.execute(("truncate -s %d '%s'"):format(case.sparse, path))) end
+  local c1, x1 = C.classify(path, true, S)
+  local c2, p = C.classify(path, false, S, true)
+  C.count("images", 2)
+  local why = C.judge(c1, x1, "latest") or C.judge(c2, type(p) == "string" and p or nil, "latest")
+  if why then
+    C.complain(case.what .. ": " .. why)
+  else
+    local ok, err = pcall(function()
+      local pc0 = p:page_count()
+      local ids = assert(p:alloc_bulk(p:free_count() + case.extra))
+      table.sort(ids)
+      assert(ids[#ids] >= pc0, "nothing allocated in the grown region")
+      assert(p:page_count() >= case.min_pages, "grew to " .. p:page_count() .. " pages only")
+      for _, id in ipairs(ids) do stamp(p:page(id), id) end
+      -- free the three highest pages; a protected page then takes one
+      local top = { table.remove(ids), table.remove(ids), table.remove(ids) }
+      assert(p:free_bulk(top))
+      local pid = assert(p:alloc_protected())
+      local w = p:write_protected(pid)
+      w:write(0, "grown region")
+      assert(w:commit())
+      assert(p:set_root(31337))
+      local want = C.fingerprint(p)
+      local pcount = p:page_count()
+      p:close()
+      for _, ro in ipairs({ true, false }) do
+        local q = assert(mp.open(path, { readonly = ro }))
+        local werr = C.walk(q)
+        assert(not werr, werr)
+        assert(C.fingerprint(q) == want, "reopened at another state")
+        assert(q:page_count() == pcount)
+        for _, id in ipairs(ids) do assert(stamped(q:page(id), id), "page " .. id .. " lost its stamp") end
+        assert(q:protected(pid):read(0, 12) == "grown region")
+        q:close()
+      end
+    end)
+    if not ok then C.complain(case.what .. ": " .. tostring(err)) end
+    C.count("grew and reopened")
+  end
+end
+]==]
+
+describe("a file grown by another tool", function()
+  after_each(cleanup)
+
+  it("opens at the newest commit, and allocations into the grown region work and persist", function()
+    local f = build_main()
+    local pc = roots(f.path).page_count
+    local cases = {
+      { what = "one zero byte appended", zeros = 1, extra = 3, min_pages = pc + 1 },
+      { what = "100 bytes of garbage appended", garbage = 100, extra = 3, min_pages = pc + 1 },
+      { what = "3 pages and 7 bytes of zeros appended", zeros = 3 * P + 7, extra = 10, min_pages = pc + 10 },
+      { what = "64 pages of zeros appended", zeros = 64 * P, extra = 20, min_pages = pc + 20 },
+      { what = "64 pages of garbage appended", garbage = 64 * P, extra = 70, min_pages = pc + 70 },
+      -- past the first group (G pages): group 1's reserved run was garbage
+      { what = "4 MiB of garbage appended", garbage = 4 << 20, extra = G, min_pages = G + 2 },
+      { what = "sparse extension to 8 MiB", sparse = 8 << 20, extra = G, min_pages = G + 2 },
+      { what = "sparse extension by half a page", sparse = pc * P + P // 2, extra = 3, min_pages = pc + 1 },
+    }
+    for i, case in ipairs(cases) do
+      case.path = fast_path("grown" .. i .. ".mp")
+      H.copy(f.path, case.path)
+    end
+    local counts = run_child(GROWN, { S = f.S, P = P, cases = cases })
+    assert.are.equal(2 * #cases, counts.images)
+    assert.are.equal(#cases, counts["grew and reopened"])
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- forgeries behind valid checksums
+
+-- Open each forged image (ARGS.images: path, what, expect) read-only and
+-- for writing; a writer that opened must carry on.
+local FORGED = [==[
+local A = ARGS
+for _, im in ipairs(A.images) do
+  C.at(im.what)
+  local c1, x1 = C.classify(im.path, true, A.S)
+  local c2, x2 = C.classify(im.path, false, A.S, true)
+  C.count("images", 2)
+  C.count("opened " .. (c1 == "fail" and "fail:" .. tostring(x1) or c1))
+  local why = C.judge(c1, x1, im.expect)
+  if why then C.complain(im.what .. ": read-only open: " .. why) end
+  why = C.judge(c2, type(x2) == "string" and x2 or nil, im.expect)
+  if why then C.complain(im.what .. ": writer open: " .. why) end
+  if type(x2) == "userdata" then
+    local err = C.carry_on(x2, im.path, A.S)
+    if err then C.complain(im.what .. ": carrying on after the writer open: " .. err) end
+  end
+  os.remove(im.path)
+end
+]==]
+
+-- Pages of a and b (strings of whole pages) that differ.
+local function changed_pages(a, b)
+  local out = {}
+  for pg = 0, math.max(#a, #b) // P - 1 do
+    if a:sub(pg * P + 1, (pg + 1) * P) ~= b:sub(pg * P + 1, (pg + 1) * P) then out[#out + 1] = pg end
+  end
+  return out
+end
+
+-- Apply each forgery of list ({what, fn(path, latest, prev) [-> expect]})
+-- to a copy of file f and open them all in one child.  Without an
+-- expectation from fn: the forged root must be rejected, so the file
+-- opens at the previous commit, unless the forgery had to change a page
+-- the previous root also uses, and then it must fail (corrupt).
+local function forge_all(f, list, opts)
+  opts = opts or {}
+  local orig = not opts.sparse and H.read_file(f.path)
+  local images = {}
+  for i, fg in ipairs(list) do
+    local path = fast_path(("forged%d.mp"):format(i))
+    if opts.sparse then
+      assert(os.execute(("cp --sparse=always %s %s"):format(sq(f.path), sq(path))))
+    else
+      H.write_file(path, orig)
+    end
+    local latest, prev = roots(path)
+    local expect = fg[2](path, latest, prev)
+    if not expect then
+      assert(orig, fg[1] .. ": say what a forgery of a sparse file must do")
+      local now = H.read_file(path)
+      assert(now ~= orig, fg[1] .. ": the forgery changed nothing")
+      expect = "older"
+      for _, pg in ipairs(changed_pages(orig, now)) do
+        if pg == prev.slot or prev.refs[pg] then expect = "fail:corrupt" end
+      end
+    end
+    images[#images + 1] = { path = path, what = fg[1], expect = expect }
+  end
+  local counts = run_child(FORGED, { S = f.S, images = images })
+  assert.are.equal(2 * #list, counts.images)
+  return counts, images
+end
+
+-- Group-0 bitmap states of root r: states[i] for every page.
+local function states(path, r)
+  local page = H.read_at(path, r.bitmaps[0] * P, P)
+  local st = {}
+  for i = 0, math.min(r.page_count, G) - 1 do st[i] = H.bitmap_state(page, i) end
+  return st
+end
+
+-- The first page of root r in state `want` (1 regular, 0 free), from `from`.
+local function first_in_state(path, r, want, from)
+  local st = states(path, r)
+  for i = from or 0, #st do if st[i] == want then return i end end
+  error("no page in state " .. want)
+end
+
+-- Rewrite the entry of pid in the newest root's leaf (re-signed).
+local function set_leaf_entry(path, r, pid, page, crc, txn)
+  local e = r.entries[pid] or { page = 0, crc = 0, txn = 0 }
+  forge_pt(path, r, 0, pid // EL, function(pg)
+    return splice(pg, 32 + 16 * (pid % EL), entry16(page or e.page, crc or e.crc, txn or e.txn))
+  end)
+end
+
+-- Rewrite carried entry i of root r: {pid, page, crc, txn} (nil keeps).
+local function set_carried(path, r, i, pid, page, crc, txn)
+  local off = P - 24 * (i + 1)
+  local old = H.read_at(path, r.slot * P + off, 24)
+  local opid, opage, ocrc, otxn = su("<i8I4I4i8", old)
+  forge_root(path, r, off, sp("<i8I4I4i8", pid or opid, page or opage, crc or ocrc, txn or otxn))
+end
+
+-- The index of root r's carried entry for pid.
+local function carried_index(r, pid) return assert(r.entries[pid].carried, "pid not carried") end
+
+-- Patch a field of the newest root (re-signed).
+local function root_field(off, fmt, value)
+  return function(path, r) forge_root(path, r, off, sp(fmt, value(r))) end
+end
+
+local function bitmap_set(i_of, state)
+  return function(path, r)
+    forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, i_of(path, r), state) end)
+  end
+end
+
+-- The content page of pid in root r.
+local function page_of(pid) return function(_, r) return r.entries[pid].page end end
+
+-- Forgeries of the main file's newest commit: page table and bitmap.
+local main_forgeries = {
+  -- leaf entries pointing at each other or at the wrong pages
+  { "two pids of one leaf naming the same page", function(path, r)
+      local e = r.entries[0]
+      set_leaf_entry(path, r, 4, e.page, e.crc, e.txn) end },
+  { "a pid naming the content page of a pid in the other leaf", function(path, r)
+      local e = r.entries[64]
+      set_leaf_entry(path, r, 0, e.page, e.crc, e.txn) end },
+  { "a pid naming the other page-table leaf", function(path, r) set_leaf_entry(path, r, 0, r.pt[0][1]) end },
+  { "a pid naming its own leaf", function(path, r) set_leaf_entry(path, r, 0, r.pt[0][0]) end },
+  { "a pid naming the page-table node", function(path, r) set_leaf_entry(path, r, 0, r.pt[1][0]) end },
+  { "a pid naming root slot 0 (page 0, with a checksum)", function(path, r) set_leaf_entry(path, r, 0, 0) end },
+  { "a pid naming root slot 1 (page 1, with a checksum)", function(path, r) set_leaf_entry(path, r, 0, 1) end },
+  { "a pid made never-written (page 1), leaving its content page behind", function(path, r)
+      set_leaf_entry(path, r, 0, 1, 0) end },
+  { "a pid naming bitmap slot 0", function(path, r) set_leaf_entry(path, r, 0, 2) end },
+  { "a pid naming bitmap slot 1", function(path, r) set_leaf_entry(path, r, 0, 3) end },
+  { "a pid naming an unused index-node slot", function(path, r) set_leaf_entry(path, r, 0, 4) end },
+  { "a pid naming the last reserved page", function(path, r) set_leaf_entry(path, r, 0, 7) end },
+  { "a pid naming a regular page", function(path, r)
+      set_leaf_entry(path, r, 0, first_in_state(path, r, 1)) end },
+  { "a pid naming a free page", function(path, r)
+      set_leaf_entry(path, r, 0, first_in_state(path, r, 0)) end },
+  { "a pid naming the previous root's leaf (free in the newest bitmap)", function(path, r, prev)
+      set_leaf_entry(path, r, 0, prev.pt[0][0]) end },
+  { "a pid naming the page count", function(path, r) set_leaf_entry(path, r, 0, r.page_count) end },
+  { "a pid naming page 2^32-1", function(path, r) set_leaf_entry(path, r, 0, 0xFFFFFFFF) end },
+  { "a free pid with a transaction id", function(path, r) set_leaf_entry(path, r, 1, 0, 0, r.txn - 1) end },
+  { "a free pid with a checksum", function(path, r) set_leaf_entry(path, r, 1, 0, 5, 0) end },
+  { "a free pid made allocated behind the root's count", function(path, r)
+      set_leaf_entry(path, r, 1, 1, 0, r.txn - 1) end },
+  { "a never-written pid with a checksum", function(path, r) set_leaf_entry(path, r, 30, 1, 7) end },
+  { "an entry written by a newer transaction", function(path, r) set_leaf_entry(path, r, 0, nil, nil, r.txn + 1) end },
+  { "an entry with transaction id 0", function(path, r) set_leaf_entry(path, r, 0, nil, nil, 0) end },
+  { "the newest commit's content page with another checksum", function(path, r)
+      set_leaf_entry(path, r, 27, nil, r.entries[27].crc ~ 1) end },
+  -- leaf headers
+  { "a leaf with the node type", function(path, r)
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 0, sp("<I4", NODE_TYPE)) end) end },
+  { "a leaf claiming level 1", function(path, r)
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 16, sp("<I4", 1)) end) end },
+  { "a leaf claiming index 1", function(path, r)
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 20, sp("<I4", 1)) end) end },
+  { "a leaf with a reserved header byte set", function(path, r)
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 31, "\1") end) end },
+  { "a leaf written by a newer transaction", function(path, r)
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 8, sp("<i8", r.txn + 1)) end) end },
+  { "a leaf with an entry past the tree's pids (shared leaf)", function(path, r)
+      forge_pt(path, r, 0, 1, function(pg) return splice(pg, 32 + 16 * (100 - EL), entry16(1, 0, 1)) end) end },
+  { "a leaf with a stray byte past the tree's pids (shared leaf)", function(path, r)
+      forge_pt(path, r, 0, 1, function(pg) return splice(pg, P - 1, "\1") end) end },
+  -- the node
+  { "a node naming page 0 as a child", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", 0)) end) end },
+  { "a node naming page 1 as a child", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", 1)) end) end },
+  { "a node naming a bitmap slot as a child", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", r.bitmaps[0])) end) end },
+  { "a node naming the page count as a child", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 40, sp("<I4", r.page_count)) end) end },
+  { "a node naming page 2^32-1 as a child", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 40, sp("<I4", 0xFFFFFFFF)) end) end },
+  { "a node with its children swapped", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, pg:sub(41, 48) .. pg:sub(33, 40)) end) end },
+  { "a node naming the same leaf twice", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, pg:sub(41, 48)) end) end },
+  { "a node naming the previous root's leaf 0 (a valid leaf, free now)", function(path, r, prev)
+      local crc = su("<I4", H.read_at(path, prev.pt[0][0] * P + 4, 4))
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4I4", prev.pt[0][0], crc)) end) end },
+  { "a node naming itself as a child", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", r.pt[1][0])) end) end },
+  { "a node with a third child", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 48, pg:sub(41, 48)) end) end },
+  { "a node with the leaf type", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 0, sp("<I4", LEAF_TYPE)) end) end },
+  { "a node claiming level 2", function(path, r)
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 16, sp("<I4", 2)) end) end },
+  -- the root's page-table fields
+  { "a root with page-table height 0", root_field(52, "<I4", function() return 0 end) },
+  { "a root with page-table height 2", root_field(52, "<I4", function() return 2 end) },
+  { "a root with page-table height 2^32-1", root_field(52, "<I4", function() return 0xFFFFFFFF end) },
+  { "a root with a pid limit below the tree's pids", root_field(56, "<i8", function(r) return r.tree - 1 end) },
+  { "a root with pids past the tree and none carried", root_field(56, "<i8", function(r) return r.tree + 1 end) },
+  { "a root with a pid limit of 2^32", root_field(56, "<i8", function() return 1 << 32 end) },
+  { "a root with a pid limit of 2^63-1", root_field(56, "<i8", function() return math.maxinteger end) },
+  { "a root counting one protected page more", root_field(64, "<i8", function(r) return r.pcount + 1 end) },
+  { "a root counting one protected page less", root_field(64, "<i8", function(r) return r.pcount - 1 end) },
+  { "a root counting more protected pages than pids", root_field(64, "<i8", function(r) return r.pids + 1 end) },
+  { "a root whose top page is a leaf", function(path, r)
+      forge_root(path, r, 72, sp("<I4I4", r.pt[0][0], su("<I4", H.read_at(path, r.pt[0][0] * P + 4, 4)))) end },
+  { "a root whose top page is the previous root's node (free now)", function(path, r, prev)
+      forge_root(path, r, 72, sp("<I4I4", prev.top, prev.top_crc)) end },
+  { "a root whose top page is page 0", root_field(72, "<I4", function() return 0 end) },
+  { "a root whose top page is page 1", root_field(72, "<I4", function() return 1 end) },
+  { "a root whose top page is the page count", root_field(72, "<I4", function(r) return r.page_count end) },
+  { "a root with no tree pids but a top page", root_field(80, "<i8", function() return 0 end) },
+  { "a root with one leaf's worth of tree pids", root_field(80, "<i8", function() return EL end) },
+  { "a root with more tree pids than pids", root_field(80, "<i8", function(r) return r.pids + EL end) },
+  { "a root carrying an entry that frees pid 0", function(path, r)
+      forge_root(path, r, 88, sp("<I4", 1))
+      set_carried(path, r, 0, 0, 0, 0, 0) end },
+  { "a root carrying 65 entries", root_field(88, "<I4", function() return 65 end) },
+  { "a root carrying 2^32-1 entries", root_field(88, "<I4", function() return 0xFFFFFFFF end) },
+  { "a root with a reserved header byte set", root_field(92, "<I4", function() return 1 end) },
+  { "a root with its last reserved header byte set", root_field(127, "<I1", function() return 1 end) },
+  { "a root with a stray byte where carried entries would be", root_field(P - 1, "<I1", function() return 1 end) },
+  { "a root with a stray byte after its top entry", root_field(136, "<I1", function() return 1 end) },
+  { "a root with flags set", root_field(20, "<I4", function() return 1 end) },
+  -- the bitmap
+  { "a bitmap marking a protected content page free", bitmap_set(page_of(0), 0) },
+  { "a bitmap marking a protected content page regular", bitmap_set(page_of(0), 1) },
+  { "a bitmap marking a protected content page 11", bitmap_set(page_of(0), 3) },
+  { "a bitmap marking the newest commit's content page free", bitmap_set(page_of(27), 0) },
+  { "a bitmap marking a page-table leaf free", bitmap_set(function(_, r) return r.pt[0][0] end, 0) },
+  { "a bitmap marking the shared page-table leaf free", bitmap_set(function(_, r) return r.pt[0][1] end, 0) },
+  { "a bitmap marking the page-table node regular", bitmap_set(function(_, r) return r.pt[1][0] end, 1) },
+  { "a bitmap marking a free page system", bitmap_set(function(path, r) return first_in_state(path, r, 0) end, 2) },
+  { "a bitmap marking a regular page system", bitmap_set(function(path, r) return first_in_state(path, r, 1) end, 2) },
+  { "a bitmap marking a content page free and a free page system", function(path, r)
+      local free = first_in_state(path, r, 0)
+      forge_bitmap(path, r, 0, function(page)
+        return H.set_bitmap_state(H.set_bitmap_state(page, r.entries[0].page, 0), free, 2)
+      end) end },
+  { "a bitmap marking a page-table leaf regular and a free page system", function(path, r)
+      local free = first_in_state(path, r, 0)
+      forge_bitmap(path, r, 0, function(page)
+        return H.set_bitmap_state(H.set_bitmap_state(page, r.pt[0][0], 1), free, 2)
+      end) end },
+  -- both generations at once: nothing valid is left
+  { "both bitmaps marking a protected content page free", function(path, r, prev)
+      for _, root in ipairs({ r, prev }) do
+        local pg = root.entries[64].page
+        forge_bitmap(path, root, 0, function(page) return H.set_bitmap_state(page, pg, 0) end)
+      end
+      return "fail:corrupt" end },
+  { "both roots counting one protected page more", function(path, r, prev)
+      for _, root in ipairs({ r, prev }) do forge_root(path, root, 64, sp("<i8", root.pcount + 1)) end
+      return "fail:corrupt" end },
+}
+
+-- Forgeries of the carrying file's newest root: its 37 carried entries.
+local carry_forgeries = {
+  { "a carried pid at the pid limit", function(path, r) set_carried(path, r, 0, r.pids) end },
+  { "a carried pid of 2^63-1", function(path, r) set_carried(path, r, 0, math.maxinteger) end },
+  { "a carried pid of 2^64-1", function(path, r) set_carried(path, r, 0, -1) end },
+  { "two carried entries for one pid", function(path, r)
+      set_carried(path, r, 1, su("<i8", H.read_at(path, r.slot * P + P - 24, 8))) end },
+  { "two carried entries naming one page", function(path, r)
+      local i = carried_index(r, 66)
+      local j = carried_index(r, 39)
+      set_carried(path, r, j, nil, r.entries[66].page, r.entries[66].crc, r.entries[66].txn)
+      assert(i ~= j) end },
+  { "a carried entry naming a leaf entry's page", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, r.entries[0].page) end },
+  { "a carried entry naming a page-table leaf", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, r.pt[0][0]) end },
+  { "a carried entry naming the page-table node", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, r.pt[1][0]) end },
+  { "a carried entry naming page 0 with a checksum", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, 0) end },
+  { "a carried entry naming a bitmap slot", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, 2) end },
+  { "a carried entry naming an unused index-node slot", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, 5) end },
+  { "a carried entry naming a regular page", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, first_in_state(path, r, 1)) end },
+  { "a carried entry naming a free page", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, first_in_state(path, r, 0)) end },
+  { "a carried entry naming the page count", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, r.page_count) end },
+  { "a carried entry freeing its pid and leaving its page behind", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, 0, 0, 0) end },
+  { "a carried entry making its pid never-written and leaving its page behind", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, 1, 0) end },
+  { "a carried entry written by a newer transaction", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, nil, nil, r.txn + 1) end },
+  { "a carried entry with transaction id 0", function(path, r)
+      set_carried(path, r, carried_index(r, 39), nil, nil, nil, 0) end },
+  { "the newest commit's carried entry with another checksum", function(path, r)
+      set_carried(path, r, carried_index(r, 66), nil, nil, r.entries[66].crc ~ 1) end },
+  { "a tail of 38 entries, over the top entry", root_field(88, "<I4", function() return 38 end) },
+  { "a tail of 64 entries", root_field(88, "<I4", function() return 64 end) },
+  { "a tail one entry shorter, the last entry left in the gap", root_field(88, "<I4", function() return 36 end) },
+  { "pids past the tree beyond the carried entries", root_field(56, "<i8", function(r) return r.tree + r.D + 1 end) },
+}
+
+-- Forgeries of the index file's newest commit: the index node.  Bitmaps
+-- of groups 1 and up are shared by both roots, so forging one (and
+-- re-signing the newest index node and root) leaves nothing valid.
+local function index_entry(g, crc, slot)
+  return function(path, r)
+    forge_index(path, r, 0, function(pg)
+      local at = 32 + 8 * g
+      local ocrc, oslot = su("<I4I4", pg, at + 1)
+      return splice(pg, at, sp("<I4I4", crc or ocrc, slot or oslot))
+    end)
+  end
+end
+
+local function index_header(off, fmt, v)
+  return function(path, r)
+    forge_index(path, r, 0, function(pg) return splice(pg, off, sp(fmt, type(v) == "function" and v(r) or v)) end)
+  end
+end
+
+local function bitmap_of(g, fn, expect)
+  return function(path, r)
+    forge_bitmap(path, r, g, function(page) return fn(page, r) end)
+    return expect
+  end
+end
+
+-- (the newest index node and the root are the newest commit's alone)
+local function older(fn) return function(...) fn(...) return "older" end end
+
+local index_forgeries = {
+  { "an index entry naming bitmap slot 2", older(index_entry(5, nil, 2)) },
+  { "an index entry naming bitmap slot 2^32-1", older(index_entry(5, nil, 0xFFFFFFFF)) },
+  { "an index entry naming a never-written bitmap slot", function(path, r)
+      local zero = string.rep("\0", P)
+      index_entry(112, H.meta_crc(zero), 1)(path, r)
+      return "older" end },
+  { "an index entry for a group past the last (checksum)", older(index_entry(113, 0x1234, 0)) },
+  { "an index entry for a group past the last (slot)", older(index_entry(113, 0, 1)) },
+  { "an index node with the bitmap type", older(index_header(0, "<I4", H.BITMAP_TYPE)) },
+  { "an index node claiming level 0", older(index_header(16, "<I4", 0)) },
+  { "an index node claiming level 2", older(index_header(16, "<I4", 2)) },
+  { "an index node claiming index 1", older(index_header(20, "<I4", 1)) },
+  { "an index node with a reserved header byte set", older(index_header(24, "<I1", 1)) },
+  { "an index node written by a newer transaction",
+    older(index_header(8, "<i8", function(r) return r.txn + 1 end)) },
+  { "a root with FSM height 0", older(root_field(48, "<I4", function() return 0 end)) },
+  { "a root with FSM height 2", older(root_field(48, "<I4", function() return 2 end)) },
+  { "a root with a second top entry", older(root_field(136, "<I4I4", function() return 1, 0 end)) },
+  { "a root naming index-node slot 2", older(root_field(132, "<I4", function() return 2 end)) },
+  { "a bitmap of group 50 marking a page system", bitmap_of(50, function(page)
+      return H.set_bitmap_state(page, 100, 2) end, "fail:corrupt") },
+  { "a bitmap of group 50 not marking its own slot system", bitmap_of(50, function(page)
+      return H.set_bitmap_state(page, 1, 0) end, "fail:corrupt") },
+  { "a bitmap of the last group marking a page past the page count", bitmap_of(112, function(page)
+      return H.set_bitmap_state(page, 64, 1) end, "fail:corrupt") },
+  { "a bitmap of group 7 claiming to be group 8's", bitmap_of(7, function(page)
+      return splice(page, 20, sp("<I4", 8)) end, "fail:corrupt") },
+  { "a bitmap of group 0 marking a free page system", bitmap_of(0, function(page)
+      return H.set_bitmap_state(page, 20, 2) end, "older") },
+}
+
+-- Foreign headers in one root slot or both (spec/01 covers both slots
+-- with a wrong magic, version 2 and bad page sizes).
+local function both(off, bytes, expect)
+  return function(path, r, prev)
+    for _, root in ipairs({ r, prev }) do forge_root(path, root, off, bytes) end
+    return expect
+  end
+end
+
+local header_forgeries = {
+  { "the newest root with another magic", root_field(0, "c8", function() return "MAPPEDPG" end) },
+  { "the previous root with another magic", function(path, _, prev)
+      forge_root(path, prev, 0, "MAPPEDPG")
+      return "latest" end },
+  { "the newest root at version 0", root_field(8, "<I4", function() return 0 end) },
+  { "the newest root at version 2", root_field(8, "<I4", function() return 2 end) },
+  { "the newest root at version 2^32-1", root_field(8, "<I4", function() return 0xFFFFFFFF end) },
+  { "the previous root at version 2", function(path, _, prev)
+      forge_root(path, prev, 8, sp("<I4", 2))
+      return "latest" end },
+  { "both roots at version 2^32-1", both(8, sp("<I4", 0xFFFFFFFF), "fail:version") },
+  { "one root with another magic, the other at version 2", function(path, r, prev)
+      forge_root(path, r, 0, "MAPPEDPG")
+      forge_root(path, prev, 8, sp("<I4", 2))
+      return "fail:version" end },
+  { "the newest root with page size 0", root_field(12, "<I4", function() return 0 end) },
+  { "the newest root with page size 512", root_field(12, "<I4", function() return 512 end) },
+  { "the newest root with page size 2048", root_field(12, "<I4", function() return 2048 end) },
+  { "the newest root with page size 4096", root_field(12, "<I4", function() return 4096 end) },
+  { "the newest root with page size 65536", root_field(12, "<I4", function() return 65536 end) },
+  { "the newest root with page size 2^32-1", root_field(12, "<I4", function() return 0xFFFFFFFF end) },
+  -- a root slot signed as a whole page of another size: open reads slot 0
+  -- as 2 KiB and 4 KiB too, so these are candidates of another geometry,
+  -- newer than both real roots, whose bitmaps cannot be right
+  { "slot 0 re-signed as a newer 2 KiB root", function(path, r, prev)
+      local root = r.slot == 0 and r or prev
+      H.write_at(path, 12, sp("<I4", 2048))
+      H.write_at(path, 24, sp("<i8", r.txn + 5))
+      local two = H.read_at(path, 0, 2048)
+      H.write_at(path, 16, sp("<I4", mp.crc32c(two:sub(1, 16) .. "\0\0\0\0" .. two:sub(21))))
+      return root == r and "older" or "latest" end },
+  { "slot 0 re-signed as a newer 4 KiB root with a page count the file holds", function(path, r, prev)
+      local root = r.slot == 0 and r or prev
+      H.write_at(path, 12, sp("<I4", 4096))
+      H.write_at(path, 24, sp("<i8", r.txn + 5))
+      H.write_at(path, 32, sp("<i8", 16))
+      local four = H.read_at(path, 0, 4096)
+      H.write_at(path, 16, sp("<I4", mp.crc32c(four:sub(1, 16) .. "\0\0\0\0" .. four:sub(21))))
+      return root == r and "older" or "latest" end },
+}
+
+describe("a forged file with valid checksums", function()
+  after_each(cleanup)
+
+  it("is rejected when its page table or bitmap is inconsistent (main file)", function()
+    local counts = forge_all(build_main(), main_forgeries)
+    assert.is_true(counts["opened older"] > 60)
+  end)
+
+  it("is rejected when the entries its root carries are inconsistent (carrying file)", function()
+    local counts = forge_all(build_carry(), carry_forgeries)
+    assert.are.equal(#carry_forgeries, counts["opened older"])
+  end)
+
+  it("is rejected when its index node or a bitmap below it is inconsistent (index file)", function()
+    forge_all(build_index(), index_forgeries, { sparse = true })
+  end)
+
+  it("is rejected, or opens the other root, when a root's header is foreign", function()
+    forge_all(build_main(), header_forgeries)
+  end)
+
+  -- open keeps the unsupported version it saw in a variable whose 0 means
+  -- "none seen" (csrc/commit.c, mp_recover / read_slot), so a file whose
+  -- roots say version 0 is reported as corrupt ("both root slots fail
+  -- their checksum", which is not true) instead of an unsupported version
+  known_bug("reports version when both roots say format version 0",
+    "version 0 is reported as corrupt: both root slots fail their checksum", function()
+      forge_all(build_main(), { { "both roots at version 0", both(8, sp("<I4", 0), "fail:version") } })
+    end)
+end)
+
+---------------------------------------------------------------------------
+-- garbage, and things that are not files
+
+-- Write each image (ARGS.images: what, size, kind) and open it; every one
+-- must fail with one of its codes.
+local GARBAGE = [==[
+local H = require "helpers"
+local A = ARGS
+local path = A.path
+local real = C.read_at(A.real, 0, 2 * A.P)
+local function image(size, kind)
+  local s
+  if kind == "zeros" then s = string.rep("\0", size)
+  elseif kind == "ones" then s = string.rep("\255", size)
+  elseif kind == "garbage" then
+    local block = H.garbage(math.min(size, 65536), size + 1)
+    s = size == 0 and "" or string.rep(block, size // #block) .. block:sub(1, size % #block)
+  elseif kind == "magic" then s = ("mappedpg" .. H.garbage(size, size + 2)):sub(1, size)
+  elseif kind == "magic v1" then
+    s = ("mappedpg" .. string.pack("<I4I4", 1, A.P) .. H.garbage(size, size + 3)):sub(1, size)
+  elseif kind == "real roots" then s = (real .. H.garbage(size, size + 4)):sub(1, size)
+  elseif kind == "real roots, zeros" then s = (real .. string.rep("\0", size)):sub(1, size)
+  end
+  assert(#s == size)
+  return s
+end
+for _, im in ipairs(A.images) do
+  local what = ("%d bytes of %s"):format(im.size, im.kind)
+  C.at(what)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(image(im.size, im.kind)))
+  f:close()
+  for _, ro in ipairs({ true, false }) do
+    local cls, code = C.classify(path, ro, A.S)
+    C.count("images")
+    C.count("opened " .. (cls == "fail" and "fail:" .. tostring(code) or cls))
+    local why = C.judge(cls, code, "fail:" .. im.codes)
+    if why then C.complain(what .. (ro and ": read-only open: " or ": writer open: ") .. why) end
+  end
+  local size = C.read_at(path, 0, im.size + 1)
+  if #size ~= im.size then C.complain(what .. ": open changed the file's size") end
+end
+]==]
+
+describe("a file of garbage", function()
+  after_each(cleanup)
+
+  it("is not a mappedpages file, whatever its size, and open leaves it alone", function()
+    local f = build_main()
+    local images = {}
+    local function add(size, kind, codes) images[#images + 1] = { size = size, kind = kind, codes = codes } end
+    local sizes = { 0, 1, 511, 512, 1023, 1024, 1025, 2047, 2048, 4096, 65536, 1 << 20 }
+    for _, n in ipairs(sizes) do
+      for _, kind in ipairs({ "zeros", "ones", "garbage" }) do add(n, kind, "not_mappedpages") end
+      -- the magic alone: too short for the roots, else a root that fails
+      -- its checksum (garbage where the version is may read as one)
+      local short = n < 2048
+      add(n, "magic", short and "not_mappedpages" or "corrupt,version")
+      add(n, "magic v1", short and "not_mappedpages" or "corrupt")
+      -- both real roots, then garbage or zeros where the metadata should be
+      if n >= 2048 then
+        add(n, "real roots", "corrupt")
+        add(n, "real roots, zeros", "corrupt")
+      end
+    end
+    local counts = run_child(GARBAGE, { path = fast_path("garbage.mp"), real = f.path, P = P,
+                                        S = f.S, images = images })
+    assert.are.equal(2 * #images, counts.images)
+  end)
+end)
+
+-- Open path read-only and for writing in a child that must not take
+-- longer than `limit` seconds; returns "ok" or "code,code".
+local function open_special(path, limit, modes)
+  local script = H.path("special.lua")
+  H.write_file(script, ([[
+package.path = %q
+package.cpath = %q
+local mp = require "mappedpages"
+local out = {}
+for _, ro in ipairs(%s) do
+  local p, msg, code = mp.open(%q, { readonly = ro })
+  if p then out[#out + 1] = "ok" p:close()
+  else
+    assert(p == nil and type(msg) == "string" and #msg > 0 and type(code) == "string")
+    out[#out + 1] = code
+  end
+end
+io.write(table.concat(out, ","), "\n")
+]]):format(package.path, package.cpath, modes or "{ true, false }", path))
+  local f = assert(io.popen(("timeout -s KILL %d lua5.4 %s 2>&1"):format(limit or 20, sq(script))))
+  local out = f:read("a")
+  local _, _, status = f:close()
+  assert(status == 0, ("opening %s crashed or hung (exit status %s): %s"):format(path, tostring(status), out))
+  return (out:gsub("%s+$", ""))
+end
+
+describe("something that is not a regular file", function()
+  after_each(cleanup)
+
+  it("is refused cleanly: a directory, /dev/null, /dev/zero", function()
+    assert.are.equal("is_dir,is_dir", open_special(H.dir()))
+    assert.are.equal("not_mappedpages,not_mappedpages", open_special("/dev/null"))
+    assert.are.equal("not_mappedpages,not_mappedpages", open_special("/dev/zero"))
+  end)
+
+  it("is followed when it is a symbolic link, and refused cleanly when the link is dangling", function()
+    local f = build_main()
+    local link = H.path("link.mp")
+    assert(os.execute(("ln -s %s %s"):format(sq(f.path), sq(link))))
+    assert.are.equal("ok,ok", open_special(link))
+    local dangling = H.path("dangling.mp")
+    assert(os.execute(("ln -s %s %s"):format(sq(H.path("nowhere.mp")), sq(dangling))))
+    assert.are.equal("not_found,not_found", open_special(dangling))
+    local dirlink = H.path("dirlink.mp")
+    assert(os.execute(("ln -s %s %s"):format(sq(H.dir()), sq(dirlink))))
+    assert.are.equal("is_dir,is_dir", open_special(dirlink))
+  end)
+
+  -- open() of a FIFO for reading blocks until a writer opens the other
+  -- end: a read-only mp.open of a FIFO never returns (csrc/pager.c, mp_open
+  -- opens before it checks the file type; O_NONBLOCK, or stat first, would
+  -- let it refuse the FIFO as "not a regular file" like a writer does)
+  known_bug("is refused cleanly, and promptly, when it is a FIFO", "a read-only open of a FIFO hangs", function()
+    local fifo = H.path("fifo.mp")
+    assert(os.execute("mkfifo " .. sq(fifo)))
+    assert.are.equal("not_mappedpages,not_mappedpages", open_special(fifo, 10))
+  end)
+
+  it("is refused cleanly by a writer when it is a FIFO", function()
+    local fifo = H.path("fifo.mp")
+    assert(os.execute("mkfifo " .. sq(fifo)))
+    assert.are.equal("not_mappedpages", open_special(fifo, 10, "{ false }"))   -- O_RDWR does not block
+  end)
+end)
+
+---------------------------------------------------------------------------
+-- unusual but valid files made by another tool
+
+-- Each case (ARGS.cases: path, what, expect, pc, free, grow) is a fresh
+-- file written by hand.  Valid ones must open at transaction 1 with the
+-- right counts and keep working: a writer allocates (past the end when
+-- `grow`), writes a protected page and sets the root, and a reopen shows
+-- exactly that.  Invalid ones must fail cleanly.
+local VALID = [==[
+local mp = require "mappedpages"
+local A = ARGS
+for _, case in ipairs(A.cases) do
+  C.at(case.what)
+  for _, ro in ipairs({ true, false }) do
+    local mode = ro and "read-only" or "writer"
+    local p, msg, code = mp.open(case.path, { readonly = ro })
+    C.count("images")
+    if case.expect ~= "ok" then
+      if p then
+        p:close()
+        C.complain(case.what .. ": the " .. mode .. " open succeeded, expected " .. case.expect)
+      else
+        local why = C.judge("fail", code, case.expect)
+        if why or type(msg) ~= "string" then C.complain(case.what .. ": " .. mode .. " open: " .. tostring(why)) end
+      end
+    elseif not p then
+      C.complain(case.what .. ": the " .. mode .. " open failed: " .. tostring(msg))
+    else
+      local err = C.walk(p)
+      local i = p:info()
+      p:close()
+      if err then C.complain(case.what .. ": " .. mode .. ": " .. err) end
+      if i.txn ~= 1 or i.page_count ~= case.pc or i.free_count ~= case.free or i.recovered then
+        C.complain(("%s: %s open shows txn %d, %d pages, %d free, recovered %s"):format(case.what, mode,
+          i.txn, i.page_count, i.free_count, tostring(i.recovered)))
+      end
+    end
+  end
+  if case.expect == "ok" then
+    local ok, err = pcall(function()
+      local p = assert(mp.open(case.path))
+      local ids = assert(p:alloc_bulk(case.grow and p:free_count() + 5 or 5))
+      for _, id in ipairs(ids) do p:page(id):write(0, string.pack("<I8", id)) end
+      if case.grow then assert(p:page_count() > case.pc, "did not grow") end
+      local pid = assert(p:alloc_protected())
+      local w = p:write_protected(pid)
+      w:write(0, "valid")
+      assert(w:commit())
+      assert(p:set_root(99))
+      local want = C.fingerprint(p)
+      p:close()
+      for _, ro in ipairs({ true, false }) do
+        local q = assert(mp.open(case.path, { readonly = ro }))
+        local werr = C.walk(q)
+        assert(not werr, werr)
+        assert(C.fingerprint(q) == want, "reopened at another state")
+        for _, id in ipairs(ids) do assert(q:page(id):read(0, 8) == string.pack("<I8", id), "page lost its bytes") end
+        assert(q:protected(pid):read(0, 5) == "valid")
+        q:close()
+      end
+    end)
+    C.count("kept working")
+    if not ok then C.complain(case.what .. ": " .. tostring(err)) end
+  end
+  os.remove(case.path)
+end
+]==]
+
+describe("a valid file made by another tool", function()
+  after_each(cleanup)
+
+  it("opens and keeps working at unusual page counts, and is refused when they cut a reserved run", function()
+    local run0 = 8                                 -- roots, bitmap slots, two index levels
+    local cases = {}
+    local function add(pc, extra, grow, what)
+      local ngroups = cdiv(pc, G)
+      local system = run0 + 2 * (ngroups - 1)      -- groups 1.. host no index level here
+      local ok = pc >= run0 and pc - (ngroups - 1) * G >= (ngroups > 1 and 2 or run0)
+      cases[#cases + 1] = { pc = pc, extra = extra or 0, grow = grow, free = pc - system,
+                            expect = ok and "ok" or "fail:corrupt",
+                            what = what or ("%d pages%s"):format(pc, extra and (" and " .. extra .. " bytes") or "") }
+    end
+    add(8, nil, true, "8 pages: the reserved run alone, nothing free")
+    add(8, 100, true)
+    add(9, nil, true)
+    add(63, nil, true)
+    add(65, P - 1, true)
+    add(G - 1, nil, true)
+    add(G, nil, true, "one whole group")
+    add(G + 2, nil, true, "a second group holding its reserved run alone")
+    add(G + 3, nil, true)
+    add(2 * G + 2, 17, true)
+    add(K * G, nil, false, "112 groups, all the root holds")
+    add(K * G + 2, nil, false, "113 groups, FSM height 1")
+    add(7, nil, false, "7 pages: short of group 0's reserved run")
+    add(2, nil, false, "2 pages: the roots alone")
+    add(G + 1, nil, false, "a second group cut inside its reserved run")
+    add(K * G + 1, nil, false, "a 113th group cut inside its reserved run")
+    for i, case in ipairs(cases) do
+      case.path = fast_path("valid" .. i .. ".mp")
+      forge_fresh(case.path, case.pc, case.extra)
+    end
+    local counts = run_child(VALID, { cases = cases })
+    assert.are.equal(2 * #cases, counts.images)
+    assert.are.equal(12, counts["kept working"])
+  end)
+end)
+
+-- A file whose newest root was cut back to one group (as if a tool had
+-- rolled it back to an older, shorter state): group 1's stale bitmap
+-- slots, which mark pages allocated, lie past the page count.  Growth
+-- must start group 1 afresh, never take its stale bitmap for real.
+local SHRUNK = [==[
+local mp = require "mappedpages"
+local A = ARGS
+C.at("open the cut-back file")
+local ok, err = pcall(function()
+  local p = assert(mp.open(A.path))
+  assert(p:page_count() == 64 and p:info().regular_count == 0, "opened at another state")
+  local ids = assert(p:alloc_bulk(p:free_count() + A.more))
+  assert(p:page_count() > A.G + 2, "did not grow into group 1")
+  local got = {}
+  for id in p:pages() do got[#got + 1] = id end
+  assert(#got == #ids, ("%d pages allocated, pages() lists %d"):format(#ids, #got))
+  assert(p:check())
+  for _, id in ipairs(ids) do p:page(id):write(0, string.pack("<I8", id)) end
+  local n = #ids
+  p:close()
+  local q = assert(mp.open(A.path, { readonly = true }))
+  assert(q:check())
+  assert(q:info().regular_count == n, "reopened with " .. q:info().regular_count .. " pages")
+  for _, id in ipairs(ids) do assert(q:page(id):read(0, 8) == string.pack("<I8", id)) end
+  q:close()
+end)
+C.count("images")
+if not ok then C.complain(tostring(err)) end
+]==]
+
+describe("a valid file with stale metadata past its page count", function()
+  after_each(cleanup)
+
+  it("grows into a fresh group, not into the stale bitmap left there", function()
+    local p, path = H.create({ page_size = P }, fast_path("shrunk.mp"))
+    local ids = p:alloc_bulk(G + 10)
+    local low = {}
+    for _, id in ipairs(ids) do if id < G then low[#low + 1] = id end end
+    assert(p:free_bulk(low))                  -- group 1's pages stay allocated
+    assert(p:set_root(1))                     -- a commit with the frees durable
+    p:close()
+    local r = roots(path)
+    assert(r.ngroups == 2)
+    -- the newest root, cut back to 64 pages and one group
+    forge_root(path, r, 32, sp("<i8", 64))
+    forge_root(path, r, 136, sp("<I4I4", 0, 0))
+    local counts = run_child(SHRUNK, { path = path, G = G, more = G })
+    assert.are.equal(1, counts.images)
+  end)
+end)

@@ -691,7 +691,7 @@ static void append(char *msg, size_t ml, const char *slot, const char *why)
 /* Read root slot `slot` assuming page size P: 1 when its magic, version and
  * checksum are right. */
 static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned char *buf,
-                     int *saw_magic, uint32_t *bad_version)
+                     int *saw_magic, int64_t *bad_version)
 {
     uint64_t off = (uint64_t)slot * P;
     if (off + P > file_bytes)
@@ -702,7 +702,7 @@ static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned
         return 0;
     *saw_magic = 1;
     if (mp_ld32(buf + MP_R_VERSION) != MP_FORMAT_VERSION) {
-        *bad_version = mp_ld32(buf + MP_R_VERSION);
+        *bad_version = mp_ld32(buf + MP_R_VERSION);   /* any u32, 0 included */
         return 0;
     }
     if (mp_ld32(buf + MP_R_PAGESIZE) != P)
@@ -728,7 +728,7 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
         return open_fail(err, MP_ENOMEM, p->path, "out of memory");
     cand c[16];
     int nc = 0, saw_magic = 0;
-    uint32_t bad_version = 0;
+    int64_t bad_version = -1;   /* a version field seen that this build does not read */
     for (uint32_t P = MP_MIN_PAGE_SIZE; P <= MP_MAX_PAGE_SIZE; P *= 2) {
         /* slot 0 is at offset 0 whatever the page size; its page size
          * field says how long it is */
@@ -739,10 +739,10 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
     }
     free(buf);
     if (nc == 0) {
-        if (bad_version) {
+        if (bad_version >= 0) {
             char d[128];
-            snprintf(d, sizeof d, "format version %u is not supported (this build reads version %u)",
-                     bad_version, MP_FORMAT_VERSION);
+            snprintf(d, sizeof d, "format version %lld is not supported (this build reads version %u)",
+                     (long long)bad_version, MP_FORMAT_VERSION);
             return open_fail(err, MP_EVERSION, p->path, d);
         }
         if (saw_magic)

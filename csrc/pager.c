@@ -212,7 +212,10 @@ mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out, mp_erro
         return MP_ENOMEM;
     p->readonly = readonly;
     mp_err rc;
-    p->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO read-only would otherwise block until a
+     * writer appears; it is refused below as not a regular file, and the
+     * flag means nothing for one. */
+    p->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
     if (p->fd < 0) {
         int e = errno;
         rc = set_error(err, mp_err_from_errno(e), e, path, "open");

@@ -53,17 +53,6 @@ local CHILD_LIMIT = 300
 -- MP_HOSTILE_VERBOSE=1 prints what each child counted (images opened, and
 -- how each open went).
 --
--- Known bugs in the C core are kept as tests that are skipped (pending)
--- unless MP_RUN_KNOWN_BUGS is set, so the suite stays green and a fix can
--- be checked with `MP_RUN_KNOWN_BUGS=1 busted --lua=lua5.4 spec/14-...`.
-local function known_bug(name, bug, fn)
-  if os.getenv("MP_RUN_KNOWN_BUGS") then
-    it(name, fn)
-  else
-    pending(name .. " [skipped, known bug: " .. bug .. "]", fn)
-  end
-end
-
 -- The byte-flip loops open thousands of images, and a writer that falls
 -- back issues a barrier to invalidate the rejected root: on a disk that
 -- costs milliseconds each.  Their files live in /dev/shm (tmpfs, where a
@@ -1519,14 +1508,11 @@ describe("a forged file with valid checksums", function()
     forge_all(build_main(), header_forgeries)
   end)
 
-  -- open keeps the unsupported version it saw in a variable whose 0 means
-  -- "none seen" (csrc/commit.c, mp_recover / read_slot), so a file whose
-  -- roots say version 0 is reported as corrupt ("both root slots fail
-  -- their checksum", which is not true) instead of an unsupported version
-  known_bug("reports version when both roots say format version 0",
-    "version 0 is reported as corrupt: both root slots fail their checksum", function()
-      forge_all(build_main(), { { "both roots at version 0", both(8, sp("<I4", 0), "fail:version") } })
-    end)
+  -- (this was reported as corrupt, "both root slots fail their checksum":
+  -- open took an unsupported version of 0 for "none seen")
+  it("reports version when both roots say format version 0", function()
+    forge_all(build_main(), { { "both roots at version 0", both(8, sp("<I4", 0), "fail:version") } })
+  end)
 end)
 
 ---------------------------------------------------------------------------
@@ -1649,10 +1635,9 @@ describe("something that is not a regular file", function()
   end)
 
   -- open() of a FIFO for reading blocks until a writer opens the other
-  -- end: a read-only mp.open of a FIFO never returns (csrc/pager.c, mp_open
-  -- opens before it checks the file type; O_NONBLOCK, or stat first, would
-  -- let it refuse the FIFO as "not a regular file" like a writer does)
-  known_bug("is refused cleanly, and promptly, when it is a FIFO", "a read-only open of a FIFO hangs", function()
+  -- end: a read-only mp.open of a FIFO used to hang (it now opens with
+  -- O_NONBLOCK and refuses it as "not a regular file", like a writer)
+  it("is refused cleanly, and promptly, when it is a FIFO", function()
     local fifo = H.path("fifo.mp")
     assert(os.execute("mkfifo " .. sq(fifo)))
     assert.are.equal("not_mappedpages,not_mappedpages", open_special(fifo, 10))

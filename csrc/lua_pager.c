@@ -612,18 +612,9 @@ static int pager_alloc_bulk(lua_State *L)
                   "count is too large");
     if (n > 0) {
         /* Refuse what cannot fit before sizing a buffer for it. */
-        uint64_t room = mp_alloc_room(pg->p);
-        if ((uint64_t)n > room) {
-            mp_info in;
-            mp_get_info(pg->p, &in);
-            int full = (uint64_t)n > in.free_count + (MP_MAX_PAGES - in.page_count);
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s: alloc_bulk: %I pages do not fit (room for at most %I%s)",
-                            in.path, n, (lua_Integer)room,
-                            full ? "" : ", limited by free disk space or the address reservation");
-            lua_pushstring(L, mp_errname(full ? MP_EFULL : MP_ENOSPC));
-            return 3;
-        }
+        e = mp_alloc_check(pg->p, (uint64_t)n);
+        if (e != MP_OK)
+            return mpl_fail(L, pg, e, 2);
         ids = (mp_pgno *)lua_newuserdatauv(L, (size_t)n * sizeof *ids, 0);
     }
     lua_createtable(L, (int)n, 0);

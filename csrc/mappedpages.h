@@ -160,6 +160,11 @@ mp_err mp_free(mp_pager *p, mp_pgno id);
  * plus what growth can add within MP_MAX_PAGES, the address reservation
  * and the file system's free space.  (A bound, not a promise.) */
 uint64_t mp_alloc_room(const mp_pager *p);
+/* Whether mp_alloc_bulk(p, n) can succeed as far as room goes: MP_OK, or
+ * the error it would return (MP_EFULL when the file cannot grow that far:
+ * the 2^32-page limit or the address reservation; MP_ENOSPC when the file
+ * system lacks the space; MP_EPOISONED, MP_EREADONLY) with its message. */
+mp_err mp_alloc_check(mp_pager *p, uint64_t n);
 /* All-or-nothing: on failure nothing was allocated / freed. */
 mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out);
 mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids);

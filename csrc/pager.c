@@ -394,32 +394,54 @@ mp_err mp_free(mp_pager *p, mp_pgno id)
     return mp_finish(p, mp_fsm_mark_free(p, id));
 }
 
-uint64_t mp_alloc_room(const mp_pager *p)
+/* Pages growth may add: within MP_MAX_PAGES and the address reservation
+ * (*limit), and the file system's free space (*disk). */
+static void growth_room(const mp_pager *p, uint64_t *limit, uint64_t *disk)
 {
     uint64_t max_pages = p->reserve_bytes / p->geom.P;
     if (max_pages > MP_MAX_PAGES)
         max_pages = MP_MAX_PAGES;
-    uint64_t grow = max_pages > p->page_count ? max_pages - p->page_count : 0;
+    *limit = max_pages > p->page_count ? max_pages - p->page_count : 0;
+    *disk = UINT64_MAX;
     struct statvfs vfs;
-    if (fstatvfs(p->fd, &vfs) == 0) {
-        uint64_t disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / p->geom.P;
-        if (disk < grow)
-            grow = disk;
-    }
-    return p->free_total + grow;
+    if (fstatvfs(p->fd, &vfs) == 0)
+        *disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / p->geom.P;
+}
+
+uint64_t mp_alloc_room(const mp_pager *p)
+{
+    uint64_t limit, disk;
+    growth_room(p, &limit, &disk);
+    return p->free_total + (disk < limit ? disk : limit);
+}
+
+mp_err mp_alloc_check(mp_pager *p, uint64_t n)
+{
+    mp_err rc = mp_writable(p, "alloc_bulk");
+    if (rc != MP_OK)
+        return rc;
+    uint64_t limit, disk;
+    growth_room(p, &limit, &disk);
+    if (n <= p->free_total || n - p->free_total <= (disk < limit ? disk : limit))
+        return MP_OK;
+    /* what stops it: the file's own limit (full, like mp_alloc), or the disk */
+    if (n - p->free_total > limit)
+        return mp_fail(p, MP_EFULL,
+                       "%s: alloc_bulk: %llu pages do not fit (%llu free, the file can grow by %llu more%s)",
+                       p->path, (unsigned long long)n, (unsigned long long)p->free_total,
+                       (unsigned long long)limit,
+                       p->reserve_bytes / p->geom.P < MP_MAX_PAGES ? ": address space reservation, see max_bytes"
+                                                                  : ": the 2^32-page limit");
+    return mp_fail(p, MP_ENOSPC, "%s: alloc_bulk: %llu pages do not fit (%llu free, the disk has room for %llu more)",
+                   p->path, (unsigned long long)n, (unsigned long long)p->free_total,
+                   (unsigned long long)disk);
 }
 
 mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out)
 {
-    mp_err rc = mp_writable(p, "alloc_bulk");
+    mp_err rc = mp_alloc_check(p, (uint64_t)n);
     if (rc != MP_OK || n == 0)
         return rc;
-    uint64_t room = mp_alloc_room(p);
-    if ((uint64_t)n > room)
-        return mp_fail(p, room > p->free_total && room - p->free_total < MP_MAX_PAGES - p->page_count
-                              ? MP_ENOSPC : MP_EFULL,
-                       "alloc_bulk: %zu pages do not fit (%llu free, room for at most %llu)", n,
-                       (unsigned long long)p->free_total, (unsigned long long)room);
     if ((uint64_t)n > p->free_total)   /* grow once, not step by step */
         rc = mp_fsm_grow(p, (uint64_t)n - p->free_total);
     size_t done = 0;

@@ -33,7 +33,7 @@ local CHILD = SPEC_DIR .. "/misuse_child.lua"
 
 -- A scratch directory for one child: on a tmpfs when there is one (the
 -- run does thousands of commits; misuse is not about the disk, and a
--- failing barrier is simulated by core._fail_barriers), else in /tmp.
+-- failing barrier is simulated by core._inject_fault), else in /tmp.
 local scratch_dirs = {}
 local function scratch()
   local f = io.popen("mktemp -d /dev/shm/mp-misuse.XXXXXX 2>/dev/null")
@@ -221,9 +221,9 @@ check("create with page_size 1000", "raise", mp.create, dir .. "/x.mp", { page_s
 check("open with readonly = 'yes'", "raise", mp.open, path, { readonly = "yes" })
 check("open with an unknown option", "raise", mp.open, path, { bogus = true })
 -- a failing barrier, then the poisoned pager
-core._fail_barriers("eio")
+core._inject_fault("barrier", "eio")
 check("set_root when the barrier fails", "env:io", p.set_root, p, 7)
-core._fail_barriers(nil)
+core._inject_fault(nil)
 check("alloc when poisoned", "env:poisoned", p.alloc, p)
 check("begin when poisoned", "env:poisoned", p.begin, p)
 check("misuse when poisoned", "raise", p.free, p, -1)
@@ -272,9 +272,9 @@ describe("each kind of misuse and each failure of the environment", function()
     local core = require "mappedpages.core"
     local p = H.create({ page_size = 1024, max_bytes = 64 * KiB })
     repeat until not p:alloc()
-    core._fail_barriers("eio")
+    core._inject_fault("barrier", "eio")
     local ok, err = pcall(function() H.fails_with("io", p:set_root(1)) end)
-    core._fail_barriers(nil)
+    core._inject_fault(nil)
     assert(ok, err)
     H.fails_with("poisoned", p:alloc())
     H.fails_with("poisoned", p:alloc_bulk(1))

@@ -25,7 +25,7 @@
 --    cannot grow past its max_bytes reservation ("full", "no_space"; only
 --    where the file is that small), missing / existing / empty files, a
 --    directory, a held lock, a failing durability barrier
---    (core._fail_barriers) and the poisoned pager after it;
+--    (core._inject_fault) and the poisoned pager after it;
 --  * a model of the state -- allocated regular pages and their bytes,
 --    protected pids and their bytes (committed and inside the open
 --    transaction), the root -- matches the pager after every step and after
@@ -1404,9 +1404,9 @@ function OP.fault()
   -- Call f(...) with failing barriers: true if the call reached the barrier
   -- (nil, msg, want), false if it failed before it (a full file).
   local function faulted(name, f, ...)
-    core._fail_barriers(code)
+    core._inject_fault("barrier", code)
     local res = try(f, ...)
-    core._fail_barriers(nil)
+    core._inject_fault(nil)
     if is_envfail(res) and not S.p:info().poisoned then
       envfailed(name, res, ENV_FULL)
       return false
@@ -1781,7 +1781,7 @@ local ok, err = xpcall(MODE == "chaos" and chaos or main, function(e)
   return ("seed=%d step=%d op=%s: harness error: %s"):format(SEED, S.step, S.op,
                                                             debug.traceback(tostring(e), 2))
 end)
-core._fail_barriers(nil)
+core._inject_fault(nil)
 if not ok then
   io.write("FAIL ", err, "\n")
   os.exit(1)

@@ -19,21 +19,30 @@
 -- right answer: damage to a page only the newest root uses must fall back
 -- to the previous commit, damage to one only the previous root uses must
 -- not matter, and damage to one both use must fail cleanly (a CRC32C
--- catches every single-byte change).  A writer that fell back must have
--- invalidated the newest root for good: with the byte repaired, the file
--- still opens at the previous commit.
+-- catches every single-byte change).  Both roots may name the same bitmap
+-- page (a commit with few page-state changes carries them in its root as
+-- free-map entries instead of writing a bitmap): that page is then one
+-- both use.  A writer that fell back must have invalidated the newest root
+-- for good: with the byte repaired, the file still opens at the previous
+-- commit.
 --
 -- Forgeries re-sign every checksum on the way up (page, parent entry,
 -- root) so that only the structural checks can catch them.
 --
 -- The files (1 KiB pages): the main file (regular pages, 100 pids in a page
--- table of two leaves under a node, the previous root carrying 36 entries,
--- the newest commit rewriting part of the table and growing the file),
--- the carrying file (the newest root carrying a full tail of 37 entries),
--- the index file (113 groups: FSM height 1, a sparse 434 MiB file), the
--- deep file (7,700 pids: a page table of height 2), and hand-made fresh
--- files.  Sections: byte flips, truncation, growth by another tool,
--- forgeries, garbage and non-files, unusual valid files.
+-- table of two leaves under a node, the previous root carrying 36
+-- page-table entries, the newest commit rewriting part of the table,
+-- growing the file and carrying its page-state changes over the bitmap
+-- page both roots share; or, for the forgeries, writing a bitmap of its
+-- own), the carrying file (the newest root carrying a full tail of 37
+-- page-table entries, and so writing its bitmap), the free-map file (both
+-- roots carrying free-map and page-table entries over a shared bitmap and
+-- page table, the newest with a tail full of both), the index file (113
+-- groups: FSM height 1, a sparse 434 MiB file), the deep file (7,700
+-- pids: a page table of height 2), hand-made fresh files, and one file of
+-- 4 KiB pages (roots with room for more than the 128 free-map entries a
+-- root may carry).  Sections: byte flips, truncation, growth by another
+-- tool, forgeries, garbage and non-files, unusual valid files.
 
 local H = require "helpers"
 local mp = H.mp
@@ -51,12 +60,14 @@ local sq = H.shell_quote
 local CHILD_LIMIT = 300
 
 -- MP_HOSTILE_VERBOSE=1 prints what each child counted (images opened, and
--- how each open went).
+-- how each open went), and for each forgery that must fall back, why open
+-- rejects the forged root.
 --
 -- The byte-flip loops open thousands of images, and a writer that falls
 -- back issues a barrier to invalidate the rejected root: on a disk that
 -- costs milliseconds each.  Their files live in /dev/shm (tmpfs, where a
 -- barrier is cheap) when there is one; the format checks do not care.
+local verbose = os.getenv("MP_HOSTILE_VERBOSE") ~= nil
 local fast_dirs = {}
 local function fast_path(name)
   local dir = fast_dirs[1]
@@ -293,7 +304,7 @@ local function run_child(body, args)
   if #bads > 0 then error(table.concat(bads, "\n"), 2) end
   local counts = {}
   for k, n in out:gmatch("COUNT ([^=\n]+)=(%d+)") do counts[k] = tonumber(n) end
-  if os.getenv("MP_HOSTILE_VERBOSE") then io.stderr:write((out:gsub("\ndone\n$", "\n"))) end
+  if verbose then io.stderr:write((out:gsub("\ndone\n$", "\n"))) end
   return counts
 end
 
@@ -327,9 +338,23 @@ local function parse(path, slot)
   local function i64(o) return (su("<i8", root, o + 1)) end
   local r = { slot = slot, txn = i64(24), page_count = i64(32), user_root = i64(40),
               fsm_h = u32(48), pt_h = u32(52), pids = i64(56), pcount = i64(64),
-              top = u32(72), top_crc = u32(76), tree = i64(80), D = u32(88),
-              refs = {}, bitmaps = {}, index = {}, pt = {}, entries = {}, verified = {} }
+              top = u32(72), top_crc = u32(76), tree = i64(80), D = u32(88), C = u32(92),
+              refs = {}, bitmaps = {}, index = {}, pt = {}, entries = {}, verified = {},
+              fm = {}, fm_state = {} }
   r.ngroups = cdiv(r.page_count, G)
+  -- the tail: carried page-table entries at the end, the carried free-map
+  -- entries just before them, and the top entries must end before both
+  r.tail = 24 * r.D + 8 * r.C
+  assert(128 + 8 * cdiv(r.ngroups, r.fsm_h == 0 and 1 or E) + r.tail <= P, "parse: the tail overlaps the top entries")
+  -- carried free-map entries: entry i at P - 24*D - 8*(i+1), page << 2 | state
+  for i = 0, r.C - 1 do
+    local at = P - 24 * r.D - 8 * (i + 1)
+    local v = i64(at)
+    local e = { page = v >> 2, state = v & 3, i = i, off = slot * P + at }
+    r.fm[i + 1] = e
+    assert(not r.fm_state[e.page], "parse: two free-map entries for page " .. e.page)
+    r.fm_state[e.page] = e.state
+  end
   local function ref(pg, what)
     assert(not r.refs[pg], "page " .. pg .. " referenced twice")
     r.refs[pg] = what
@@ -501,9 +526,15 @@ end
 --     which no longer fit in the root: it writes leaf 0 and the node to
 --     fresh pages (leaf 1 stays shared by both roots), frees a regular
 --     page, sets the root and allocates enough to grow the file from 64
---     to 128 pages.
-local function build_main()
-  local p, path = H.create({ page_size = P }, fast_path("main.mp"))
+--     to 128 pages.  Its page-state changes fit in the root: it carries
+--     them as free-map entries over the bitmap page the previous root
+--     names too (a shared bitmap).
+-- With `own_bitmap` the newest commit also allocates more pages than a
+-- root carries free-map entries for (the file grows further), so it
+-- writes the bitmap to its other slot and carries none: each root has a
+-- bitmap page of its own, and forged bitmaps say exactly what they say.
+local function build_main(own_bitmap)
+  local p, path = H.create({ page_size = P }, fast_path(own_bitmap and "main-own.mp" or "main.mp"))
   local ids = p:alloc_bulk(6)
   for _, id in ipairs(ids) do H.stamp(p, id) end
   p:transaction(function()
@@ -529,20 +560,28 @@ local function build_main()
     p:free(ids[4])
     p:set_root(-5)
     for _, id in ipairs(assert(p:alloc_bulk(p:free_count() + 3))) do H.stamp(p, id) end
+    if own_bitmap then
+      for _, id in ipairs(assert(p:alloc_bulk(H.MORE_THAN_CARRIED))) do H.stamp(p, id) end
+    end
   end)
-  assert(p:info().page_count == 128)
+  assert(p:info().page_count == 128 or own_bitmap and p:info().page_count > 128)
   local f = finish(p, path, S1)
   local latest, prev = roots(path)
   assert(prev.D == 36 and latest.D == 0 and latest.pt_h == 1 and prev.pt_h == 1)
   assert(latest.pt[0][0] ~= prev.pt[0][0] and latest.pt[1][0] ~= prev.pt[1][0])
   assert(latest.pt[0][1] == prev.pt[0][1])
-  assert(latest.bitmaps[0] ~= prev.bitmaps[0])
+  if own_bitmap then
+    assert(latest.C == 0 and latest.bitmaps[0] ~= prev.bitmaps[0])
+  else
+    assert(latest.C > 0 and latest.bitmaps[0] == prev.bitmaps[0])
+  end
   return f
 end
 
--- The carrying file: the newest root carries a full tail (37 entries, all
--- the room one top entry leaves at 1 KiB pages) and the previous one 36,
--- both over one page table (two leaves and a node) that both roots share.
+-- The carrying file: the newest root carries a full tail (37 page-table
+-- entries, all the room one top entry leaves at 1 KiB pages, so no
+-- free-map entry) and the previous one 36, both over one page table (two
+-- leaves and a node) that both roots share.
 local function build_carry()
   local p, path = H.create({ page_size = P }, fast_path("carry.mp"))
   local ids = p:alloc_bulk(4)
@@ -566,6 +605,9 @@ local function build_carry()
   local latest, prev = roots(path)
   assert(latest.D == 37 and prev.D == 36, "tails " .. latest.D .. ", " .. prev.D)
   assert(latest.top == prev.top and latest.pt_h == 1)
+  -- page-table entries come first: a full tail of them leaves no room for
+  -- free-map entries, so the newest commit wrote the bitmap instead
+  assert(latest.C == 0 and latest.bitmaps[0] ~= prev.bitmaps[0])
   return f
 end
 
@@ -621,7 +663,11 @@ end
 -- the root has entries, so the root names an index node that names the
 -- bitmaps: 444,480 pages, a 434 MiB sparse file.  No writer makes one
 -- quickly (growth reserves disk blocks), so transaction 1 is forged by
--- hand, like a fresh file, and a writer adds the later commits.
+-- hand, like a fresh file, and a writer adds the later commits: the
+-- previous ones carry their free-map changes in the root (both name
+-- transaction 1's bitmaps), the newest changes more pages of group 0 than
+-- a root carries, so it writes group 0's bitmap and index node 0 to their
+-- other slots (the other groups' bitmaps stay shared).
 local function build_index()
   local path = fast_path("index.mp")
   local pc = K * G + 64
@@ -638,10 +684,12 @@ local function build_index()
     p:free(ids[2])
     H.stamp(p, p:alloc())
     twrite(p, p:alloc_protected(), "i1")
+    for _, id in ipairs(assert(p:alloc_bulk(H.MORE_THAN_CARRIED))) do H.stamp(p, id) end
   end)
   local f = finish(p, path, S1)
   local latest, prev = roots(path)
   assert(latest.fsm_h == 1 and latest.index[0] ~= prev.index[0])
+  assert(latest.C == 0 and prev.C > 0 and latest.bitmaps[0] ~= prev.bitmaps[0] and latest.bitmaps[1] == prev.bitmaps[1])
   return f
 end
 
@@ -682,15 +730,90 @@ local function build_deep()
   return f
 end
 
+-- Free-map entries' worth of room a 1 KiB root with one top entry leaves
+-- beside D carried page-table entries.
+local function fm_room(D) return (P - 128 - 8 - 24 * D) // 8 end
+
+-- The free-map file: both roots carry free-map entries over one bitmap
+-- page they share (written by an earlier commit whose changes no longer
+-- fitted in its root) and page-table entries over one page table they
+-- share (70 pids: two leaves and a node).  The newest root's tail is full:
+-- 25 page-table entries and 36 free-map entries take all the room its one
+-- top entry leaves.  The previous commit allocated a regular page (and
+-- carries 34 entries beside 24 page-table entries); the newest writes
+-- pid 30, which adds a page-table entry and two free-map entries.
+local function build_fm()
+  local p, path = H.create({ page_size = P }, fast_path("fm.mp"))
+  local ids = p:alloc_bulk(8)
+  for _, id in ipairs(ids) do H.stamp(p, id) end
+  p:transaction(function()
+    for i = 0, 69 do assert(p:alloc_protected() == i) end
+    for pid = 0, 69, 5 do twrite(p, pid, "a" .. pid) end
+  end)
+  local bitmap = roots(path).bitmaps[0]
+  for pid = 1, 24 do H.pset(p, pid, content("b" .. pid)) end
+  assert(roots(path).bitmaps[0] ~= bitmap, "the bitmap should have been written on the way")
+  p:free(ids[3])
+  -- single allocations until pid 30's write fills the tail exactly
+  local r
+  repeat
+    H.stamp(p, p:alloc())
+    r = roots(path)
+  until r.C >= fm_room(r.D + 1) - 2
+  assert(r.C == fm_room(r.D + 1) - 2)
+  local S1 = C.fingerprint(p)
+  H.pset(p, 30, content("c30"))
+  local f = finish(p, path, S1)
+  local latest, prev = roots(path)
+  assert(latest.D == prev.D + 1 and latest.C == prev.C + 2 and latest.C == fm_room(latest.D),
+         ("tails: %d + %d, %d + %d"):format(latest.D, latest.C, prev.D, prev.C))
+  assert(latest.bitmaps[0] == prev.bitmaps[0] and latest.top == prev.top and latest.pt_h == 1)
+  assert(latest.entries[30].txn == latest.txn)
+  return f
+end
+
+-- A 4 KiB-page file (roots with room for more than 128 free-map entries):
+-- the newest commit allocated more pages than a root carries, so it wrote
+-- the bitmap and carries none; its 200 pages, regular in that bitmap, are
+-- the pages the forgeries free.  No page table.  The root parser above is
+-- for 1 KiB pages: this file is read by hand (page-table entries: none,
+-- so free-map entry i sits at P4 - 8*(i+1)).
+local P4 = 4096
+local function build_wide()
+  local p, path = H.create({ page_size = P4 }, fast_path("wide.mp"))
+  H.stamp(p, p:alloc())
+  local S1 = C.fingerprint(p)
+  local ids = assert(p:alloc_bulk(H.MORE_THAN_CARRIED))
+  local S2 = C.fingerprint(p)
+  local slot = p:info().root_slot
+  p:close()
+  assert(H.u32(path, slot * P4 + H.ROOT.fm_ncarry) == 0 and H.u32(path, slot * P4 + H.ROOT.pt_ndelta) == 0)
+  assert(H.u64(path, slot * P4 + H.ROOT.txn) == H.u64(path, (1 - slot) * P4 + H.ROOT.txn) + 1)
+  assert(H.bitmap_page(path, P4, slot) ~= H.bitmap_page(path, P4, 1 - slot))
+  table.sort(ids)
+  return { path = path, S = { S1 = S1, S2 = S2 }, slot = slot, ids = ids }
+end
+
 -- Each metadata page either root uses, the root slots and the content
 -- pages the newest commit verifies, with what a flip there must do:
 -- a page only the newest root uses -> older; only the previous -> latest;
 -- both -> fail.  `only` keeps the pages whose description matches.
+local function root_regions(r, who)
+  local top = 128 + 8 * (r.fsm_h == 0 and r.ngroups or cdiv(r.ngroups, E))
+  return {
+    { who .. " header", 0, 128 },
+    { who .. " top entries", 128, top },
+    { who .. " zeros between", top, P - r.tail },
+    { who .. " free-map entries", P - r.tail, P - 24 * r.D },
+    { who .. " page-table entries", P - 24 * r.D, P },
+  }
+end
+
 local function flip_plan(path, only)
   local latest, prev = roots(path)
   local plan = {
-    { page = latest.slot, what = "newest root", expect = "older" },
-    { page = prev.slot, what = "previous root", expect = "latest" },
+    { page = latest.slot, what = "newest root", expect = "older", regions = root_regions(latest, "newest root") },
+    { page = prev.slot, what = "previous root", expect = "latest", regions = root_regions(prev, "previous root") },
   }
   local seen = {}
   for _, r in ipairs({ latest, prev }) do
@@ -726,6 +849,8 @@ end
 -- The flip loop, in a child: every byte of every planned page, one at a
 -- time, opened read-only and for writing.  ARGS: path, S, pages, P, step,
 -- carry_every (every so many bytes, the writer also commits and reopens).
+-- A page's regions ({name, from, to}) count the bytes flipped in each
+-- ("flipped <name>").
 local FLIP = [==[
 local A = ARGS
 local path, S, P = A.path, A.S, A.P
@@ -741,6 +866,12 @@ for _, pg in ipairs(A.pages) do
     local off = pg.page * P + i
     local where = ("%s (page %d) byte %d"):format(pg.what, pg.page, i)
     C.at(where)
+    for _, reg in ipairs(pg.regions or {}) do
+      if i >= reg[2] and i < reg[3] then
+        C.count("flipped " .. reg[1])
+        where = where .. " (" .. reg[1] .. ")"
+      end
+    end
     local b = saved[pg.page]:byte(i + 1)
     put(off, string.char(b ~ 0xFF))
     local c1, x1 = C.classify(path, true, S)
@@ -848,23 +979,48 @@ describe("a file with every byte of its metadata flipped, one at a time", functi
     end
     expect_kinds(plan, {
       "newest root", "previous root",                          -- previous: a tail of 36
-      "newest bitmap 0", "previous bitmap 0",
+      "shared bitmap 0",                                       -- newest: free-map entries over it
       "newest page-table leaf 0.0", "previous page-table leaf 0.0",
       "newest page-table node 1.0", "previous page-table node 1.0",
       "shared page-table leaf 0.1",
       "newest commit's content of pid " .. pids[1],
     })
+    local latest = roots(f.path)
     local counts = flip_all(f, plan)
-    assert.are.equal(5 * P, counts["opened older"])
-    assert.are.equal(4 * P, counts["opened latest"])
-    assert.are.equal(P, counts["opened fail:corrupt"])
+    assert.are.equal(4 * P, counts["opened older"])
+    assert.are.equal(3 * P, counts["opened latest"])
+    assert.are.equal(2 * P, counts["opened fail:corrupt"])
+    assert.are.equal(8 * latest.C, counts["flipped newest root free-map entries"])
   end)
 
-  it("falls back whatever byte of a root carrying a full tail of page-table entries is damaged", function()
+  it("falls back whatever byte of a root carrying a full tail of page-table entries, or of its own bitmap, is damaged,"
+     .. " and keeps the newest commit whatever byte of the previous root's own bitmap is", function()
     local f = build_carry()
-    local plan = flip_plan(f.path, { "newest root" })
+    local plan = flip_plan(f.path, { "newest root", "newest bitmap 0", "previous bitmap 0" })
+    expect_kinds(plan, { "newest root", "newest bitmap 0", "previous bitmap 0" })
     local counts = flip_all(f, plan)
-    assert.are.equal(P, counts["opened older"])
+    assert.are.equal(2 * P, counts["opened older"])
+    assert.are.equal(P, counts["opened latest"])
+    assert.are.equal(24 * 37, counts["flipped newest root page-table entries"])
+  end)
+
+  it("falls back, keeps the newest commit or fails cleanly when roots carrying free-map entries over a shared bitmap"
+     .. " are damaged, the newest with a tail full of both kinds of entries (free-map file)", function()
+    local f = build_fm()
+    local latest, prev = roots(f.path)
+    local all = flip_plan(f.path)
+    expect_kinds(all, { "newest root", "previous root", "shared bitmap 0", "shared page-table leaf 0.0",
+                        "shared page-table leaf 0.1", "shared page-table node 1.0",
+                        "newest commit's content of pid 30" })
+    local plan = concat(pick(all, "root$"), pick(all, "^shared bitmap 0$", 2), pick(all, "content", 8))
+    local counts = flip_all(f, plan)
+    assert.are.equal(P + P // 8, counts["opened older"])
+    assert.are.equal(P, counts["opened latest"])
+    assert.are.equal(P // 2, counts["opened fail:corrupt"])
+    assert.are.equal(8 * latest.C, counts["flipped newest root free-map entries"])
+    assert.are.equal(24 * latest.D, counts["flipped newest root page-table entries"])
+    assert.is_nil(counts["flipped newest root zeros between"])                 -- a full tail
+    assert.are.equal(8 * prev.C, counts["flipped previous root free-map entries"])
   end)
 
   it("falls back, keeps the newest commit or fails cleanly when an index node or a bitmap below it is damaged",
@@ -1075,14 +1231,17 @@ end)
 ---------------------------------------------------------------------------
 -- forgeries behind valid checksums
 
--- Open each forged image (ARGS.images: path, what, expect) read-only and
--- for writing; a writer that opened must carry on.
+-- Open each forged image (ARGS.images: path, what, expect, and S2 when
+-- the forgery is valid and shows a state of its own) read-only and for
+-- writing; a writer that opened must carry on.
 local FORGED = [==[
+local mp = require "mappedpages"
 local A = ARGS
 for _, im in ipairs(A.images) do
   C.at(im.what)
-  local c1, x1 = C.classify(im.path, true, A.S)
-  local c2, x2 = C.classify(im.path, false, A.S, true)
+  local S = im.S2 and { S1 = A.S.S1, S2 = im.S2, pids = A.S.pids } or A.S
+  local c1, x1 = C.classify(im.path, true, S)
+  local c2, x2 = C.classify(im.path, false, S, true)
   C.count("images", 2)
   C.count("opened " .. (c1 == "fail" and "fail:" .. tostring(x1) or c1))
   local why = C.judge(c1, x1, im.expect)
@@ -1090,10 +1249,22 @@ for _, im in ipairs(A.images) do
   why = C.judge(c2, type(x2) == "string" and x2 or nil, im.expect)
   if why then C.complain(im.what .. ": writer open: " .. why) end
   if type(x2) == "userdata" then
-    local err = C.carry_on(x2, im.path, A.S)
+    local err = C.carry_on(x2, im.path, S)
     if err then C.complain(im.what .. ": carrying on after the writer open: " .. err) end
   end
   os.remove(im.path)
+  if A.verbose and im.why then
+    -- why the newest root was rejected: open the image with the previous
+    -- root slot made unreadable, and print the reasons open gives
+    local f = assert(io.open(im.why, "r+b"))
+    f:seek("set", im.prev_slot * A.P + 16)
+    f:write("\255\255\255\255")
+    f:close()
+    local p, msg = mp.open(im.why, { readonly = true })
+    io.write("WHY ", im.what, ": ", p and "opened" or tostring(msg):gsub("^.-corrupt", "corrupt"), "\n")
+    if p then p:close() end
+    os.remove(im.why)
+  end
 end
 ]==]
 
@@ -1106,11 +1277,14 @@ local function changed_pages(a, b)
   return out
 end
 
--- Apply each forgery of list ({what, fn(path, latest, prev) [-> expect]})
--- to a copy of file f and open them all in one child.  Without an
--- expectation from fn: the forged root must be rejected, so the file
+-- Apply each forgery of list ({what, fn(path, latest, prev) [-> expect
+-- [, S2]]}) to a copy of file f and open them all in one child.  Without
+-- an expectation from fn: the forged root must be rejected, so the file
 -- opens at the previous commit, unless the forgery had to change a page
--- the previous root also uses, and then it must fail (corrupt).
+-- the previous root also uses, and then it must fail (corrupt).  A valid
+-- forgery returns "latest" and the fingerprint of the state it shows.
+-- With opts.raw (a file the parser cannot read), fn gets (path, f) and
+-- must say what the forgery must do.
 local function forge_all(f, list, opts)
   opts = opts or {}
   local orig = not opts.sparse and H.read_file(f.path)
@@ -1122,8 +1296,14 @@ local function forge_all(f, list, opts)
     else
       H.write_file(path, orig)
     end
-    local latest, prev = roots(path)
-    local expect = fg[2](path, latest, prev)
+    local latest, prev, expect, S2
+    if opts.raw then
+      expect, S2 = fg[2](path, f)
+      assert(expect, fg[1] .. ": say what the forgery must do")
+    else
+      latest, prev = roots(path)
+      expect, S2 = fg[2](path, latest, prev)
+    end
     if not expect then
       assert(orig, fg[1] .. ": say what a forgery of a sparse file must do")
       local now = H.read_file(path)
@@ -1133,25 +1313,39 @@ local function forge_all(f, list, opts)
         if pg == prev.slot or prev.refs[pg] then expect = "fail:corrupt" end
       end
     end
-    images[#images + 1] = { path = path, what = fg[1], expect = expect }
+    assert(not S2 or expect == "latest")
+    local im = { path = path, what = fg[1], expect = expect, S2 = S2 }
+    if verbose and expect == "older" then
+      im.why, im.prev_slot = path .. ".why", opts.raw and 1 - f.slot or prev.slot
+      assert(os.execute(("cp --sparse=always %s %s"):format(sq(path), sq(im.why))))
+    end
+    images[#images + 1] = im
   end
-  local counts = run_child(FORGED, { S = f.S, images = images })
+  local counts = run_child(FORGED, { S = f.S, images = images, verbose = verbose, P = opts.raw and P4 or P })
   assert.are.equal(2 * #list, counts.images)
   return counts, images
 end
 
--- Group-0 bitmap states of root r: states[i] for every page.
-local function states(path, r)
+-- Durable states of group 0's pages as root r sees them: states[i] for
+-- every page, the bitmap's unless r carries an entry for it; with
+-- `bitmap_only`, the bitmap's alone.
+local function states(path, r, bitmap_only)
   local page = H.read_at(path, r.bitmaps[0] * P, P)
   local st = {}
-  for i = 0, math.min(r.page_count, G) - 1 do st[i] = H.bitmap_state(page, i) end
+  for i = 0, math.min(r.page_count, G) - 1 do
+    st[i] = not bitmap_only and r.fm_state[i] or H.bitmap_state(page, i)
+  end
   return st
 end
 
--- The first page of root r in state `want` (1 regular, 0 free), from `from`.
-local function first_in_state(path, r, want, from)
+-- The first page of root r in durable state `want` (1 regular, 0 free,
+-- 2 system), from `from`; with `uncarried`, only among the pages r carries
+-- no entry for.
+local function first_in_state(path, r, want, from, uncarried)
   local st = states(path, r)
-  for i = from or 0, #st do if st[i] == want then return i end end
+  for i = from or 0, #st do
+    if st[i] == want and not (uncarried and r.fm_state[i]) then return i end
+  end
   error("no page in state " .. want)
 end
 
@@ -1187,6 +1381,53 @@ end
 
 -- The content page of pid in root r.
 local function page_of(pid) return function(_, r) return r.entries[pid].page end end
+
+-- Free-map entry i of root r rewritten as page << 2 | state (re-signed).
+local function set_fm(path, r, i, page, state)
+  forge_root(path, r, P - 24 * r.D - 8 * (i + 1), sp("<i8", page << 2 | state))
+end
+
+-- A forgery adding the entries of list ({page, state}) after those root r
+-- carries, and counting them.
+local function add_fm(list)
+  return function(path, r)
+    for k, e in ipairs(list) do set_fm(path, r, r.C + k - 1, e[1], e[2]) end
+    forge_root(path, r, 92, sp("<I4", r.C + #list))
+  end
+end
+
+-- An entry of root r allocating a page its bitmap has free: replacing it
+-- with a forged entry leaves that page free again (valid in itself), so
+-- only the forged entry can make the root invalid.
+local function fm_alloc_entry(path, r)
+  local bm = states(path, r, true)
+  for _, e in ipairs(r.fm) do
+    if e.state == 1 and bm[e.page] == 0 then return e end
+  end
+  error("no free-map entry allocating a page")
+end
+
+-- The entry root r carries for page pg.
+local function fm_entry_of(r, pg)
+  for _, e in ipairs(r.fm) do if e.page == pg then return e end end
+  error("no free-map entry for page " .. pg)
+end
+
+-- The fingerprint fp (C.fingerprint) with regular pages `freed` free and
+-- free pages `taken` regular.
+local function fp_with(fp, freed, taken)
+  local t = {}
+  for w in (fp .. " "):gmatch("([^ ]*) ") do t[#t + 1] = w end
+  assert(#t == 11, "fp_with: " .. fp)
+  local ids = {}
+  for id in t[10]:gmatch("%d+") do ids[tonumber(id)] = true end
+  for _, id in ipairs(freed) do assert(ids[id], "page " .. id .. " is not regular") ids[id] = nil end
+  for _, id in ipairs(taken) do assert(not ids[id], "page " .. id .. " is regular") ids[id] = true end
+  t[4] = tostring(math.tointeger(t[4]) + #freed - #taken)
+  t[5] = tostring(math.tointeger(t[5]) - #freed + #taken)
+  t[10] = table.concat(H.sorted_keys(ids), ",")
+  return table.concat(t, " ")
+end
 
 -- Forgeries of the main file's newest commit: page table and bitmap.
 local main_forgeries = {
@@ -1292,7 +1533,7 @@ local main_forgeries = {
       set_carried(path, r, 0, 0, 0, 0, 0) end },
   { "a root carrying 65 entries", root_field(88, "<I4", function() return 65 end) },
   { "a root carrying 2^32-1 entries", root_field(88, "<I4", function() return 0xFFFFFFFF end) },
-  { "a root with a reserved header byte set", root_field(92, "<I4", function() return 1 end) },
+  { "a root with its first reserved header byte set", root_field(96, "<I1", function() return 1 end) },
   { "a root with its last reserved header byte set", root_field(127, "<I1", function() return 1 end) },
   { "a root with a stray byte where carried entries would be", root_field(P - 1, "<I1", function() return 1 end) },
   { "a root with a stray byte after its top entry", root_field(136, "<I1", function() return 1 end) },
@@ -1327,6 +1568,121 @@ local main_forgeries = {
   { "both roots counting one protected page more", function(path, r, prev)
       for _, root in ipairs({ r, prev }) do forge_root(path, root, 64, sp("<i8", root.pcount + 1)) end
       return "fail:corrupt" end },
+}
+
+-- Forgeries of the free-map file's newest root: its free-map entries (a
+-- full tail: 36 of them before 25 page-table entries) and the bitmap page
+-- both roots share.  Most replace an entry allocating a page (so that page
+-- is free again, which alone would be valid) with a forged one.  The
+-- valid ones return the state they must show (fm_S2: the file's newest
+-- state, set before the list is used).
+local fm_S2
+local function fm_replace(page_of_r, state, valid)
+  return function(path, r)
+    local e = fm_alloc_entry(path, r)
+    local pg = page_of_r(path, r, e)
+    set_fm(path, r, e.i, pg, state)
+    if valid then return "latest", fp_with(fm_S2, valid(e, pg)) end
+  end
+end
+local function const(v) return function() return v end end
+-- A regular page the bitmap holds that the newest root carries no entry
+-- for, and a free one.
+local function bitmap_regular(path, r) return first_in_state(path, r, 1, 8, true) end
+local function bitmap_free(path, r) return first_in_state(path, r, 0, 8, true) end
+
+local fm_forgeries = {
+  -- where the page is
+  { "a free-map entry for the page count", fm_replace(function(_, r) return r.page_count end, 0) },
+  { "a free-map entry allocating a page past the page count", fm_replace(function(_, r)
+      return r.page_count + 5 end, 1) },
+  { "a free-map entry freeing page 2^32 + a regular page's number", fm_replace(function(path, r)
+      return (1 << 32) + bitmap_regular(path, r) end, 0) },
+  { "a free-map entry for page 2^62-1", fm_replace(const((1 << 62) - 1), 0) },
+  { "a free-map entry for root slot 0", fm_replace(const(0), 2) },
+  { "a free-map entry freeing root slot 1", fm_replace(const(1), 0) },
+  { "a free-map entry for the bitmap slot the root names", fm_replace(function(_, r) return r.bitmaps[0] end, 2) },
+  { "a free-map entry allocating the other bitmap slot", fm_replace(function(_, r) return 5 - r.bitmaps[0] end, 1) },
+  { "a free-map entry for an index-node slot of the reserved run", fm_replace(const(4), 2) },
+  { "a free-map entry freeing the last reserved page", fm_replace(const(7), 0) },
+  -- the state
+  { "a free-map entry with state 11", fm_replace(function(_, _, e) return e.page end, 3) },
+  { "a free-map entry with state 11 for a free page", fm_replace(bitmap_free, 3) },
+  -- duplicates
+  { "two free-map entries for one page, with the same state", function(path, r)
+      local e = fm_alloc_entry(path, r)
+      local f = r.fm[e.i == 0 and 2 or 1]
+      set_fm(path, r, e.i, f.page, f.state) end },
+  { "two free-map entries for one page, with different states", function(path, r)
+      local e = fm_alloc_entry(path, r)
+      local f = r.fm[e.i == 0 and 2 or 1]
+      set_fm(path, r, e.i, f.page, f.state == 1 and 0 or 1) end },
+  -- the count, and where the entries sit
+  { "a root counting 129 free-map entries", root_field(92, "<I4", const(129)) },
+  { "a root counting 2^32-1 free-map entries", root_field(92, "<I4", const(0xFFFFFFFF)) },
+  { "a root counting one free-map entry more, over its top entry", root_field(92, "<I4", function(r)
+      return r.C + 1 end) },
+  { "a root counting one free-map entry fewer, the last left among the zeros", root_field(92, "<I4", function(r)
+      return r.C - 1 end) },
+  { "a root counting no free-map entries, its entries left among the zeros", root_field(92, "<I4", const(0)) },
+  { "a root counting one page-table entry fewer (its free-map entries read 24 bytes on)", root_field(88, "<I4",
+      function(r) return r.D - 1 end) },
+  -- what the state contradicts
+  { "a free-map entry marking a page-table leaf free", fm_replace(function(_, r) return r.pt[0][0] end, 0) },
+  { "a free-map entry marking the page-table node regular", fm_replace(function(_, r) return r.pt[1][0] end, 1) },
+  { "a free-map entry marking a protected content page free", fm_replace(function(_, r)
+      return r.entries[0].page end, 0) },
+  { "a free-map entry marking a protected content page regular", fm_replace(function(_, r)
+      return r.entries[0].page end, 1) },
+  { "the newest commit's content page marked free by its own entry", function(path, r)
+      set_fm(path, r, fm_entry_of(r, r.entries[30].page).i, r.entries[30].page, 0) end },
+  { "a free-map entry making a free page system", fm_replace(function(_, _, e) return e.page end, 2) },
+  { "a free-map entry making a regular page system", fm_replace(bitmap_regular, 2) },
+  -- valid: a commit could have written these
+  { "a free-map entry freeing the page it allocated (valid)", fm_replace(function(_, _, e) return e.page end, 0,
+      function(e) return { e.page }, {} end) },
+  { "a free-map entry freeing a regular page of the bitmap (valid)", fm_replace(bitmap_regular, 0,
+      function(e, pg) return { e.page, pg }, {} end) },
+  { "a free-map entry allocating another free page (valid)", fm_replace(bitmap_free, 1,
+      function(e, pg) return { e.page }, { pg } end) },
+  { "a free-map entry restating its page's state in the bitmap (valid)", fm_replace(bitmap_regular, 1,
+      function(e) return { e.page }, {} end) },
+  -- the shared bitmap under the entries: re-signed for the newest root, so
+  -- the previous root fails its checksum; an entry overrides its page's bits
+  { "the shared bitmap marking a page system where an entry says regular (valid: the entry decides)", function(path, r)
+      local e = fm_alloc_entry(path, r)
+      forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, e.page, 2) end)
+      return "latest" end },
+  { "the shared bitmap marking the newest commit's content page regular under its entry (valid)", function(path, r)
+      local pg = r.entries[30].page
+      assert(fm_entry_of(r, pg).state == 2)
+      forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, pg, 1) end)
+      return "latest" end },
+  { "the shared bitmap marking 11 under an entry", function(path, r)
+      local e = fm_alloc_entry(path, r)
+      forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, e.page, 3) end)
+      return "fail:corrupt" end },
+  { "the shared bitmap marking a free page system, with no entry over it", function(path, r)
+      local pg = bitmap_free(path, r)
+      forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, pg, 2) end)
+      return "fail:corrupt" end },
+}
+
+-- Forgeries of the 4 KiB file: the limit of 128 free-map entries, where
+-- the root has room for more.  Each entry frees one of the newest commit's
+-- pages, which alone would be valid.
+local function wide_free(n)
+  return function(path, f)
+    for i = 1, n do H.write_at(path, f.slot * P4 + P4 - 8 * i, sp("<i8", f.ids[i] << 2)) end
+    H.forge_root(path, P4, f.slot, H.ROOT.fm_ncarry, sp("<I4", n))
+    if n > 128 then return "older" end
+    return "latest", fp_with(f.S.S2, table.move(f.ids, 1, n, 1, {}), {})
+  end
+end
+local wide_forgeries = {
+  { "a root carrying 128 free-map entries, each freeing a page (valid: the most a root carries)", wide_free(128) },
+  { "a root carrying 129 free-map entries, each freeing a page", wide_free(129) },
+  { "a root carrying 200 free-map entries, each freeing a page", wide_free(200) },
 }
 
 -- Forgeries of the carrying file's newest root: its 37 carried entries.
@@ -1404,6 +1760,7 @@ end
 -- (the newest index node and the root are the newest commit's alone)
 local function older(fn) return function(...) fn(...) return "older" end end
 
+local index_S2             -- the index file's newest state, set before the list is used
 local index_forgeries = {
   { "an index entry naming bitmap slot 2", older(index_entry(5, nil, 2)) },
   { "an index entry naming bitmap slot 2^32-1", older(index_entry(5, nil, 0xFFFFFFFF)) },
@@ -1432,8 +1789,23 @@ local index_forgeries = {
       return H.set_bitmap_state(page, 64, 1) end, "fail:corrupt") },
   { "a bitmap of group 7 claiming to be group 8's", bitmap_of(7, function(page)
       return splice(page, 20, sp("<I4", 8)) end, "fail:corrupt") },
-  { "a bitmap of group 0 marking a free page system", bitmap_of(0, function(page)
-      return H.set_bitmap_state(page, 20, 2) end, "older") },
+  { "a bitmap of group 0 marking a free page system", function(path, r)
+      local free = first_in_state(path, r, 0)
+      forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, free, 2) end)
+      return "older" end },
+  -- free-map entries of other groups than 0 (the newest root carries none:
+  -- these are added to it)
+  { "a free-map entry in group 50's reserved run", older(add_fm({ { 50 * G + 1, 2 } })) },
+  { "a free-map entry for the last group's first page (its bitmap slot 0)", older(add_fm({ { 112 * G, 2 } })) },
+  { "a free-map entry for the page count", older(add_fm({ { K * G + 64, 1 } })) },
+  { "a free-map entry making a page of group 50 system", older(add_fm({ { 50 * G + 100, 2 } })) },
+  { "a free-map entry allocating a page of group 50 (valid)", function(path, r)
+      add_fm({ { 50 * G + 100, 1 } })(path, r)
+      return "latest", fp_with(index_S2, {}, { 50 * G + 100 }) end },
+  { "free-map entries allocating the last page and freeing a page of group 0 (valid)", function(path, r)
+      local id = first_in_state(path, r, 1, 8)
+      add_fm({ { K * G + 63, 1 }, { id, 0 } })(path, r)
+      return "latest", fp_with(index_S2, { id }, { K * G + 63 }) end },
 }
 
 -- Foreign headers in one root slot or both (spec/01 covers both slots
@@ -1491,7 +1863,7 @@ describe("a forged file with valid checksums", function()
   after_each(cleanup)
 
   it("is rejected when its page table or bitmap is inconsistent (main file)", function()
-    local counts = forge_all(build_main(), main_forgeries)
+    local counts = forge_all(build_main(true), main_forgeries)
     assert.is_true(counts["opened older"] > 60)
   end)
 
@@ -1500,8 +1872,27 @@ describe("a forged file with valid checksums", function()
     assert.are.equal(#carry_forgeries, counts["opened older"])
   end)
 
+  it("is rejected when the free-map entries its root carries are inconsistent, and opens when they are valid"
+     .. " (free-map file)", function()
+    local f = build_fm()
+    fm_S2 = f.S.S2
+    local counts = forge_all(f, fm_forgeries)
+    -- (counted once per image: the read-only open's verdict)
+    assert.are.equal(#fm_forgeries - 8, counts["opened older"])
+    assert.are.equal(6, counts["opened latest"])
+    assert.are.equal(2, counts["opened fail:corrupt"])
+  end)
+
+  it("is rejected when its root carries more than 128 free-map entries, even with room for them", function()
+    local counts = forge_all(build_wide(), wide_forgeries, { raw = true })
+    assert.are.equal(1, counts["opened latest"])
+    assert.are.equal(2, counts["opened older"])
+  end)
+
   it("is rejected when its index node or a bitmap below it is inconsistent (index file)", function()
-    forge_all(build_index(), index_forgeries, { sparse = true })
+    local f = build_index()
+    index_S2 = f.S.S2
+    forge_all(f, index_forgeries, { sparse = true })
   end)
 
   it("is rejected, or opens the other root, when a root's header is foreign", function()
@@ -1800,7 +2191,7 @@ describe("a valid file with stale metadata past its page count", function()
     assert(p:set_root(1))                     -- a commit with the frees durable
     p:close()
     local r = roots(path)
-    assert(r.ngroups == 2)
+    assert(r.ngroups == 2 and r.C == 0)
     -- the newest root, cut back to 64 pages and one group
     forge_root(path, r, 32, sp("<i8", 64))
     forge_root(path, r, 136, sp("<I4I4", 0, 0))

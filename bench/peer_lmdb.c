@@ -21,12 +21,9 @@
  *
  * Usage: peer_lmdb [--seconds S] [--rounds R]
  */
-#include "benchutil.h"
-#include "mappedpages.h"
+#include "peer_common.h"
 
 #include <dlfcn.h>
-
-#define MAX_ROUNDS 64
 
 /* ---- the part of LMDB's ABI we use --------------------------------------- */
 
@@ -107,48 +104,17 @@ static double lmdb_rate(double seconds)
     return (double)n / (t - t0);
 }
 
-static mp_pager *P;
-static mp_pgno *ids;
-static size_t nids, capids;
-
-static double mp_rate(double seconds)
-{
-    uint64_t n = 0;
-    double t0 = bench_now(), t;
-    do {
-        if (nids == capids) {
-            capids = capids ? capids * 2 : 65536;
-            ids = realloc(ids, capids * sizeof *ids);
-            if (!ids)
-                bench_die("out of memory");
-        }
-        mp_err rc = mp_alloc(P, &ids[nids]);
-        if (rc != MP_OK)
-            bench_die("mp_alloc: %s", mp_errmsg(P));
-        nids++;
-        n++;
-        t = bench_now();
-    } while (t - t0 < seconds);
-    return (double)n / (t - t0);
-}
-
 int main(int argc, char **argv)
 {
-    double seconds = 0.5, rounds_d = 8;
-    for (int i = 1; i < argc; i++) {
-        if (bench_opt_double(argc, argv, &i, "--seconds", &seconds) ||
-            bench_opt_double(argc, argv, &i, "--rounds", &rounds_d))
-            continue;
-        fprintf(stderr, "usage: %s [--seconds S] [--rounds R]\n", argv[0]);
+    double seconds = 0.5;
+    int rounds = 8;
+    if (!peer_args(argc, argv, &seconds, &rounds))
         return 2;
-    }
-    int rounds = rounds_d < 1 ? 1 : rounds_d > MAX_ROUNDS ? MAX_ROUNDS : (int)rounds_d;
     if (!load_lmdb()) {
         printf("peer_lmdb: liblmdb.so.0 not found (apt-get install liblmdb0); skipped\n");
         return 0;
     }
     bench_dir("peer_lmdb");
-    int rawfd = bench_raw_open();
     const char *dbpath = bench_file("peer.lmdb");
     bench_file("peer.lmdb-lock");
     lcheck(L.env_create(&env), "env_create");
@@ -161,45 +127,11 @@ int main(int argc, char **argv)
         lcheck(L.txn_commit(txn), "txn_commit");
     }
 
-    const char *mppath = bench_file("peer.mp");
-    mp_options o = { .page_size = 4096 };
-    mp_error err;
-    if (mp_create(mppath, &o, &P, &err) != MP_OK)
-        bench_die("%s", err.msg);
-
     printf("peer_lmdb: %s (default durable commits, one mdb_put per transaction) vs mappedpages "
            "auto-commit alloc vs raw pwrite+fdatasync; %d rounds x %.2f s, interleaved\n",
            L.version(NULL, NULL, NULL), rounds, seconds);
-    lmdb_rate(0.2);   /* warm-up */
-    mp_rate(0.2);
-    bench_raw_rate(rawfd, 0.2);
-
-    double raw[MAX_ROUNDS], peer[MAX_ROUNDS], mpr[MAX_ROUNDS];
-    double r_peer[MAX_ROUNDS], r_mp[MAX_ROUNDS], r_mp_peer[MAX_ROUNDS];
-    for (int k = 0; k < rounds; k++) {
-        raw[k] = bench_raw_rate(rawfd, seconds);
-        peer[k] = lmdb_rate(seconds);
-        mpr[k] = mp_rate(seconds);
-        if (nids) {   /* keep the file bounded: free this round's pages (untimed) */
-            if (mp_free_bulk(P, nids, ids) != MP_OK)
-                bench_die("mp_free_bulk: %s", mp_errmsg(P));
-            nids = 0;
-        }
-        r_peer[k] = peer[k] / raw[k];
-        r_mp[k] = mpr[k] / raw[k];
-        r_mp_peer[k] = mpr[k] / peer[k];
-    }
-    printf("\n| variant | commits/s (median) | vs raw (median of per-round ratios) |\n|---|---:|---:|\n");
-    printf("| raw pwrite 4 KiB + fdatasync | %.0f | 1.00 |\n", bench_median(raw, rounds));
-    printf("| LMDB, 1 put per txn, default sync | %.0f | %.2f |\n", bench_median(peer, rounds),
-           bench_median(r_peer, rounds));
-    printf("| mappedpages auto-commit alloc | %.0f | %.2f |\n", bench_median(mpr, rounds),
-           bench_median(r_mp, rounds));
-    printf("\nmappedpages / LMDB = %.2f (median of per-round ratios)\n", bench_median(r_mp_peer, rounds));
+    peer_compare(lmdb_rate, "LMDB, 1 put per txn, default sync", "LMDB", rounds, seconds);
 
     L.env_close(env);
-    mp_close(P);
-    close(rawfd);
-    free(ids);
     return 0;
 }

@@ -13,27 +13,8 @@ local ZEROS = string.rep("\0", P)
 
 local function content(tag) return H.pcontent(P, tag) end
 
--- A pager with some committed history: 3 stamped regular pages, pids 0..3
--- of which 0..2 hold content("setup1".."setup3") and 3 was never written,
--- root 5.
-local function setup()
-  local p, path = H.create({ page_size = P })
-  local ids = p:alloc_bulk(3)
-  for _, id in ipairs(ids) do H.stamp(p, id) end
-  local pids = {}
-  for i = 1, 4 do pids[i] = p:alloc_protected() end
-  for i = 1, 3 do H.pset(p, pids[i], content("setup" .. i)) end
-  p:set_root(5)
-  return p, path, pids, ids
-end
-
-local function setup_ok(p, pids, ids)
-  for i = 1, 3 do
-    assert.are.equal(content("setup" .. i), p:protected(pids[i]):read(), "pid " .. pids[i])
-  end
-  assert.are.equal(ZEROS, p:protected(pids[4]):read())
-  for _, id in ipairs(ids) do assert.is_true(H.stamp_ok(p, id), "page " .. id) end
-end
+local function setup() return H.protected_history(P) end
+local function setup_ok(p, pids, ids) H.protected_history_ok(p, pids, ids) end
 
 describe("writers inside a transaction", function()
   after_each(H.cleanup)

@@ -528,6 +528,31 @@ function H.pset(p, pid, s)
   return w:commit()
 end
 
+-- A pager of page size P with some committed history (specs 07, 08): 3
+-- stamped regular pages, pids 0..3 of which 0..2 hold
+-- H.pcontent(P, "setup1".."setup3") and 3 was never written, root 5.
+-- Returns p, path, pids, ids.
+function H.protected_history(P)
+  local p, path = H.create({ page_size = P })
+  local ids = p:alloc_bulk(3)
+  for _, id in ipairs(ids) do H.stamp(p, id) end
+  local pids = {}
+  for i = 1, 4 do pids[i] = p:alloc_protected() end
+  for i = 1, 3 do H.pset(p, pids[i], H.pcontent(P, "setup" .. i)) end
+  p:set_root(5)
+  return p, path, pids, ids
+end
+
+-- Assert that p still shows what H.protected_history wrote.
+function H.protected_history_ok(p, pids, ids)
+  local P = p:info().page_size
+  for i = 1, 3 do
+    assert(p:protected(pids[i]):read() == H.pcontent(P, "setup" .. i), "pid " .. pids[i] .. " lost its content")
+  end
+  assert(p:protected(pids[4]):read() == string.rep("\0", P), "pid " .. pids[4] .. " is not zeros")
+  for _, id in ipairs(ids) do assert(H.stamp_ok(p, id), "page " .. id .. " lost its stamp") end
+end
+
 -- Stamps for any view or writer (H.stamp works on regular pages by id).
 function H.vstamp(v, key, tag)
   local s = string.pack("<I8", key) .. (tag or "stamp")

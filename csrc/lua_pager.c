@@ -707,8 +707,9 @@ static int pager_free_bulk(lua_State *L)
     return 1;
 }
 
-/* Iterator of pager:pages(): (pager, last id or nil) -> next id or nil. */
-static int pages_iter(lua_State *L)
+/* One step of an id iterator: (pager, last id or nil) -> the next id that
+ * next_id finds, or nil. */
+static int iter_step(lua_State *L, int (*next_id)(const mp_pager *, mp_pgno, mp_pgno *))
 {
     mpl_pager *pg = mpl_checkpager(L, 1);
     mp_pgno from = 0, next;
@@ -716,12 +717,15 @@ static int pages_iter(lua_State *L)
         lua_Integer last = mpl_checkinteger(L, 2);
         from = last < 0 ? 0 : (mp_pgno)last + 1;
     }
-    if (mp_next_page(pg->p, from, &next))
+    if (next_id(pg->p, from, &next))
         lua_pushinteger(L, u64_to_integer(next));
     else
         lua_pushnil(L);
     return 1;
 }
+
+/* Iterator of pager:pages(): (pager, last id or nil) -> next id or nil. */
+static int pages_iter(lua_State *L) { return iter_step(L, mp_next_page); }
 
 /* pager:pages() -> iterator over allocated regular page ids, ascending.
  * Freeing pages while iterating is allowed. */
@@ -769,20 +773,7 @@ static int pager_free_protected(lua_State *L)
 
 /* Iterator of pager:protected_pages(): (pager, last pid or nil) -> next
  * pid or nil. */
-static int protected_iter(lua_State *L)
-{
-    mpl_pager *pg = mpl_checkpager(L, 1);
-    mp_pgno from = 0, next;
-    if (!lua_isnoneornil(L, 2)) {
-        lua_Integer last = mpl_checkinteger(L, 2);
-        from = last < 0 ? 0 : (mp_pgno)last + 1;
-    }
-    if (mp_next_protected(pg->p, from, &next))
-        lua_pushinteger(L, u64_to_integer(next));
-    else
-        lua_pushnil(L);
-    return 1;
-}
+static int protected_iter(lua_State *L) { return iter_step(L, mp_next_protected); }
 
 /* pager:protected_pages() -> iterator over allocated pids, ascending.
  * Freeing protected pages while iterating is allowed. */

@@ -102,12 +102,12 @@ static void put_children(const mp_pager *p, unsigned char *at, unsigned child_le
 static uint64_t carry_cap(const mp_pager *p, uint64_t top_entries)
 {
     uint64_t used = MP_ROOT_HDR_SIZE + MP_ENTRY_SIZE * top_entries + MP_PT_DELTA_SIZE * p->n_next_deltas;
-    uint64_t room = p->geom.P > used ? (p->geom.P - used) / MP_FM_CARRY_SIZE : 0;
-    uint64_t cap = MP_FM_CARRY_MAX;
 #ifdef MP_TEST_FANOUT
-    cap = 6;   /* test builds: flush often */
+    uint64_t cap = 6;   /* test builds: flush often */
+#else
+    uint64_t cap = MP_FM_CARRY_MAX;
 #endif
-    return room < cap ? room : cap;
+    return mp_root_room(p->geom.P, used, MP_FM_CARRY_SIZE, cap);
 }
 
 static int carry_has(const uint64_t *list, uint64_t n, uint64_t pgno)

@@ -80,6 +80,14 @@
 #define MP_FM_CARRY_SIZE 8u         /* u64 page << 2 | state, before the page-table entries */
 #define MP_FM_CARRY_MAX 128u        /* most free-map entries a root carries */
 
+/* How many entries of `size` bytes fit in a root page after its first
+ * `used` bytes, at most cap (the carried entries, page-table and free-map). */
+static inline uint64_t mp_root_room(uint32_t P, uint64_t used, uint32_t size, uint64_t cap)
+{
+    uint64_t room = P > used ? (P - used) / size : 0;
+    return room < cap ? room : cap;
+}
+
 /* metadata header field offsets */
 #define MP_H_TYPE 0
 #define MP_H_CRC 4
@@ -343,6 +351,8 @@ typedef struct mp_ptload {      /* a verified table, before it becomes the pager
     mp_ptnode *ptn[MP_PT_LEVELS + 1];
     uint64_t ptn_count[MP_PT_LEVELS + 1];
 } mp_ptload;
+/* Entries a page-table leaf holds (fewer in MP_TEST_FANOUT builds). */
+uint64_t mp_pt_leaf_cap(const mp_geom *g);
 void mp_pt_free_all(mp_pager *p);
 mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn);   /* before the bitmaps */
 void mp_pt_put_root(const mp_pager *p, unsigned char *root);

@@ -41,7 +41,7 @@
 
 #define NONE UINT64_MAX
 
-static uint64_t leaf_cap(const mp_geom *g)
+uint64_t mp_pt_leaf_cap(const mp_geom *g)
 {
     uint64_t n = (g->P - MP_HDR_SIZE) / MP_PT_ENTRY_SIZE;
 #ifdef MP_TEST_FANOUT
@@ -59,7 +59,7 @@ static uint32_t pt_shape(const mp_geom *g, uint64_t pid_limit, uint64_t counts[M
     if (pid_limit == 0)
         return 0;
     uint32_t h = 0;
-    counts[0] = (pid_limit + leaf_cap(g) - 1) / leaf_cap(g);
+    counts[0] = (pid_limit + mp_pt_leaf_cap(g) - 1) / mp_pt_leaf_cap(g);
     while (counts[h] > 1 && h < MP_PT_LEVELS) {
         counts[h + 1] = (counts[h] + g->E - 1) / g->E;
         h++;
@@ -350,7 +350,7 @@ static void build_page(const mp_pager *p, unsigned char *buf, unsigned l, uint64
     mp_st32(buf + MP_H_INDEX, (uint32_t)n);
     unsigned char *at = buf + MP_HDR_SIZE;
     if (l == 0) {
-        uint64_t first = n * leaf_cap(ge), end = first + leaf_cap(ge);
+        uint64_t first = n * mp_pt_leaf_cap(ge), end = first + mp_pt_leaf_cap(ge);
         if (end > p->pid_limit)
             end = p->pid_limit;
         for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
@@ -384,12 +384,12 @@ static uint64_t delta_cap(const mp_pager *p)
     uint64_t counts[MP_LMAX_LIMIT + 1];
     uint32_t h = mp_tree_shape(&p->geom, p->ngroups, counts);
     uint64_t used = MP_ROOT_HDR_SIZE + MP_ENTRY_SIZE * counts[h];
-    uint64_t room = p->geom.P > used ? (p->geom.P - used) / MP_PT_DELTA_SIZE : 0;
-    uint64_t cap = MP_PT_DELTA_MAX;
 #ifdef MP_TEST_FANOUT
-    cap = 4;   /* test builds: flush often */
+    uint64_t cap = 4;   /* test builds: flush often */
+#else
+    uint64_t cap = MP_PT_DELTA_MAX;
 #endif
-    return room < cap ? room : cap;
+    return mp_root_room(p->geom.P, used, MP_PT_DELTA_SIZE, cap);
 }
 
 /* T5: the entries that changed since the tree was last written ride in the
@@ -467,7 +467,7 @@ mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
      * transaction's, and those the durable root carries */
     for (uint64_t k = 0; k < p->ptundo_len + p->ndeltas; k++) {
         uint64_t pid = k < p->ptundo_len ? p->ptundo[k].pid : p->deltas[k - p->ptundo_len];
-        uint64_t leaf = pid / leaf_cap(ge);
+        uint64_t leaf = pid / mp_pt_leaf_cap(ge);
         if (leaf < counts[0] && !p->ptn[0][leaf].dirty) {
             p->ptn[0][leaf].dirty = 1;
             start[0][len[0]++] = leaf;
@@ -730,7 +730,7 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
                     }
                 continue;
             }
-            uint64_t first = n * leaf_cap(ge), end = first + leaf_cap(ge);
+            uint64_t first = n * mp_pt_leaf_cap(ge), end = first + mp_pt_leaf_cap(ge);
             if (end > tree)
                 end = tree;
             for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
@@ -741,7 +741,7 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
                 }
                 ld->pt[pid] = en;
             }
-            for (const unsigned char *q = at; q < p->iobuf + MP_HDR_SIZE + leaf_cap(ge) * MP_PT_ENTRY_SIZE; q++)
+            for (const unsigned char *q = at; q < p->iobuf + MP_HDR_SIZE + mp_pt_leaf_cap(ge) * MP_PT_ENTRY_SIZE; q++)
                 if (*q) {
                     mp_msg(why, wl, "page table leaf %llu: entries past the tree's pids", (unsigned long long)n);
                     goto fail;

@@ -404,16 +404,6 @@ static uint32_t reseal_fsm(reseal *r, unsigned l, uint64_t n, unsigned slot)
     return child_crc(r, page);
 }
 
-static uint64_t fz_leaf_cap(const mp_geom *g)
-{
-    uint64_t n = (g->P - MP_HDR_SIZE) / MP_PT_ENTRY_SIZE;
-#ifdef MP_TEST_FANOUT
-    if (n > MP_TEST_FANOUT)
-        n = MP_TEST_FANOUT;
-#endif
-    return n;
-}
-
 static void fix_content(reseal *r, unsigned char *entry /* {pgno, crc} */)
 {
     uint32_t cp = mp_ld32(entry);
@@ -427,7 +417,7 @@ static uint32_t reseal_pt(reseal *r, unsigned l, uint64_t pg)
         return 0;
     unsigned char *page = r->img + pg * r->P;
     if (l == 0) {
-        uint64_t cap = fz_leaf_cap(&r->ge);
+        uint64_t cap = mp_pt_leaf_cap(&r->ge);
         for (uint64_t i = 0; i < cap; i++)
             fix_content(r, page + MP_HDR_SIZE + i * MP_PT_ENTRY_SIZE);
     } else {

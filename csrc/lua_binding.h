@@ -266,4 +266,23 @@ void mpl_open_txn(lua_State *L, int modidx);
 /* pager:begin() */
 int mpl_pager_begin(lua_State *L);
 
+/* ---- lua_testhook.c (test-only: core._barrier_hook) --------------- */
+
+/* Nonzero while a core._barrier_hook callback runs: the binding's
+ * accessors then raise (mpl_check_not_in_hook) instead of reentering the
+ * pager that is in the middle of its barrier. */
+extern int mpl_in_barrier_hook;
+void mpl_check_not_in_hook(lua_State *L);
+/* Is a barrier hook set?  Called by mpl_update_io_hook. */
+int mpl_barrier_hook_active(void);
+/* Run the callback before a barrier on fd: 0, or the errno the barrier
+ * must fail with (the callback raised). */
+int mpl_barrier_callback(int fd);
+/* core._barrier_hook(fn | nil), core._barrier_hook_error() */
+int mpl_l_barrier_hook(lua_State *L);
+int mpl_l_barrier_hook_error(lua_State *L);
+/* lua_pager.c: install the binding's io hook if a fault is armed or a
+ * barrier hook is set, else restore the real operations. */
+void mpl_update_io_hook(void);
+
 #endif /* MAPPEDPAGES_LUA_BINDING_H */

@@ -187,6 +187,7 @@ mpl_pager *mpl_topager(lua_State *L, int idx)
 mpl_pager *mpl_checkpager(lua_State *L, int idx)
 {
     mpl_pager *pg = mpl_topager(L, idx);
+    mpl_check_not_in_hook(L);
     if (pg->p == NULL)
         mpl_argerror(L, idx, "attempt to use a closed pager");
     return pg;
@@ -373,6 +374,7 @@ static int create_or_open(lua_State *L, int create)
     mp_err e;
     mpl_argcheck(L, strlen(path) == len, 1, "path contains a zero byte");
     get_options(L, 2, &o, create);
+    mpl_check_not_in_hook(L);
     /* The object exists, closed, before the resource does. */
     pg = (mpl_pager *)lua_newuserdatauv(L, sizeof *pg, 0);
     memset(pg, 0, sizeof *pg);
@@ -426,12 +428,18 @@ static int l_crc32c(lua_State *L)
  * of that kind succeed, then fails every later one with that errno (until
  * cleared); faults of different kinds can be armed at once.  With code nil
  * every fault is cleared and the real operations are restored.
- * Process-wide, like the hook. */
+ * Process-wide, like the hook.  The same io hook calls the barrier hook
+ * (core._barrier_hook, lua_testhook.c) before each barrier, fault or not. */
 static struct { int err; lua_Integer after; } io_fault[3];
 
 static int fault_hook(mp_io_op op, int fd, void *ctx)
 {
     (void)ctx;
+    if (op == MP_IO_BARRIER) {
+        int e = mpl_barrier_callback(fd);
+        if (e != 0)
+            return e;
+    }
     if ((unsigned)op < 3 && io_fault[op].err) {
         if (io_fault[op].after > 0)
             io_fault[op].after--;
@@ -446,6 +454,13 @@ static int fault_hook(mp_io_op op, int fd, void *ctx)
     return 0;
 }
 
+void mpl_update_io_hook(void)
+{
+    int armed = io_fault[0].err || io_fault[1].err || io_fault[2].err;
+    mp_set_io_hook(armed || mpl_barrier_hook_active() ? fault_hook : NULL,
+                   NULL);
+}
+
 static int l_inject_fault(lua_State *L)
 {
     static const char *const ops[] = { "barrier", "grow", "write", NULL };
@@ -455,7 +470,7 @@ static int l_inject_fault(lua_State *L)
         if (!lua_isnoneornil(L, 1))
             (void)luaL_checkoption(L, 1, NULL, ops);
         memset(io_fault, 0, sizeof io_fault);
-        mp_set_io_hook(NULL, NULL);
+        mpl_update_io_hook();
         return 0;
     }
     mp_io_op op = opv[luaL_checkoption(L, 1, NULL, ops)];
@@ -464,7 +479,7 @@ static int l_inject_fault(lua_State *L)
     mpl_argcheck(L, after >= 0, 3, "must be non-negative");
     io_fault[op].err = err;
     io_fault[op].after = after;
-    mp_set_io_hook(fault_hook, NULL);
+    mpl_update_io_hook();
     return 0;
 }
 
@@ -472,10 +487,12 @@ static int l_inject_fault(lua_State *L)
 
 /* pager:close() -> true.  Idempotent; also __close and __gc.  Rolls back an
  * open transaction and kills every view and transaction of this pager. */
-static int pager_close(lua_State *L)
+static int pager_close_impl(lua_State *L, int gc)
 {
     mpl_pager *pg = mpl_topager(L, 1);
     mp_pager *p = pg->p;
+    if (p != NULL && !gc)
+        mpl_check_not_in_hook(L);
     if (p != NULL) {
         pg->p = NULL;
         pg->txopen = 0;
@@ -486,6 +503,18 @@ static int pager_close(lua_State *L)
     }
     lua_pushboolean(L, 1);
     return 1;
+}
+
+static int pager_close(lua_State *L)
+{
+    return pager_close_impl(L, 0);
+}
+
+/* __gc: the same, allowed inside a barrier hook (an unreachable pager is
+ * never the one whose barrier is running). */
+static int pager_gc(lua_State *L)
+{
+    return pager_close_impl(L, 1);
 }
 
 /* pager:page_size() -> bytes per page */
@@ -846,7 +875,7 @@ static const luaL_Reg pager_methods[] = {
 };
 
 static const luaL_Reg pager_meta[] = {
-    {"__gc", pager_close},
+    {"__gc", pager_gc},
     {"__close", pager_close},
     {"__tostring", pager_tostring},
     {NULL, NULL}
@@ -857,6 +886,8 @@ static const luaL_Reg module_funcs[] = {
     {"open", l_open},
     {"crc32c", l_crc32c},
     {"_inject_fault", l_inject_fault},
+    {"_barrier_hook", mpl_l_barrier_hook},          /* lua_testhook.c */
+    {"_barrier_hook_error", mpl_l_barrier_hook_error},
     {NULL, NULL}
 };
 

@@ -41,6 +41,7 @@ static mpl_txn *checktxn(lua_State *L)
 {
     mpl_txn *t = totxn(L);
     const char *why;
+    mpl_check_not_in_hook(L);
     if (txn_live(t))
         return t;
     switch (t->state) {
@@ -168,7 +169,7 @@ static int txn_active(lua_State *L)
     return 1;
 }
 
-/* __close and __gc: roll back if still active; no-op otherwise. */
+/* __gc: roll back if still active; no-op otherwise. */
 static int txn_gc(lua_State *L)
 {
     mpl_txn *t = totxn(L);
@@ -179,6 +180,15 @@ static int txn_gc(lua_State *L)
     if (t->state == MPL_TX_ACTIVE)
         t->state = MPL_TX_ROLLEDBACK;
     return 0;
+}
+
+/* __close: the same, refused inside a barrier hook (where __gc is not: a
+ * transaction being collected is not the one committing). */
+static int txn_close(lua_State *L)
+{
+    if (txn_live(totxn(L)))
+        mpl_check_not_in_hook(L);
+    return txn_gc(L);
 }
 
 /* tostring(tx) -> "mappedpages.Transaction (active)" and so on. */
@@ -208,7 +218,7 @@ static const luaL_Reg txn_methods[] = {
 };
 
 static const luaL_Reg txn_meta[] = {
-    {"__close", txn_gc},
+    {"__close", txn_close},
     {"__gc", txn_gc},
     {"__tostring", txn_tostring},
     {NULL, NULL}

@@ -322,8 +322,10 @@ static mpl_view *checkview(lua_State *L)
 {
     mpl_view *v = toview(L);
     if (v->state == MPL_VIEW_ALIVE && v->pg->p != NULL
-        && v->kind <= MPL_KIND_PROTECTED && v->epoch == v->pg->epoch)
+        && v->kind <= MPL_KIND_PROTECTED && v->epoch == v->pg->epoch
+        && !mpl_in_barrier_hook)
         return v;
+    mpl_check_not_in_hook(L);
     if (!view_valid(v))
         view_dead(L, v);
     return v;
@@ -333,6 +335,7 @@ static mpl_view *checkview(lua_State *L)
  * when nothing happened). */
 static void recheck(lua_State *L, mpl_view *v)
 {
+    mpl_check_not_in_hook(L);
     if (!view_valid(v))
         view_dead(L, v);
 }

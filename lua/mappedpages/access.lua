@@ -111,6 +111,22 @@ function M.writer(pager, pid)
   return w
 end
 
+local numbers_of = setmetatable({}, {__mode = "k"})   -- pager -> {seq=, n=}
+
+--- The number the open transaction commits as (the last durable
+-- transaction's id + 1): a stamp that orders transactions across reopens,
+-- e.g. to keep a ref freed in transaction N from being handed out again
+-- before N + 1. Call inside `atomic` only. (Read once per transaction.)
+function M.txn_number(pager)
+  local seq = pager:in_transaction()
+  local c = numbers_of[pager]
+  if c == nil or c.seq ~= seq then
+    c = {seq = seq, n = pager:info().txn + 1}
+    numbers_of[pager] = c
+  end
+  return c.n
+end
+
 --- A read-only view of protected page pid: its committed content, or the
 -- open transaction's. Cached while the view is alive. Raises (from
 -- `pager:protected`) when pid is not allocated.

@@ -55,6 +55,9 @@ build = {
          defines = { "_GNU_SOURCE" },
       },
       mappedpages = "lua/mappedpages/init.lua",
+      ["mappedpages.access"] = "lua/mappedpages/access.lua",
+      ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
+      ["mappedpages.object"] = "lua/mappedpages/object.lua",
    },
    copy_directories = { "docs" },
 }

@@ -836,6 +836,20 @@ static int pager_root(lua_State *L)
     return 1;
 }
 
+/* pager:in_transaction() -> false | integer.  While an explicit transaction
+ * is open, a number that identifies it (txseq: unique within this Pager
+ * object's life), so Lua modules can join it and keep per-transaction
+ * caches; false otherwise. */
+static int pager_in_transaction(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    if (pg->txopen)
+        lua_pushinteger(L, (lua_Integer)pg->txseq);
+    else
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
 /* pager:check() -> true | nil, msg, "corrupt".  Audits the file's
  * structures (mp_check). */
 static int pager_check(lua_State *L)
@@ -870,6 +884,7 @@ static const luaL_Reg pager_methods[] = {
     {"begin", mpl_pager_begin},
     {"set_root", pager_set_root},
     {"root", pager_root},
+    {"in_transaction", pager_in_transaction},
     {"check", pager_check},
     {NULL, NULL}
 };

@@ -658,6 +658,15 @@ static int view_unpack(lua_State *L)
     return mp_lua_unpack(L, d, v->size, off, fmt);
 }
 
+/* view:alive() -> boolean: can the view (or writer) still be used?  Never
+ * raises: false after its page was freed, its pager closed, its writer
+ * committed or discarded, or its transaction ended. */
+static int view_alive(lua_State *L)
+{
+    lua_pushboolean(L, view_valid(toview(L)));
+    return 1;
+}
+
 /* __close: kill the view early (local v <close> = pager:page(id)). */
 static int view_close(lua_State *L)
 {
@@ -767,6 +776,7 @@ static const luaL_Reg view_methods[] = {
     {"fill", view_fill},
     {"pack", view_pack},
     {"unpack", view_unpack},
+    {"alive", view_alive},
     {NULL, NULL}
 };
 
@@ -787,6 +797,7 @@ static const luaL_Reg writer_methods[] = {
     {"unpack", view_unpack},
     {"commit", writer_commit},
     {"discard", writer_discard},
+    {"alive", view_alive},
     {NULL, NULL}
 };
 

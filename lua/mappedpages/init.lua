@@ -16,7 +16,8 @@
 
 local core = require "mappedpages.core"
 
-local error, getmetatable, pcall, type = error, getmetatable, pcall, type
+local error, getmetatable, pcall, require, setmetatable, type =
+      error, getmetatable, pcall, require, setmetatable, type
 
 local M = {}
 
@@ -162,5 +163,18 @@ M._Pager_methods = Pager
 M._View_methods = core._View_methods
 M._Writer_methods = core._Writer_methods
 M._Transaction_methods = core._Transaction_methods
+
+--- The Lua modules, loaded on first use: `mp.catalog` is
+-- `require "mappedpages.catalog"`, and so on, so the REPL needs one
+-- require. (Each is also a module of its own.)
+local lazy = {catalog = true, slab = true, schema = true, records = true,
+              heap = true, btree = true, object = true, access = true}
+setmetatable(M, {__index = function(t, name)
+  if lazy[name] then
+    local mod = require("mappedpages." .. name)
+    t[name] = mod
+    return mod
+  end
+end})
 
 return M

@@ -1,0 +1,156 @@
+--- mappedpages.access: how Lua modules read and change protected pages.
+--
+-- Every module that keeps state in the file (the catalog, the slab, your
+-- own allocator) changes it only inside a transaction, the caller's open
+-- one or one of its own, and reads it through views. This module is that
+-- discipline as functions:
+--
+--     local access = require "mappedpages.access"
+--     access.atomic(pager, fn, ...)   -- join the open transaction or make one
+--     access.writer(pager, pid)       -- this transaction's writer of pid
+--     access.view(pager, pid)         -- a read-only view of pid (cached)
+--     access.free_page(pager, pid)    -- free pid, forgetting its caches
+--     access.raise("mod:fn", level, fmt, ...)   -- a misuse error
+--
+-- Rollback coherence. Modules cache nothing the pager cannot restore: a
+-- handle holds its pager, its name and its anchor pid, and reads every
+-- other fact from the file at each call, so rollbacks and failed commits
+-- need no hook, and two handles of one name see each other's changes at
+-- once. The two caches kept here are tied to what the binding invalidates
+-- by itself: a writer belongs to one transaction (keyed by
+-- `pager:in_transaction()`, unique per transaction), and a view dies with
+-- its page (`view:alive()`), so neither can show a rolled-back state.
+--
+-- Errors. Failures of the environment return `nil, msg, code`; misuse
+-- raises, naming the function. An operation that can fail for the
+-- environment allocates everything it needs first and writes afterwards,
+-- so a failure inside the caller's transaction leaves nothing half done (a
+-- failed allocation changes nothing; a failed write poisons the pager,
+-- whose transaction can then only roll back).
+-- @module mappedpages.access
+
+local error, pcall, select, setmetatable =
+      error, pcall, select, setmetatable
+local format = string.format
+
+local M = {}
+
+--- Raise a misuse error naming the function: `fname` like "slab:alloc".
+-- `level` counts from the caller of raise (default 1: whoever called the
+-- function that calls raise, i.e. the user's code for a public method).
+function M.raise(fname, level, fmt, ...)
+  error(fname .. ": " .. format(fmt, ...), (level or 1) + 2)
+end
+local raise = M.raise
+
+-- Per-pager facts and caches, weak so a pager can be collected.
+local readonly_of = setmetatable({}, {__mode = "k"})
+local writers_of = setmetatable({}, {__mode = "k"})   -- pager -> {seq=, [pid]=w}
+local views_of = setmetatable({}, {__mode = "k"})     -- pager -> {[pid]=view} (weak)
+
+--- Is the pager read-only? (Cached: it never changes for a pager.)
+function M.readonly(pager)
+  local ro = readonly_of[pager]
+  if ro == nil then
+    ro = pager:info().readonly
+    readonly_of[pager] = ro
+  end
+  return ro
+end
+
+--- Raise unless the pager is writable.
+function M.check_writable(pager, fname)
+  if M.readonly(pager) then raise(fname, 2, "pager is read-only") end
+end
+
+--- Finish a transaction begun by `atomic`: commit after results, roll back
+-- after `nil, msg, code` (returned as is) or an error (raised again).
+local function finish(tx, ok, ...)
+  if not ok then
+    if tx:active() then tx:rollback() end
+    error((...), 0)
+  end
+  if (...) == nil and select("#", ...) > 1 then
+    if tx:active() then tx:rollback() end
+    return ...
+  end
+  local done, msg, code = tx:commit()
+  if not done then return nil, msg, code end
+  return ...
+end
+
+--- Run `fn(...)` inside a transaction: the pager's open one, or a new one
+-- committed when fn returns (one barrier). When fn returns `nil, msg,
+-- code` or raises, a transaction of our own is rolled back; inside the
+-- caller's transaction fn must then have changed nothing (see above).
+-- @return fn's results, or `nil, msg, code` (also from a failed commit)
+function M.atomic(pager, fn, ...)
+  if pager:in_transaction() then return fn(...) end
+  local tx, msg, code = pager:begin()
+  if not tx then return nil, msg, code end
+  return finish(tx, pcall(fn, ...))
+end
+
+--- The open transaction's writer of protected page pid (one per page and
+-- transaction, reused). Call inside `atomic` only.
+-- @return a Writer, or `nil, msg, code`
+function M.writer(pager, pid)
+  local seq = pager:in_transaction()
+  local cache = writers_of[pager]
+  if cache == nil or cache.seq ~= seq then
+    cache = {seq = seq}
+    writers_of[pager] = cache
+  end
+  local w = cache[pid]
+  if w == nil then
+    local msg, code
+    w, msg, code = pager:write_protected(pid)
+    if not w then return nil, msg, code end
+    cache[pid] = w
+  end
+  return w
+end
+
+local numbers_of = setmetatable({}, {__mode = "k"})   -- pager -> {seq=, n=}
+
+--- The number the open transaction commits as (the last durable
+-- transaction's id + 1): a stamp that orders transactions across reopens,
+-- e.g. to keep a ref freed in transaction N from being handed out again
+-- before N + 1. Call inside `atomic` only. (Read once per transaction.)
+function M.txn_number(pager)
+  local seq = pager:in_transaction()
+  local c = numbers_of[pager]
+  if c == nil or c.seq ~= seq then
+    c = {seq = seq, n = pager:info().txn + 1}
+    numbers_of[pager] = c
+  end
+  return c.n
+end
+
+--- A read-only view of protected page pid: its committed content, or the
+-- open transaction's. Cached while the view is alive. Raises (from
+-- `pager:protected`) when pid is not allocated.
+function M.view(pager, pid)
+  local cache = views_of[pager]
+  if cache == nil then
+    cache = setmetatable({}, {__mode = "v"})
+    views_of[pager] = cache
+  end
+  local v = cache[pid]
+  if v == nil or not v:alive() then
+    v = pager:protected(pid)
+    cache[pid] = v
+  end
+  return v
+end
+
+--- Free protected page pid and forget what is cached of it.
+function M.free_page(pager, pid)
+  local cache = writers_of[pager]
+  if cache then cache[pid] = nil end
+  local views = views_of[pager]
+  if views then views[pid] = nil end
+  return pager:free_protected(pid)
+end
+
+return M

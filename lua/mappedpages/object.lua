@@ -1,0 +1,110 @@
+--- mappedpages.object: the rules every named object follows, in one place.
+--
+-- A named object (a slab, a record table, your own allocator) is found
+-- through the file's catalog, keeps its state in protected pages, and is
+-- changed only inside a transaction: the caller's open transaction, or one
+-- of its own. This module gives the modules built on the pager those rules
+-- as functions, so each of them states them once:
+--
+--     local object = require "mappedpages.object"
+--     local pid, created = object.open(pager, name, "mykind", "mod.open", init)
+--     object.drop(pager, name, "mykind", "mod.drop", free_all)
+--
+-- How objects read and change their pages is mappedpages.access.
+-- @module mappedpages.object
+
+local access = require "mappedpages.access"
+local catalog = require "mappedpages.catalog"
+
+local pcall, setmetatable, type = pcall, setmetatable, type
+local format = string.format
+
+local raise, atomic, readonly = access.raise, access.atomic, access.readonly
+
+local M = {}
+
+--- Check an object name: a string of 1 to 255 bytes.
+function M.check_name(fname, name, level)
+  if type(name) ~= "string" then
+    raise(fname, (level or 1) + 1, "name must be a string (got %s)", type(name))
+  end
+  if #name < 1 or #name > 255 then
+    raise(fname, (level or 1) + 1, "name must be 1 to 255 bytes (got %d)", #name)
+  end
+end
+
+--- Open the object `name` of `kind`, creating it when the name is free:
+-- `init(pid)` then initializes its anchor page (a zeroed protected page)
+-- in the same transaction and returns true or `nil, msg, code`.
+-- @return anchor pid and whether it was created, or `nil, msg, code`:
+-- "kind" (the name holds another kind), "not_found" (a read-only pager
+-- and no such name), "not_catalog", or the environment's codes
+function M.open(pager, name, kind, fname, init)
+  M.check_name(fname, name, 2)
+  local cat, msg, code = catalog.open(pager)
+  if not cat then return nil, msg, code end
+  local entry = cat:get(name)
+  if entry then
+    if entry.kind ~= kind then
+      return nil, format("%s: %q is a %s, not a %s", fname, name, entry.kind, kind), "kind"
+    end
+    return entry.pid, false
+  end
+  if readonly(pager) then
+    return nil, format("%s: no object named %q (read-only pager)", fname, name), "not_found"
+  end
+  return atomic(pager, function()
+    local pid, m, c = cat:create(name, kind)
+    if not pid then return nil, m, c end
+    local ok, m2, c2 = init(pid)
+    if not ok then return nil, m2, c2 end
+    return pid, true
+  end)
+end
+
+--- Make a handle of the object `name` anchored at `pid`: a table
+-- {pager =, name =, pid =, anchor = a view of the anchor page} with
+-- metatable `mt`. The anchor view dies when the object is dropped or its
+-- creation is rolled back, which `check_handle` reports.
+function M.handle(mt, pager, name, pid)
+  return setmetatable({pager = pager, name = name, pid = pid,
+                       anchor = pager:protected(pid)}, mt)
+end
+
+--- Raise (naming `fname`) unless the handle's object still exists and its
+-- pager is open.
+function M.check_handle(self, fname)
+  if self.anchor:alive() then return end
+  local pager = self.pager
+  if not pcall(pager.page_size, pager) then
+    raise(fname, 2, "attempt to use %q after its pager was closed", self.name)
+  end
+  raise(fname, 2, "%q no longer exists (it was dropped, or its creation was rolled back)",
+        self.name)
+end
+
+--- Drop the object `name` of `kind`: `free_all(pid)` frees every page it
+-- owns but its anchor, then the catalog frees the anchor and the name.
+-- All in one transaction.
+-- @return true, or `nil, msg, code` ("not_found", "kind", environment)
+function M.drop(pager, name, kind, fname, free_all)
+  M.check_name(fname, name, 2)
+  access.check_writable(pager, fname)
+  local cat, msg, code = catalog.open(pager)
+  if not cat then return nil, msg, code end
+  local entry = cat:get(name)
+  if not entry then
+    return nil, format("%s: no object named %q", fname, name), "not_found"
+  end
+  if entry.kind ~= kind then
+    return nil, format("%s: %q is a %s, not a %s", fname, name, entry.kind, kind), "kind"
+  end
+  return atomic(pager, function()
+    local ok, m, c = free_all(entry.pid)
+    if not ok then return nil, m, c end
+    cat:remove(name)
+    return true
+  end)
+end
+
+return M

@@ -427,6 +427,7 @@ local KIND = { create = "creating commit", commit = "commit", open = "open inval
 local OUT_VIOLATION, OUT_NOFILE, OUT_PREV, OUT_CUR = 0, 1, 2, 3
 
 local Stop = {}   -- raised to end a seed early (replay done, fatal error)
+local sorted_subject_keys
 
 local function new_stats()
   return { images = 0, violations = 0, barriers = 0, reopens = 0, commits = 0, rollbacks = 0,
@@ -825,25 +826,37 @@ function CH.run(opts)
   end
   st.rejected_states = 0
   for _ in pairs(rejected) do st.rejected_states = st.rejected_states + 1 end
+  -- the subject's own counters (inst.counters: name -> number; names
+  -- starting with max_ are maxima)
+  for k, v in pairs(inst.counters or {}) do st["subject_" .. k] = v end
   return st
+end
+
+function sorted_subject_keys(st)
+  local ks = {}
+  for k in pairs(st) do if k:match("^subject_") then ks[#ks + 1] = k end end
+  sort(ks)
+  return ks
 end
 
 --- One line for a seed's stats.
 function CH.summary_line(name, seed, st)
+  local extra = {}
+  for _, k in ipairs(sorted_subject_keys(st)) do extra[#extra + 1] = fmt("%s %d", k:sub(9), st[k]) end
   return fmt("subject %s seed %d: %d images (%d fell back to S(k-1), %d with a whole rejected root, "
     .. "%d creation images not a file yet), %d barriers, %d steps, %d commits, %d rollbacks, "
     .. "%d reopen-continue (%d fell back, %d lost steps replayed), %d clean reopens, "
     .. "max %d pages, %d pages differ at most, %d violations",
     name, seed, st.images, st.fallbacks, st.rejected_roots, st.create_fail_ok, st.barriers, st.steps,
     st.commits, st.rollbacks, st.reopens, st.reopen_fallbacks, st.replays, st.clean_reopens,
-    st.max_pages, st.max_diff, st.violations)
+    st.max_pages, st.max_diff, st.violations) .. (#extra > 0 and ("; " .. concat(extra, ", ")) or "")
 end
 
 --- Sum of stats tables (counters add, maxima take the max).
 function CH.add(total, st)
   for k, v in pairs(st) do
     if type(v) == "number" then
-      if k:match("^max_") then total[k] = math.max(total[k] or 0, v)
+      if k:match("^max_") or k:match("^subject_max_") then total[k] = math.max(total[k] or 0, v)
       else total[k] = (total[k] or 0) + v end
     end
   end

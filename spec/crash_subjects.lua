@@ -502,9 +502,262 @@ M.planted_state.new = function()
 end
 
 ---------------------------------------------------------------------------
+-- catalog: named objects, each with an anchor page the subject writes
+-- (self-checking content), created and removed alone and several at a
+-- time in one transaction with anchor writes, rolled back, through one or
+-- two handles; names long enough that the catalog's chain grows and
+-- shrinks.
+
+local function try_require(name)
+  local ok, m = pcall(require, name)
+  if ok then return m end
+  return nil
+end
+
+local catalog = try_require("mappedpages.catalog")
+
+local ANCHOR_MAGIC = "anchor!!"
+
+-- Anchor content: zeros (never written) or a header naming the object
+-- (CRC32C of the name) and a CRC32C of the body.
+local function anchor_content(name, body)
+  return string.pack("<c8 I4 I4", ANCHOR_MAGIC, mp.crc32c(name), mp.crc32c(body)) .. body
+end
+
+local function anchor_ok(name, c)
+  if c == string.rep("\0", #c) then return true end
+  local magic, ncrc, bcrc = string.unpack("<c8 I4 I4", c)
+  if magic ~= ANCHOR_MAGIC then return false, fmt("anchor of %q: no header", name) end
+  if ncrc ~= mp.crc32c(name) then return false, fmt("anchor of %q: written for another name", name) end
+  if bcrc ~= mp.crc32c(c:sub(HDR + 1)) then
+    return false, fmt("anchor of %q: the body does not match its header (torn?)", name)
+  end
+  return true
+end
+
+local function catalog_state_of(list)
+  local t = {}
+  for i, e in ipairs(list) do t[i] = fmt("%q %s @%d %08x", e.name, e.kind, e.pid, mp.crc32c(e.content)) end
+  return #t .. " objects\n" .. concat(t, "\n")
+end
+
+local catalog_subject = { name = "catalog", page_size = 1024 }
+
+function catalog_subject.available() return catalog ~= nil end
+
+function catalog_subject.state(p)
+  if p:root() == 0 then return "no catalog" end
+  local cat, msg, code = catalog.open(p)
+  if not cat then return "catalog.open: " .. tostring(code) .. ": " .. tostring(msg) end
+  local list = {}
+  for name, kind, pid in cat:entries() do
+    list[#list + 1] = { name = name, kind = kind, pid = pid, content = p:protected(pid):read() }
+  end
+  return catalog_state_of(list)
+end
+
+function catalog_subject.check(p)
+  if p:root() == 0 then return true end
+  local cat, msg = catalog.open(p)
+  if not cat then return false, msg end
+  local ok, problems = cat:check()
+  if not ok then return false, problems end
+  problems = {}
+  local n = 0
+  for name, _, pid in cat:entries() do
+    n = n + 1
+    local good, why = anchor_ok(name, p:protected(pid):read())
+    if not good then problems[#problems + 1] = why end
+    local e = cat:get(name)
+    if not e or e.pid ~= pid then problems[#problems + 1] = fmt("get(%q) disagrees with entries()", name) end
+  end
+  if cat:stats().objects ~= n then problems[#problems + 1] = "stats() disagrees with entries()" end
+  return #problems == 0, problems
+end
+
+local Cat = {}
+Cat.__index = Cat
+
+function catalog_subject.new(opts)
+  return setmetatable({ max = opts.max_objects or 40,
+                        counters = { max_objects = 0, max_catalog_pages = 0, creates = 0, removes = 0 } }, Cat)
+end
+
+-- After a commit: how big the catalog got.
+function Cat:note()
+  local c = self.counters
+  local n = 0
+  for _ in pairs(self.objs_c) do n = n + 1 end
+  if n > c.max_objects then c.max_objects = n end
+  local pages = self.cat:stats().pages
+  if pages > c.max_catalog_pages then c.max_catalog_pages = pages end
+end
+
+local KINDS = { "slab", "table", "blob", "k", string.rep("K", 32) }
+
+function Cat:attach(p)
+  self.P = p:page_size()
+  self.objs_c = {}
+  self.cat = nil
+  if p:root() ~= 0 then
+    self.cat = assert(catalog.open(p))
+    for name, kind, pid in self.cat:entries() do
+      self.objs_c[name] = { kind = kind, pid = pid, content = p:protected(pid):read() }
+    end
+  end
+  self:rollback()
+end
+
+function Cat:commit()
+  self.objs_c = copy_map(self.objs_w)
+  self:note()
+end
+
+function Cat:rollback()
+  self.objs_w = copy_map(self.objs_c)
+  self.names_w = new_set()
+  for _, name in ipairs(sorted_keys(self.objs_w)) do self.names_w:add(name) end
+end
+
+function Cat:expect()
+  if not self.cat then return "no catalog" end
+  local list = {}
+  for _, name in ipairs(sorted_keys(self.objs_c)) do
+    local o = self.objs_c[name]
+    list[#list + 1] = { name = name, kind = o.kind, pid = o.pid, content = o.content }
+  end
+  return catalog_state_of(list)
+end
+
+function Cat:setup(p)
+  self.cat = assert(catalog.open(p))
+  return "catalog.open creates the catalog"
+end
+
+-- A fresh name: short, long (up to 255 bytes, so pages fill up) or binary.
+function Cat:new_name(rng)
+  for _ = 1, 100 do
+    local r = rng:below(10)
+    local name
+    if r < 5 then
+      name = "obj" .. rng:below(1000)
+    elseif r < 8 then
+      name = ("n%d-"):format(rng:below(1000)) .. string.rep(string.char(97 + rng:below(26)), rng:int(20, 250))
+    else
+      name = rng:bytes(rng:int(1, 12))
+    end
+    if not self.objs_w[name] then return name end
+  end
+  error("no fresh name")
+end
+
+-- The handle to use: the subject's, or now and then a second one (they
+-- must agree: handles cache nothing).
+function Cat:handle(p, rng)
+  if rng:below(5) == 0 then return assert(catalog.open(p)) end
+  return self.cat
+end
+
+function Cat:op_create(p, rng, cat)
+  local name, kind = self:new_name(rng), rng:pick(KINDS)
+  local pid = assert(cat:create(name, kind))
+  assert(p:protected(pid):read() == string.rep("\0", self.P), "a new anchor is not zeroed")
+  self.objs_w[name] = { kind = kind, pid = pid, content = string.rep("\0", self.P) }
+  self.names_w:add(name)
+  self.counters.creates = self.counters.creates + 1
+  return "create " .. #name .. "-byte name"
+end
+
+function Cat:op_remove(_, rng, cat)
+  local name = self.names_w:pick(rng)
+  assert(cat:remove(name))
+  self.objs_w[name] = nil
+  self.names_w:del(name)
+  assert(cat:get(name) == nil, "a removed name is still found")
+  self.counters.removes = self.counters.removes + 1
+  return "remove"
+end
+
+function Cat:op_write(p, rng)
+  local name = self.names_w:pick(rng)
+  local o = self.objs_w[name]
+  local body = rng:bytes(self.P - HDR)
+  local content = anchor_content(name, body)
+  local w = p:write_protected(o.pid)
+  w:write(HDR, body)
+  w:write(0, content:sub(1, HDR))
+  assert(w:commit())
+  self.objs_w[name] = { kind = o.kind, pid = o.pid, content = content }
+  return "write anchor"
+end
+
+-- Misuse that must change nothing: an existing name, a missing one.
+function Cat:op_misuse(_, rng, cat)
+  if self.names_w:size() > 0 and rng:below(2) == 0 then
+    local name = self.names_w:pick(rng)
+    local ok, err = pcall(cat.create, cat, name, "k")
+    assert(not ok and err:find("exists", 1, true), "create of an existing name: " .. tostring(err))
+  else
+    local ok, err = pcall(cat.remove, cat, self:new_name(rng))
+    assert(not ok and err:find("no object", 1, true), "remove of a missing name: " .. tostring(err))
+  end
+  return "misuse"
+end
+
+function Cat:op(p, rng, in_txn)
+  local n = self.names_w:size()
+  local cat = self:handle(p, rng)
+  local r = rng:below(100)
+  if n > 0 and r < 12 then return self:op_misuse(p, rng, cat) end
+  if (n < self.max and r < 55) or n == 0 then return self:op_create(p, rng, cat) end
+  if r < 80 then return self:op_remove(p, rng, cat) end
+  if in_txn or r < 95 then return self:op_write(p, rng) end
+  -- get / entries agree with the model
+  for name, kind, pid in cat:entries() do
+    local o = self.objs_w[name]
+    assert(o and o.kind == kind and o.pid == pid, "entries() disagrees with the model")
+  end
+  return "entries", "nocommit"
+end
+
+function Cat:step(p, rng, variant)
+  local r = rng:below(100)
+  if r < 35 or variant then                      -- several objects, one transaction
+    local n = 1 + rng:below(8)
+    local tx = assert(p:begin())
+    local names = {}
+    for i = 1, n do names[i] = (self:op(p, rng, true)) end
+    if variant then self:op_create(p, rng, self.cat) end
+    if rng:below(5) == 0 and not variant then
+      assert(tx:rollback())
+      self:rollback()
+      return "transaction of " .. n .. " ops, rolled back", "rollback"
+    end
+    assert(tx:commit())
+    self:commit()
+    return "transaction: " .. concat(names, ", ")
+  elseif r < 45 then                             -- pager:transaction raising
+    local n = 1 + rng:below(5)
+    local ok, err = pcall(p.transaction, p, function()
+      for _ = 1, n do self:op(p, rng, true) end
+      error("planned failure", 0)
+    end)
+    assert(not ok and err == "planned failure", tostring(err))
+    self:rollback()
+    return "transaction(" .. n .. " ops) raising", "rollback"
+  else                                           -- one call, its own transaction
+    local name, tag = self:op(p, rng, false)
+    if name ~= "misuse" and tag ~= "nocommit" then self:commit() end
+    return name, tag
+  end
+end
+
+M.catalog = catalog_subject
+
+---------------------------------------------------------------------------
 -- which subjects can run here
 
-local order = { "core" }
+local order = { "core", "catalog" }
 
 --- Names of the subjects whose modules load (besides the planted ones).
 function M.available()

@@ -6,6 +6,9 @@
 #   make demo         run examples/quickstart.lua
 #   make repl         lua5.4 -i with `mp = require "mappedpages"` loaded
 #   make bench        run bench/*.lua, bench/*.c, bench/*.sh (figures, not pass/fail)
+#   make test-crash   the long crash simulation (mk/crash.mk, test/crash_sim.c)
+#   make test-crash-lua   the long crash simulation of the Lua layer
+#                     (mk/crash.mk, spec/crash_lua.lua): >= 20,000 images
 #   make lint         luacheck lua spec examples bench
 #   make deps         install missing Debian packages (as root), else say how
 #   make check-rockspec   the rockspec lists every csrc/*.c and lua module

@@ -755,9 +755,545 @@ end
 M.catalog = catalog_subject
 
 ---------------------------------------------------------------------------
+-- allocators: mappedpages.slab and the examples (examples/buddy.lua,
+-- examples/arena.lua), several named instances in one file, changed alone
+-- and together in one transaction, with rollbacks, drops and reopens.
+--
+-- What a user observes of an instance: its live objects (ref, size,
+-- bytes) and its stats() counts (objects, bytes).  The slab lists its
+-- objects (objects()); buddy and arena do not, so, as an application
+-- would, the subject keeps each instance's refs in a "directory": a
+-- protected page of its own (catalog name "dir:NAME", kind "crash.dir":
+-- magic, count, sorted i8 refs), changed in the same transaction as every
+-- alloc, free and reset.  state() reads the instances through the
+-- catalog, check() runs every instance's check() and matches its counts
+-- (and the directory) against what it lists.
+
+local examples_dir = ((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "spec") .. "/../examples"
+if not package.path:find(examples_dir, 1, true) then
+  package.path = examples_dir .. "/?.lua;" .. package.path
+end
+
+local DIR_KIND, DIR_MAGIC = "crash.dir", "crashdir"
+
+local function text_of(x)
+  if type(x) == "table" then
+    local t = {}
+    for i, v in ipairs(x) do t[i] = tostring(v) end
+    return concat(t, "; ")
+  end
+  return tostring(x)
+end
+
+-- Allocator kinds: how to drive each module.
+local ALLOCATORS = {
+  { id = "slab", module = "mappedpages.slab", free = true, bulk = true, objects = true, windows = true,
+    exact = true },
+  { id = "buddy", module = "buddy", free = true, exact = false },
+  { id = "arena", module = "arena", reset = true, exact = true },
+}
+for _, a in ipairs(ALLOCATORS) do
+  a.mod = try_require(a.module)
+  a.kind = a.mod and (a.mod.KIND or (a.id == "slab" and "slab")) or nil
+end
+M.ALLOCATORS = ALLOCATORS
+
+local function allocator(id)
+  for _, a in ipairs(ALLOCATORS) do if a.id == id then return a end end
+end
+
+local function by_kind(kind)
+  for _, a in ipairs(ALLOCATORS) do if a.mod and a.kind == kind then return a end end
+end
+
+local function zeros_of(n) return string.rep("\0", n) end
+
+-- Directory pages: magic, count, then count sorted refs.
+local function dir_refs(p, pid)
+  local v = p:protected(pid)
+  local magic, n = v:unpack(0, "<c8 I4")
+  if magic == zeros_of(8) and n == 0 then return {} end
+  if magic ~= DIR_MAGIC then return nil, "bad magic" end
+  if 12 + 8 * n > #v then return nil, "count " .. n .. " past the page" end
+  local refs = {}
+  for i = 1, n do refs[i] = v:unpack(12 + 8 * (i - 1), "<i8") end
+  return refs
+end
+
+local function dir_bytes(refs)
+  local t = { string.pack("<c8 I4", DIR_MAGIC, #refs) }
+  for i, r in ipairs(refs) do t[i + 1] = string.pack("<i8", r) end
+  return concat(t)
+end
+
+-- An instance's objects as {ref =, content =} sorted by ref, from the file.
+local function live_objects(p, a, h, cat, name)
+  local list = {}
+  if a.objects then
+    for ref in h:objects() do list[#list + 1] = { ref = ref, content = h:read(ref) } end
+  else
+    local e = cat:get("dir:" .. name)
+    if not e then return nil, "no directory" end
+    local refs, why = dir_refs(p, e.pid)
+    if not refs then return nil, "directory: " .. why end
+    for i, ref in ipairs(refs) do list[i] = { ref = ref, content = h:read(ref) } end
+  end
+  return list
+end
+
+local function instance_state(name, a, st, list)
+  local t = { fmt("instance %s (%s): %d objects, %d bytes", name, a.id, st.objects, st.bytes) }
+  for _, o in ipairs(list) do t[#t + 1] = fmt("  %d: %d bytes %08x", o.ref, #o.content, mp.crc32c(o.content)) end
+  return concat(t, "\n")
+end
+
+local function alloc_state(p)
+  if p:root() == 0 then return "no catalog" end
+  local cat, msg, code = catalog.open(p)
+  if not cat then return "catalog.open: " .. tostring(code) .. ": " .. tostring(msg) end
+  local t = {}
+  for name, kind in cat:entries() do
+    local a = by_kind(kind)
+    if a then
+      local h, m, c = a.mod.open(p, name)
+      if not h then
+        t[#t + 1] = fmt("instance %s: open: %s: %s", name, tostring(c), tostring(m))
+      else
+        local list, why = live_objects(p, a, h, cat, name)
+        if not list then
+          t[#t + 1] = fmt("instance %s: %s", name, why)
+        else
+          t[#t + 1] = instance_state(name, a, h:stats(), list)
+        end
+      end
+    elseif kind ~= DIR_KIND then
+      t[#t + 1] = "unknown kind " .. kind
+    end
+  end
+  return concat(t, "\n")
+end
+
+local function alloc_check(p)
+  if p:root() == 0 then return true end
+  local cat, msg = catalog.open(p)
+  if not cat then return false, msg end
+  local ok, problems = cat:check()
+  if not ok then return false, problems end
+  problems = {}
+  for name, kind in cat:entries() do
+    local a = by_kind(kind)
+    if a then
+      local h, m = a.mod.open(p, name)
+      if not h then
+        problems[#problems + 1] = name .. ": " .. tostring(m)
+      else
+        local good, why = h:check()
+        if not good then problems[#problems + 1] = name .. ": check(): " .. text_of(why) end
+        local list, err = live_objects(p, a, h, cat, name)
+        if not list then
+          problems[#problems + 1] = name .. ": " .. err
+        else
+          local st = h:stats()
+          local bytes = 0
+          for _, o in ipairs(list) do bytes = bytes + (a.exact and #o.content or h:size(o.ref)) end
+          if st.objects ~= #list or st.bytes ~= bytes then
+            problems[#problems + 1] = fmt("%s: stats() says %d objects of %d bytes, %s %d of %d", name,
+              st.objects, st.bytes, a.objects and "objects() lists" or "the directory holds", #list, bytes)
+          end
+        end
+      end
+    elseif kind == DIR_KIND then
+      local owner = name:sub(5)
+      local e = cat:get(owner)
+      if not e or not by_kind(e.kind) then problems[#problems + 1] = name .. ": its instance is missing" end
+    end
+  end
+  return #problems == 0, problems
+end
+local Alloc = {}
+Alloc.__index = Alloc
+
+-- A deep enough copy of the instances: {name = {id =, dir =, objs = {ref = content}}}.
+local function copy_instances(t)
+  local c = {}
+  for name, inst in pairs(t) do c[name] = { id = inst.id, dir = inst.dir, objs = copy_map(inst.objs) } end
+  return c
+end
+
+--- A subject of the allocators ids (a list of ALLOCATORS ids), `per`
+-- instances of each.
+local function alloc_subject(name, ids, per)
+  local s = { name = name, page_size = 1024, state = alloc_state, check = alloc_check }
+  function s.available()
+    if not catalog then return false end
+    for _, id in ipairs(ids) do if not allocator(id).mod then return false end end
+    return true
+  end
+  function s.new()
+    return setmetatable({ ids = ids, per = per or 2,
+      counters = { max_objects = 0, allocs = 0, frees = 0, writes = 0, drops = 0, resets = 0, bulk = 0,
+                   windows = 0, misuse = 0 } }, Alloc)
+  end
+  return s
+end
+
+function Alloc:attach(p)
+  self.P = p:page_size()
+  self.inst_c = {}
+  self.cat = nil
+  if p:root() ~= 0 then
+    self.cat = assert(catalog.open(p))
+    for name, kind, pid in self.cat:entries() do
+      local a = by_kind(kind)
+      if a then
+        local h = assert(a.mod.open(p, name))
+        local list = assert(live_objects(p, a, h, self.cat, name))
+        local objs = {}
+        for _, o in ipairs(list) do objs[o.ref] = o.content end
+        self.inst_c[name] = { id = a.id, objs = objs }
+      elseif kind == DIR_KIND then
+        local owner = name:sub(5)
+        self.pending_dir = self.pending_dir or {}
+        self.pending_dir[owner] = pid
+      end
+    end
+    for owner, pid in pairs(self.pending_dir or {}) do
+      if self.inst_c[owner] then self.inst_c[owner].dir = pid end
+    end
+    self.pending_dir = nil
+  end
+  self:rollback(p)
+end
+
+-- Handles of the working instances (open makes no commit: they exist).
+function Alloc:handles(p)
+  self.h = {}
+  for name, inst in pairs(self.inst_w) do
+    self.h[name] = assert(allocator(inst.id).mod.open(p, name))
+  end
+end
+
+function Alloc:commit()
+  self.inst_c = copy_instances(self.inst_w)
+  local c = self.counters
+  for _, inst in pairs(self.inst_c) do
+    local n = 0
+    for _ in pairs(inst.objs) do n = n + 1 end
+    if n > c.max_objects then c.max_objects = n end
+  end
+end
+
+function Alloc:rollback(p)
+  self.inst_w = copy_instances(self.inst_c)
+  if p then self:handles(p) end
+end
+
+function Alloc:expect()
+  if not self.cat then return "no catalog" end
+  local t = {}
+  for _, name in ipairs(sorted_keys(self.inst_c)) do
+    local inst = self.inst_c[name]
+    local list, bytes = {}, 0
+    for _, ref in ipairs(sorted_keys(inst.objs)) do
+      list[#list + 1] = { ref = ref, content = inst.objs[ref] }
+      bytes = bytes + #inst.objs[ref]
+    end
+    t[#t + 1] = instance_state(name, allocator(inst.id), { objects = #list, bytes = bytes }, list)
+  end
+  return concat(t, "\n")
+end
+
+-- Rewrite the directory of instance name (inside a transaction).
+function Alloc:write_dir(p, name)
+  local inst = self.inst_w[name]
+  if not inst.dir then return end
+  local refs = sorted_keys(inst.objs)
+  local w = p:write_protected(inst.dir)
+  w:write(0, dir_bytes(refs))
+  assert(w:commit())
+end
+
+-- Run fn inside the open transaction, or a transaction of its own.
+local function in_txn(p, inside, fn)
+  if inside then return fn() end
+  local ok, err = p:transaction(function() fn() return true end)
+  assert(ok, err)
+end
+
+-- Make instance name of allocator a (inside a transaction).
+function Alloc:make(p, a, name)
+  local h = assert(a.mod.open(p, name))
+  local inst = { id = a.id, objs = {} }
+  if not a.objects then
+    inst.dir = assert(self.cat:create("dir:" .. name, DIR_KIND))
+  end
+  self.inst_w[name] = inst
+  self.h[name] = h
+  self:write_dir(p, name)
+end
+
+function Alloc:setup(p)
+  self.inst_w, self.h = {}, {}
+  assert(p:transaction(function()
+    self.cat = assert(catalog.open(p))   -- creates the catalog in this transaction
+    for _, id in ipairs(self.ids) do
+      for k = 1, self.per do self:make(p, allocator(id), id .. "." .. k) end
+    end
+    return true
+  end))
+  self:commit()
+  return "setup: " .. #self.ids * self.per .. " instances"
+end
+
+function Alloc:max_size(name)
+  return self.h[name]:stats().max_size
+end
+
+local function refs_of(inst) return sorted_keys(inst.objs) end
+
+-- A size: mostly small, sometimes up to the largest.
+local function pick_size(rng, max)
+  local r = rng:below(10)
+  if r < 5 then return rng:int(1, math.min(48, max)) end
+  if r < 8 then return rng:int(1, math.min(200, max)) end
+  return rng:int(1, max)
+end
+
+function Alloc:cap(name)
+  local inst = self.inst_w[name]
+  if inst.dir then return (self.P - 12) // 8 - 4 end
+  return 160
+end
+
+function Alloc:count(name)
+  local n = 0
+  for _ in pairs(self.inst_w[name].objs) do n = n + 1 end
+  return n
+end
+
+function Alloc:op_alloc(p, rng, name, inside)
+  local h, inst, a = self.h[name], self.inst_w[name], allocator(self.inst_w[name].id)
+  local size = pick_size(rng, self:max_size(name))
+  local ref
+  in_txn(p, inside, function()
+    ref = assert(h:alloc(size))
+    assert(not inst.objs[ref] and not (self.inst_c[name] and self.inst_c[name].objs[ref]),
+      fmt("%s: alloc gave ref %d, live or freed in this transaction", name, ref))
+    local n = a.exact and size or h:size(ref)
+    assert(n >= size, "a block smaller than asked")
+    inst.objs[ref] = zeros_of(n)
+    assert(h:read(ref) == inst.objs[ref], "a new object does not read as zeros")
+    self:write_dir(p, name)
+  end)
+  self.counters.allocs = self.counters.allocs + 1
+  return "alloc " .. size
+end
+
+function Alloc:op_free(p, rng, name, inside)
+  local h, inst = self.h[name], self.inst_w[name]
+  local refs = refs_of(inst)
+  local ref = refs[1 + rng:below(#refs)]
+  in_txn(p, inside, function()
+    assert(h:free(ref))
+    inst.objs[ref] = nil
+    self:write_dir(p, name)
+  end)
+  self.counters.frees = self.counters.frees + 1
+  return "free"
+end
+
+function Alloc:op_write(_, rng, name)
+  local h, inst, a = self.h[name], self.inst_w[name], allocator(self.inst_w[name].id)
+  local refs = refs_of(inst)
+  local ref = refs[1 + rng:below(#refs)]
+  local old = inst.objs[ref]
+  local off = rng:below(#old)
+  local piece = rng:bytes(1 + rng:below(#old - off))
+  if a.windows and rng:below(3) == 0 then
+    -- through a writer window: a private copy outside a transaction
+    local w = assert(h:writer(ref))
+    w:write(off, piece)
+    assert(w:commit())
+    self.counters.windows = self.counters.windows + 1
+  else
+    assert(h:write(ref, off, piece))
+  end
+  inst.objs[ref] = old:sub(1, off) .. piece .. old:sub(off + #piece + 1)
+  self.counters.writes = self.counters.writes + 1
+  return "write " .. #piece
+end
+
+function Alloc:op_bulk(_, rng, name, inside)
+  local h, inst = self.h[name], self.inst_w[name]
+  local room = self:cap(name) - self:count(name)
+  if rng:below(2) == 0 and room > 0 then
+    local n, size = 1 + rng:below(math.min(room, 24)), pick_size(rng, self:max_size(name))
+    local refs = assert(h:alloc_bulk(n, size))
+    assert(#refs == n, "alloc_bulk gave another number of refs")
+    for _, ref in ipairs(refs) do
+      assert(not inst.objs[ref], "alloc_bulk gave a live ref")
+      inst.objs[ref] = zeros_of(size)
+    end
+    self.counters.bulk = self.counters.bulk + 1
+    return "alloc_bulk(" .. n .. ", " .. size .. ")"
+  end
+  local all = refs_of(inst)
+  if #all == 0 then return "nothing to free", "nocommit" end
+  local n = 1 + rng:below(math.min(#all, 24))
+  local refs = {}
+  for i = 1, n do
+    local k = i + rng:below(#all - i + 1)
+    all[i], all[k] = all[k], all[i]
+    refs[i] = all[i]
+  end
+  assert(h:free_bulk(refs))
+  for _, ref in ipairs(refs) do inst.objs[ref] = nil end
+  self.counters.bulk = self.counters.bulk + 1
+  local _ = inside
+  return "free_bulk(" .. n .. ")"
+end
+
+function Alloc:op_reset(p, _, name, inside)
+  local h, inst = self.h[name], self.inst_w[name]
+  in_txn(p, inside, function()
+    assert(h:reset())
+    inst.objs = {}
+    self:write_dir(p, name)
+  end)
+  self.counters.resets = self.counters.resets + 1
+  return "reset"
+end
+
+function Alloc:op_drop(p, _, name, inside)
+  local inst = self.inst_w[name]
+  local a = allocator(inst.id)
+  in_txn(p, inside, function()
+    assert(a.mod.drop(p, name))
+    if inst.dir then assert(self.cat:remove("dir:" .. name)) end
+    self.inst_w[name] = nil
+    self.h[name] = nil
+  end)
+  self.counters.drops = self.counters.drops + 1
+  return "drop " .. name
+end
+
+function Alloc:op_make(p, _, name, inside, a)
+  in_txn(p, inside, function() self:make(p, a, name) end)
+  return "make " .. name
+end
+
+-- Reads that must agree with the model (no commit).
+function Alloc:op_read(_, rng, name)
+  local h, inst, a = self.h[name], self.inst_w[name], allocator(self.inst_w[name].id)
+  local refs = refs_of(inst)
+  if #refs > 0 then
+    local ref = refs[1 + rng:below(#refs)]
+    local c = inst.objs[ref]
+    local off = rng:below(#c)
+    local len = rng:below(#c - off + 1)
+    assert(h:read(ref, off, len) == c:sub(off + 1, off + len), name .. ": read disagrees with the model")
+    if a.windows then assert(h:view(ref):read() == c, name .. ": view disagrees with the model") end
+  end
+  if a.objects then
+    local n = 0
+    for ref, size in h:objects() do
+      n = n + 1
+      assert(inst.objs[ref] and #inst.objs[ref] == size, name .. ": objects() disagrees with the model")
+    end
+    assert(n == #refs, name .. ": objects() lists " .. n .. " objects, the model " .. #refs)
+  end
+  local st = h:stats()
+  assert(st.objects == #refs, name .. ": stats() disagrees with the model")
+  return "read", "nocommit"
+end
+
+-- Misuse that must change nothing: a dead ref.
+function Alloc:op_misuse(_, rng, name)
+  local h, inst, a = self.h[name], self.inst_w[name], allocator(self.inst_w[name].id)
+  local ref
+  for _ = 1, 20 do
+    local r = (rng:below(1 << 20) << 16) + rng:below(64)
+    if r > 0 and not inst.objs[r] then ref = r break end
+  end
+  if not ref then return "misuse skipped", "nocommit" end
+  assert(not pcall(h.read, h, ref), name .. ": read of a dead ref did not raise")
+  if a.free then assert(not pcall(h.free, h, ref), name .. ": free of a dead ref did not raise") end
+  assert(not pcall(h.write, h, ref, 0, "x"), name .. ": write to a dead ref did not raise")
+  self.counters.misuse = self.counters.misuse + 1
+  return "misuse", "nocommit"
+end
+
+-- One operation on a random instance; returns its name and "nocommit"
+-- when it made no change.
+function Alloc:op(p, rng, inside)
+  local names = sorted_keys(self.inst_w)
+  local r = rng:below(100)
+  if #names == 0 or (r < 3 and #names < #self.ids * self.per) then
+    -- bring back a dropped instance
+    for _, id in ipairs(self.ids) do
+      for k = 1, self.per do
+        local name = id .. "." .. k
+        if not self.inst_w[name] then return self:op_make(p, rng, name, inside, allocator(id)) end
+      end
+    end
+  end
+  local name = names[1 + rng:below(#names)]
+  local a = allocator(self.inst_w[name].id)
+  local n = self:count(name)
+  if r < 4 then return self:op_drop(p, rng, name, inside) end
+  if r < 10 then return self:op_read(p, rng, name) end
+  if r < 14 then return self:op_misuse(p, rng, name) end
+  if a.reset and r < 17 then return self:op_reset(p, rng, name, inside) end
+  if a.bulk and r < 25 then return self:op_bulk(p, rng, name, inside) end
+  if n > 0 and r < 50 then return self:op_write(p, rng, name, inside) end
+  if n > 0 and a.free and (r < 72 or n >= self:cap(name)) then return self:op_free(p, rng, name, inside) end
+  if n >= self:cap(name) then return self:op_read(p, rng, name) end
+  return self:op_alloc(p, rng, name, inside)
+end
+
+function Alloc:step(p, rng, variant)
+  local r = rng:below(100)
+  if r < 35 or variant then                      -- several instances, one transaction
+    local n = 1 + rng:below(10)
+    local tx = assert(p:begin())
+    local names = {}
+    for i = 1, n do names[i] = (self:op(p, rng, true)) end
+    if variant then self:op(p, rng, true) end
+    if rng:below(5) == 0 and not variant then
+      assert(tx:rollback())
+      self:rollback(p)
+      return "transaction of " .. n .. " ops, rolled back", "rollback"
+    end
+    assert(tx:commit())
+    self:commit()
+    return "transaction: " .. concat(names, ", ")
+  elseif r < 45 then                             -- pager:transaction raising
+    local n = 1 + rng:below(6)
+    local ok, err = pcall(p.transaction, p, function()
+      for _ = 1, n do self:op(p, rng, true) end
+      error("planned failure", 0)
+    end)
+    assert(not ok and err == "planned failure", tostring(err))
+    self:rollback(p)
+    return "transaction(" .. n .. " ops) raising", "rollback"
+  else                                           -- one call (with its directory)
+    local name, tag = self:op(p, rng, false)
+    if tag ~= "nocommit" then self:commit() end
+    return name, tag
+  end
+end
+
+M.slab = alloc_subject("slab", { "slab" }, 3)
+M.buddy = alloc_subject("buddy", { "buddy" }, 2)
+M.arena = alloc_subject("arena", { "arena" }, 2)
+M.allocators = alloc_subject("allocators", { "slab", "buddy", "arena" }, 1)
+
+---------------------------------------------------------------------------
+-- which subjects can run here
+---------------------------------------------------------------------------
 -- which subjects can run here
 
-local order = { "core", "catalog" }
+local order = { "core", "catalog", "slab", "buddy", "arena", "allocators" }
 
 --- Names of the subjects whose modules load (besides the planted ones).
 function M.available()

@@ -173,6 +173,24 @@ describe("core._barrier_hook", function()
     assert.equal(3, n)
   end)
 
+  it("goes away with the Lua state that set it (lua_close with the hook set)", function()
+    local path = H.path()
+    local out, status = H.run_lua(([[
+local mp = require "mappedpages"
+local core = require "mappedpages.core"
+local n = 0
+core._barrier_hook(function(img) n = n + #img end)
+local p = assert(mp.create(%q, {page_size = 1024}))
+assert(p:begin())
+assert(p:alloc())
+io.write("barriers seen ", tostring(n > 0), "\n")
+-- exit with the hook set and a transaction open: lua_close finalizes the
+-- pager (a rollback, no barrier) and the hook's sentinel
+]]):format(path))
+    assert.equal(0, status, out)
+    assert.matches("barriers seen true", out)
+  end)
+
   it("runs fn on its own thread and with the collector stopped", function()
     local p = H.create({ page_size = 1024 })
     local seen = {}

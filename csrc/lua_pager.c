@@ -4,7 +4,8 @@
  * Owns: luaopen_mappedpages_core, create/open and their options, crc32c,
  * the error conventions shared by the whole binding (mpl_fail), page-id and
  * pid checking, and every Pager method except page(), protected() and
- * write_protected() (lua_view.c) and begin() (lua_txn.c).
+ * write_protected() (lua_view.c) and begin() and in_transaction()
+ * (lua_txn.c).
  *
  * Error conventions (DESIGN.md, "Lua API"):
  *  - environment failures (file missing or bad, lock held, I/O, disk full,
@@ -839,6 +840,7 @@ static const luaL_Reg pager_methods[] = {
     {"protected", mpl_pager_protected},
     {"write_protected", mpl_pager_write_protected},
     {"begin", mpl_pager_begin},
+    {"in_transaction", mpl_pager_in_transaction},
     {"set_root", pager_set_root},
     {"root", pager_root},
     {"check", pager_check},

@@ -195,16 +195,23 @@ static kopt read_item(fmtstate *h, size_t pos, const char **fmt, int *size,
     return k;
 }
 
+/* Raise for an offset outside [0, len] (kept out of check_offset, which
+ * is on the hot path). */
+static void offset_error(lua_State *L, lua_Integer off, size_t len, int arg,
+                         int window)
+{
+    if (window)
+        mpl_argerror(L, arg, lua_pushfstring(L,
+            "offset %I is out of range (window of %I bytes)", off,
+            (lua_Integer)len));
+    mpl_argerror(L, arg, "offset out of range");
+}
+
 static void check_offset(lua_State *L, lua_Integer off, size_t len, int arg,
                          int window)
 {
-    if (off < 0 || (lua_Unsigned)off > (lua_Unsigned)len) {
-        if (window)
-            mpl_argerror(L, arg, lua_pushfstring(L,
-                "offset %I is out of range (window of %I bytes)", off,
-                (lua_Integer)len));
-        mpl_argerror(L, arg, "offset out of range");
-    }
+    if (off < 0 || (lua_Unsigned)off > (lua_Unsigned)len)
+        offset_error(L, off, len, arg, window);
 }
 
 /* Raise "<what> (N bytes at offset P, page size S)" against argument arg,

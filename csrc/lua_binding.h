@@ -63,9 +63,11 @@
  *     mp_write_protected the page's current content with that span taken
  *     from the buffer ("my changed bytes over the current content"), so
  *     private writers of disjoint ranges of one page lose nothing of each
- *     other.  It does not follow the pid: only commit checks that the pid
- *     is allocated and no committed free took it since the writer was made
- *     (registry generation);
+ *     other (one span: from its lowest to its highest written byte).  With
+ *     nothing written, a commit commits the current content.  It does not
+ *     follow the pid: only commit checks that the pid is allocated and no
+ *     committed free took it since the writer was made (registry
+ *     generation);
  *   - WRITER_TXN (write_protected inside a transaction): every access calls
  *     mp_protected_write_ptr; alive while that transaction (txseq) is open.
  *  Views are type mappedpages.View (REGULAR, PROTECTED); writers are type

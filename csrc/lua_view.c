@@ -4,9 +4,10 @@
  * registry of viewed pages.
  *
  * Owns: pager:page(id), pager:protected(pid), pager:write_protected(pid),
- * every View and Writer method, and the registry that makes a view of a
- * freed page die even when the id is allocated again (see "View validity"
- * and "Protected pages" in lua_binding.h).
+ * every View and Writer method (windows, view:sub, included), and the
+ * registry that makes a view of a freed page die even when the id is
+ * allocated again (see "View validity", "Protected pages" and "Windows"
+ * in lua_binding.h).
  *
  * Regular page data is read and written in place in the mapping
  * (mp_page_ptr); the only copies are the strings read() and unpack()
@@ -19,15 +20,27 @@
  *  - Made outside a transaction, a writer is private: write_protected
  *    copies the current content into a buffer boxed in a userdata (user
  *    value 2, so nothing is malloc'd across a raising call), reads and
- *    writes go to the buffer, and writer:commit() replaces the page with
- *    it through mp_write_protected: one durable transaction, or, if a
- *    transaction was begun since the writer was made, part of that
- *    transaction.  A failed commit (nil, msg, code) leaves the writer
- *    private and alive: commit again or discard.  discard(), <close> and
- *    __gc without commit drop the buffer.  The private buffer does not
- *    follow the pid: freeing the pid does not kill the writer, but its
- *    commit raises (the pid was freed since the writer was made, even if
- *    it was allocated again since: registry generation).
+ *    writes go to the buffer, and every write, fill and pack (through the
+ *    writer or a window of it) widens the span [lo, hi) of the buffer the
+ *    writer changed.  writer:commit() commits "my changed bytes over the
+ *    current content": the page's content as it is at the commit, with
+ *    [lo, hi) taken from the buffer, composed in a scratch userdata and
+ *    handed to mp_write_protected (the buffer itself when the span is the
+ *    whole page; the current content unchanged when nothing was written).
+ *    So two private writers that write disjoint byte ranges of one page
+ *    (two objects sharing a page) both keep their changes, whatever the
+ *    order of their commits.  It is one span, from the lowest to the
+ *    highest byte written: bytes inside it that the writer did not write
+ *    are committed as its buffer has them (its snapshot).  The
+ *    commit is one durable transaction, or, if a transaction was begun
+ *    since the writer was made, part of that transaction (whose own copy
+ *    is then the current content).  A failed commit (nil, msg, code)
+ *    leaves the writer private, alive and unchanged: commit again or
+ *    discard.  discard(), <close> and __gc without commit drop the
+ *    buffer.  The private buffer does not follow the pid: freeing the pid
+ *    does not kill the writer, but its commit raises (the pid was freed
+ *    since the writer was made, even if it was allocated again since:
+ *    registry generation).
  *  - Made inside a transaction, a writer writes the transaction's own copy
  *    of the page (mp_protected_write_ptr at every access; the first call
  *    in the transaction copies the page).  Its changes belong to the
@@ -38,11 +51,21 @@
  *  - After commit, discard, <close> or the end of its transaction, any use
  *    of a writer raises ("attempt to use a dead writer (committed)").
  *
+ * Windows.  view:sub(off, len) makes a window: an object of the view's own
+ * type (View or Writer, so it has every method, commit and discard
+ * included, which act on its writer) showing bytes [off, off + len) of it.
+ * Internally it is the root view + a base offset (a window of a window
+ * adds the offsets), so an access is the root's access at base + off,
+ * bounds-checked against the window's length; messages speak of the
+ * window ("offset 41 is out of range (window of 40 bytes)").  A window
+ * dies with its root; its own <close> and __gc end only itself.
+ *
  * Hot path.  view:unpack(0, "<i8") must stay within 2x of string.unpack:
  *  - the type check compares the metatable with upvalue 1 instead of
  *    looking the name up in the registry (luaL_checkudata);
- *  - liveness is "pager open and view checked in the current epoch"; the
- *    full check (registry lookup + mp_check_page) runs once per epoch;
+ *  - liveness is "view and root alive, pager open and root checked in the
+ *    current epoch" (view_fast); the full check (registry lookup +
+ *    mp_check_page) runs once per epoch;
  *  - nothing is allocated but the results.
  *
  * Finalizers.  Pushing a string (or converting a number argument to one)
@@ -570,8 +593,9 @@ int mpl_pager_protected(lua_State *L)
 
 /* pager:write_protected(pid) -> writer starting as a copy of pid's current
  * content | nil, msg, code.  Outside a transaction the writer is private
- * (its own buffer, made durable by writer:commit()); inside one it writes
- * the transaction's copy of the page.  Raises for a pid that is not
+ * (its own buffer; writer:commit() makes the bytes it changed durable over
+ * the page's content then); inside one it writes the transaction's copy of
+ * the page.  Raises for a pid that is not
  * allocated and on a read-only pager. */
 int mpl_pager_write_protected(lua_State *L)
 {

@@ -122,8 +122,8 @@ end
 -- freeing pids while iterating is allowed.
 --
 -- `pager:protected(pid) -> view`: a read-only View (`read`, `unpack`,
--- `id`, `#`; `write`, `fill` and `pack` raise "protected view is read-only:
--- use pager:write_protected"). Every access shows the content as it is
+-- `sub`, `alive`, `id`, `#`; `write`, `fill` and `pack` raise "protected
+-- view is read-only: use pager:write_protected"). Every access shows the content as it is
 -- then: the committed content, or inside a transaction the transaction's
 -- own. The view dies when pid is freed (or its allocation rolled back).
 --

@@ -977,7 +977,6 @@ static const luaL_Reg writer_methods[] = {
     {"alive", view_alive},
     {"commit", writer_commit},
     {"discard", writer_discard},
-    {"alive", view_alive},
     {NULL, NULL}
 };
 

@@ -922,8 +922,8 @@ end
 
 --- A subject of the allocators ids (a list of ALLOCATORS ids), `per`
 -- instances of each.
-local function alloc_subject(name, ids, per)
-  local s = { name = name, page_size = 1024, state = alloc_state, check = alloc_check }
+local function alloc_subject(name, ids, per, page_size)
+  local s = { name = name, page_size = page_size or 1024, state = alloc_state, check = alloc_check }
   function s.available()
     if not catalog then return false end
     for _, id in ipairs(ids) do if not allocator(id).mod then return false end end
@@ -1240,13 +1240,14 @@ function Alloc:op(p, rng, inside)
   local name = names[1 + rng:below(#names)]
   local a = allocator(self.inst_w[name].id)
   local n = self:count(name)
-  if r < 4 then return self:op_drop(p, rng, name, inside) end
+  if r < 2 then return self:op_drop(p, rng, name, inside) end
   if r < 10 then return self:op_read(p, rng, name) end
   if r < 14 then return self:op_misuse(p, rng, name) end
   if a.reset and r < 17 then return self:op_reset(p, rng, name, inside) end
   if a.bulk and r < 25 then return self:op_bulk(p, rng, name, inside) end
   if n > 0 and r < 50 then return self:op_write(p, rng, name, inside) end
-  if n > 0 and a.free and (r < 72 or n >= self:cap(name)) then return self:op_free(p, rng, name, inside) end
+  local free_below = n < self:cap(name) // 2 and 62 or 75   -- grow, then churn
+  if n > 0 and a.free and (r < free_below or n >= self:cap(name)) then return self:op_free(p, rng, name, inside) end
   if n >= self:cap(name) then return self:op_read(p, rng, name) end
   return self:op_alloc(p, rng, name, inside)
 end
@@ -1286,7 +1287,7 @@ end
 M.slab = alloc_subject("slab", { "slab" }, 3)
 M.buddy = alloc_subject("buddy", { "buddy" }, 2)
 M.arena = alloc_subject("arena", { "arena" }, 2)
-M.allocators = alloc_subject("allocators", { "slab", "buddy", "arena" }, 1)
+M.allocators = alloc_subject("allocators", { "slab", "buddy", "arena" }, 1, 4096)
 
 ---------------------------------------------------------------------------
 -- which subjects can run here

@@ -218,9 +218,11 @@ describe("the Lua crash harness", function()
     { "planted_pair", "made 2 commits", "two protected pages written by two commits in one step" },
     { "planted_inplace", "counter", "a counter written in place in a regular page before its commit" },
     { "planted_state", "neither S%(k%-1%) nor S%(k%)", "a state() that reports whether open fell back" },
+    { "planted_twostep", "has no initialized anchor", "a named object made in two commits (catalog)" },
   } do
     local name, pattern, what = case[1], case[2], case[3]
-    it("reports a planted bug: " .. what, function()
+    local avail = not subjects[name].available or subjects[name].available()
+    ;(avail and it or pending)("reports a planted bug: " .. what, function()
       local total, text = run(subjects[name], 1, 1, 20, 8)
       assert.is_true(total.violations > 0, "no violation found:\n" .. text)
       assert.matches(pattern, text)

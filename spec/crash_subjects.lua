@@ -1000,10 +1000,16 @@ function Alloc:attach(p)
 end
 
 -- Handles of the working instances (open makes no commit: they exist).
-function Alloc:handles(p)
+-- After a rollback the handles still usable are kept: they cache nothing,
+-- so they must show the rolled-back instance (op_read checks that); the
+-- others (their creation was rolled back) are opened again.
+function Alloc:handles(p, keep)
+  local old = self.h or {}
   self.h = {}
   for name, inst in pairs(self.inst_w) do
-    self.h[name] = assert(allocator(inst.id).mod.open(p, name))
+    local h = old[name]
+    if not (keep and h and pcall(h.stats, h)) then h = assert(allocator(inst.id).mod.open(p, name)) end
+    self.h[name] = h
   end
 end
 
@@ -1017,9 +1023,9 @@ function Alloc:commit()
   end
 end
 
-function Alloc:rollback(p)
+function Alloc:rollback(p, keep)
   self.inst_w = copy_instances(self.inst_c)
-  if p then self:handles(p) end
+  if p then self:handles(p, keep) end
 end
 
 function Alloc:expect()
@@ -1274,6 +1280,11 @@ function Alloc:op(p, rng, inside)
   local name = names[1 + rng:below(#names)]
   local a = allocator(self.inst_w[name].id)
   local n = self:count(name)
+  if rng:below(8) == 0 then
+    -- a second handle of the same instance: handles cache nothing, so it
+    -- sees every change at once (and the first one sees its changes)
+    self.h[name] = assert(a.mod.open(p, name))
+  end
   if r < 2 then return self:op_drop(p, rng, name, inside) end
   if r < 10 then return self:op_read(p, rng, name) end
   if r < 14 then return self:op_misuse(p, rng, name) end
@@ -1296,7 +1307,7 @@ function Alloc:step(p, rng, variant)
     if variant then self:op(p, rng, true) end
     if rng:below(5) == 0 and not variant then
       assert(tx:rollback())
-      self:rollback(p)
+      self:rollback(p, true)
       return "transaction of " .. n .. " ops, rolled back", "rollback"
     end
     assert(tx:commit())
@@ -1309,7 +1320,7 @@ function Alloc:step(p, rng, variant)
       error("planned failure", 0)
     end)
     assert(not ok and err == "planned failure", tostring(err))
-    self:rollback(p)
+    self:rollback(p, true)
     return "transaction(" .. n .. " ops) raising", "rollback"
   else                                           -- one call (with its directory)
     local name, tag = self:op(p, rng, false)

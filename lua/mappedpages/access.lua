@@ -23,10 +23,13 @@
 --
 -- Errors. Failures of the environment return `nil, msg, code`; misuse
 -- raises, naming the function. An operation that can fail for the
--- environment allocates everything it needs first and writes afterwards,
--- so a failure inside the caller's transaction leaves nothing half done (a
--- failed allocation changes nothing; a failed write poisons the pager,
--- whose transaction can then only roll back).
+-- environment allocates everything it needs first (pages, and the writers
+-- of the pages it will change: a transaction's first writer of a page
+-- copies it, which can fail with "no_space" or "full") and writes
+-- afterwards, so a failure inside the caller's transaction leaves nothing
+-- half done (a failed allocation changes nothing; a failed commit of a
+-- private writer poisons the pager, whose transaction can then only roll
+-- back).
 -- @module mappedpages.access
 
 local error, pcall, select, setmetatable =
@@ -92,7 +95,12 @@ function M.atomic(pager, fn, ...)
 end
 
 --- The open transaction's writer of protected page pid (one per page and
--- transaction, reused). Call inside `atomic` only.
+-- transaction, reused; made again if someone ended it with
+-- `writer:commit()`, `discard()` or `<close>`). Call inside `atomic` only.
+-- The first writer of a page in a transaction copies the page (the
+-- copy-on-write step), so this is where a write can fail for the
+-- environment (`"no_space"`, `"full"`): get every writer an operation
+-- needs before its first write, and a failure leaves nothing half done.
 -- @return a Writer, or `nil, msg, code`
 function M.writer(pager, pid)
   local seq = pager:in_transaction()
@@ -102,7 +110,7 @@ function M.writer(pager, pid)
     writers_of[pager] = cache
   end
   local w = cache[pid]
-  if w == nil then
+  if w == nil or not w:alive() then
     local msg, code
     w, msg, code = pager:write_protected(pid)
     if not w then return nil, msg, code end

@@ -35,7 +35,10 @@ end
 
 --- Open the object `name` of `kind`, creating it when the name is free:
 -- `init(pid)` then initializes its anchor page (a zeroed protected page)
--- in the same transaction and returns true or `nil, msg, code`.
+-- in the same transaction and returns true or `nil, msg, code`; after a
+-- failure it must have changed nothing (get the writers it needs before
+-- writing), and the name is taken out again, even inside the caller's
+-- transaction.
 -- @return anchor pid and whether it was created, or `nil, msg, code`:
 -- "kind" (the name holds another kind), "not_found" (a read-only pager
 -- and no such name), "not_catalog", or the environment's codes
@@ -57,7 +60,13 @@ function M.open(pager, name, kind, fname, init)
     local pid, m, c = cat:create(name, kind)
     if not pid then return nil, m, c end
     local ok, m2, c2 = init(pid)
-    if not ok then return nil, m2, c2 end
+    if not ok then
+      -- Inside the caller's transaction nothing rolls the name back for
+      -- us: take it out again (its pages' writers exist already, so this
+      -- cannot fail for want of room).
+      cat:remove(name)
+      return nil, m2, c2
+    end
     return pid, true
   end)
 end

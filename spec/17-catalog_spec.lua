@@ -381,6 +381,11 @@ describe("named objects", function()
     H.raises_with("no longer exists", object.check_handle, h, "t:use")
   end)
 
+  it("a method called with a dot instead of a colon raises naming it", function()
+    H.raises_with({"t:use", "expected a handle"}, object.check_handle, 5, "t:use")
+    H.raises_with({"t:use", "expected a handle"}, object.check_handle, {}, "t:use")
+  end)
+
   it("a handle raises after its pager closed", function()
     local p = H.create()
     local pid = object.open(p, "thing", "kindA", "t.open", init_ok)

@@ -80,9 +80,13 @@ function M.handle(mt, pager, name, pid)
                        anchor = pager:protected(pid)}, mt)
 end
 
---- Raise (naming `fname`) unless the handle's object still exists and its
--- pager is open.
+--- Raise (naming `fname`) unless `self` is a handle (a method called
+-- with `.` instead of `:` gets something else), its object still exists
+-- and its pager is open.
 function M.check_handle(self, fname)
+  if type(self) ~= "table" or type(self.anchor) ~= "userdata" then
+    raise(fname, 2, "expected a handle as self (got %s): call it as obj:method(...)", type(self))
+  end
   if self.anchor:alive() then return end
   local pager = self.pager
   if not pcall(pager.page_size, pager) then

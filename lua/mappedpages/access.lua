@@ -10,6 +10,7 @@
 --     access.writer(pager, pid)       -- this transaction's writer of pid
 --     access.view(pager, pid)         -- a read-only view of pid (cached)
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
+--     access.stage(pager)             -- changes to several pages, all or none
 --     access.raise("mod:fn", level, fmt, ...)   -- a misuse error
 --
 -- Rollback coherence. Modules cache nothing the pager cannot restore: a
@@ -32,8 +33,8 @@
 -- back).
 -- @module mappedpages.access
 
-local error, pcall, select, setmetatable =
-      error, pcall, select, setmetatable
+local error, ipairs, pairs, pcall, select, setmetatable =
+      error, ipairs, pairs, pcall, select, setmetatable
 local format = string.format
 
 local M = {}
@@ -150,6 +151,68 @@ function M.view(pager, pid)
     cache[pid] = v
   end
   return v
+end
+
+--- Staged changes to protected pages, for an operation that changes
+-- fields on several pages (a free list whose links live in other pages,
+-- counters in the anchor): every write is staged first, then `apply`
+-- gets the writer of every page it touches before writing any, so a
+-- failure to get one ("no_space", "full") leaves every page as it was.
+--
+--     local st = access.stage(pager)             -- inside atomic
+--     st:set(pid, 16, "<i8", st:get(pid, 16, "<i8") + 1)
+--     st:add(anchor, 8, "<I4", -1)               -- the same, shorter
+--     local ws, msg, code = st:apply()           -- ws[pid]: its writer
+--
+-- `get` sees staged values. A field is one offset read and written with
+-- one format (`string.pack` formats); fields must not overlap. `forget`
+-- drops a page's staged fields (a page about to be freed).
+local Stage = {}
+Stage.__index = Stage
+
+function M.stage(pager)
+  return setmetatable({pager = pager, vals = {}, order = {}}, Stage)
+end
+
+function Stage:get(pid, off, fmt)
+  local page = self.vals[pid]
+  local e = page and page[off]
+  if e then return e[2] end
+  return (M.view(self.pager, pid):unpack(off, fmt))
+end
+
+function Stage:set(pid, off, fmt, value)
+  local page = self.vals[pid]
+  if not page then
+    page = {}
+    self.vals[pid] = page
+    self.order[#self.order + 1] = pid
+  end
+  page[off] = {fmt, value}
+end
+
+function Stage:add(pid, off, fmt, delta)
+  self:set(pid, off, fmt, self:get(pid, off, fmt) + delta)
+end
+
+function Stage:forget(pid) self.vals[pid] = nil end
+
+--- Get every writer, then write every staged field.
+-- @return a table pid -> writer of each page written, or `nil, msg, code`
+-- with nothing written
+function Stage:apply()
+  local ws = {}
+  for _, pid in ipairs(self.order) do
+    if self.vals[pid] and not ws[pid] then
+      local w, msg, code = M.writer(self.pager, pid)
+      if not w then return nil, msg, code end
+      ws[pid] = w
+    end
+  end
+  for pid, w in pairs(ws) do
+    for off, e in pairs(self.vals[pid]) do w:pack(off, e[1], e[2]) end
+  end
+  return ws
 end
 
 --- Free protected page pid and forget what is cached of it.

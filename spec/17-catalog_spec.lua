@@ -564,6 +564,41 @@ describe("the helpers every object uses", function()
     H.raises_with({"t:read", "length"}, object.check_span, "t:read", 10, 0, 1.5)
   end)
 
+  it("object.open and object.drop raise naming the function for a bad or closed pager", function()
+    local init = function() return true end
+    H.raises_with({"t.open", "pager expected (got nil)"}, object.open, nil, "x", "k", "t.open", init)
+    H.raises_with({"t.drop", "pager expected (got number)"}, object.drop, 5, "x", "k", "t.drop", init)
+    H.raises_with({"t.open", "pager expected (got userdata)"}, object.open, io.stdout, "x", "k", "t.open", init)
+    local p = H.create()
+    p:close()
+    H.raises_with({"t.open", "closed"}, object.open, p, "x", "k", "t.open", init)
+  end)
+
+  it("object.contents gives read, write and size from one locate function", function()
+    local p = H.create()
+    local pid = object.open(p, "thing", "kindA", "t.open", function() return true end)
+    local T = {}
+    T.__index = T
+    object.contents(T, "t", function(self, ref, fname)
+      if ref ~= 1 then access.raise(fname, 2, "no ref %s", tostring(ref)) end
+      return access.view(self.pager, self.pid), 100, 10
+    end)
+    local h = object.handle(T, p, "thing", pid)
+    assert.equal(10, h:size(1))
+    assert.is_true(h:write(1, 2, "abc"))
+    assert.equal("\0\0abc\0\0\0\0\0", h:read(1))
+    assert.equal("bc", h:read(1, 3, 2))
+    assert.equal("abc", p:protected(pid):read(102, 3))
+    H.raises_with({"t:read", "no ref 2"}, h.read, h, 2)
+    H.raises_with({"t:write", "length must be an integer from 0 to 1 at offset 9"}, h.write, h, 1, 9, "ab")
+    H.raises_with({"t:write", "data must be a string"}, h.write, h, 1, 0, 5)
+    H.raises_with({"t:size", "expected a handle"}, h.size, 1)
+    local tx = p:begin()
+    h:write(1, 0, "zz")
+    tx:rollback()
+    assert.equal("\0\0abc", h:read(1, 0, 5))
+  end)
+
   it("object.check_handle refuses mutation on a read-only pager", function()
     local p, path = H.create()
     local pid = object.open(p, "thing", "kindA", "t.open", function() return true end)

@@ -53,7 +53,8 @@ end
 -- in the same transaction and returns true or `nil, msg, code`; after a
 -- failure it must have changed nothing (get the writers it needs before
 -- writing), and the name is taken out again, even inside the caller's
--- transaction.
+-- transaction. `init` may also be a string: the anchor's first bytes
+-- (a magic, say), written for you.
 -- @return anchor pid and whether it was created, or `nil, msg, code`:
 -- "kind" (the name holds another kind), "not_found" (a read-only pager
 -- and no such name), "not_catalog", or the environment's codes
@@ -75,7 +76,14 @@ function M.open(pager, name, kind, fname, init)
   return atomic(pager, function()
     local pid, m, c = cat:create(name, kind)
     if not pid then return nil, m, c end
-    local ok, m2, c2 = init(pid)
+    local ok, m2, c2
+    if type(init) == "string" then
+      local w
+      w, m2, c2 = access.writer(pager, pid)
+      ok = w and w:write(0, init) and true
+    else
+      ok, m2, c2 = init(pid)
+    end
     if not ok then
       -- Inside the caller's transaction nothing rolls the name back for
       -- us: take it out again (its pages' writers exist already, so this

@@ -561,6 +561,17 @@ describe("the helpers every object uses", function()
     tx:rollback()
   end)
 
+  it("object.check_integer: integers within bounds", function()
+    object.check_integer("t:alloc", "size", 1, 1, 10)
+    object.check_integer("t:alloc", "size", 10, 1, 10)
+    object.check_integer("t:read", "ref", math.maxinteger, 1)
+    for _, bad in ipairs({0, 11, 1.5, "3", nil, {}}) do
+      H.raises_with({"t:alloc", "size must be an integer from 1 to 10"},
+                    object.check_integer, "t:alloc", "size", bad, 1, 10)
+    end
+    H.raises_with({"t:read", "ref must be an integer >= 1 (got 0)"}, object.check_integer, "t:read", "ref", 0, 1)
+  end)
+
   it("object.check_span: offsets and lengths within an object", function()
     assert.equal(10, object.check_span("t:read", 10, 0))
     assert.equal(4, object.check_span("t:read", 10, 6))

@@ -10,6 +10,7 @@
 --     local pid, created = object.open(pager, name, "mykind", "mod.open", init)
 --     local self = object.handle(MyKind, pager, name, pid)
 --     object.check_handle(self, "mod:alloc", true)   -- first in every method
+--     object.check_integer("mod:alloc", "size", size, 1, max)
 --     local len = object.check_span("mod:read", size, off, len)
 --     object.contents(MyKind, "mod", locate)   -- read, write, size by ref
 --     object.drop(pager, name, "mykind", "mod.drop", free_all)
@@ -122,6 +123,17 @@ function M.check_handle(self, fname, mutating)
   end
   raise(fname, 2, "%q no longer exists (it was dropped, or its creation was rolled back)",
         self.name)
+end
+
+--- Raise (naming `fname`) unless `v` is an integer from `min` to `max`
+-- (no upper bound when max is nil); `what` names it in the message.
+function M.check_integer(fname, what, v, min, max)
+  if math.type(v) ~= "integer" or v < min or (max and v > max) then
+    if max then
+      raise(fname, 2, "%s must be an integer from %d to %d (got %s)", what, min, max, tostring(v))
+    end
+    raise(fname, 2, "%s must be an integer >= %d (got %s)", what, min, tostring(v))
+  end
 end
 
 --- Check a byte range of an object of `size` bytes: `off` an integer

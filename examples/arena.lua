@@ -1,20 +1,21 @@
--- examples/arena.lua -- a persistent, crash-consistent arena allocator, built step
--- by step in docs/ALLOCATORS.md (which has its page layout): bump allocation in a
--- chain of protected pages, reset() frees them all in one transaction, contents
--- transactional. `lua5.4 examples/arena.lua` (after `make`) runs a demo; as a module:
--- package.path = "examples/?.lua;" .. package.path; local arena = require "arena"
+-- examples/arena.lua -- a persistent, crash-consistent arena allocator, built step by step in
+-- docs/ALLOCATORS.md: bump allocation in a chain of protected pages, reset() frees them all in one
+-- transaction, contents transactional. Demo: `lua5.4 examples/arena.lua` from the repository root
+-- after `make`. Module: package.path = "examples/?.lua;" .. package.path; local arena = require "arena"
+--
+-- The anchor: c8 magic, u32 head + 1 (the page being filled; 0: none), u32 pages, i8 objects, i8 bytes,
+-- i8 serial (pages ever added). A page: c8 magic, u32 owner (the anchor's pid), u32 next + 1, u32
+-- count, u32 top, u32 tag, u32 0, the objects from offset 32 up, and at page_size - 4 * (i + 1) object
+-- i's u16 offset and u16 size. A ref is tag << 48 | pid << 16 | i; tags are 1..32767, by serial.
 local is_main = arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0]
-if is_main then   -- run from a checkout: use the in-tree modules and build
-  local root = arg[0]:match("^(.-)[^/]*$") .. "../"
-  package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
-  package.cpath = root .. "build/?.so;" .. package.cpath
+if is_main then   -- from the repository root: the in-tree modules and build
+  package.path, package.cpath = "lua/?.lua;lua/?/init.lua;" .. package.path, "build/?.so;" .. package.cpath
 end
-local access = require "mappedpages.access"
-local object = require "mappedpages.object"
+local access, object = require "mappedpages.access", require "mappedpages.object"
 
-local format, mtype, pcall, tostring = string.format, math.type, pcall, tostring
+local format, pcall = string.format, pcall
 local raise, atomic, writer, view = access.raise, access.atomic, access.writer, access.view
-local check_handle, check_writable = object.check_handle, access.check_writable
+local check_handle, check_integer = object.check_handle, object.check_integer
 
 local KIND, AMAGIC, PMAGIC, HEADER = "example.arena/1", "mparena1", "mparenp1", 32
 local M = {KIND = KIND}
@@ -41,10 +42,7 @@ local function free_pages(pager, anchor)   -- every data page
 end
 
 function M.open(pager, name)
-  if type(pager) ~= "userdata" then raise("arena.open", 1, "pager expected (got %s)", type(pager)) end
-  local pid, msg, code = object.open(pager, name, KIND, "arena.open", function(apid)   -- a new arena
-    return with_writer(pager, apid, function(w) return w:write(0, AMAGIC) and true end)
-  end)
+  local pid, msg, code = object.open(pager, name, KIND, "arena.open", AMAGIC)   -- a new anchor: the magic
   if not pid then return nil, msg, code end
   return object.handle(Arena, pager, name, pid)
 end
@@ -54,9 +52,7 @@ function M.drop(pager, name)
 end
 
 local function locate(self, ref, fname)   -- ref's page view, offset, size
-  if mtype(ref) ~= "integer" or ref <= 0 then
-    raise(fname, 2, "ref must be a positive integer (got %s)", tostring(ref))
-  end
+  check_integer(fname, "ref", ref, 1, nil, 2)
   local tag, pid, slot = ref >> 48, (ref >> 16) & 0xFFFFFFFF, ref & 0xFFFF
   local ok, v = pcall(view, self.pager, pid)
   if ok and v:read(0, 8) == PMAGIC then
@@ -66,14 +62,12 @@ local function locate(self, ref, fname)   -- ref's page view, offset, size
   end
   raise(fname, 2, "ref %d is not an object of arena %q (freed by reset, or never allocated)", ref, self.name)
 end
+object.contents(Arena, "arena", locate)   -- a:read(ref [, off [, len]]), a:write(ref, off, s), a:size(ref)
 
 function Arena:alloc(size)
-  check_handle(self, "arena:alloc")
-  check_writable(self.pager, "arena:alloc")
+  check_handle(self, "arena:alloc", true)
   local pager, P = self.pager, #self.anchor
-  if mtype(size) ~= "integer" or size < 1 or size > P - HEADER - 4 then
-    raise("arena:alloc", 1, "size must be an integer from 1 to %d (got %s)", P - HEADER - 4, tostring(size))
-  end
+  check_integer("arena:alloc", "size", size, 1, P - HEADER - 4)
   return with_writer(pager, self.pid, function(aw)
     -- Allocate first (the anchor's writer; a new head page when the object
     -- does not fit; the head's writer), write second.
@@ -100,37 +94,8 @@ function Arena:alloc(size)
   end)
 end
 
-local function span(fname, size, off, len)   -- raise unless off, len fit
-  if mtype(off) ~= "integer" or mtype(len) ~= "integer" or off < 0 or len < 0 or off + len > size then
-    raise(fname, 2, "offset %s and length %s must be integers within %d bytes", tostring(off), tostring(len), size)
-  end
-end
-
-function Arena:read(ref, off, len)
-  check_handle(self, "arena:read")
-  local v, base, size = locate(self, ref, "arena:read")
-  off = off or 0; len = (len == nil and mtype(off) == "integer") and size - off or len
-  span("arena:read", size, off, len)
-  return v:read(base + off, len)
-end
-
-function Arena:write(ref, off, s)
-  check_handle(self, "arena:write")
-  check_writable(self.pager, "arena:write")
-  local v, base, size = locate(self, ref, "arena:write")
-  if type(s) ~= "string" then raise("arena:write", 1, "data must be a string (got %s)", type(s)) end
-  span("arena:write", size, off, #s)
-  return with_writer(self.pager, v:id(), function(w) return w:write(base + off, s) and true end)
-end
-
-function Arena:size(ref)
-  check_handle(self, "arena:size")
-  return (select(3, locate(self, ref, "arena:size")))
-end
-
 function Arena:reset()
-  check_handle(self, "arena:reset")
-  check_writable(self.pager, "arena:reset")
+  check_handle(self, "arena:reset", true)
   return with_writer(self.pager, self.pid, function(aw)
     local ok, msg, code = free_pages(self.pager, self.anchor)
     if not ok then return nil, msg, code end

@@ -155,8 +155,11 @@ describe("arena", function()
       }
       for _, c in ipairs(cases) do
         local fname = c[1] == a.read and "arena:read" or "arena:write"
-        H.raises_with({fname, "must be integers within 10 bytes"}, c[1], a, c[2], c[3], c[4])
+        H.raises_with({fname, "must be an integer from 0 to"}, c[1], a, c[2], c[3], c[4])
       end
+      H.raises_with({"arena:read", "offset must be an integer from 0 to 10 (got 11)"}, a.read, a, r, 11)
+      H.raises_with({"arena:write", "length must be an integer from 0 to 2 at offset 8 (got 3)"},
+                    a.write, a, r, 8, "abc")
       H.raises_with({"arena:write", "data must be a string"}, a.write, a, r, 0, 5)
       assert.equal(("\0"):rep(10), a:read(r))
     end)
@@ -167,7 +170,7 @@ describe("arena", function()
       local r = a:alloc(8)
       local rb = b:alloc(8)
       for _, bad in ipairs({0, -5, 1.0, "1", nil, true}) do
-        H.raises_with({"arena:read", "ref must be a positive integer"}, a.read, a, bad)
+        H.raises_with({"arena:read", "ref must be an integer >= 1"}, a.read, a, bad)
       end
       H.raises_with({"arena:size", "belongs to another object"}, a.size, a, rb)
       H.raises_with({"arena:write", "belongs to another object"}, a.write, a, rb, 0, "x")

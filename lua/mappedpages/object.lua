@@ -127,12 +127,14 @@ end
 
 --- Raise (naming `fname`) unless `v` is an integer from `min` to `max`
 -- (no upper bound when max is nil); `what` names it in the message.
-function M.check_integer(fname, what, v, min, max)
+-- `level` as in check_name (1, the default: blame the caller's caller).
+function M.check_integer(fname, what, v, min, max, level)
   if math.type(v) ~= "integer" or v < min or (max and v > max) then
+    level = (level or 1) + 1
     if max then
-      raise(fname, 2, "%s must be an integer from %d to %d (got %s)", what, min, max, tostring(v))
+      raise(fname, level, "%s must be an integer from %d to %d (got %s)", what, min, max, tostring(v))
     end
-    raise(fname, 2, "%s must be an integer >= %d (got %s)", what, min, tostring(v))
+    raise(fname, level, "%s must be an integer >= %d (got %s)", what, min, tostring(v))
   end
 end
 

@@ -178,6 +178,8 @@ describe("arena", function()
       H.raises_with({"arena:read", "is not an object"}, a.read, a, r + (1 << 48)) -- wrong tag
       H.raises_with({"arena:read", "is not an object"}, a.read, a, 999 << 16)   -- no such pid
       H.raises_with({"arena:read", "is not an object"}, a.read, a, a.pid << 16) -- the anchor
+      local bud = assert(require("buddy").open(p, "a buddy"))
+      H.raises_with({"arena:read", "is not an object"}, a.read, a, bud:alloc(8)) -- another kind's
       assert.equal(("\0"):rep(8), b:read(rb))
     end)
 

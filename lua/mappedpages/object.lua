@@ -62,6 +62,11 @@ end
 function M.open(pager, name, kind, fname, init)
   M.check_pager(fname, pager, 2)
   M.check_name(fname, name, 2)
+  if pager:root() == 0 and not readonly(pager) and not pager:in_transaction() then
+    -- The file's first object: the catalog and the object are made in one
+    -- transaction, so a crash or a failed init leaves neither.
+    return atomic(pager, M.open, pager, name, kind, fname, init)
+  end
   local cat, msg, code = catalog.open(pager)
   if not cat then return nil, msg, code end
   local entry = cat:get(name)

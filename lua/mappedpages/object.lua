@@ -63,11 +63,13 @@ function M.open(pager, name, kind, fname, init)
 end
 
 --- Make a handle of the object `name` anchored at `pid`: a table
--- {pager =, name =, pid =, anchor = a view of the anchor page} with
--- metatable `mt`. The anchor view dies when the object is dropped or its
--- creation is rolled back, which `check_handle` reports.
+-- {pager =, object_name =, pid =, anchor = a view of the anchor page} with
+-- metatable `mt`. (The name is `object_name`, not `name`, so that a field
+-- does not hide a `name()` method of mt.) The anchor view dies when the
+-- object is dropped or its creation is rolled back, which `check_handle`
+-- reports.
 function M.handle(mt, pager, name, pid)
-  return setmetatable({pager = pager, name = name, pid = pid,
+  return setmetatable({pager = pager, object_name = name, pid = pid,
                        anchor = pager:protected(pid)}, mt)
 end
 
@@ -77,10 +79,10 @@ function M.check_handle(self, fname)
   if self.anchor:alive() then return end
   local pager = self.pager
   if not pcall(pager.page_size, pager) then
-    raise(fname, 2, "attempt to use %q after its pager was closed", self.name)
+    raise(fname, 2, "attempt to use %q after its pager was closed", self.object_name)
   end
   raise(fname, 2, "%q no longer exists (it was dropped, or its creation was rolled back)",
-        self.name)
+        self.object_name)
 end
 
 --- Drop the object `name` of `kind`: `free_all(pid)` frees every page it

@@ -92,6 +92,7 @@
 
 local access = require "mappedpages.access"
 local object = require "mappedpages.object"
+local core = require "mappedpages.core"
 
 local error, ipairs, pairs, pcall, setmetatable, tostring, type =
       error, ipairs, pairs, pcall, setmetatable, tostring, type
@@ -104,6 +105,11 @@ local traceback = debug.traceback
 local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
 local check_handle = object.check_handle
+-- The hot paths call the binding's methods directly (no lookup through
+-- the userdata's metatable): views' for the anchor, writers' for pages.
+local V_unpack = core._View_methods.unpack
+local W_unpack, W_pack, W_fill =
+      core._Writer_methods.unpack, core._Writer_methods.pack, core._Writer_methods.fill
 
 local M = {}
 
@@ -389,7 +395,7 @@ local function alloc_work(self, seq, c, size, pool)
   local pager, cls, anchor = self.pager, self.cls, self.anchor
   local cache = cache_of(pager, seq)
   local rec = cls.rec[c]
-  local heads, dstamp = anchor:unpack(rec + R_HEADS, "<i8 i8")
+  local heads, dstamp = V_unpack(anchor, rec + R_HEADS, "<i8 i8")
   local phead, dhead = heads & 0xFFFFFFFF, heads >> 32
   local T = cache.number or txn_number(pager, seq)
   if dhead ~= 0 and dstamp < T then             -- due: back in front of the partial list
@@ -409,7 +415,7 @@ local function alloc_work(self, seq, c, size, pool)
     w, msg, code = wr(pager, pid, seq)
     if not w then return nil, msg, code end
   end
-  local A, B, ps, links = w:unpack(P_HOT, "<i8 i8 i8 i8")
+  local A, B, ps, links = W_unpack(w, P_HOT, "<i8 i8 i8 i8")
   local used, fresh, fhead = A & 0xFFFF, (A >> 16) & 0xFFFF, (A >> 32) & 0xFFFF
   local nslots = cls.nslots[c]
   local pc = (B >> 32) & 0xFFFF
@@ -423,7 +429,7 @@ local function alloc_work(self, seq, c, size, pool)
   if fhead ~= 0 then
     slot = fhead - 1
     if slot >= fresh then damaged(self, pid, "free list") end
-    nfree = w:unpack(HDR + 2 * slot, "<I2")
+    nfree = W_unpack(w, HDR + 2 * slot, "<I2")
     if nfree > fresh then damaged(self, pid, "free list") end
   else
     slot, nfree = fresh, 0
@@ -453,10 +459,10 @@ local function alloc_work(self, seq, c, size, pool)
       aw:pack(rec + R_HEADS, "<I4", cnext)
     end
   end
-  w:pack(HDR + 2 * slot, "<I2", LIVE | (cls.slot[c] - size))
+  W_pack(w, HDR + 2 * slot, "<I2", LIVE | (cls.slot[c] - size))
   -- the hot word: used, fresh, free head, bytes + size
   A = used | (fresh << 16) | (nfree << 32) | (((A >> 48) + size) << 48)
-  if merged then w:pack(P_HOT, "<i8 i8", A, B) else w:pack(P_HOT, "<i8", A) end
+  if merged then W_pack(w, P_HOT, "<i8 i8", A, B) else W_pack(w, P_HOT, "<i8", A) end
   return pid * 65536 + slot + 1
 end
 
@@ -520,17 +526,17 @@ local function free_work(self, seq, pid, slot, c, size, _, A, B, ps)
     if not w then return nil, msg, code end
   end
   local ph, pt, pc = B & 0xFFFF, (B >> 16) & 0xFFFF, (B >> 32) & 0xFFFF
-  w:fill(0, cls.data[c] + slot * cls.slot[c], size)
+  W_fill(w, 0, cls.data[c] + slot * cls.slot[c], size)
   if pc > 0 and ps < T then                       -- older pending slots become free
     w:pack(HDR + 2 * (pt - 1), "<I2", fhead)
     fhead, ph, pt, pc = ph, 0, 0, 0
   end
-  w:pack(HDR + 2 * slot, "<I2", ph)
+  W_pack(w, HDR + 2 * slot, "<I2", ph)
   if pc == 0 then pt = slot + 1 end
   -- used - 1, fresh as it was, the free head, bytes - size; the pending
   -- list with slot at its head
   A = (used - 1) | (A & 0xFFFF0000) | (fhead << 32) | (((A >> 48) - size) << 48)
-  w:pack(P_HOT, "<i8 i8 i8", A, (slot + 1) | (pt << 16) | ((pc + 1) << 32), T)
+  W_pack(w, P_HOT, "<i8 i8 i8", A, (slot + 1) | (pt << 16) | ((pc + 1) << 32), T)
   if was_full then
     local me = pid + 1
     local aw = cache[self.pid]

@@ -1,0 +1,389 @@
+-- slab.lua -- mappedpages.slab from Lua: call rate, space, durable commits.
+--
+-- 1. Call rate inside transactions (CPU time, os.clock), 4 KiB pages, a
+--    slab holding N = 100,000 live objects of uniform random sizes 16..512
+--    (made in one transaction). ROUNDS rounds, each running in turn:
+--      random pairs  one transaction of M = 100,000 x (s:alloc(random size)
+--                    + s:free(a random live object)), committed (untimed);
+--      FIFO pairs    the same, freeing the oldest live object (a queue);
+--      alloc only    M x s:alloc(random size), rolled back;
+--      free only     M x s:free() of distinct random live objects, rolled back.
+--    An alloc and a free are two ops; figures are medians over rounds.
+--    Target: >= 500,000 ops/s. The same run also times view:unpack(0,
+--    "<i8") on a protected view (the binding's per-call cost, to compare
+--    machines), and one extra, untimed pass of each loop counts the C calls
+--    per op (method tables wrapped) and the pages a transaction touches for
+--    the first time (pager:write_protected: a copy of the page each).
+-- 2. Space: stats().efficiency (live bytes / bytes of every page the slab
+--    owns, anchor included) with N live objects of uniform random sizes
+--    16..512 made by s:alloc in one transaction, for 1 KiB, 4 KiB and 64 KiB
+--    pages; and for 4 KiB after the random pairs of part 1. Target: >= 0.80.
+-- 3. Durable single commits: auto-commit s:alloc(100) (each call one
+--    durable transaction) and auto-commit s:free, per second, interleaved
+--    with the raw pwrite 4 KiB + fdatasync rate of `commit_rate --raw-only`
+--    (Lua cannot fdatasync), DURABLE_ROUNDS rounds of SLICE s, medians;
+--    ratios are medians of per-round ratios. Barriers per op from
+--    pager:info().barriers. Wall time from /proc/uptime.
+--
+-- Nothing but files under os.tmpname()'s directory is touched; they are
+-- removed on every exit path.
+--
+-- Run from the repository root (or `make bench`):
+--   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/slab.lua [N [M [ROUNDS]]]
+
+local mp = require "mappedpages"
+local slab = require "mappedpages.slab"
+
+local N = tonumber(arg and arg[1]) or 100000
+local M = tonumber(arg and arg[2]) or 100000
+local ROUNDS = tonumber(arg and arg[3]) or 5
+local DURABLE_ROUNDS, SLICE = 6, 0.5
+local MIN, MAX = 16, 512
+
+local clock, remove, tmpname, getenv = os.clock, os.remove, os.tmpname, os.getenv
+local fmt = string.format
+local sort = table.sort
+
+local tmp = tmpname()   -- a unique name; our files sit next to it
+local open_pagers, made = {}, {}
+
+local function newfile(suffix)
+  local path = tmp .. suffix
+  made[#made + 1] = path
+  return path
+end
+
+local function cleanup()
+  for p in pairs(open_pagers) do p:close() end
+  for _, path in ipairs(made) do remove(path) end
+  remove(tmp)
+end
+
+local function median(t)
+  local s = {}
+  for i = 1, #t do s[i] = t[i] end
+  sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+local function range(t)
+  local lo, hi = math.huge, -math.huge
+  for _, v in ipairs(t) do lo, hi = math.min(lo, v), math.max(hi, v) end
+  return lo, hi
+end
+
+local function wall()
+  local f = io.open("/proc/uptime")
+  if f then
+    local t = f:read("n")
+    f:close()
+    if t then return t end
+  end
+  return os.time()
+end
+
+-- A deterministic generator (independent of math.random): r(n) in 1..n.
+local function rng(seed)
+  local x = seed
+  return function(n)
+    x = (x * 6364136223846793005 + 1442695040888963407)
+    return ((x >> 33) % n) + 1
+  end
+end
+
+local function open_slab(suffix, page_size)
+  local path = newfile(suffix)
+  local p = assert(mp.create(path, {page_size = page_size}))
+  open_pagers[p] = true
+  return assert(slab.open(p, "bench")), p, path
+end
+
+local function close(p, path)
+  p:close()
+  open_pagers[p] = nil
+  remove(path)
+end
+
+-- N live objects in one transaction; returns the list of refs.
+local function populate(s, p, n, r)
+  local live = {}
+  p:transaction(function()
+    for i = 1, n do live[i] = assert(s:alloc(MIN - 1 + r(MAX - MIN + 1))) end
+  end)
+  return live
+end
+
+-- ---- C call counting --------------------------------------------------------
+
+local counted = {}      -- name -> calls
+local wrapped = {}      -- {table, name, original}
+
+local function count_calls(on)
+  if on then
+    for _, spec in ipairs({{mp._View_methods, "view:"}, {mp._Writer_methods, "writer:"},
+                           {mp._Pager_methods, "pager:"}}) do
+      local t, prefix = spec[1], spec[2]
+      for name, f in pairs(t) do
+        if type(f) == "function" and not (prefix == "pager:" and name == "transaction") then
+          local key = prefix .. name
+          wrapped[#wrapped + 1] = {t, name, f}
+          t[name] = function(...) counted[key] = (counted[key] or 0) + 1 return f(...) end
+        end
+      end
+    end
+  else
+    for i = #wrapped, 1, -1 do
+      local w = wrapped[i]
+      w[1][w[2]] = w[3]
+      wrapped[i] = nil
+    end
+  end
+end
+
+local function take_counts()
+  local t, total = {}, 0
+  for k, v in pairs(counted) do
+    t[k] = v
+    total = total + v
+    counted[k] = nil
+  end
+  return t, total
+end
+
+-- ---- 1. call rate -------------------------------------------------------------
+
+local function pairs_loop(s, live, r, fifo, head)
+  local n = #live
+  for _ = 1, M do
+    local ref = s:alloc(MIN - 1 + r(MAX - MIN + 1))
+    local j
+    if fifo then j = head; head = head % n + 1 else j = r(n) end
+    s:free(live[j])
+    live[j] = ref
+  end
+  return head
+end
+
+local function rate()
+  local s, p, path = open_slab("-rate.mp", 4096)
+  local r = rng(42)
+  local live = populate(s, p, N, r)
+  local res = {random = {}, fifo = {}, alloc = {}, free = {}, unpack = {}, commit = {}}
+  local head = 1
+  -- the binding's per-call cost, for comparing machines
+  local pv = p:protected(s.pid)
+  local function time_unpack()
+    local k = 1000000
+    local c0 = clock()
+    for _ = 1, k do pv:unpack(0, "<i8") end
+    return (clock() - c0) / k * 1e9
+  end
+  local function round(k, counting)
+    local tx = p:begin()
+    local c0 = clock()
+    pairs_loop(s, live, r, false)
+    local t = clock() - c0
+    local w0 = wall()
+    assert(tx:commit())
+    if not counting then
+      res.random[k] = 2 * M / t
+      res.commit[k] = wall() - w0
+    end
+    tx = p:begin()
+    c0 = clock()
+    head = pairs_loop(s, live, r, true, head)
+    t = clock() - c0
+    assert(tx:commit())
+    if not counting then res.fifo[k] = 2 * M / t end
+    tx = p:begin()
+    c0 = clock()
+    for _ = 1, M do s:alloc(MIN - 1 + r(MAX - MIN + 1)) end
+    t = clock() - c0
+    tx:rollback()
+    if not counting then res.alloc[k] = M / t end
+    -- M distinct live objects, picked before timing
+    local picks, taken = {}, {}
+    while #picks < math.min(M, #live) do
+      local j = r(#live)
+      if not taken[j] then taken[j] = true picks[#picks + 1] = live[j] end
+    end
+    tx = p:begin()
+    c0 = clock()
+    for i = 1, #picks do s:free(picks[i]) end
+    t = clock() - c0
+    tx:rollback()
+    if not counting then
+      res.free[k] = #picks / t
+      res.unpack[k] = time_unpack()
+    end
+  end
+  for k = 1, ROUNDS do
+    round(k)
+    io.write(".")
+    io.stdout:flush()
+  end
+  print()
+  res.after = s:stats()
+  assert(s:check())
+  -- counted pass: C calls per op of each loop (not timed)
+  local calls = {}
+  count_calls(true)
+  local function counted_loop(name, fn, ops)
+    take_counts()
+    local tx = p:begin()
+    fn()
+    local t, total = take_counts()
+    if name ~= "alloc only" and name ~= "free only" then assert(tx:commit()) else tx:rollback() end
+    calls[#calls + 1] = {name = name, per_op = total / ops,
+                         first = (t["pager:write_protected"] or 0) / ops}
+  end
+  counted_loop("random pairs", function() pairs_loop(s, live, r, false) end, 2 * M)
+  counted_loop("FIFO pairs", function() head = pairs_loop(s, live, r, true, head) end, 2 * M)
+  counted_loop("alloc only", function() for _ = 1, M do s:alloc(MIN - 1 + r(MAX - MIN + 1)) end end, M)
+  counted_loop("free only", function()
+    local taken = {}
+    local k = 0
+    while k < math.min(M, #live) do
+      local j = r(#live)
+      if not taken[j] then taken[j] = true k = k + 1 s:free(live[j]) end
+    end
+  end, math.min(M, #live))
+  count_calls(false)
+  res.calls = calls
+  close(p, path)
+  return res
+end
+
+-- ---- 2. space -------------------------------------------------------------
+
+local function space(page_size)
+  local s, p, path = open_slab("-space-" .. page_size .. ".mp", page_size)
+  local r = rng(7)
+  populate(s, p, N, r)
+  local st = s:stats()
+  assert(s:check())
+  close(p, path)
+  return st
+end
+
+-- ---- 3. durable commits -----------------------------------------------------
+
+local function raw_helper()
+  local build = getenv("MP_BUILD") or "build"
+  local bin = build .. "/bench/commit_rate"
+  local f = io.open(bin)
+  if not f then return nil end
+  f:close()
+  return function()
+    local h = io.popen(fmt("%s --raw-only --seconds %g --rounds 1", bin, SLICE))
+    local out = h:read("a")
+    h:close()
+    return tonumber(out:match("raw_ops_per_s%s+([%d.]+)"))
+  end
+end
+
+local function durable()
+  local s, p, path = open_slab("-durable.mp", 4096)
+  local raw = raw_helper()
+  local res = {alloc = {}, free = {}, raw = {}, ra = {}, rf = {}}
+  local barriers, ops = {alloc = 0, free = 0}, {alloc = 0, free = 0}
+  for k = 1, DURABLE_ROUNDS do
+    if raw then res.raw[k] = raw() end
+    local refs, n = {}, 0
+    local b0 = p:info().barriers
+    local t0 = wall()
+    local t
+    repeat
+      for _ = 1, 8 do
+        n = n + 1
+        refs[n] = assert(s:alloc(100))
+      end
+      t = wall()
+    until t - t0 >= SLICE
+    res.alloc[k] = n / (t - t0)
+    barriers.alloc, ops.alloc = barriers.alloc + p:info().barriers - b0, ops.alloc + n
+    -- free what was made, one durable commit each (as long as it lasts)
+    b0 = p:info().barriers
+    t0 = wall()
+    local i = 0
+    repeat
+      for _ = 1, 8 do
+        if i < n then i = i + 1 assert(s:free(refs[i])) end
+      end
+      t = wall()
+    until t - t0 >= SLICE or i >= n
+    res.free[k] = i / (t - t0)
+    barriers.free, ops.free = barriers.free + p:info().barriers - b0, ops.free + i
+    if i < n then
+      local rest = {}
+      for j = i + 1, n do rest[#rest + 1] = refs[j] end
+      assert(s:free_bulk(rest))           -- keep the slab bounded (untimed)
+    end
+    if res.raw[k] then
+      res.ra[k] = res.alloc[k] / res.raw[k]
+      res.rf[k] = res.free[k] / res.raw[k]
+    end
+  end
+  close(p, path)
+  res.bpo_alloc = barriers.alloc / ops.alloc
+  res.bpo_free = barriers.free / ops.free
+  return res
+end
+
+local function main()
+  print(fmt("slab: %s; N = %d live objects of %d..%d bytes, M = %d per loop, %d rounds",
+            _VERSION, N, MIN, MAX, M, ROUNDS))
+  io.stdout:flush()
+  local a = rate()
+  print()
+  print(fmt("1. calls inside transactions, 4 KiB pages, %d live objects (CPU time, median of %d rounds):",
+            N, ROUNDS))
+  print("| loop | ops/s (median) | min..max | binding calls per op | first page touches per op |")
+  print("|---|---:|---|---:|---:|")
+  local rows = {{"random pairs (alloc + free of a random live object)", a.random, 1},
+                {"FIFO pairs (alloc + free of the oldest)", a.fifo, 2},
+                {"alloc only", a.alloc, 3}, {"free only (random live objects)", a.free, 4}}
+  for _, row in ipairs(rows) do
+    local lo, hi = range(row[2])
+    local c = a.calls[row[3]]
+    print(fmt("| %s | %.0f | %.0f..%.0f | %.1f | %.3f |", row[1], median(row[2]), lo, hi,
+              c.per_op, c.first))
+  end
+  print(fmt("target: >= 500,000 ops/s; a protected view:unpack(0, \"<i8\") costs %.0f ns here "
+            .. "(the README's machine: 100-150 ns)", median(a.unpack)))
+  print(fmt("commit of a random-pairs transaction: %.3f s (wall, median)", median(a.commit)))
+  print()
+  print(fmt("2. space: %d live objects of uniform random sizes %d..%d (target >= 0.80):", N, MIN, MAX))
+  print("| page size | objects | live bytes | pages (anchor included) | efficiency |")
+  print("|---:|---:|---:|---:|---:|")
+  for _, ps in ipairs({1024, 4096, 65536}) do
+    local st = space(ps)
+    print(fmt("| %d | %d | %d | %d | %.3f |", ps, st.objects, st.bytes, st.pages, st.efficiency))
+    io.stdout:flush()
+  end
+  local st = a.after
+  print(fmt("| 4096, after the random pairs of part 1 | %d | %d | %d | %.3f |", st.objects, st.bytes,
+            st.pages, st.efficiency))
+  print()
+  local d = durable()
+  print(fmt("3. durable auto-commit calls, 4 KiB pages, %d rounds x %.1f s interleaved with raw:",
+            DURABLE_ROUNDS, SLICE))
+  print("| variant | ops/s (median) | vs raw | barriers per op |")
+  print("|---|---:|---:|---:|")
+  if d.raw[1] then
+    print(fmt("| raw pwrite 4 KiB + fdatasync (commit_rate --raw-only) | %.0f | 1.00 | 1 |", median(d.raw)))
+    print(fmt("| s:alloc(100) auto-commit | %.0f | %.2f | %.2f |", median(d.alloc), median(d.ra), d.bpo_alloc))
+    print(fmt("| s:free(ref) auto-commit | %.0f | %.2f | %.2f |", median(d.free), median(d.rf), d.bpo_free))
+  else
+    print(fmt("| s:alloc(100) auto-commit | %.0f | n/a (build/bench/commit_rate missing) | %.2f |",
+              median(d.alloc), d.bpo_alloc))
+    print(fmt("| s:free(ref) auto-commit | %.0f | n/a | %.2f |", median(d.free), d.bpo_free))
+  end
+end
+
+local ok, err = xpcall(main, debug.traceback)
+cleanup()
+if not ok then error(err, 0) end

@@ -57,14 +57,34 @@
  *   - PROTECTED: read-only; every access re-resolves the content with
  *     mp_protected_ptr (the committed content, or the open transaction's);
  *   - WRITER_PRIVATE (write_protected outside a transaction): a copy of the
- *     content in a boxed buffer (user value 2); writer:commit() hands it to
- *     mp_write_protected.  It does not follow the pid: only commit checks
- *     that the pid is allocated and no committed free took it since the
- *     writer was made (registry generation);
+ *     content in a boxed buffer (user value 2).  It records the span
+ *     [lo, hi) of the buffer that its writes (write, fill, pack, through
+ *     the writer or any window of it) changed; writer:commit() hands
+ *     mp_write_protected the page's current content with that span taken
+ *     from the buffer ("my changed bytes over the current content"), so
+ *     private writers of disjoint ranges of one page lose nothing of each
+ *     other (one span: from its lowest to its highest written byte).  With
+ *     nothing written, a commit commits the current content.  It does not
+ *     follow the pid: only commit checks that the pid is allocated and no
+ *     committed free took it since the writer was made (registry
+ *     generation);
  *   - WRITER_TXN (write_protected inside a transaction): every access calls
  *     mp_protected_write_ptr; alive while that transaction (txseq) is open.
  *  Views are type mappedpages.View (REGULAR, PROTECTED); writers are type
  *  mappedpages.Writer (the same methods plus commit and discard).
+ *
+ * Windows (view:sub(off, len))
+ *  A window is an mpl_view showing bytes [base, base + size) of its root's
+ *  page, where the root is the page view or writer it was made from, or
+ *  that window's root (windows of windows are flattened: one root, base
+ *  offsets added).  It has the type (metatable) and kind of its root, its
+ *  own state (ALIVE, CLOSED by <close>, UNINIT before construction and
+ *  after __gc) and no registry reference: it is alive while it and its
+ *  root are (view_valid), so it dies with its root and never kills it.
+ *  User value 1 of a window is its root object (which holds the pager), so
+ *  the root's memory outlives the window.  A root has root == itself and
+ *  base 0, so every method handles both with the same code, and the hot
+ *  path costs one more pointer load.
  */
 #ifndef MAPPEDPAGES_LUA_BINDING_H
 #define MAPPEDPAGES_LUA_BINDING_H
@@ -126,20 +146,28 @@ enum { MPL_VIEW_ALIVE = 0, MPL_VIEW_UNINIT, MPL_VIEW_STALE, MPL_VIEW_CLOSED,
 enum { MPL_KIND_REGULAR = 0, MPL_KIND_PROTECTED, MPL_KIND_WRITER_PRIVATE,
        MPL_KIND_WRITER_TXN };
 
-/* The View and Writer userdata (user value 1: its Pager; a Writer's user
- * value 2: its private buffer while it has one). */
-typedef struct mpl_view {
+/* The View and Writer userdata (user value 1: its Pager, or for a window
+ * its root; a Writer's user value 2: its private buffer while it has
+ * one). */
+typedef struct mpl_view mpl_view;
+struct mpl_view {
     mpl_pager *pg;         /* NULL until constructed */
     unsigned char *data;   /* REGULAR: page address in the mapping (stable);
-                            * WRITER_PRIVATE: the boxed buffer; else NULL */
+                            * WRITER_PRIVATE: the boxed buffer; else NULL
+                            * (windows: unused, see root) */
+    mpl_view *root;        /* itself, or a window's root view or writer */
     mp_pgno id;            /* page id or pid */
     uint64_t gen;          /* registry generation when the view was made */
     uint64_t epoch;        /* pager epoch of the last full check */
     uint64_t txseq;        /* WRITER_TXN: pg->txseq of its transaction */
-    size_t size;           /* page size */
-    int state;             /* MPL_VIEW_*; holds a registry ref iff ALIVE */
-    int kind;              /* MPL_KIND_* */
-} mpl_view;
+    size_t size;           /* bytes shown: page size, or window length */
+    size_t base;           /* window: page offset of its byte 0; else 0 */
+    size_t lo, hi;         /* WRITER_PRIVATE: the changed span [lo, hi) of
+                            * the buffer, empty while lo >= hi */
+    int state;             /* MPL_VIEW_*; a root holds a registry ref iff
+                            * ALIVE (a window holds none) */
+    int kind;              /* MPL_KIND_* (a window: its root's) */
+};
 
 /* Transaction states. */
 enum { MPL_TX_UNINIT = 0, MPL_TX_ACTIVE, MPL_TX_COMMITTED, MPL_TX_ROLLEDBACK,
@@ -263,7 +291,8 @@ void mpl_reg_free(mpl_pager *pg);               /* at close */
 /* ---- lua_txn.c ------------------------------------------------------ */
 
 void mpl_open_txn(lua_State *L, int modidx);
-/* pager:begin() */
+/* pager:begin(), pager:in_transaction() */
 int mpl_pager_begin(lua_State *L);
+int mpl_pager_in_transaction(lua_State *L);
 
 #endif /* MAPPEDPAGES_LUA_BINDING_H */

@@ -195,23 +195,42 @@ static kopt read_item(fmtstate *h, size_t pos, const char **fmt, int *size,
     return k;
 }
 
-static void check_offset(lua_State *L, lua_Integer off, size_t len, int arg)
+/* Raise for an offset outside [0, len] (kept out of check_offset, which
+ * is on the hot path). */
+static void offset_error(lua_State *L, lua_Integer off, size_t len, int arg,
+                         int window)
 {
-    if (off < 0 || (lua_Unsigned)off > (lua_Unsigned)len)
-        mpl_argerror(L, arg, "offset out of range");
+    if (window)
+        mpl_argerror(L, arg, lua_pushfstring(L,
+            "offset %I is out of range (window of %I bytes)", off,
+            (lua_Integer)len));
+    mpl_argerror(L, arg, "offset out of range");
 }
 
-/* Raise "<what> (N bytes at offset P, page size S)" against argument arg.
+static void check_offset(lua_State *L, lua_Integer off, size_t len, int arg,
+                         int window)
+{
+    if (off < 0 || (lua_Unsigned)off > (lua_Unsigned)len)
+        offset_error(L, off, len, arg, window);
+}
+
+/* Raise "<what> (N bytes at offset P, page size S)" against argument arg,
+ * or for a window "<what> (N bytes at offset P, window of S bytes)"; what
+ * is "data does not fit in" or "too short", said of the page or window.
  * need may be absurd (a corrupt length prefix): it is shown clamped. */
-static void raise_short(lua_State *L, int arg, const char *what, size_t pos,
-                        lua_Unsigned need, size_t len)
+static void raise_short(lua_State *L, int arg, int fits, size_t pos,
+                        lua_Unsigned need, size_t len, int window)
 {
     lua_Integer shown = need > (lua_Unsigned)LUA_MAXINTEGER
                             ? LUA_MAXINTEGER : (lua_Integer)need;
+    const char *unit = window ? "window" : "page";
     mpl_argerror(L, arg,
-                  lua_pushfstring(L, "%s (%I bytes at offset %I, page size %I)",
-                                  what, shown, (lua_Integer)pos,
-                                  (lua_Integer)len));
+                  lua_pushfstring(L, fits ? "data does not fit in %s (%I bytes "
+                                  "at offset %I, %s %I%s)"
+                                  : "%s too short (%I bytes at offset %I, %s "
+                                  "%I%s)", unit, shown, (lua_Integer)pos,
+                                  window ? "window of" : "page size",
+                                  (lua_Integer)len, window ? " bytes" : ""));
 }
 
 /* Copy n bytes, reversing them when the wanted byte order is not the
@@ -282,7 +301,8 @@ static void put_int(unsigned char *p, lua_Unsigned n, int little, int size,
 }
 
 lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
-                        lua_Integer off, const char *fmt, int first)
+                        lua_Integer off, const char *fmt, int first,
+                        int window)
 {
     const int offarg = first - 2;
     fmtstate h;
@@ -293,7 +313,7 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
     int arg;
     char nb[MP_NUMBUF];
 
-    check_offset(L, off, len, offarg);
+    check_offset(L, off, len, offarg, window);
 
     /* Pass 1: parse, check every value, size everything. */
     fmt_init(&h, L, first - 1);
@@ -365,8 +385,8 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
         pos = need > SIZE_MAX - pos ? SIZE_MAX : pos + need;
     }
     if (overflow)
-        raise_short(L, offarg, "data does not fit in page", bad_pos,
-                    (lua_Unsigned)bad_need, len);
+        raise_short(L, offarg, 1, bad_pos, (lua_Unsigned)bad_need, len,
+                    window);
 
     /* Pass 2: write.  Same parse, values known good: nothing can fail. */
     fmt_init(&h, L, first - 1);
@@ -487,8 +507,8 @@ static lua_Unsigned get_int(lua_State *L, const unsigned char *p, int little,
  * after the allocation of that string would break invariant 2).
  */
 static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
-                       size_t lim, size_t len, size_t pos, const char *fmt,
-                       int push, size_t *end, int *needcopy)
+                       size_t lim, size_t len, int window, size_t pos,
+                       const char *fmt, int push, size_t *end, int *needcopy)
 {
     fmtstate h;
     int n = 0;
@@ -499,8 +519,8 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
         kopt k = read_item(&h, pos, &fmt, &size, &pad);
         const unsigned char *p;
         if ((size_t)pad + (size_t)size > lim - pos)
-            raise_short(L, MP_UNPACK_OFFARG, "page too short", pos,
-                        (lua_Unsigned)pad + (lua_Unsigned)size, len);
+            raise_short(L, MP_UNPACK_OFFARG, 0, pos,
+                        (lua_Unsigned)pad + (lua_Unsigned)size, len, window);
         pos += (size_t)pad;
         p = src + (pos - base);
         if (k == K_PAD || k == K_PADALIGN || k == K_NOP) {
@@ -555,8 +575,8 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
             if (l > (lua_Unsigned)room) {
                 lua_Unsigned need = (lua_Unsigned)pad + (lua_Unsigned)size;
                 need = l > (lua_Unsigned)-1 - need ? (lua_Unsigned)-1 : need + l;
-                raise_short(L, MP_UNPACK_OFFARG, "page too short",
-                            pos - (size_t)pad, need, len);
+                raise_short(L, MP_UNPACK_OFFARG, 0, pos - (size_t)pad, need,
+                            len, window);
             }
             if (push)
                 lua_pushlstring(L, (const char *)p + size, (size_t)l);
@@ -591,30 +611,31 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
 }
 
 int mp_lua_unpack(lua_State *L, const unsigned char *buf, size_t len,
-                  lua_Integer off, const char *fmt)
+                  lua_Integer off, const char *fmt, int window)
 {
     size_t end;
     int needcopy = 0;
     int copyidx, n;
     const unsigned char *copy;
 
-    check_offset(L, off, len, MP_UNPACK_OFFARG);
+    check_offset(L, off, len, MP_UNPACK_OFFARG, window);
     /* Numbers only (the common case): read the page directly. */
     if (strpbrk(fmt, "csz") == NULL)
-        return unpack_walk(L, buf, 0, len, len, (size_t)off, fmt, 1, NULL,
-                           NULL);
+        return unpack_walk(L, buf, 0, len, len, window, (size_t)off, fmt, 1,
+                           NULL, NULL);
     /* Strings: validate first; copy the data when a string is followed by
      * other items (invariant 2). */
-    unpack_walk(L, buf, 0, len, len, (size_t)off, fmt, 0, &end, &needcopy);
+    unpack_walk(L, buf, 0, len, len, window, (size_t)off, fmt, 0, &end,
+                &needcopy);
     if (!needcopy)
-        return unpack_walk(L, buf, 0, len, len, (size_t)off, fmt, 1, NULL,
-                           NULL);
+        return unpack_walk(L, buf, 0, len, len, window, (size_t)off, fmt, 1,
+                           NULL, NULL);
     luaL_checkstack(L, 1, "too many results");
     lua_pushlstring(L, (const char *)buf + off, end - (size_t)off);
     copyidx = lua_gettop(L);
     copy = (const unsigned char *)lua_tostring(L, copyidx);
-    n = unpack_walk(L, copy, (size_t)off, end, len, (size_t)off, fmt, 1, NULL,
-                    NULL);
+    n = unpack_walk(L, copy, (size_t)off, end, len, window, (size_t)off, fmt,
+                    1, NULL, NULL);
     lua_remove(L, copyidx);
     return n;
 }

@@ -14,18 +14,23 @@
  *    inclusive (anything else raises "offset out of range"), and the
  *    returned next offset is 0-based too (string.unpack's position is
  *    1-based: it returns pos + 1 where we return pos).
- *  - Alignment ('!' and 'X') is relative to the start of the page (offset
- *    0), not to the start of the packed data: packing "!4 i4" at offset 2
- *    writes 2 padding bytes first, so that the integer lands at offset 4,
- *    where view:unpack(2, "!4 i4") finds it (string.unpack measures
- *    alignment from the start of its string too, so unpacking a page's
- *    bytes with string.unpack(fmt, page, off + 1) gives the same values).
+ *  - Alignment ('!' and 'X') is relative to the start of the buffer (offset
+ *    0: the page, or for a window (view:sub) the window's first byte), not
+ *    to the start of the packed data: packing "!4 i4" at offset 2 writes 2
+ *    padding bytes first, so that the integer lands at offset 4, where
+ *    view:unpack(2, "!4 i4") finds it (string.unpack measures alignment
+ *    from the start of its string too, so unpacking a page's bytes with
+ *    string.unpack(fmt, view:read(), off + 1) gives the same values).
  *
  * Errors are raised as Lua errors.  Data that would run past the end of the
  * page raises "data does not fit in page (...)" (pack) or "page too short
  * (...)" (unpack; string.unpack says "data string too short"), naming the
- * offset argument.  A missing value reads "number expected, got no value"
- * (string.pack says "got nil", an artifact of its implementation).
+ * offset argument; with `window` set the messages say "window" instead
+ * ("data does not fit in window (8 bytes at offset 36, window of 40
+ * bytes)"), and an offset outside the buffer reads "offset 41 is out of
+ * range (window of 40 bytes)" instead of "offset out of range".  A missing
+ * value reads "number expected, got no value" (string.pack says "got nil",
+ * an artifact of its implementation).
  *
  * Stack layout.  Error messages name arguments by stack index, as
  * luaL_argerror does, assuming the layout of a method call: for
@@ -56,14 +61,17 @@
  * Validates the whole format, every value, and that everything fits in
  * [off, len) BEFORE writing any byte (so a failing call leaves the page
  * untouched); raises a Lua error otherwise.  Returns the offset just past
- * the packed bytes.  Padding bytes are written as zeros. */
+ * the packed bytes.  Padding bytes are written as zeros.  window: buf is a
+ * window of a page (only the error messages differ). */
 lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
-                        lua_Integer off, const char *fmt, int first);
+                        lua_Integer off, const char *fmt, int first,
+                        int window);
 
 /* Unpack from buf[off ...] (buf being len bytes long) according to fmt;
  * pushes the values, then the offset just past them (0-based); returns the
- * number of values pushed (including that offset). */
+ * number of values pushed (including that offset).  window: as for
+ * mp_lua_pack. */
 int mp_lua_unpack(lua_State *L, const unsigned char *buf, size_t len,
-                  lua_Integer off, const char *fmt);
+                  lua_Integer off, const char *fmt, int window);
 
 #endif /* MP_LUA_PACK_H */

@@ -4,7 +4,8 @@
  * Owns: luaopen_mappedpages_core, create/open and their options, crc32c,
  * the error conventions shared by the whole binding (mpl_fail), page-id and
  * pid checking, and every Pager method except page(), protected() and
- * write_protected() (lua_view.c) and begin() (lua_txn.c).
+ * write_protected() (lua_view.c) and begin() and in_transaction()
+ * (lua_txn.c).
  *
  * Error conventions (DESIGN.md, "Lua API"):
  *  - environment failures (file missing or bad, lock held, I/O, disk full,
@@ -807,20 +808,6 @@ static int pager_root(lua_State *L)
     return 1;
 }
 
-/* pager:in_transaction() -> false | integer.  While an explicit transaction
- * is open, a number that identifies it (txseq: unique within this Pager
- * object's life), so Lua modules can join it and keep per-transaction
- * caches; false otherwise. */
-static int pager_in_transaction(lua_State *L)
-{
-    mpl_pager *pg = mpl_checkpager(L, 1);
-    if (pg->txopen)
-        lua_pushinteger(L, (lua_Integer)pg->txseq);
-    else
-        lua_pushboolean(L, 0);
-    return 1;
-}
-
 /* pager:check() -> true | nil, msg, "corrupt".  Audits the file's
  * structures (mp_check). */
 static int pager_check(lua_State *L)
@@ -853,9 +840,9 @@ static const luaL_Reg pager_methods[] = {
     {"protected", mpl_pager_protected},
     {"write_protected", mpl_pager_write_protected},
     {"begin", mpl_pager_begin},
+    {"in_transaction", mpl_pager_in_transaction},
     {"set_root", pager_set_root},
     {"root", pager_root},
-    {"in_transaction", pager_in_transaction},
     {"check", pager_check},
     {NULL, NULL}
 };

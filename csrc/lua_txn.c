@@ -1,7 +1,7 @@
 /*
  * lua_txn.c -- the Transaction type.
  *
- * Owns: pager:begin() and the Transaction methods.  A transaction is
+ * Owns: pager:begin(), pager:in_transaction() and the Transaction methods.  A transaction is
  * active while it is the pager's open transaction: the pager numbers its
  * begin() calls (txseq) and remembers whether that one is still open
  * (txopen), so a transaction object can tell that it ended even when its
@@ -99,6 +99,21 @@ int mpl_pager_begin(lua_State *L)
     t->pg = pg;
     t->seq = pg->txseq;
     t->state = MPL_TX_ACTIVE;
+    return 1;
+}
+
+/* pager:in_transaction() -> false | integer.  false when no explicit
+ * transaction (begin, pager:transaction) is open; while one is, the
+ * pager's number of it (txseq: 1 for the first begin() of this Pager
+ * object, 2 for the next...), which no other transaction of this Pager
+ * object ever has.  Raises on a closed pager. */
+int mpl_pager_in_transaction(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    if (pg->txopen)
+        lua_pushinteger(L, (lua_Integer)pg->txseq);
+    else
+        lua_pushboolean(L, 0);
     return 1;
 }
 

@@ -4,9 +4,10 @@
  * registry of viewed pages.
  *
  * Owns: pager:page(id), pager:protected(pid), pager:write_protected(pid),
- * every View and Writer method, and the registry that makes a view of a
- * freed page die even when the id is allocated again (see "View validity"
- * and "Protected pages" in lua_binding.h).
+ * every View and Writer method (windows, view:sub, included), and the
+ * registry that makes a view of a freed page die even when the id is
+ * allocated again (see "View validity", "Protected pages" and "Windows"
+ * in lua_binding.h).
  *
  * Regular page data is read and written in place in the mapping
  * (mp_page_ptr); the only copies are the strings read() and unpack()
@@ -19,15 +20,27 @@
  *  - Made outside a transaction, a writer is private: write_protected
  *    copies the current content into a buffer boxed in a userdata (user
  *    value 2, so nothing is malloc'd across a raising call), reads and
- *    writes go to the buffer, and writer:commit() replaces the page with
- *    it through mp_write_protected: one durable transaction, or, if a
- *    transaction was begun since the writer was made, part of that
- *    transaction.  A failed commit (nil, msg, code) leaves the writer
- *    private and alive: commit again or discard.  discard(), <close> and
- *    __gc without commit drop the buffer.  The private buffer does not
- *    follow the pid: freeing the pid does not kill the writer, but its
- *    commit raises (the pid was freed since the writer was made, even if
- *    it was allocated again since: registry generation).
+ *    writes go to the buffer, and every write, fill and pack (through the
+ *    writer or a window of it) widens the span [lo, hi) of the buffer the
+ *    writer changed.  writer:commit() commits "my changed bytes over the
+ *    current content": the page's content as it is at the commit, with
+ *    [lo, hi) taken from the buffer, composed in a scratch userdata and
+ *    handed to mp_write_protected (the buffer itself when the span is the
+ *    whole page; the current content unchanged when nothing was written).
+ *    So two private writers that write disjoint byte ranges of one page
+ *    (two objects sharing a page) both keep their changes, whatever the
+ *    order of their commits.  It is one span, from the lowest to the
+ *    highest byte written: bytes inside it that the writer did not write
+ *    are committed as its buffer has them (its snapshot).  The
+ *    commit is one durable transaction, or, if a transaction was begun
+ *    since the writer was made, part of that transaction (whose own copy
+ *    is then the current content).  A failed commit (nil, msg, code)
+ *    leaves the writer private, alive and unchanged: commit again or
+ *    discard.  discard(), <close> and __gc without commit drop the
+ *    buffer.  The private buffer does not follow the pid: freeing the pid
+ *    does not kill the writer, but its commit raises (the pid was freed
+ *    since the writer was made, even if it was allocated again since:
+ *    registry generation).
  *  - Made inside a transaction, a writer writes the transaction's own copy
  *    of the page (mp_protected_write_ptr at every access; the first call
  *    in the transaction copies the page).  Its changes belong to the
@@ -38,11 +51,21 @@
  *  - After commit, discard, <close> or the end of its transaction, any use
  *    of a writer raises ("attempt to use a dead writer (committed)").
  *
+ * Windows.  view:sub(off, len) makes a window: an object of the view's own
+ * type (View or Writer, so it has every method, commit and discard
+ * included, which act on its writer) showing bytes [off, off + len) of it.
+ * Internally it is the root view + a base offset (a window of a window
+ * adds the offsets), so an access is the root's access at base + off,
+ * bounds-checked against the window's length; messages speak of the
+ * window ("offset 41 is out of range (window of 40 bytes)").  A window
+ * dies with its root; its own <close> and __gc end only itself.
+ *
  * Hot path.  view:unpack(0, "<i8") must stay within 2x of string.unpack:
  *  - the type check compares the metatable with upvalue 1 instead of
  *    looking the name up in the registry (luaL_checkudata);
- *  - liveness is "pager open and view checked in the current epoch"; the
- *    full check (registry lookup + mp_check_page) runs once per epoch;
+ *  - liveness is "view and root alive, pager open and root checked in the
+ *    current epoch" (view_fast); the full check (registry lookup +
+ *    mp_check_page) runs once per epoch;
  *  - nothing is allocated but the results.
  *
  * Finalizers.  Pushing a string (or converting a number argument to one)
@@ -204,6 +227,12 @@ static int view_is_writer(const mpl_view *v)
     return v->kind == MPL_KIND_WRITER_PRIVATE || v->kind == MPL_KIND_WRITER_TXN;
 }
 
+/* A window (view:sub) rather than a page view or writer itself. */
+static int is_window(const mpl_view *v)
+{
+    return v->root != v;
+}
+
 /* The registry key of a view. */
 static mp_pgno view_key(const mpl_view *v)
 {
@@ -229,10 +258,15 @@ static mpl_view *toview(lua_State *L)
     return NULL;
 }
 
-/* Kill a view for good, dropping its registry reference.  (A writer's
- * buffer is dropped by the callers that have the Lua state: drop_box.) */
+/* Kill a view for good: a root drops its registry reference (a writer's
+ * buffer is dropped by the callers that have the Lua state: drop_box); a
+ * window only ends itself, never its root. */
 static void view_kill(mpl_view *v, int state)
 {
+    if (is_window(v)) {
+        v->state = state;
+        return;
+    }
     if (v->state == MPL_VIEW_ALIVE && v->pg != NULL && v->pg->p != NULL)
         reg_release(v->pg, view_key(v));
     v->state = state;
@@ -240,17 +274,24 @@ static void view_kill(mpl_view *v, int state)
         v->data = NULL;
 }
 
-/* Let the collector have a dead writer's buffer (the writer is at index
- * 1).  Allocates nothing. */
-static void drop_box(lua_State *L)
+/* Let the collector have a dead writer's buffer; v (at index 1) is the
+ * writer or a window of it.  Allocates nothing. */
+static void drop_box(lua_State *L, const mpl_view *v)
 {
+    if (!is_window(v)) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, 1, 2);
+        return;
+    }
+    lua_getiuservalue(L, 1, 1);     /* the root writer */
     lua_pushnil(L);
-    lua_setiuservalue(L, 1, 2);
+    lua_setiuservalue(L, -2, 2);
+    lua_pop(L, 1);
 }
 
-/* Full validity check (see lua_binding.h); kills a stale view and a
- * writer whose transaction ended. */
-static inline int view_valid(mpl_view *v)
+/* Full validity check of a root view or writer (see lua_binding.h); kills
+ * a stale view and a writer whose transaction ended. */
+static int root_valid(mpl_view *v)
 {
     mpl_pager *pg = v->pg;
     const mpl_entry *e;
@@ -281,10 +322,26 @@ static inline int view_valid(mpl_view *v)
     return 1;
 }
 
+/* A view, writer or window is valid while it and its root are (a window's
+ * root is kept alive by its user value 1, so the pointer is good). */
+static inline int view_valid(mpl_view *v)
+{
+    return v->state == MPL_VIEW_ALIVE && root_valid(v->root);
+}
+
 static int view_dead(lua_State *L, const mpl_view *v)
 {
     const char *why;
-    int writer = view_is_writer(v);
+    int writer;
+    if (is_window(v)) {
+        if (v->state == MPL_VIEW_CLOSED)
+            return mpl_argerror(L, 1, "attempt to use a dead window (it was "
+                                "closed)");
+        if (v->state != MPL_VIEW_ALIVE)
+            return mpl_argerror(L, 1, "attempt to use a dead window");
+        v = v->root;                /* dead with its root, for its reason */
+    }
+    writer = view_is_writer(v);
     if (v->pg == NULL || v->state == MPL_VIEW_UNINIT)
         why = writer ? "attempt to use a dead writer"
                      : "attempt to use a dead view";
@@ -299,7 +356,7 @@ static int view_dead(lua_State *L, const mpl_view *v)
         why = "attempt to use a dead view (it was closed)";
     else if (v->state == MPL_VIEW_TXNDONE)
         why = "attempt to use a dead writer (its transaction ended)";
-    else if (v->state == MPL_VIEW_ALIVE)     /* see view_valid */
+    else if (v->state == MPL_VIEW_ALIVE)     /* see root_valid */
         why = lua_pushfstring(L, "attempt to use a %s of %spage %I, which "
                               "the open transaction freed",
                               writer ? "writer" : "view",
@@ -317,14 +374,22 @@ static int view_dead(lua_State *L, const mpl_view *v)
     return mpl_argerror(L, 1, why);
 }
 
-/* Checked accessor, the hot path: a live view or raise. */
+/* The hot path's test: v is alive and so is its root, a page view or
+ * protected view checked in the current epoch.  For a page view root == v
+ * (one more load than testing v alone); a window of one costs the same. */
+static inline int view_fast(const mpl_view *v)
+{
+    const mpl_view *r = v->root;
+    return v->state == MPL_VIEW_ALIVE && r->state == MPL_VIEW_ALIVE
+        && r->pg->p != NULL && r->kind <= MPL_KIND_PROTECTED
+        && r->epoch == r->pg->epoch;
+}
+
+/* Checked accessor: a live view or raise. */
 static mpl_view *checkview(lua_State *L)
 {
     mpl_view *v = toview(L);
-    if (v->state == MPL_VIEW_ALIVE && v->pg->p != NULL
-        && v->kind <= MPL_KIND_PROTECTED && v->epoch == v->pg->epoch)
-        return v;
-    if (!view_valid(v))
+    if (!view_fast(v) && !view_valid(v))
         view_dead(L, v);
     return v;
 }
@@ -333,7 +398,7 @@ static mpl_view *checkview(lua_State *L)
  * when nothing happened). */
 static void recheck(lua_State *L, mpl_view *v)
 {
-    if (!view_valid(v))
+    if (!view_fast(v) && !view_valid(v))
         view_dead(L, v);
 }
 
@@ -365,9 +430,10 @@ static unsigned char *txn_page(lua_State *L, mpl_view *v)
     return (unsigned char *)d;
 }
 
-/* The bytes a view reads, resolved now: call after the method's last
- * argument conversion, use before its next Lua allocation.  Raises if the
- * view died meanwhile. */
+/* The bytes a view reads (its byte 0: a window's is base bytes into the
+ * page), resolved now: call after the method's last argument conversion,
+ * use before its next Lua allocation.  Raises if the view died
+ * meanwhile. */
 static const unsigned char *view_rdata(lua_State *L, mpl_view *v)
 {
     const unsigned char *d;
@@ -376,14 +442,15 @@ static const unsigned char *view_rdata(lua_State *L, mpl_view *v)
     case MPL_KIND_PROTECTED:
         d = (const unsigned char *)mp_protected_ptr(v->pg->p, v->id);
         if (d == NULL) {             /* cannot happen after recheck */
-            view_kill(v, MPL_VIEW_STALE);
+            view_kill(v->root, MPL_VIEW_STALE);
             view_dead(L, v);
+            return NULL;
         }
-        return d;
+        return d + v->base;
     case MPL_KIND_WRITER_TXN:
-        return txn_page(L, v);
+        return txn_page(L, v) + v->base;
     default:
-        return v->data;
+        return v->root->data + v->base;
     }
 }
 
@@ -395,24 +462,40 @@ static unsigned char *view_wdata(lua_State *L, mpl_view *v)
     switch (v->kind) {
     case MPL_KIND_REGULAR:
         checkwritable(L, v);
-        return v->data;
+        return v->root->data + v->base;
     case MPL_KIND_WRITER_PRIVATE:
-        return v->data;
+        return v->root->data + v->base;
     case MPL_KIND_WRITER_TXN:
-        return txn_page(L, v);
+        return txn_page(L, v) + v->base;
     default:
         checkmutable(L, v);
         return NULL;
     }
 }
 
-/* A 0-based offset into the page: 0 <= off <= size. */
+/* After a write of bytes [off, end) of view v: a private writer widens
+ * its changed span (what its commit takes from the buffer). */
+static void view_changed(mpl_view *v, size_t off, size_t end)
+{
+    mpl_view *r = v->root;
+    if (r->kind != MPL_KIND_WRITER_PRIVATE || off >= end)
+        return;
+    off += v->base;
+    end += v->base;
+    if (off < r->lo)
+        r->lo = off;
+    if (end > r->hi)
+        r->hi = end;
+}
+
+/* A 0-based offset into the view: 0 <= off <= size. */
 static size_t checkoff(lua_State *L, int arg, const mpl_view *v,
                        lua_Integer off)
 {
     if (off < 0 || (lua_Unsigned)off > (lua_Unsigned)v->size)
-        mpl_argerror(L, arg, lua_pushfstring(L,
-            "offset %I is out of range (page size %I)",
+        mpl_argerror(L, arg, lua_pushfstring(L, is_window(v)
+            ? "offset %I is out of range (window of %I bytes)"
+            : "offset %I is out of range (page size %I)",
             off, (lua_Integer)v->size));
     return (size_t)off;
 }
@@ -424,8 +507,8 @@ static size_t checklen(lua_State *L, int arg, const mpl_view *v, size_t off,
     if (len < 0 || (lua_Unsigned)len > (lua_Unsigned)(v->size - off))
         mpl_argerror(L, arg, lua_pushfstring(L,
             "length %I is out of range (%I bytes from offset %I to the end "
-            "of the page)", len, (lua_Integer)(v->size - off),
-            (lua_Integer)off));
+            "of the %s)", len, (lua_Integer)(v->size - off),
+            (lua_Integer)off, is_window(v) ? "window" : "page"));
     return (size_t)len;
 }
 
@@ -437,6 +520,7 @@ static mpl_view *newview(lua_State *L, const char *tname, int kind, int nuv)
 {
     mpl_view *v = (mpl_view *)lua_newuserdatauv(L, sizeof *v, nuv);
     memset(v, 0, sizeof *v);
+    v->root = v;
     v->state = MPL_VIEW_UNINIT;
     v->kind = kind;
     luaL_setmetatable(L, tname);
@@ -458,6 +542,8 @@ static int view_start(lua_State *L, mpl_pager *pg, mpl_view *v, mp_pgno id)
     v->gen = gen;
     v->epoch = pg->epoch;
     v->size = pg->page_size;
+    v->lo = pg->page_size;          /* nothing changed yet */
+    v->hi = 0;
     v->state = MPL_VIEW_ALIVE;
     return 0;
 }
@@ -507,8 +593,9 @@ int mpl_pager_protected(lua_State *L)
 
 /* pager:write_protected(pid) -> writer starting as a copy of pid's current
  * content | nil, msg, code.  Outside a transaction the writer is private
- * (its own buffer, made durable by writer:commit()); inside one it writes
- * the transaction's copy of the page.  Raises for a pid that is not
+ * (its own buffer; writer:commit() makes the bytes it changed durable over
+ * the page's content then); inside one it writes the transaction's copy of
+ * the page.  Raises for a pid that is not
  * allocated and on a read-only pager. */
 int mpl_pager_write_protected(lua_State *L)
 {
@@ -559,7 +646,7 @@ int mpl_pager_write_protected(lua_State *L)
 
 /* ---- View and Writer methods ----------------------------------------- */
 
-/* #view -> page size in bytes */
+/* #view -> bytes it shows: the page size, or a window's length */
 static int view_len(lua_State *L)
 {
     mpl_view *v = checkview(L);
@@ -576,7 +663,7 @@ static int view_id(lua_State *L)
 }
 
 /* view:read([off [, len]]) -> string of len bytes from off (defaults: 0,
- * to the end of the page). */
+ * to the end of the view). */
 static int view_read(lua_State *L)
 {
     mpl_view *v = checkview(L);
@@ -589,7 +676,7 @@ static int view_read(lua_State *L)
 }
 
 /* view:write(off, s) -> view.  Writes the bytes of s at off; the whole of
- * s must fit in the page. */
+ * s must fit in the view. */
 static int view_write(lua_State *L)
 {
     mpl_view *v = checkview(L);
@@ -600,15 +687,17 @@ static int view_write(lua_State *L)
     s = mpl_checklstring(L, 3, &len);
     if (len > v->size - off)
         mpl_argerror(L, 3, lua_pushfstring(L,
-            "%I bytes do not fit at offset %I of a %I-byte page",
-            (lua_Integer)len, (lua_Integer)off, (lua_Integer)v->size));
+            "%I bytes do not fit at offset %I of a %I-byte %s",
+            (lua_Integer)len, (lua_Integer)off, (lua_Integer)v->size,
+            is_window(v) ? "window" : "page"));
     memcpy(view_wdata(L, v) + off, s, len);
+    view_changed(v, off, off + len);
     lua_settop(L, 1);
     return 1;
 }
 
 /* view:fill(byte [, off [, len]]) -> view.  Sets len bytes from off
- * (defaults: 0, to the end of the page) to byte (0..255). */
+ * (defaults: 0, to the end of the view) to byte (0..255). */
 static int view_fill(lua_State *L)
 {
     mpl_view *v = checkview(L);
@@ -622,13 +711,14 @@ static int view_fill(lua_State *L)
     mpl_argcheck(L, byte >= 0 && byte <= 255, 2,
                   "byte must be an integer from 0 to 255");
     memset(view_wdata(L, v) + off, (int)byte, len);
+    view_changed(v, off, off + len);
     lua_settop(L, 1);
     return 1;
 }
 
 /* view:pack(off, fmt, ...) -> next offset.  string.pack in place: packs
  * the values per fmt at the 0-based off; nothing is written unless all of
- * it fits and every value is valid. */
+ * it fits in the view and every value is valid. */
 static int view_pack(lua_State *L)
 {
     mpl_view *v = checkview(L);
@@ -639,7 +729,8 @@ static int view_pack(lua_State *L)
     off = mpl_checkinteger(L, 2);
     fmt = mpl_checklstring(L, 3, NULL);
     d = view_wdata(L, v);      /* lua_tolstring may have converted a number */
-    next = mp_lua_pack(L, d, v->size, off, fmt, 4);
+    next = mp_lua_pack(L, d, v->size, off, fmt, 4, is_window(v));
+    view_changed(v, (size_t)off, (size_t)next);   /* mp_lua_pack checked off */
     lua_pushinteger(L, next);
     return 1;
 }
@@ -652,19 +743,57 @@ static int view_unpack(lua_State *L)
     lua_Integer off = mpl_checkinteger(L, 2);
     const char *fmt = mpl_checklstring(L, 3, NULL);
     const unsigned char *d = view_rdata(L, v);   /* after the conversions */
-    return mp_lua_unpack(L, d, v->size, off, fmt);
+    return mp_lua_unpack(L, d, v->size, off, fmt, is_window(v));
 }
 
-/* view:alive() -> boolean: can the view (or writer) still be used?  Never
- * raises: false after its page was freed, its pager closed, its writer
- * committed or discarded, or its transaction ended. */
-static int view_alive(lua_State *L)
+/* view:sub(off [, len]) -> window showing bytes [off, off + len) of the
+ * view (len defaults to the rest of it), of the view's type.  A window of
+ * a window is made from their common root, at the sum of the offsets. */
+static int view_sub(lua_State *L)
 {
-    lua_pushboolean(L, view_valid(toview(L)));
+    mpl_view *v = checkview(L);
+    size_t off = checkoff(L, 2, v, mpl_checkinteger(L, 2));
+    size_t len = lua_isnoneornil(L, 3)
+        ? v->size - off : checklen(L, 3, v, off, mpl_checkinteger(L, 3));
+    mpl_view *w, *r;
+    /* Dead object first (a root of nothing, which __gc ignores), holding
+     * the root object as user value 1. */
+    w = (mpl_view *)lua_newuserdatauv(L, sizeof *w, 1);
+    memset(w, 0, sizeof *w);
+    w->root = w;
+    w->state = MPL_VIEW_UNINIT;
+    w->kind = v->kind;
+    lua_pushvalue(L, lua_upvalueindex(1));      /* self's metatable */
+    lua_setmetatable(L, -2);
+    if (is_window(v))
+        lua_getiuservalue(L, 1, 1);
+    else
+        lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    /* The allocation may have run finalizers: check again. */
+    recheck(L, v);
+    r = v->root;
+    w->pg = r->pg;
+    w->id = r->id;
+    w->kind = r->kind;
+    w->size = len;
+    w->base = v->base + off;
+    w->root = r;
+    w->state = MPL_VIEW_ALIVE;
     return 1;
 }
 
-/* __close: kill the view early (local v <close> = pager:page(id)). */
+/* view:alive() -> true while the view, writer or window can be used,
+ * false once it is dead.  Never raises (closed pager included). */
+static int view_alive(lua_State *L)
+{
+    mpl_view *v = toview(L);
+    lua_pushboolean(L, view_valid(v));
+    return 1;
+}
+
+/* __close: kill the view early (local v <close> = pager:page(id)); a
+ * window's kills only the window. */
 static int view_close(lua_State *L)
 {
     mpl_view *v = toview(L);
@@ -674,7 +803,7 @@ static int view_close(lua_State *L)
 }
 
 /* __gc: drop the registry reference (gone already if the pager closed).
- * A writer that was not committed is discarded. */
+ * A writer that was not committed is discarded.  A window only ends. */
 static int view_gc(lua_State *L)
 {
     mpl_view *v = toview(L);
@@ -684,85 +813,136 @@ static int view_gc(lua_State *L)
 
 /* tostring(view) -> "mappedpages.View: page 5 (4096 bytes)",
  * "mappedpages.View: protected page 3 (4096 bytes)" or
- * "mappedpages.View (dead)" */
+ * "mappedpages.View (dead)"; a window shows its span of the page:
+ * "mappedpages.View: page 5 [16, 56) (40 bytes)", "... [16, 56) (dead)". */
 static int view_tostring(lua_State *L)
 {
     mpl_view *v = toview(L);
-    if (view_valid(v))
-        lua_pushfstring(L, "mappedpages.View: %spage %I (%I bytes)",
-                        v->kind == MPL_KIND_PROTECTED ? "protected " : "",
+    int ok = view_valid(v);
+    const char *prot = v->kind == MPL_KIND_PROTECTED ? "protected " : "";
+    if (is_window(v)) {
+        lua_Integer lo = (lua_Integer)v->base;
+        lua_Integer hi = (lua_Integer)(v->base + v->size);
+        if (ok)
+            lua_pushfstring(L, "mappedpages.View: %spage %I [%I, %I) "
+                            "(%I bytes)", prot, (lua_Integer)v->id, lo, hi,
+                            (lua_Integer)v->size);
+        else
+            lua_pushfstring(L, "mappedpages.View: %spage %I [%I, %I) (dead)",
+                            prot, (lua_Integer)v->id, lo, hi);
+    } else if (ok) {
+        lua_pushfstring(L, "mappedpages.View: %spage %I (%I bytes)", prot,
                         (lua_Integer)v->id, (lua_Integer)v->size);
-    else
+    } else {
         lua_pushliteral(L, "mappedpages.View (dead)");
+    }
     return 1;
 }
 
-/* writer:commit() -> true | nil, msg, code.  Private writer: replace the
- * page with the writer's buffer (mp_write_protected: one durable
- * transaction, or part of the transaction begun since the writer was
- * made); raises if the pid was freed since the writer was made; after a
- * failure the writer stays alive.  Writer made in a transaction: ends the
- * writer; its changes are the transaction's already. */
+/* writer:commit() -> true | nil, msg, code.  Private writer: commit the
+ * page's current content with the span the writer changed taken from its
+ * buffer (mp_write_protected: one durable transaction, or part of the
+ * transaction begun since the writer was made), so that another writer's
+ * commit of other bytes of the page since this one was made is kept; with
+ * nothing changed that is the current content.  Raises if the pid was
+ * freed since the writer was made; after a failure the writer stays alive
+ * and unchanged.  Writer made in a transaction: ends the writer; its
+ * changes are the transaction's already.  Called on a window, it commits
+ * the window's writer. */
 static int writer_commit(lua_State *L)
 {
     mpl_view *v = checkview(L);
-    mpl_pager *pg = v->pg;
-    mp_err e;
+    mpl_view *r = v->root;
     if (v->kind == MPL_KIND_WRITER_PRIVATE) {
-        const mpl_entry *ent = reg_find(pg, MPL_PKEY(v->id));
-        if (ent == NULL || ent->gen != v->gen)
+        const unsigned char *buf = r->data;
+        unsigned char *mix = NULL;
+        const mpl_entry *ent;
+        mpl_pager *pg;
+        mp_err e;
+        if (r->lo != 0 || r->hi < r->size) {
+            /* Some bytes come from the page: compose them in a scratch
+             * buffer, so a failed commit leaves the writer as it was. */
+            mix = (unsigned char *)lua_newuserdatauv(L, r->size, 0);
+            recheck(L, v);          /* finalizers may have run */
+        }
+        pg = r->pg;
+        ent = reg_find(pg, MPL_PKEY(r->id));
+        if (ent == NULL || ent->gen != r->gen)
             return mpl_argerror(L, 1, lua_pushfstring(L,
                 "protected page %I was freed since the writer was made",
-                (lua_Integer)v->id));
-        if (mp_check_protected(pg->p, v->id) != MP_OK)
+                (lua_Integer)r->id));
+        if (mp_check_protected(pg->p, r->id) != MP_OK)
             return mpl_argerror(L, 1, lua_pushfstring(L,
                 "protected page %I is not allocated (the open transaction "
-                "freed it)", (lua_Integer)v->id));
-        e = mp_write_protected(pg->p, v->id, v->data);
+                "freed it)", (lua_Integer)r->id));
+        if (mix != NULL) {
+            const unsigned char *cur =
+                (const unsigned char *)mp_protected_ptr(pg->p, r->id);
+            if (cur == NULL)                          /* checked above */
+                return mpl_pid_error(L, 1, pg, r->id, MP_ENOTALLOC);
+            memcpy(mix, cur, r->size);
+            if (r->lo < r->hi)
+                memcpy(mix + r->lo, r->data + r->lo, r->hi - r->lo);
+            buf = mix;
+        }
+        e = mp_write_protected(pg->p, r->id, buf);
         if (e != MP_OK)
             return mpl_fail(L, pg, e, 1);
     }
-    view_kill(v, MPL_VIEW_COMMITTED);
-    drop_box(L);
+    view_kill(r, MPL_VIEW_COMMITTED);
+    drop_box(L, v);
     lua_pushboolean(L, 1);
     return 1;
 }
 
 /* writer:discard() -> true.  Drops a private writer's changes; ends a
- * writer made in a transaction (its changes stay the transaction's). */
+ * writer made in a transaction (its changes stay the transaction's).
+ * Called on a window, it discards the window's writer. */
 static int writer_discard(lua_State *L)
 {
     mpl_view *v = checkview(L);
-    view_kill(v, MPL_VIEW_DISCARDED);
-    drop_box(L);
+    view_kill(v->root, MPL_VIEW_DISCARDED);
+    drop_box(L, v);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* __close: discard unless committed already; never raises. */
+/* __close: discard unless committed already; never raises.  A window's
+ * ends only the window. */
 static int writer_close(lua_State *L)
 {
     mpl_view *v = toview(L);
-    if (v->state == MPL_VIEW_ALIVE) {
+    if (v->state != MPL_VIEW_ALIVE)
+        return 0;
+    if (is_window(v)) {
+        view_kill(v, MPL_VIEW_CLOSED);
+    } else {
         view_kill(v, MPL_VIEW_DISCARDED);
-        drop_box(L);
+        drop_box(L, v);
     }
     return 0;
 }
 
 /* tostring(writer) -> "mappedpages.Writer: protected page 3 (private)",
- * "... (in transaction)", "... (dead)" */
+ * "... (in transaction)", "... (dead)"; a window shows its span of the
+ * page: "mappedpages.Writer: protected page 3 [0, 24) (private)". */
 static int writer_tostring(lua_State *L)
 {
     mpl_view *v = toview(L);
-    if (v->pg == NULL)
+    const char *st;
+    if (v->pg == NULL) {
         lua_pushliteral(L, "mappedpages.Writer (dead)");
+        return 1;
+    }
+    st = !view_valid(v) ? "dead"
+         : v->kind == MPL_KIND_WRITER_TXN ? "in transaction" : "private";
+    if (is_window(v))
+        lua_pushfstring(L, "mappedpages.Writer: protected page %I [%I, %I) "
+                        "(%s)", (lua_Integer)v->id, (lua_Integer)v->base,
+                        (lua_Integer)(v->base + v->size), st);
     else
         lua_pushfstring(L, "mappedpages.Writer: protected page %I (%s)",
-                        (lua_Integer)v->id,
-                        !view_valid(v) ? "dead"
-                        : v->kind == MPL_KIND_WRITER_TXN ? "in transaction"
-                        : "private");
+                        (lua_Integer)v->id, st);
     return 1;
 }
 
@@ -773,6 +953,7 @@ static const luaL_Reg view_methods[] = {
     {"fill", view_fill},
     {"pack", view_pack},
     {"unpack", view_unpack},
+    {"sub", view_sub},
     {"alive", view_alive},
     {NULL, NULL}
 };
@@ -792,9 +973,10 @@ static const luaL_Reg writer_methods[] = {
     {"fill", view_fill},
     {"pack", view_pack},
     {"unpack", view_unpack},
+    {"sub", view_sub},
+    {"alive", view_alive},
     {"commit", writer_commit},
     {"discard", writer_discard},
-    {"alive", view_alive},
     {NULL, NULL}
 };
 

@@ -14,9 +14,13 @@
 --    transactions; views and writers of pages freed and reused; protected
 --    pages; bulk calls with bad lists; transaction(fn) with fns that fail,
 --    nest, close the pager or yield; reopen read-write and read-only;
---    failing barriers -- each call's outcome (value, raise, or nil, msg,
---    code) predicted by a model of the file, which must match the pager
---    after every step and after a final close + reopen;
+--    failing barriers; windows (view:sub) of views, writers and windows
+--    with random offsets and lengths, valid or not, and every method
+--    through them; several private writers of one protected page written
+--    through windows of their own ranges and committed in any order --
+--    each call's outcome (value, raise, or nil, msg, code) predicted by a
+--    model of the file, which must match the pager after every step and
+--    after a final close + reopen;
 --  * chaos mode: the same calls while the collector runs all the time and
 --    finalizers call the API in the middle of API calls (closing the
 --    pager, freeing pages, ending transactions): every call returns or
@@ -94,6 +98,10 @@ describe("a random mix of valid and invalid calls, checked against a model", fun
       assert.is_true(tonumber(ok) > r[2] / 10, line)
       assert.is_true(tonumber(raised) > r[2], line)
       assert.is_true(tonumber(line:match(" reopens=(%d+)")) > 10, line)
+      -- windows were made and used, and private commits merged with others'
+      assert.is_true(tonumber(line:match(" windows=(%d+)")) > r[2] / 50, line)
+      assert.is_true(tonumber(line:match(" window_calls=(%d+)")) > r[2] / 50, line)
+      assert.is_true(tonumber(line:match(" merged=(%d+)")) > 0, line)
     end)
   end
 end)

@@ -34,7 +34,16 @@
 --  * a model of every view's, writer's and transaction's lifetime: each
 --    object raises exactly when the model says it is dead (freed, freed and
 --    reused, rolled back, its transaction ended, committed, discarded,
---    <close>d, collected, its pager closed or collected);
+--    <close>d, collected, its pager closed or collected), and view:alive()
+--    says so; pager:in_transaction() is false or the number of the open
+--    transaction;
+--  * windows (view:sub(off, len) with random offsets and lengths, valid or
+--    not) of views, writers and windows: every method through them, with
+--    offsets relative to the window, raising exactly where the model says
+--    (outside the window, dead window or dead root) and reading and writing
+--    the bytes the model predicts; a private writer's commit (through it or
+--    a window) writes the page's current content with the span its writes
+--    changed taken from its copy;
 --  * pager:transaction(fn) returns fn's results, or rethrows fn's error
 --    object unchanged (strings, tables, nil) after rolling back; fn that
 --    begins, nests, closes the pager or yields (coroutines) included.
@@ -118,7 +127,7 @@ local S = {
   envcodes = {},     -- environment failures seen, by code
   page_count = 0,
   stats = { calls = 0, raised = 0, envfail = 0, ok = 0, commits = 0, rollbacks = 0,
-            reopens = 0, faults = 0, reused = 0 },
+            reopens = 0, faults = 0, reused = 0, windows = 0, window_calls = 0, merged = 0 },
 }
 
 local function show(x)
@@ -320,14 +329,23 @@ end
 
 ---------------------------------------------------------------------------
 -- view records: { obj, kind = "reg" | "prot" | "wpriv" | "wtxn", id, key,
--- gen, inst, txseq (wtxn), buf (wpriv), ended }
+-- gen, inst, len (bytes shown), txseq (wtxn), buf, lo, hi (wpriv: its copy
+-- and the span [lo, hi) its writes changed), ended }; a window's record
+-- has the kind, id, key and inst of its root, root (the root's record),
+-- base (page offset of its byte 0) and len.
 
 local function new_rec(obj, kind, id)
   local key = kind == "reg" and key_r(id) or key_p(id)
-  local r = { obj = obj, kind = kind, id = id, key = key, gen = getgen(key), inst = S.inst }
+  local r = { obj = obj, kind = kind, id = id, key = key, gen = getgen(key), inst = S.inst, len = P }
   if kind == "wtxn" then r.txseq = S.tx.seq end
-  if kind == "wpriv" then r.buf = S.m.prot[id] end
+  if kind == "wpriv" then r.buf, r.lo, r.hi = S.m.prot[id], P, 0 end
   return r
+end
+
+local function new_window(parent, obj, off, len)
+  local root = parent.root or parent
+  return { obj = obj, kind = root.kind, id = root.id, key = root.key, inst = root.inst,
+           root = root, base = (parent.base or 0) + off, len = len }
 end
 
 local function add_rec(r)
@@ -336,16 +354,28 @@ local function add_rec(r)
 end
 
 local function alive(r)
+  if r.root then return not r.ended and alive(r.root) end
   if r.inst ~= S.inst or S.closed or r.ended then return false end
   if r.kind == "wpriv" then return true end
   if r.kind == "wtxn" and not (S.tx and S.tx.seq == r.txseq) then return false end
-  return S.G[r.key] == r.gen and allocated(r.key)
+  if S.G[r.key] ~= r.gen then return false end
+  if r.kind == "reg" then return S.m.reg[r.id] ~= nil end       -- allocated(r.key), quicker
+  return S.m.prot[r.id] ~= nil
 end
 
-local function content(r)
+-- The bytes of the page a root record (or a window's root) sees.
+local function page_content(r)
+  r = r.root or r
   if r.kind == "reg" then return S.RC[r.id] end
   if r.kind == "wpriv" then return r.buf end
   return S.m.prot[r.id]
+end
+
+-- The bytes record r shows (a window: its span of the page).
+local function content(r)
+  local c = page_content(r)
+  if r.root then return c:sub(r.base + 1, r.base + r.len) end
+  return c
 end
 
 local function set_content(r, bytes)
@@ -359,6 +389,25 @@ local function is_writer(r) return r.kind == "wpriv" or r.kind == "wtxn" end
 
 local function splice(s, off, bytes)
   return s:sub(1, off) .. bytes .. s:sub(off + #bytes + 1)
+end
+
+-- A write of bytes at off of record r (relative to r): into its root's
+-- page, widening a private writer's changed span.
+local function put(r, off, bytes)
+  local root, at = r.root or r, (r.base or 0) + off
+  set_content(root, splice(page_content(root), at, bytes))
+  if root.kind == "wpriv" and #bytes > 0 then
+    root.lo = math.min(root.lo, at)
+    root.hi = math.max(root.hi, at + #bytes)
+  end
+end
+
+-- What a private writer's commit makes pid's content: the current content
+-- with the span the writer changed taken from its copy.
+local function committed(root)
+  local cur = S.m.prot[root.id]
+  if root.lo >= root.hi then return cur end
+  return cur:sub(1, root.lo) .. root.buf:sub(root.lo + 1, root.hi) .. cur:sub(root.hi + 1)
 end
 
 ---------------------------------------------------------------------------
@@ -405,18 +454,31 @@ local function pick_pid()
   return weird()
 end
 
-local OFFS = { 0, 1, 7, 8, 16, P - 16, P - 8, P - 1, P, P + 1, -1, -P, 2.5, "16", "x", 2^53,
-               1e300, 0/0, math.maxinteger, math.mininteger, NIL, {}, true }
-local function pick_off()
-  if rnd(2) == 1 then return rnd(P + 1) - 1 end
-  return pick(OFFS)
+-- Offsets and lengths for an object showing n bytes (default: a page);
+-- the strings "n", "n+1", ... stand for sizes relative to n.
+local REL = { n = 0, ["n+1"] = 1, ["n-1"] = -1, ["n-8"] = -8, ["n-16"] = -16 }
+local function sized(x, n)
+  if REL[x] then return n + REL[x] end
+  if x == "-n" then return -n end
+  return x
 end
 
-local LENS = { 0, 1, 8, 16, 100, P, P + 1, -1, 2.5, NIL, math.maxinteger, math.mininteger,
+local OFFS = { 0, 1, 7, 8, 16, "n-16", "n-8", "n-1", "n", "n+1", -1, "-n", 2.5, "16", "x", 2^53,
+               1e300, 0/0, math.maxinteger, math.mininteger, NIL, {}, true }
+local function pick_off(n)
+  n = n or P
+  if rnd(2) == 1 then return rnd(n + 1) - 1 end
+  return sized(pick(OFFS), n)
+end
+
+local LENS = { 0, 1, 8, 16, 100, "n", "n+1", -1, 2.5, NIL, math.maxinteger, math.mininteger,
                "4", "y", 0/0 }
-local function pick_len()
-  if rnd(3) == 1 then return rnd(64) - 1 end
-  return pick(LENS)
+local function pick_len(n)
+  n = n or P
+  local c = rnd(6)
+  if c == 1 then return rnd(64) - 1 end
+  if c == 2 then return rnd(n + 1) - 1 end
+  return sized(pick(LENS), n)
 end
 
 local function random_bytes(n)
@@ -494,6 +556,7 @@ local function check(where, allow_poisoned)
   same_set(seen, m.prot, where .. ": protected pages")
   local i = p:info()
   eq(i.in_txn, S.tx ~= nil, where .. ": info().in_txn")
+  eq(p:in_transaction(), S.tx and S.tx.seq or false, where .. ": in_transaction()")
   eq(i.readonly, S.ro, where .. ": info().readonly")
   if not allow_poisoned then eq(i.poisoned, false, where .. ": info().poisoned") end
   eq(i.regular_count, count(m.reg), where .. ": info().regular_count")
@@ -519,14 +582,20 @@ local function check(where, allow_poisoned)
     if S.RC[id] == nil then S.RC[id] = res[2] end   -- content unspecified until now
     if res[2] ~= S.RC[id] then fail(where .. ": content of regular page " .. id) end
   end
-  -- every view, writer and transaction is alive exactly when the model says
+  -- every view, writer, window and transaction is alive exactly when the
+  -- model says, and alive() says so
   for n, r in ipairs(S.views) do
-    local res = try(is_writer(r) and Writer.id or View.id, r.obj)
-    if alive(r) then
+    local M = is_writer(r) and Writer or View
+    local res = try(M.id, r.obj)
+    local live = alive(r)
+    if M.alive(r.obj) ~= live then
+      fail(("%s: alive() of %s%s %d is not %s"):format(where, r.kind, r.root and " window" or "", r.id, live))
+    end
+    if live then
       returned("id", res)
       eq(res[2], r.id, where .. ": id() of live " .. r.kind .. " " .. r.id)
     else
-      raised(false, res, ("dead %s of %s (record %d)"):format(r.kind, r.key, n))
+      raised(false, res, ("dead %s%s of %s (record %d)"):format(r.kind, r.root and " window" or "", r.key, n))
     end
   end
   if S.tx and S.tx.obj then eq(S.tx.obj:active(), true, where .. ": open transaction active()") end
@@ -786,7 +855,7 @@ end
 
 function OP.misc()
   local p = S.p
-  local names = { "page_size", "page_count", "free_count", "info", "root", "check" }
+  local names = { "page_size", "page_count", "free_count", "info", "root", "check", "in_transaction" }
   local name = pick(names)
   local r = try(Pager[name], p)
   local t = try(tostring, p)
@@ -803,6 +872,7 @@ function OP.misc()
   if name == "page_size" then eq(r[2], P, "page_size")
   elseif name == "check" then eq(r[2], true, "check() " .. tostring(r[3]))
   elseif name == "info" then eq(type(r[2]), "table", "info")
+  elseif name == "in_transaction" then eq(r[2], S.tx and S.tx.seq or false, "in_transaction()")
   else eq(math.type(r[2]), "integer", name) end
 end
 
@@ -1007,77 +1077,81 @@ function OP.transaction()
   end
 end
 
--- A method of a view or writer, with random arguments.
+-- A method of a view, writer or window, with random arguments (offsets
+-- around its own size n: a window's are relative to it).
 function OP.view()
   if #S.views == 0 then return OP.page() end
   local r = S.views[rnd(#S.views)]
   local obj = r.obj
   local M = is_writer(r) and Writer or View
   local live = alive(r)
-  local what = ("%s of %s"):format(r.kind, r.key)
-  local c = rnd(12)
+  local n = r.len
+  local what = ("%s%s of %s"):format(r.kind, r.root and (" window [%d, %d)"):format(r.base, r.base + n) or "",
+                                     r.key)
+  local c = rnd(13)
+  if r.root then S.stats.window_calls = S.stats.window_calls + 1 end
   if c <= 2 then                                          -- read
-    local off, len = pick_off(), pick_len()
+    local off, len = pick_off(n), pick_len(n)
     local res = try(M.read, obj, v(off), v(len))
     if not live then return raised("read", res, "dead " .. what) end
     local o = off == NIL and 0 or toint(off)
-    if not o or o < 0 or o > P then return raised("read", res, "offset " .. show(off)) end
-    local l = len == NIL and P - o or toint(len)
-    if not l or l < 0 or l > P - o then return raised("read", res, "length " .. show(len)) end
+    if not o or o < 0 or o > n then return raised("read", res, "offset " .. show(off)) end
+    local l = len == NIL and n - o or toint(len)
+    if not l or l < 0 or l > n - o then return raised("read", res, "length " .. show(len)) end
     returned("read", res)
     eq(res[2], content(r):sub(o + 1, o + l), "read of " .. what)
   elseif c <= 4 then                                      -- write
-    local off, data = pick_off(), pick_data()
+    local off, data = pick_off(n), pick_data()
     local res = try(M.write, obj, v(off), v(data))
     if not live then return raised("write", res, "dead " .. what) end
     if r.kind == "prot" then return raised("write", res, "protected view") end
     local o = toint(off)
-    if not o or o < 0 or o > P then return raised("write", res, "offset " .. show(off)) end
+    if not o or o < 0 or o > n then return raised("write", res, "offset " .. show(off)) end
     local s = (type(data) == "string" or type(data) == "number") and tostring(data) or nil
-    if not s or #s > P - o then return raised("write", res, "data " .. show(data)) end
+    if not s or #s > n - o then return raised("write", res, "data " .. show(data)) end
     if S.ro then return raised("write", res, "read-only") end
     returned("write", res)
     if not rawequal(res[2], obj) then fail("write did not return the view") end
-    set_content(r, splice(content(r), o, s))
+    put(r, o, s)
   elseif c == 5 then                                      -- fill
     local byte = pick({ 0, 255, 256, -1, 65, "7", 2.5, NIL, 1e300, rnd(256) - 1 })
-    local off, len = pick_off(), pick_len()
+    local off, len = pick_off(n), pick_len(n)
     local res = try(M.fill, obj, v(byte), v(off), v(len))
     if not live then return raised("fill", res, "dead " .. what) end
     if r.kind == "prot" then return raised("fill", res, "protected view") end
     local b = toint(byte)
     local o = off == NIL and 0 or toint(off)
-    local l = o and (len == NIL and P - o or toint(len))
-    if not b or b < 0 or b > 255 or not o or o < 0 or o > P or not l or l < 0 or l > P - o then
+    local l = o and (len == NIL and n - o or toint(len))
+    if not b or b < 0 or b > 255 or not o or o < 0 or o > n or not l or l < 0 or l > n - o then
       return raised("fill", res, ("fill(%s, %s, %s)"):format(show(byte), show(off), show(len)))
     end
     if S.ro then return raised("fill", res, "read-only") end
     returned("fill", res)
-    set_content(r, splice(content(r), o, string.rep(string.char(b), l)))
+    put(r, o, string.rep(string.char(b), l))
   elseif c <= 7 then                                      -- pack
-    local off, fmt = pick_off(), pick(FORMATS)
+    local off, fmt = pick_off(n), pick(FORMATS)
     local vals = { n = rnd(4) - 1 }
     for i = 1, vals.n do vals[i] = v(pick_value()) end
     local res = try(M.pack, obj, v(off), v(fmt), unpack(vals, 1, vals.n))
     if not live then return raised("pack", res, "dead " .. what) end
     if r.kind == "prot" then return raised("pack", res, "protected view") end
     local o = toint(off)
-    if not o or o < 0 or o > P then return raised("pack", res, "offset " .. show(off)) end
+    if not o or o < 0 or o > n then return raised("pack", res, "offset " .. show(off)) end
     if type(fmt) ~= "string" and type(fmt) ~= "number" then return raised("pack", res, "format") end
     local want = pack(pcall(string.pack, string.rep("x", o) .. fmt, unpack(vals, 1, vals.n)))
     if not want[1] then return raised(false, res, "string.pack refuses: " .. tostring(want[2])) end
     local bytes = want[2]:sub(o + 1)
-    if o + #bytes > P then return raised("pack", res, "does not fit") end
+    if o + #bytes > n then return raised("pack", res, "does not fit") end
     if S.ro then return raised("pack", res, "read-only") end
     returned("pack", res)
     eq(res[2], o + #bytes, "pack's next offset")
-    set_content(r, splice(content(r), o, bytes))
+    put(r, o, bytes)
   elseif c <= 9 then                                      -- unpack
-    local off, fmt = pick_off(), pick(FORMATS)
+    local off, fmt = pick_off(n), pick(FORMATS)
     local res = try(M.unpack, obj, v(off), v(fmt))
     if not live then return raised("unpack", res, "dead " .. what) end
     local o = toint(off)
-    if not o or o < 0 or o > P then return raised("unpack", res, "offset " .. show(off)) end
+    if not o or o < 0 or o > n then return raised("unpack", res, "offset " .. show(off)) end
     if type(fmt) ~= "string" and type(fmt) ~= "number" then return raised("unpack", res, "format") end
     local want = pack(pcall(string.unpack, fmt, content(r), o + 1))
     if not want[1] then return raised(false, res, "string.unpack refuses: " .. tostring(want[2])) end
@@ -1090,10 +1164,20 @@ function OP.view()
       if math.type(a) == "float" and same then same = string.pack("d", a) == string.pack("d", b) or a ~= a end
       if not same then fail(("unpack %s value %d: got %s, want %s"):format(show(fmt), i - 1, show(a), show(b))) end
     end
-  elseif c == 10 then                                     -- id, #, tostring
+  elseif c == 10 then                                     -- id, #, tostring, alive
     local res = try(M.id, obj)
     local len = try(function(x) return #x end, obj)
-    returned("tostring", try(tostring, obj))
+    local t = try(tostring, obj)
+    returned("tostring", t)
+    local al = try(M.alive, obj)
+    returned("alive", al)
+    eq(al[2], live, "alive() of " .. what)
+    local dead = t[2]:find("(dead)", 1, true) ~= nil
+    if dead == live then fail(("tostring of %s %s: %s"):format(live and "live" or "dead", what, t[2])) end
+    if r.root and live then
+      local span = ("[%d, %d)"):format(r.base, r.base + n)
+      if not t[2]:find(span, 1, true) then fail(("tostring of %s: %s"):format(what, t[2])) end
+    end
     if not live then
       raised("id", res, "dead " .. what)
       raised(false, len, "dead " .. what)
@@ -1102,10 +1186,12 @@ function OP.view()
     returned("id", res)
     eq(res[2], r.id, "id")
     returned("#", len)
-    eq(len[2], P, "#view")
+    eq(len[2], n, "#view")
   elseif c == 11 then                                     -- <close>
     do local _ <close> = obj end
     r.ended = true
+  elseif c == 12 then                                     -- a window of it
+    OP.sub(r)
   else                                                    -- the other type's methods
     local other = is_writer(r) and View or Writer
     local name = pick(sorted_keys(other))
@@ -1114,25 +1200,81 @@ function OP.view()
   end
 end
 
--- writer:commit() / writer:discard().
-function OP.writer()
-  local ws = {}
-  for _, r in ipairs(S.views) do if is_writer(r) then ws[#ws + 1] = r end end
-  if #ws == 0 then return OP.write_protected() end
-  local r = pick(ws)
-  local live = alive(r)
-  if live and rnd(2) == 1 then                            -- something to commit
-    local data = random_bytes(rnd(32))
-    local off = rnd(P - #data + 1) - 1
-    returned("write", try(Writer.write, r.obj, off, data))
-    set_content(r, splice(content(r), off, data))
+-- view:sub(off, len) of a view, writer or window (r, or a random one),
+-- offsets and lengths valid or not: the window shows bytes [off, off + len)
+-- of it and is of its type.
+function OP.sub(r)
+  if not r then
+    if #S.views == 0 then return OP.page() end
+    r = S.views[rnd(#S.views)]
+    if not alive(r) and rnd(4) > 1 then                   -- mostly of live ones
+      local live = {}
+      for _, x in ipairs(S.views) do if alive(x) then live[#live + 1] = x end end
+      if #live > 0 then r = pick(live) end
+    end
   end
+  local M = is_writer(r) and Writer or View
+  local n = r.len
+  local off, len = pick_off(n), pick_len(n)
+  if rnd(2) == 1 then                                     -- half of them valid
+    off = rnd(n + 1) - 1
+    len = rnd(4) == 1 and NIL or rnd(n - off + 1) - 1
+  end
+  local res = try(M.sub, r.obj, v(off), v(len))
+  if not alive(r) then return raised("sub", res, "dead " .. r.kind .. " of " .. r.key) end
+  local o = toint(off)
+  if not o or o < 0 or o > n then return raised("sub", res, "offset " .. show(off)) end
+  local l = len == NIL and n - o or toint(len)
+  if not l or l < 0 or l > n - o then return raised("sub", res, "length " .. show(len)) end
+  returned("sub", res)
+  local w = res[2]
+  if getmetatable(w) ~= getmetatable(r.obj) then fail("sub returned an object of another type") end
+  local rec = new_window(r, w, o, l)
+  eq(w:read(), content(rec), "bytes of a new window")
+  add_rec(rec)
+  S.stats.windows = S.stats.windows + 1
+end
+
+-- A random valid write, fill or pack through writer (or window) r, which
+-- is alive.
+local SCRIBBLE_FORMATS = { "<i8", ">I4", "b", "z", "<d" }
+local function scribble(r)
+  local c = rnd(3)
+  if c == 1 then
+    local data = random_bytes(rnd(math.min(32, r.len) + 1) - 1)
+    local off = rnd(r.len - #data + 1) - 1
+    returned("write", try(Writer.write, r.obj, off, data))
+    put(r, off, data)
+  elseif c == 2 then
+    local off = rnd(r.len + 1) - 1
+    local len = rnd(math.min(32, r.len - off) + 1) - 1
+    local byte = rnd(256) - 1
+    returned("fill", try(Writer.fill, r.obj, byte, off, len))
+    put(r, off, string.rep(string.char(byte), len))
+  else
+    local fmt = pick(SCRIBBLE_FORMATS)
+    local x = fmt == "z" and random_bytes(rnd(8)):gsub("%z", "x") or fmt == "<d" and rnd(1000) / 8
+              or rnd(100) - 1
+    local bytes = string.pack(fmt, x)
+    if #bytes > r.len then return end
+    local off = rnd(r.len - #bytes + 1) - 1
+    local res = try(Writer.pack, r.obj, off, fmt, x)
+    returned("pack", res)
+    eq(res[2], off + #bytes, "pack's next offset")
+    put(r, off, bytes)
+  end
+end
+
+-- Commit (or, one time in three, discard) writer or window r.
+local function finish_writer(r)
+  local root = r.root or r                                -- what commit and discard end
+  local live = alive(r)
   if rnd(3) == 1 then
     local res = try(Writer.discard, r.obj)
     if not live then return raised("discard", res, "dead writer") end
     returned("discard", res)
     eq(res[2], true, "discard result")
-    r.ended = true
+    root.ended = true
     return
   end
   local res = try(Writer.commit, r.obj)
@@ -1140,18 +1282,70 @@ function OP.writer()
   if r.kind == "wtxn" then
     returned("commit", res)
     eq(res[2], true, "commit of a transaction's writer")
-    r.ended = true
+    root.ended = true
     return
   end
-  if S.G[r.key] ~= r.gen or not S.m.prot[r.id] then
+  if S.G[root.key] ~= root.gen or not S.m.prot[root.id] then
     return raised("commit", res, "pid freed since the writer was made")
   end
   if ok_or_env("commit", res, ENV_FULL) then
     eq(res[2], true, "writer commit result")
-    r.ended = true
-    S.m.prot[r.id] = r.buf
+    root.ended = true
+    local new = committed(root)
+    if new ~= root.buf then S.stats.merged = S.stats.merged + 1 end   -- not just its copy
+    S.m.prot[root.id] = new
   end
   after_mut()
+end
+
+-- writer:commit() / writer:discard() (through the writer or a window).
+function OP.writer()
+  local ws = {}
+  for _, r in ipairs(S.views) do if is_writer(r) then ws[#ws + 1] = r end end
+  if #ws == 0 then return OP.write_protected() end
+  local r = pick(ws)                                      -- the writer or a window of it
+  if alive(r) and rnd(2) == 1 then scribble(r) end       -- something to commit
+  finish_writer(r)
+end
+
+-- Users of one protected page: a few writers of pid, each written through
+-- a window of its own range (two objects of a slab sharing a page), or
+-- sometimes anywhere; then committed or discarded in a random order, some
+-- left for later operations.
+function OP.share()
+  local pids = sorted_keys(S.m.prot)
+  if S.closed or S.ro or #pids == 0 then return OP.write_protected() end
+  local pid = pick(pids)
+  local recs = {}
+  for i = 1, 1 + rnd(3) do
+    local res = try(Pager.write_protected, S.p, pid)
+    if S.tx then
+      if not ok_or_env("write_protected", res, ENV_FULL) then return after_mut() end
+    else
+      returned("write_protected", res)
+    end
+    local w = new_rec(res[2], S.tx and "wtxn" or "wpriv", pid)
+    local slot = P // 4
+    local off = rnd(3) == 1 and rnd(P) - 1 or (i - 1) * slot + rnd(slot // 2) - 1
+    local len = rnd(math.min(P - off, slot) + 1) - 1
+    local sub = try(Writer.sub, w.obj, off, len)
+    returned("sub", sub)
+    local win = new_window(w, sub[2], off, len)
+    S.stats.windows = S.stats.windows + 1
+    for _ = 1, rnd(3) do scribble(rnd(4) == 1 and w or win) end
+    if rnd(3) == 1 then                                   -- done with the window: the writer goes on
+      do local _ <close> = win.obj end
+      win.ended = true
+      scribble(w)
+    end
+    add_rec(w)
+    add_rec(win)
+    recs[#recs + 1] = (win.ended or rnd(2) == 1) and w or win
+  end
+  while #recs > 0 do
+    local r = table.remove(recs, rnd(#recs))
+    if rnd(5) > 1 then finish_writer(r) end
+  end
 end
 
 -- Methods of every type called on objects of another type.
@@ -1176,7 +1370,7 @@ function OP.dead_objects()
     local old = pick(S.oldpagers)
     local name = pick({ "alloc", "free", "page", "protected", "write_protected", "alloc_protected",
                         "free_protected", "set_root", "root", "begin", "info", "pages",
-                        "protected_pages", "alloc_bulk", "free_bulk", "transaction" })
+                        "protected_pages", "alloc_bulk", "free_bulk", "transaction", "in_transaction" })
     local arg1 = name == "transaction" and function() end or 1
     local msg = raised({ name, "begin" }, try(Pager[name], old, arg1, 1), "closed pager")
     if not msg:find("closed", 1, true) then fail("closed pager: message does not say so: " .. msg) end
@@ -1225,7 +1419,7 @@ function OP.meta()
   elseif name == "__len" then
     if rec and not alive(rec) then return raised(false, res, "# of a dead view") end
     returned(name, res)
-    eq(res[2], P, "__len")
+    eq(res[2], rec and rec.len or P, "__len")
   elseif name == "__gc" or name == "__close" then
     returned(name, res)
     if src[1] == "Pager" then
@@ -1484,7 +1678,8 @@ local function weights()
     { "protected", 4 }, { "write_protected", 6 }, { "set_root", 4 }, { "iterate", 2 },
     { "misc", 2 }, { "begin", S.tx and 2 or 5 }, { "commit", S.tx and 5 or 1 },
     { "rollback", S.tx and 3 or 1 }, { "abandon_tx", S.tx and 1 or 0 },
-    { "transaction", 4 }, { "coclose", 1 }, { "view", 24 }, { "writer", 6 }, { "wrong_self", 2 },
+    { "transaction", 4 }, { "coclose", 1 }, { "view", 24 }, { "sub", 5 }, { "share", 2 }, { "writer", 6 },
+    { "wrong_self", 2 },
     { "dead_objects", 2 }, { "close", 1 }, { "reopen", 1 }, { "reopen_ro", 1 },
     { "locks", 1 }, { "env_open", 1 }, { "gc", 1 }, { "meta", 2 }, { "burst", 1 },
   }
@@ -1494,7 +1689,8 @@ local INNER_OK = {
   alloc = true, free = true, alloc_bulk = true, free_bulk = true, page = true,
   alloc_protected = true, free_protected = true, protected = true, write_protected = true,
   set_root = true, iterate = true, misc = true, begin = true, commit = true, rollback = true,
-  transaction = true, view = true, writer = true, wrong_self = true, dead_objects = true,
+  transaction = true, view = true, sub = true, share = true, writer = true, wrong_self = true,
+  dead_objects = true,
   locks = true, env_open = true,
 }
 
@@ -1544,7 +1740,8 @@ function run_inner() run(choose(true)) end
 -- crashes (and, under ASan/valgrind, that nothing touches freed or
 -- unmapped memory), and that the file is whole at the end.
 
-local C = { p = nil, views = {}, txs = {}, fired = 0, reopens = 0 }
+local C = { p = nil, views = {}, txs = {}, fired = 0, reopens = 0,
+            windows = setmetatable({}, { __mode = "k" }) }   -- the views that are windows
 
 local function c_ids(protected)
   local ok, ids = pcall(function()
@@ -1589,6 +1786,9 @@ local ACTIONS = {
   function() C.views = {} end,
   function() C.txs = {} end,
   function() C.p:write_protected(c_id(true)):write(0, "bomb") end,
+  function() c_view():sub(rnd(16) - 1, rnd(16) - 1):write(0, "b") end,
+  function() c_view():sub(rnd(8) - 1):commit() end,
+  function() c_keep(c_view():sub(rnd(P) - 1)) end,
   function() error("a failing finalizer") end,
 }
 
@@ -1642,16 +1842,28 @@ local CHAOS = {
     local w = c_view()
     if not w then return end
     local M = getmetatable(w).__name == "mappedpages.Writer" and Writer or View
-    local c = rnd(7)
+    local n = C.windows[w] or P
+    local c = rnd(9)
     local r
-    if c == 1 then r = c_call(M.read, w, v(pick_off()), v(pick_len()))
-    elseif c == 2 then r = c_call(M.write, w, v(pick_off()), v(pick_data()))
-    elseif c == 3 then r = c_call(M.fill, w, rnd(256) - 1, v(pick_off()), v(pick_len()))
-    elseif c == 4 then r = c_call(M.pack, w, v(pick_off()), v(pick(FORMATS)), v(pick_value()), v(pick_value()))
-    elseif c == 5 then r = c_call(M.unpack, w, v(pick_off()), v(pick(FORMATS)))
+    if c == 1 then r = c_call(M.read, w, v(pick_off(n)), v(pick_len(n)))
+    elseif c == 2 then r = c_call(M.write, w, v(pick_off(n)), v(pick_data()))
+    elseif c == 3 then r = c_call(M.fill, w, rnd(256) - 1, v(pick_off(n)), v(pick_len(n)))
+    elseif c == 4 then r = c_call(M.pack, w, v(pick_off(n)), v(pick(FORMATS)), v(pick_value()), v(pick_value()))
+    elseif c == 5 then r = c_call(M.unpack, w, v(pick_off(n)), v(pick(FORMATS)))
     elseif c == 6 then r = c_call(function(x) return #x, x:id(), tostring(x) end, w)
-    else r = c_call(M.read, w) end
-    if c == 7 and r[1] and #r[2] ~= P then fail("read() returned " .. #r[2] .. " bytes") end
+    elseif c == 7 then r = c_call(M.read, w)
+    elseif c == 8 then
+      r = c_call(M.alive, w)
+      if type(r[2]) ~= "boolean" then fail("alive() returned " .. show(r[2])) end
+    else                                                  -- a window of it
+      r = c_call(M.sub, w, v(pick_off(n)), v(pick_len(n)))
+      if r[1] and r[2] then
+        local ok, len = pcall(function() return #r[2] end)
+        if ok then C.windows[r[2]] = len end
+        c_keep(r[2])
+      end
+    end
+    if c == 7 and r[1] and #r[2] ~= n then fail("read() returned " .. #r[2] .. " bytes, not " .. n) end
   end,
   function()
     return c_call(Pager.transaction, C.p, function(x)
@@ -1669,6 +1881,12 @@ local CHAOS = {
     return r
   end,
   function() return c_call(Pager.info, C.p) end,
+  function()
+    local r = c_call(Pager.in_transaction, C.p)
+    if r[1] and r[2] ~= false and math.type(r[2]) ~= "integer" then
+      fail("in_transaction() returned " .. show(r[2]))
+    end
+  end,
   function() return c_call(tostring, C.p) end,
   function() if rnd(20) == 1 then return c_call(Pager.close, C.p) end end,
 }
@@ -1764,10 +1982,10 @@ local function main()
   OP.reopen(true)                    -- and read-only
   OP.close()
   io.write(("ok seed=%d steps=%d calls=%d raised=%d envfail=%d ok=%d commits=%d rollbacks=%d"
-            .. " reopens=%d faults=%d reused=%d pages=%d pids=%d\n")
+            .. " reopens=%d faults=%d reused=%d windows=%d window_calls=%d merged=%d pages=%d pids=%d\n")
     :format(SEED, STEPS, S.stats.calls, S.stats.raised, S.stats.envfail, S.stats.ok,
             S.stats.commits, S.stats.rollbacks, S.stats.reopens, S.stats.faults, S.stats.reused,
-            count(S.m.reg), count(S.m.prot)))
+            S.stats.windows, S.stats.window_calls, S.stats.merged, count(S.m.reg), count(S.m.prot)))
   local t = {}
   for _, name in ipairs(sorted_keys(opcount)) do t[#t + 1] = name .. "=" .. opcount[name] end
   io.write("ops: ", table.concat(t, " "), "\n")

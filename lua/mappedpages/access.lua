@@ -12,6 +12,7 @@
 --     access.txn_number(pager)        -- the number the open transaction commits as
 --     access.cache(pager)             -- this transaction's writers, for hot paths
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
+--     access.stage(pager)             -- changes to several pages, all or none
 --     access.raise("mod:fn", level, fmt, ...)   -- a misuse error
 --
 -- Rollback coherence. Modules cache nothing the pager cannot restore: a
@@ -25,14 +26,17 @@
 --
 -- Errors. Failures of the environment return `nil, msg, code`; misuse
 -- raises, naming the function. An operation that can fail for the
--- environment allocates everything it needs first and writes afterwards,
--- so a failure inside the caller's transaction leaves nothing half done (a
--- failed allocation changes nothing; a failed write poisons the pager,
--- whose transaction can then only roll back).
+-- environment allocates everything it needs first (pages, and the writers
+-- of the pages it will change: a transaction's first writer of a page
+-- copies it, which can fail with "no_space" or "full") and writes
+-- afterwards, so a failure inside the caller's transaction leaves nothing
+-- half done (a failed allocation changes nothing; a failed commit of a
+-- private writer poisons the pager, whose transaction can then only roll
+-- back).
 -- @module mappedpages.access
 
-local error, pcall, select, setmetatable =
-      error, pcall, select, setmetatable
+local error, ipairs, pairs, pcall, select, setmetatable =
+      error, ipairs, pairs, pcall, select, setmetatable
 local format = string.format
 
 local M = {}
@@ -95,10 +99,11 @@ end
 
 --- The open transaction's cache: a table whose `[pid]` is the writer
 -- `writer` made of pid in this transaction (nil if none), so a hot path
--- can look a writer up without a call. Read it, never store into it. Hot
--- paths that have `pager:in_transaction()` at hand pass it as `seq` here
--- and to `writer` and `txn_number` (one C call less); it must be the
--- current value.
+-- can look a writer up without a call. Read it, never store into it; a
+-- writer found there is alive unless someone ended it (`writer` checks
+-- that, a hot path may know nobody can). Hot paths that have
+-- `pager:in_transaction()` at hand pass it as `seq` here and to `writer`
+-- and `txn_number` (one C call less); it must be the current value.
 function M.cache(pager, seq)
   seq = seq or pager:in_transaction()
   local cache = writers_of[pager]
@@ -110,12 +115,18 @@ function M.cache(pager, seq)
 end
 
 --- The open transaction's writer of protected page pid (one per page and
--- transaction, reused). Call inside `atomic` only.
+-- transaction, reused; made again if someone ended it with
+-- `writer:commit()`, `discard()` or `<close>`). Call inside `atomic` only.
+-- The first writer of a page in a transaction copies the page (the
+-- copy-on-write step), so this is where a write can fail for the
+-- environment (`"no_space"`, `"full"`): get every writer an operation
+-- needs before its first write, and a failure leaves nothing half done.
+-- `seq` as for `cache`.
 -- @return a Writer, or `nil, msg, code`
 function M.writer(pager, pid, seq)
   local cache = M.cache(pager, seq)
   local w = cache[pid]
-  if w == nil then
+  if w == nil or not w:alive() then
     local msg, code
     w, msg, code = pager:write_protected(pid)
     if not w then return nil, msg, code end
@@ -128,7 +139,7 @@ end
 -- transaction's id + 1): a stamp that orders transactions across reopens,
 -- e.g. to keep a ref freed in transaction N from being handed out again
 -- before N + 1. Call inside `atomic` only. (Read once per transaction and
--- kept in its cache.)
+-- kept in its cache; `seq` as for `cache`.)
 function M.txn_number(pager, seq)
   local cache = M.cache(pager, seq)
   local n = cache.number
@@ -154,6 +165,68 @@ function M.view(pager, pid)
     cache[pid] = v
   end
   return v
+end
+
+--- Staged changes to protected pages, for an operation that changes
+-- fields on several pages (a free list whose links live in other pages,
+-- counters in the anchor): every write is staged first, then `apply`
+-- gets the writer of every page it touches before writing any, so a
+-- failure to get one ("no_space", "full") leaves every page as it was.
+--
+--     local st = access.stage(pager)             -- inside atomic
+--     st:set(pid, 16, "<i8", st:get(pid, 16, "<i8") + 1)
+--     st:add(anchor, 8, "<I4", -1)               -- the same, shorter
+--     local ws, msg, code = st:apply()           -- ws[pid]: its writer
+--
+-- `get` sees staged values. A field is one offset read and written with
+-- one format (`string.pack` formats); fields must not overlap. `forget`
+-- drops a page's staged fields (a page about to be freed).
+local Stage = {}
+Stage.__index = Stage
+
+function M.stage(pager)
+  return setmetatable({pager = pager, vals = {}, order = {}}, Stage)
+end
+
+function Stage:get(pid, off, fmt)
+  local page = self.vals[pid]
+  local e = page and page[off]
+  if e then return e[2] end
+  return (M.view(self.pager, pid):unpack(off, fmt))
+end
+
+function Stage:set(pid, off, fmt, value)
+  local page = self.vals[pid]
+  if not page then
+    page = {}
+    self.vals[pid] = page
+    self.order[#self.order + 1] = pid
+  end
+  page[off] = {fmt, value}
+end
+
+function Stage:add(pid, off, fmt, delta)
+  self:set(pid, off, fmt, self:get(pid, off, fmt) + delta)
+end
+
+function Stage:forget(pid) self.vals[pid] = nil end
+
+--- Get every writer, then write every staged field.
+-- @return a table pid -> writer of each page written, or `nil, msg, code`
+-- with nothing written
+function Stage:apply()
+  local ws = {}
+  for _, pid in ipairs(self.order) do
+    if self.vals[pid] and not ws[pid] then
+      local w, msg, code = M.writer(self.pager, pid)
+      if not w then return nil, msg, code end
+      ws[pid] = w
+    end
+  end
+  for pid, w in pairs(ws) do
+    for off, e in pairs(self.vals[pid]) do w:pack(off, e[1], e[2]) end
+  end
+  return ws
 end
 
 --- Free protected page pid and forget what is cached of it.

@@ -145,7 +145,10 @@ local function create_first(pager)
   if not pid then return nil, msg, code end
   local w
   w, msg, code = writer(pager, pid)
-  if not w then return nil, msg, code end
+  if not w then
+    access.free_page(pager, pid)
+    return nil, msg, code
+  end
   w:write(0, new_page_header(MAGIC_FIRST, 0))
   pager:set_root((ROOT_TAG << 32) | pid)
   return pid
@@ -243,27 +246,28 @@ function Catalog:create(name, kind)
     end
     local anchor, msg, code = pager:alloc_protected()
     if not anchor then return undo(msg, code) end
-    -- Writes from here on.
+    made[#made + 1] = anchor
+    -- The writers of every page we change (a transaction's first writer
+    -- of a page copies it, which can fail too), then the writes.
+    local ws = {}
     for _, page in ipairs(list) do
-      if page.new then
+      if page.new or page.link or page == target or page == list[1] then
         local w, m, c = writer(pager, page.pid)
-        if not w then return nil, m, c end
-        w:write(0, new_page_header(page.new, 0))
-        if page.new == MAGIC_FIRST then pager:set_root((ROOT_TAG << 32) | page.pid) end
-      end
-      if page.link then
-        local w, m, c = writer(pager, page.pid)
-        if not w then return nil, m, c end
-        w:pack(16, "<I4", page.link + 1)
+        if not w then return undo(m, c) end
+        ws[page] = w
       end
     end
-    local w, m, c = writer(pager, target.pid)
-    if not w then return nil, m, c end
+    for _, page in ipairs(list) do
+      if page.new then
+        ws[page]:write(0, new_page_header(page.new, 0))
+        if page.new == MAGIC_FIRST then pager:set_root((ROOT_TAG << 32) | page.pid) end
+      end
+      if page.link then ws[page]:pack(16, "<I4", page.link + 1) end
+    end
+    local w = ws[target]
     w:write(HEADER + target.used, spack(ENTRY_FMT, #name, #kind, anchor) .. name .. kind)
     w:pack(8, "<I4 I4", target.used + len, target.count + 1)
-    local fw
-    fw, m, c = writer(pager, list[1].pid)
-    if not fw then return nil, m, c end
+    local fw = ws[list[1]]
     fw:pack(20, "<I4", fw:unpack(20, "<I4") + 1)
     return anchor
   end)
@@ -282,26 +286,30 @@ function Catalog:remove(name)
   local e, page = find(list, name)
   if not e then raise("catalog:remove", 1, "no object named %q", name) end
   return atomic(pager, function()
-    local ok, msg, code = access.free_page(pager, e.pid)
-    if not ok then return nil, msg, code end
-    local w
-    w, msg, code = writer(pager, page.pid)
+    -- An empty page past the first leaves the chain: its predecessor is
+    -- relinked. The writers first (they can fail), then the changes.
+    local prev
+    if page.count == 1 and page ~= list[1] then
+      for i = 2, #list do if list[i] == page then prev = list[i - 1] end end
+    end
+    local w, msg, code = writer(pager, page.pid)
     if not w then return nil, msg, code end
+    local fw, pw
+    fw, msg, code = writer(pager, list[1].pid)
+    if not fw then return nil, msg, code end
+    if prev then
+      pw, msg, code = writer(pager, prev.pid)
+      if not pw then return nil, msg, code end
+    end
+    local ok
+    ok, msg, code = access.free_page(pager, e.pid)
+    if not ok then return nil, msg, code end
     local tail = HEADER + page.used - (e.off + e.len)
     if tail > 0 then w:write(e.off, w:read(e.off + e.len, tail)) end
     w:fill(0, HEADER + page.used - e.len, e.len)
     w:pack(8, "<I4 I4", page.used - e.len, page.count - 1)
-    local fw
-    fw, msg, code = writer(pager, list[1].pid)
-    if not fw then return nil, msg, code end
     fw:pack(20, "<I4", fw:unpack(20, "<I4") - 1)
-    if page.count == 1 and page ~= list[1] then
-      -- An empty page past the first leaves the chain.
-      local prev
-      for i = 2, #list do if list[i] == page then prev = list[i - 1] end end
-      local pw
-      pw, msg, code = writer(pager, prev.pid)
-      if not pw then return nil, msg, code end
+    if prev then
       pw:pack(16, "<I4", page.next + 1)
       ok, msg, code = access.free_page(pager, page.pid)
       if not ok then return nil, msg, code end

@@ -123,8 +123,8 @@ end
 -- freeing pids while iterating is allowed.
 --
 -- `pager:protected(pid) -> view`: a read-only View (`read`, `unpack`,
--- `id`, `#`; `write`, `fill` and `pack` raise "protected view is read-only:
--- use pager:write_protected"). Every access shows the content as it is
+-- `sub`, `alive`, `id`, `#`; `write`, `fill` and `pack` raise "protected
+-- view is read-only: use pager:write_protected"). Every access shows the content as it is
 -- then: the committed content, or inside a transaction the transaction's
 -- own. The view dies when pid is freed (or its allocation rolled back).
 --
@@ -133,16 +133,23 @@ end
 -- `commit` and `discard`. It starts as a copy of the current content.
 --
 -- * Made outside a transaction, the writer is private: nothing else sees
---   its bytes until `writer:commit()`, which replaces the page with them
---   in one durable transaction and returns `true` (or `nil, msg, code` on
---   an I/O failure or a full disk; the writer then stays alive: commit
---   again or discard). If a transaction was begun after the writer was
---   made, `commit` joins it instead: the transaction's commit makes it
---   durable and its rollback drops it (if writing its bytes fails there,
---   the transaction's copy is unknown: the pager is poisoned, the
---   transaction can only roll back). `commit` raises if pid was freed
---   since the writer was made. `writer:discard()`, `<close>` and garbage
---   collection without a commit drop the changes.
+--   its bytes until `writer:commit()`, which commits the bytes the writer
+--   changed over the page's content as it is at the commit, in one durable
+--   transaction, and returns `true` (or `nil, msg, code` on an I/O failure
+--   or a full disk; the writer then stays alive and unchanged: commit
+--   again or discard). "Changed" is one span, from the lowest to the
+--   highest byte written through the writer or its windows (`write`,
+--   `fill`, `pack`); the rest of the page is taken as it is then, so two
+--   private writers of different byte ranges of one page (two objects
+--   sharing a page) both keep their changes, in either order; bytes both
+--   wrote are the last commit's. A writer that wrote nothing commits the
+--   current content. If a transaction was begun after the writer was
+--   made, `commit` joins it instead (over the transaction's content): the
+--   transaction's commit makes it durable and its rollback drops it (if
+--   writing its bytes fails there, the transaction's copy is unknown: the
+--   pager is poisoned, the transaction can only roll back). `commit`
+--   raises if pid was freed since the writer was made. `writer:discard()`,
+--   `<close>` and garbage collection without a commit drop the changes.
 -- * Made inside a transaction, the writer writes the transaction's own copy
 --   of the page: `pager:protected(pid)` and every other writer of pid in
 --   the transaction see its bytes at once, `tx:commit()` keeps them and
@@ -157,6 +164,34 @@ end
 -- `protected_pages` (physical pages holding protected contents) and
 -- `pid_limit` (every pid is below it).
 -- @section protected
+
+--- Windows, liveness and the open transaction (methods of the C types,
+-- documented here; the reference is docs/API.md, "Views and windows").
+--
+--     local w = pager:write_protected(pid):sub(64, 64)  -- an object's 64 bytes
+--     w:pack(0, "<i8", 7)                               -- at byte 64 of the page
+--     assert(w:commit())                                -- commits the writer
+--
+-- `view:sub(off [, len]) -> window`: on a View, a Writer or a window, an
+-- object of the same type showing bytes [off, off + len) of it (len
+-- defaults to the rest). Every method works with offsets relative to the
+-- window and raises outside it ("offset 41 is out of range (window of 40
+-- bytes)"); `#w` is len, `w:id()` the page's id, alignment in `pack` and
+-- `unpack` counts from the window's first byte. A window of a protected
+-- view is read-only, one of a read-only pager's page refuses writes. A
+-- writer's window has `commit` and `discard`, which commit or discard the
+-- writer (it and all its windows die). A window dies with what it was made
+-- from (page freed, pager closed, writer ended); its own `<close>` and
+-- collection end only the window, and it keeps its view alive.
+--
+-- `view:alive() -> boolean`: true while a view, writer or window can be
+-- used, false once it is dead; never raises.
+--
+-- `pager:in_transaction() -> false | integer`: false when no transaction
+-- (`begin`, `transaction`) is open, else a number of that transaction,
+-- unique for this Pager object: join it or make your own, cache per
+-- transaction. Raises on a closed pager.
+-- @section windows
 
 --- Method tables of the C types, for modules that add methods.
 M._Pager_methods = Pager

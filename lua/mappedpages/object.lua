@@ -8,6 +8,9 @@
 --
 --     local object = require "mappedpages.object"
 --     local pid, created = object.open(pager, name, "mykind", "mod.open", init)
+--     local self = object.handle(MyKind, pager, name, pid)
+--     object.check_handle(self, "mod:alloc", true)   -- first in every method
+--     local len = object.check_span("mod:read", size, off, len)
 --     object.drop(pager, name, "mykind", "mod.drop", free_all)
 --
 -- How objects read and change their pages is mappedpages.access.
@@ -16,7 +19,7 @@
 local access = require "mappedpages.access"
 local catalog = require "mappedpages.catalog"
 
-local pcall, setmetatable, type = pcall, setmetatable, type
+local pcall, setmetatable, tostring, type = pcall, setmetatable, tostring, type
 local format = string.format
 
 local raise, atomic, readonly = access.raise, access.atomic, access.readonly
@@ -35,7 +38,10 @@ end
 
 --- Open the object `name` of `kind`, creating it when the name is free:
 -- `init(pid)` then initializes its anchor page (a zeroed protected page)
--- in the same transaction and returns true or `nil, msg, code`.
+-- in the same transaction and returns true or `nil, msg, code`; after a
+-- failure it must have changed nothing (get the writers it needs before
+-- writing), and the name is taken out again, even inside the caller's
+-- transaction.
 -- @return anchor pid and whether it was created, or `nil, msg, code`:
 -- "kind" (the name holds another kind), "not_found" (a read-only pager
 -- and no such name), "not_catalog", or the environment's codes
@@ -57,7 +63,13 @@ function M.open(pager, name, kind, fname, init)
     local pid, m, c = cat:create(name, kind)
     if not pid then return nil, m, c end
     local ok, m2, c2 = init(pid)
-    if not ok then return nil, m2, c2 end
+    if not ok then
+      -- Inside the caller's transaction nothing rolls the name back for
+      -- us: take it out again (its pages' writers exist already, so this
+      -- cannot fail for want of room).
+      cat:remove(name)
+      return nil, m2, c2
+    end
     return pid, true
   end)
 end
@@ -73,16 +85,40 @@ function M.handle(mt, pager, name, pid)
                        anchor = pager:protected(pid)}, mt)
 end
 
---- Raise (naming `fname`) unless the handle's object still exists and its
--- pager is open.
-function M.check_handle(self, fname)
-  if self.anchor:alive() then return end
+--- Raise (naming `fname`) unless `self` is a handle (a method called
+-- with `.` instead of `:` gets something else), its object still exists
+-- and its pager is open, and, when `mutating` is true, the pager is
+-- writable.
+function M.check_handle(self, fname, mutating)
+  if type(self) ~= "table" or type(self.anchor) ~= "userdata" then
+    raise(fname, 2, "expected a handle as self (got %s): call it as obj:method(...)", type(self))
+  end
+  if self.anchor:alive() then
+    if mutating and readonly(self.pager) then raise(fname, 2, "pager is read-only") end
+    return
+  end
   local pager = self.pager
   if not pcall(pager.page_size, pager) then
     raise(fname, 2, "attempt to use %q after its pager was closed", self.object_name)
   end
   raise(fname, 2, "%q no longer exists (it was dropped, or its creation was rolled back)",
         self.object_name)
+end
+
+--- Check a byte range of an object of `size` bytes: `off` an integer
+-- from 0 to size, `len` (default: the rest) an integer with off + len <=
+-- size. Raises naming `fname` otherwise.
+-- @return len
+function M.check_span(fname, size, off, len)
+  if math.type(off) ~= "integer" or off < 0 or off > size then
+    raise(fname, 2, "offset must be an integer from 0 to %d (got %s)", size, tostring(off))
+  end
+  if len == nil then len = size - off end
+  if math.type(len) ~= "integer" or len < 0 or len > size - off then
+    raise(fname, 2, "length must be an integer from 0 to %d at offset %d (got %s)",
+          size - off, off, tostring(len))
+  end
+  return len
 end
 
 --- Drop the object `name` of `kind`: `free_all(pid)` frees every page it

@@ -104,7 +104,7 @@ local traceback = debug.traceback
 
 local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
-local check_handle = object.check_handle
+local check_handle, check_span = object.check_handle, object.check_span
 -- The hot paths call the binding's methods directly (no lookup through
 -- the userdata's metatable): views' for the anchor, writers' for pages.
 local V_unpack = core._View_methods.unpack
@@ -577,7 +577,8 @@ end
 --- Allocate an object of size bytes (1 to max_size()), reading as zeros.
 -- @return its ref, or nil, msg, code
 function Slab:alloc(size)
-  if not self.anchor:alive() then check_handle(self, "slab:alloc") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:alloc") end
   local cls = self.cls
   if mtype(size) ~= "integer" or size < 1 or size > cls.max then
     size = bad_size(self, "slab:alloc", size)
@@ -593,7 +594,8 @@ end
 --- Free the object ref.
 -- @return true, or nil, msg, code
 function Slab:free(ref)
-  if not self.anchor:alive() then check_handle(self, "slab:free") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:free") end
   if self.readonly then raise("slab:free", 1, "pager is read-only") end
   local pager = self.pager
   local seq = pager:in_transaction()
@@ -603,39 +605,22 @@ end
 
 --- The size of object ref, as asked for.
 function Slab:size(ref)
-  if not self.anchor:alive() then check_handle(self, "slab:size") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:size") end
   local _, _, _, size = locate(self, ref, "slab:size")
   return size
 end
 
-local function check_range(fname, size, off, len)
-  if mtype(off) ~= "integer" then
-    off = type(off) == "number" and tointeger(off)
-    if not off then raise(fname, 3, "offset must be an integer") end
-  end
-  if off < 0 or off > size then
-    raise(fname, 3, "offset %d is out of range (object of %d bytes)", off, size)
-  end
-  if len == nil then return off, size - off end
-  if mtype(len) ~= "integer" then
-    len = type(len) == "number" and tointeger(len)
-    if not len then raise(fname, 3, "length must be an integer") end
-  end
-  if len < 0 or len > size - off then
-    raise(fname, 3, "length %d is out of range (%d bytes from offset %d to the end of the object)",
-          len, size - off, off)
-  end
-  return off, len
-end
-
 --- Read len bytes of object ref from off (defaults: 0, to its end).
 function Slab:read(ref, off, len)
-  if not self.anchor:alive() then check_handle(self, "slab:read") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:read") end
   local _, slot, c, size, v = locate(self, ref, "slab:read")
   if off == nil and len == nil then
     off, len = 0, size
   else
-    off, len = check_range("slab:read", size, off or 0, len)
+    off = off or 0
+    len = check_span("slab:read", size, off, len)
   end
   local cls = self.cls
   return v:read(cls.data[c] + slot * cls.slot[c] + off, len)
@@ -644,10 +629,11 @@ end
 --- Write the bytes of str into object ref at off; all of str must fit.
 -- @return true, or nil, msg, code
 function Slab:write(ref, off, str)
-  if not self.anchor:alive() then check_handle(self, "slab:write") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:write") end
   if self.readonly then raise("slab:write", 1, "pager is read-only") end
   local pid, slot, c, size = locate(self, ref, "slab:write")
-  off = check_range("slab:write", size, off)
+  check_span("slab:write", size, off, 0)
   if type(str) ~= "string" then
     raise("slab:write", 1, "data must be a string (got %s)", type(str))
   end
@@ -666,19 +652,19 @@ end
 --- A read-only window of object ref's bytes: a view of its page's
 -- current content (pager:protected(pid):sub(...)), size bytes.
 function Slab:view(ref)
-  if not self.anchor:alive() then check_handle(self, "slab:view") end
-  local pid, slot, c, size = locate(self, ref, "slab:view")
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:view") end
+  local _, slot, c, size = locate(self, ref, "slab:view")
   local cls = self.cls
-  local v, msg, code = self.pager:protected(pid)
-  if not v then return nil, msg, code end
-  return v:sub(cls.data[c] + slot * cls.slot[c], size)
+  return view(self.pager, ref >> 16):sub(cls.data[c] + slot * cls.slot[c], size)
 end
 
 --- A writer window of object ref (pager:write_protected(pid):sub(...)):
 -- outside a transaction a private copy that commit() makes durable (it
 -- writes only the object's bytes), inside one the transaction's copy.
 function Slab:writer(ref)
-  if not self.anchor:alive() then check_handle(self, "slab:writer") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:writer") end
   check_writable(self, "slab:writer")
   local pid, slot, c, size = locate(self, ref, "slab:writer")
   local cls = self.cls
@@ -784,7 +770,8 @@ end
 --- Allocate n objects of size bytes, all or none.
 -- @return a list of n refs, or nil, msg, code (and nothing allocated)
 function Slab:alloc_bulk(n, size)
-  if not self.anchor:alive() then check_handle(self, "slab:alloc_bulk") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:alloc_bulk") end
   if mtype(n) ~= "integer" then
     n = type(n) == "number" and tointeger(n)
     if not n then raise("slab:alloc_bulk", 1, "n must be an integer") end
@@ -850,7 +837,8 @@ end
 --- Free every ref of the list, all or none (any bad ref raises first).
 -- @return true, or nil, msg, code
 function Slab:free_bulk(refs)
-  if not self.anchor:alive() then check_handle(self, "slab:free_bulk") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:free_bulk") end
   check_writable(self, "slab:free_bulk")
   if type(refs) ~= "table" then
     raise("slab:free_bulk", 1, "refs must be a table of refs (got %s)", type(refs))
@@ -899,7 +887,8 @@ end
 -- s:objects() do`. The pages are listed when the loop starts, each page's
 -- objects read when the loop reaches it.
 function Slab:objects()
-  if not self.anchor:alive() then check_handle(self, "slab:objects") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:objects") end
   local pids = page_list(self, "slab:objects")
   sort(pids)
   local pager, tag, cls = self.pager, self.tag, self.cls
@@ -934,7 +923,8 @@ end
 -- =, efficiency = bytes / page_bytes, page_size =, max_size =, classes =
 -- {{slot =, min =, per_page =, pages =, objects =, bytes =}, ...}}.
 function Slab:stats()
-  if not self.anchor:alive() then check_handle(self, "slab:stats") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:stats") end
   local pager, cls = self.pager, self.cls
   local classes = {}
   for c = 1, cls.n do
@@ -1060,8 +1050,9 @@ end
 -- owned once and every non-full page on exactly one list of its class.
 -- @return true, or false and a list of problems (strings)
 function Slab:check()
-  if not self.anchor:alive() then check_handle(self, "slab:check") end
-  local pager, anchor = self.pager, self.anchor
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:check") end
+  local pager = self.pager
   local problems = {}
   local function bad(fmt, ...) problems[#problems + 1] = format(fmt, ...) end
   local cls, why = load_classes(anchor)
@@ -1159,13 +1150,15 @@ end
 
 --- The largest object size.
 function Slab:max_size()
-  if not self.anchor:alive() then check_handle(self, "slab:max_size") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:max_size") end
   return self.cls.max
 end
 
 --- The slab's name in the catalog.
 function Slab:name()
-  if not self.anchor:alive() then check_handle(self, "slab:name") end
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:name") end
   return self.object_name
 end
 

@@ -396,8 +396,10 @@ describe("a slab", function()
       assert.equal(24, s:size(ref))
     end
     assert.same({}, s:alloc_bulk(0, 24))
-    H.raises_with({"slab:alloc_bulk", "n must not be negative"}, s.alloc_bulk, s, -1, 24)
-    H.raises_with({"slab:alloc_bulk", "n must be an integer"}, s.alloc_bulk, s, "3", 24)
+    H.raises_with({"slab:alloc_bulk", "n must be a non-negative integer (got -1)"}, s.alloc_bulk, s, -1, 24)
+    H.raises_with({"slab:alloc_bulk", "n must be a non-negative integer (got string)"},
+                  s.alloc_bulk, s, "3", 24)
+    H.raises_with({"slab:alloc_bulk", "(got 1.5)"}, s.alloc_bulk, s, 1.5, 24)
     H.raises_with({"slab:free_bulk", "ref " .. refs[2] .. " appears twice"},
                   s.free_bulk, s, {refs[1], refs[2], refs[2]})
     H.raises_with({"slab:free_bulk", "refs must be a table"}, s.free_bulk, s, refs[1])

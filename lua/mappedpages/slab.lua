@@ -772,11 +772,11 @@ end
 function Slab:alloc_bulk(n, size)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and anchor:alive()) then check_handle(self, "slab:alloc_bulk") end
-  if mtype(n) ~= "integer" then
-    n = type(n) == "number" and tointeger(n)
-    if not n then raise("slab:alloc_bulk", 1, "n must be an integer") end
+  local count = type(n) == "number" and tointeger(n)
+  if not count or count < 0 then
+    raise("slab:alloc_bulk", 1, "n must be a non-negative integer (got %s)", what(n))
   end
-  if n < 0 then raise("slab:alloc_bulk", 1, "n must not be negative (got %d)", n) end
+  n = count
   local cls = self.cls
   if mtype(size) ~= "integer" or size < 1 or size > cls.max then
     size = bad_size(self, "slab:alloc_bulk", size)

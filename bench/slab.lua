@@ -22,7 +22,9 @@
 --    freed in a transaction is reused only from the next, so those need room
 --    for M objects more than the live ones). Target: >= 0.80.
 -- 3. Durable single commits: auto-commit s:alloc(100) (each call one
---    durable transaction) and auto-commit s:free, per second, interleaved
+--    durable transaction), auto-commit s:free and, for reference, the
+--    core's single-page protected commit (write_protected + commit(): the
+--    same writes, a content page and the root), per second, interleaved
 --    with the raw pwrite 4 KiB + fdatasync rate of `commit_rate --raw-only`
 --    (Lua cannot fdatasync), DURABLE_ROUNDS rounds of SLICE s, medians;
 --    ratios are medians of per-round ratios. Barriers per op from
@@ -295,15 +297,27 @@ local function raw_helper()
   end
 end
 
+-- Bytes this process has caused to be written (page-cache pages dirtied,
+-- through write or the mapping): /proc/self/io write_bytes, or nil.
+local function written()
+  local f = io.open("/proc/self/io")
+  if not f then return nil end
+  local t = f:read("a")
+  f:close()
+  return tonumber(t:match("write_bytes:%s*(%d+)"))
+end
+
 local function durable()
   local s, p, path = open_slab("-durable.mp", 4096)
   local raw = raw_helper()
-  local res = {alloc = {}, free = {}, raw = {}, ra = {}, rf = {}}
-  local barriers, ops = {alloc = 0, free = 0}, {alloc = 0, free = 0}
+  local res = {alloc = {}, free = {}, prot = {}, raw = {}, ra = {}, rf = {}, rp = {}}
+  local pid = p:alloc_protected()
+  local barriers, ops = {alloc = 0, free = 0, prot = 0}, {alloc = 0, free = 0, prot = 0}
+  local bytes = {alloc = 0, free = 0, prot = 0}
   for k = 1, DURABLE_ROUNDS do
     if raw then res.raw[k] = raw() end
     local refs, n = {}, 0
-    local b0 = p:info().barriers
+    local b0, w0 = p:info().barriers, written()
     local t0 = wall()
     local t
     repeat
@@ -315,8 +329,9 @@ local function durable()
     until t - t0 >= SLICE
     res.alloc[k] = n / (t - t0)
     barriers.alloc, ops.alloc = barriers.alloc + p:info().barriers - b0, ops.alloc + n
+    if w0 then bytes.alloc = bytes.alloc + written() - w0 end
     -- free what was made, one durable commit each (as long as it lasts)
-    b0 = p:info().barriers
+    b0, w0 = p:info().barriers, written()
     t0 = wall()
     local i = 0
     repeat
@@ -327,19 +342,41 @@ local function durable()
     until t - t0 >= SLICE or i >= n
     res.free[k] = i / (t - t0)
     barriers.free, ops.free = barriers.free + p:info().barriers - b0, ops.free + i
+    if w0 then bytes.free = bytes.free + written() - w0 end
     if i < n then
       local rest = {}
       for j = i + 1, n do rest[#rest + 1] = refs[j] end
       assert(s:free_bulk(rest))           -- keep the slab bounded (untimed)
     end
+    -- the core's own single-page protected commit, for reference
+    b0, w0 = p:info().barriers, written()
+    t0 = wall()
+    i = 0
+    repeat
+      for _ = 1, 8 do
+        i = i + 1
+        local w = p:write_protected(pid)
+        w:pack(0, "<i8", i)
+        assert(w:commit())
+      end
+      t = wall()
+    until t - t0 >= SLICE
+    res.prot[k] = i / (t - t0)
+    barriers.prot, ops.prot = barriers.prot + p:info().barriers - b0, ops.prot + i
+    if w0 then bytes.prot = bytes.prot + written() - w0 end
     if res.raw[k] then
       res.ra[k] = res.alloc[k] / res.raw[k]
       res.rf[k] = res.free[k] / res.raw[k]
+      res.rp[k] = res.prot[k] / res.raw[k]
     end
   end
   close(p, path)
   res.bpo_alloc = barriers.alloc / ops.alloc
   res.bpo_free = barriers.free / ops.free
+  res.kib_alloc = bytes.alloc / ops.alloc / 1024
+  res.kib_free = bytes.free / ops.free / 1024
+  res.bpo_prot = barriers.prot / ops.prot
+  res.kib_prot = bytes.prot / ops.prot / 1024
   return res
 end
 
@@ -387,16 +424,21 @@ local function main()
   local d = durable()
   print(fmt("3. durable auto-commit calls, 4 KiB pages, %d rounds x %.1f s interleaved with raw:",
             DURABLE_ROUNDS, SLICE))
-  print("| variant | ops/s (median) | vs raw | barriers per op |")
-  print("|---|---:|---:|---:|")
+  print("| variant | ops/s (median) | vs raw | barriers per op | KiB dirtied per op |")
+  print("|---|---:|---:|---:|---:|")
   if d.raw[1] then
-    print(fmt("| raw pwrite 4 KiB + fdatasync (commit_rate --raw-only) | %.0f | 1.00 | 1 |", median(d.raw)))
-    print(fmt("| s:alloc(100) auto-commit | %.0f | %.2f | %.2f |", median(d.alloc), median(d.ra), d.bpo_alloc))
-    print(fmt("| s:free(ref) auto-commit | %.0f | %.2f | %.2f |", median(d.free), median(d.rf), d.bpo_free))
+    print(fmt("| raw pwrite 4 KiB + fdatasync (commit_rate --raw-only) | %.0f | 1.00 | 1 | 4.0 |",
+              median(d.raw)))
+    print(fmt("| s:alloc(100) auto-commit | %.0f | %.2f | %.2f | %.1f |", median(d.alloc), median(d.ra),
+              d.bpo_alloc, d.kib_alloc))
+    print(fmt("| s:free(ref) auto-commit | %.0f | %.2f | %.2f | %.1f |", median(d.free), median(d.rf),
+              d.bpo_free, d.kib_free))
+    print(fmt("| reference: one protected page, write_protected + commit() | %.0f | %.2f | %.2f | %.1f |",
+              median(d.prot), median(d.rp), d.bpo_prot, d.kib_prot))
   else
-    print(fmt("| s:alloc(100) auto-commit | %.0f | n/a (build/bench/commit_rate missing) | %.2f |",
-              median(d.alloc), d.bpo_alloc))
-    print(fmt("| s:free(ref) auto-commit | %.0f | n/a | %.2f |", median(d.free), d.bpo_free))
+    print(fmt("| s:alloc(100) auto-commit | %.0f | n/a (build/bench/commit_rate missing) | %.2f | %.1f |",
+              median(d.alloc), d.bpo_alloc, d.kib_alloc))
+    print(fmt("| s:free(ref) auto-commit | %.0f | n/a | %.2f | %.1f |", median(d.free), d.bpo_free, d.kib_free))
   end
 end
 

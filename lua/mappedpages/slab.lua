@@ -78,10 +78,15 @@
 -- or defers a page of it puts back in front of the partial list at once
 -- (O(1): both lists are doubly linked and the deferred list has a tail).
 -- So an alloc and a free are O(1), and usually change one page: the
--- page's own header and entry. A page whose last object is freed leaves
+-- page's own header and entry (objects and bytes are counted per page,
+-- not in the anchor; stats() adds them up). A page whose last object is freed leaves
 -- every list and goes back to the pager in the same transaction (the core
 -- hands its pid out again from the next one). The page list links all
 -- pages, for objects(), stats(), check() and drop().
+--
+-- s:view(ref) and s:writer(ref) are windows (view:sub) of the object's
+-- bytes in its page; they die with the page, and are valid until the
+-- object is freed (a window does not know when that happens).
 --
 -- Failures. An operation that can fail for the environment (a full disk:
 -- a new page, or the first write of a page in a transaction, which copies

@@ -321,6 +321,22 @@ describe("named objects", function()
     assert.is_false(created2)
   end)
 
+  it("make the file's first object and its catalog in one commit", function()
+    local p = H.create()
+    local b = H.barriers(p)
+    assert(object.open(p, "thing", "kindA", "t.open", init_ok))
+    assert.equal(b + 1, H.barriers(p))
+    assert.is_truthy(catalog.open(p):get("thing"))
+  end)
+
+  it("leave no catalog behind when the file's first object fails to init", function()
+    local p = H.create()
+    H.fails_with("no_space", object.open(p, "thing", "kindA", "t.open",
+      function() return nil, "no room", "no_space" end))
+    assert.equal(0, p:root())
+    assert.equal(0, p:info().protected_count)
+  end)
+
   it("refuse a name that holds another kind", function()
     local p = H.create()
     object.open(p, "thing", "kindA", "t.open", init_ok)
@@ -343,6 +359,16 @@ describe("named objects", function()
       function() return nil, "no room", "no_space" end))
     assert.is_nil(catalog.open(p):get("thing"))
     assert.equal(count, p:info().protected_count)
+  end)
+
+  it("initialize a new anchor with a string", function()
+    local p = H.create()
+    local pid = assert(object.open(p, "thing", "kindA", "t.open", "MAGIC"))
+    assert.equal("MAGIC\0", p:protected(pid):read(0, 6))
+    local pid2, created = object.open(p, "thing", "kindA", "t.open", "OTHER")
+    assert.equal(pid, pid2)
+    assert.is_false(created)
+    assert.equal("MAGIC", p:protected(pid):read(0, 5))
   end)
 
   it("check their names", function()
@@ -551,6 +577,17 @@ describe("the helpers every object uses", function()
     tx:rollback()
   end)
 
+  it("object.check_integer: integers within bounds", function()
+    object.check_integer("t:alloc", "size", 1, 1, 10)
+    object.check_integer("t:alloc", "size", 10, 1, 10)
+    object.check_integer("t:read", "ref", math.maxinteger, 1)
+    for _, bad in ipairs({0, 11, 1.5, "3", nil, {}}) do
+      H.raises_with({"t:alloc", "size must be an integer from 1 to 10"},
+                    object.check_integer, "t:alloc", "size", bad, 1, 10)
+    end
+    H.raises_with({"t:read", "ref must be an integer >= 1 (got 0)"}, object.check_integer, "t:read", "ref", 0, 1)
+  end)
+
   it("object.check_span: offsets and lengths within an object", function()
     assert.equal(10, object.check_span("t:read", 10, 0))
     assert.equal(4, object.check_span("t:read", 10, 6))
@@ -562,6 +599,41 @@ describe("the helpers every object uses", function()
     H.raises_with({"t:read", "length must be an integer from 0 to 4 at offset 6"},
                   object.check_span, "t:read", 10, 6, 5)
     H.raises_with({"t:read", "length"}, object.check_span, "t:read", 10, 0, 1.5)
+  end)
+
+  it("object.open and object.drop raise naming the function for a bad or closed pager", function()
+    local init = function() return true end
+    H.raises_with({"t.open", "pager expected (got nil)"}, object.open, nil, "x", "k", "t.open", init)
+    H.raises_with({"t.drop", "pager expected (got number)"}, object.drop, 5, "x", "k", "t.drop", init)
+    H.raises_with({"t.open", "pager expected (got userdata)"}, object.open, io.stdout, "x", "k", "t.open", init)
+    local p = H.create()
+    p:close()
+    H.raises_with({"t.open", "closed"}, object.open, p, "x", "k", "t.open", init)
+  end)
+
+  it("object.contents gives read, write and size from one locate function", function()
+    local p = H.create()
+    local pid = object.open(p, "thing", "kindA", "t.open", function() return true end)
+    local T = {}
+    T.__index = T
+    object.contents(T, "t", function(self, ref, fname)
+      if ref ~= 1 then access.raise(fname, 2, "no ref %s", tostring(ref)) end
+      return access.view(self.pager, self.pid), 100, 10
+    end)
+    local h = object.handle(T, p, "thing", pid)
+    assert.equal(10, h:size(1))
+    assert.is_true(h:write(1, 2, "abc"))
+    assert.equal("\0\0abc\0\0\0\0\0", h:read(1))
+    assert.equal("bc", h:read(1, 3, 2))
+    assert.equal("abc", p:protected(pid):read(102, 3))
+    H.raises_with({"t:read", "no ref 2"}, h.read, h, 2)
+    H.raises_with({"t:write", "length must be an integer from 0 to 1 at offset 9"}, h.write, h, 1, 9, "ab")
+    H.raises_with({"t:write", "data must be a string"}, h.write, h, 1, 0, 5)
+    H.raises_with({"t:size", "expected a handle"}, h.size, 1)
+    local tx = p:begin()
+    h:write(1, 0, "zz")
+    tx:rollback()
+    assert.equal("\0\0abc", h:read(1, 0, 5))
   end)
 
   it("object.check_handle refuses mutation on a read-only pager", function()

@@ -13,6 +13,7 @@
 --     access.cache(pager)             -- this transaction's writers, for hot paths
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
 --     access.stage(pager)             -- changes to several pages, all or none
+--     access.txn_number(pager)        -- the open transaction's number
 --     access.raise("mod:fn", level, fmt, ...)   -- a misuse error
 --
 -- Rollback coherence. Modules cache nothing the pager cannot restore: a

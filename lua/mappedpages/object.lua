@@ -10,7 +10,9 @@
 --     local pid, created = object.open(pager, name, "mykind", "mod.open", init)
 --     local self = object.handle(MyKind, pager, name, pid)
 --     object.check_handle(self, "mod:alloc", true)   -- first in every method
+--     object.check_integer("mod:alloc", "size", size, 1, max)
 --     local len = object.check_span("mod:read", size, off, len)
+--     object.contents(MyKind, "mod", locate)   -- read, write, size by ref
 --     object.drop(pager, name, "mykind", "mod.drop", free_all)
 --
 -- How objects read and change their pages is mappedpages.access.
@@ -19,7 +21,7 @@
 local access = require "mappedpages.access"
 local catalog = require "mappedpages.catalog"
 
-local pcall, setmetatable, tostring, type = pcall, setmetatable, tostring, type
+local pcall, select, setmetatable, tostring, type = pcall, select, setmetatable, tostring, type
 local format = string.format
 
 local raise, atomic, readonly = access.raise, access.atomic, access.readonly
@@ -36,17 +38,35 @@ function M.check_name(fname, name, level)
   end
 end
 
+--- Raise (naming `fname`) unless `pager` is an open pager.
+function M.check_pager(fname, pager, level)
+  local ok = type(pager) == "userdata" and pcall(function() return pager.in_transaction end)
+  if not ok or type(pager.in_transaction) ~= "function" then
+    raise(fname, (level or 1) + 1, "pager expected (got %s)", type(pager))
+  end
+  if not pcall(pager.in_transaction, pager) then
+    raise(fname, (level or 1) + 1, "the pager is closed")
+  end
+end
+
 --- Open the object `name` of `kind`, creating it when the name is free:
 -- `init(pid)` then initializes its anchor page (a zeroed protected page)
 -- in the same transaction and returns true or `nil, msg, code`; after a
 -- failure it must have changed nothing (get the writers it needs before
 -- writing), and the name is taken out again, even inside the caller's
--- transaction.
+-- transaction. `init` may also be a string: the anchor's first bytes
+-- (a magic, say), written for you.
 -- @return anchor pid and whether it was created, or `nil, msg, code`:
 -- "kind" (the name holds another kind), "not_found" (a read-only pager
 -- and no such name), "not_catalog", or the environment's codes
 function M.open(pager, name, kind, fname, init)
+  M.check_pager(fname, pager, 2)
   M.check_name(fname, name, 2)
+  if pager:root() == 0 and not readonly(pager) and not pager:in_transaction() then
+    -- The file's first object: the catalog and the object are made in one
+    -- transaction, so a crash or a failed init leaves neither.
+    return atomic(pager, M.open, pager, name, kind, fname, init)
+  end
   local cat, msg, code = catalog.open(pager)
   if not cat then return nil, msg, code end
   local entry = cat:get(name)
@@ -62,7 +82,14 @@ function M.open(pager, name, kind, fname, init)
   return atomic(pager, function()
     local pid, m, c = cat:create(name, kind)
     if not pid then return nil, m, c end
-    local ok, m2, c2 = init(pid)
+    local ok, m2, c2
+    if type(init) == "string" then
+      local w
+      w, m2, c2 = access.writer(pager, pid)
+      ok = w and w:write(0, init) and true
+    else
+      ok, m2, c2 = init(pid)
+    end
     if not ok then
       -- Inside the caller's transaction nothing rolls the name back for
       -- us: take it out again (its pages' writers exist already, so this
@@ -105,6 +132,19 @@ function M.check_handle(self, fname, mutating)
         self.object_name)
 end
 
+--- Raise (naming `fname`) unless `v` is an integer from `min` to `max`
+-- (no upper bound when max is nil); `what` names it in the message.
+-- `level` as in check_name (1, the default: blame the caller's caller).
+function M.check_integer(fname, what, v, min, max, level)
+  if math.type(v) ~= "integer" or v < min or (max and v > max) then
+    level = (level or 1) + 1
+    if max then
+      raise(fname, level, "%s must be an integer from %d to %d (got %s)", what, min, max, tostring(v))
+    end
+    raise(fname, level, "%s must be an integer >= %d (got %s)", what, min, tostring(v))
+  end
+end
+
 --- Check a byte range of an object of `size` bytes: `off` an integer
 -- from 0 to size, `len` (default: the rest) an integer with off + len <=
 -- size. Raises naming `fname` otherwise.
@@ -121,11 +161,51 @@ function M.check_span(fname, size, off, len)
   return len
 end
 
+--- Give `class` (a handle metatable's method table) the methods of an
+-- object that holds byte strings by ref, named `prefix:read`,
+-- `prefix:write` and `prefix:size`:
+--
+--     obj:read(ref [, off [, len]]) -> string    (default: to the end)
+--     obj:write(ref, off, s) -> true | nil, msg, code
+--     obj:size(ref) -> bytes
+--
+-- from one function: `locate(self, ref, fname)` returns the view of the
+-- protected page holding ref's bytes, their offset in it and their
+-- number, or raises naming `fname` (at level 2: it is called by these
+-- methods) for a ref that is not a live object of `self`. A write joins
+-- the open transaction or is one of its own.
+function M.contents(class, prefix, locate)
+  local rname, wname, sname = prefix .. ":read", prefix .. ":write", prefix .. ":size"
+  function class:read(ref, off, len)
+    M.check_handle(self, rname)
+    local v, base, size = locate(self, ref, rname)
+    off = off or 0
+    return v:read(base + off, M.check_span(rname, size, off, len))
+  end
+  function class:write(ref, off, s)
+    M.check_handle(self, wname, true)
+    local v, base, size = locate(self, ref, wname)
+    if type(s) ~= "string" then raise(wname, 1, "data must be a string (got %s)", type(s)) end
+    M.check_span(wname, size, off, #s)
+    return atomic(self.pager, function()
+      local w, msg, code = access.writer(self.pager, v:id())
+      if not w then return nil, msg, code end
+      w:write(base + off, s)
+      return true
+    end)
+  end
+  function class:size(ref)
+    M.check_handle(self, sname)
+    return (select(3, locate(self, ref, sname)))
+  end
+end
+
 --- Drop the object `name` of `kind`: `free_all(pid)` frees every page it
 -- owns but its anchor, then the catalog frees the anchor and the name.
 -- All in one transaction.
 -- @return true, or `nil, msg, code` ("not_found", "kind", environment)
 function M.drop(pager, name, kind, fname, free_all)
+  M.check_pager(fname, pager, 2)
   M.check_name(fname, name, 2)
   access.check_writable(pager, fname)
   local cat, msg, code = catalog.open(pager)

@@ -102,14 +102,16 @@ function M.open(pager, name, kind, fname, init)
 end
 
 --- Make a handle of the object `name` anchored at `pid`: a table
--- {pager =, object_name =, pid =, anchor = a view of the anchor page} with
--- metatable `mt`. (The name is `object_name`, not `name`, so that a field
--- does not hide a `name()` method of mt.) The anchor view dies when the
--- object is dropped or its creation is rolled back, which `check_handle`
--- reports.
+-- {pager =, name =, object_name =, pid =, anchor = a view of the anchor
+-- page} with metatable `mt`. `object_name` is the name, always; `name` is
+-- too, unless mt's methods (mt.__index) have a `name` (a field would hide
+-- a `name()` method: slab:name()). The anchor view dies when the object is
+-- dropped or its creation is rolled back, which `check_handle` reports.
 function M.handle(mt, pager, name, pid)
-  return setmetatable({pager = pager, object_name = name, pid = pid,
-                       anchor = pager:protected(pid)}, mt)
+  local h = {pager = pager, object_name = name, pid = pid, anchor = pager:protected(pid)}
+  local methods = type(mt) == "table" and mt.__index
+  if not (type(methods) == "table" and methods.name ~= nil) then h.name = name end
+  return setmetatable(h, mt)
 end
 
 --- Raise (naming `fname`) unless `self` is a handle (a method called

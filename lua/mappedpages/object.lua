@@ -102,12 +102,16 @@ function M.open(pager, name, kind, fname, init)
 end
 
 --- Make a handle of the object `name` anchored at `pid`: a table
--- {pager =, name =, pid =, anchor = a view of the anchor page} with
--- metatable `mt`. The anchor view dies when the object is dropped or its
--- creation is rolled back, which `check_handle` reports.
+-- {pager =, name =, object_name =, pid =, anchor = a view of the anchor
+-- page} with metatable `mt`. `object_name` is the name, always; `name` is
+-- too, unless mt's methods (mt.__index) have a `name` (a field would hide
+-- a `name()` method: slab:name()). The anchor view dies when the object is
+-- dropped or its creation is rolled back, which `check_handle` reports.
 function M.handle(mt, pager, name, pid)
-  return setmetatable({pager = pager, name = name, pid = pid,
-                       anchor = pager:protected(pid)}, mt)
+  local h = {pager = pager, object_name = name, pid = pid, anchor = pager:protected(pid)}
+  local methods = type(mt) == "table" and mt.__index
+  if not (type(methods) == "table" and methods.name ~= nil) then h.name = name end
+  return setmetatable(h, mt)
 end
 
 --- Raise (naming `fname`) unless `self` is a handle (a method called
@@ -124,10 +128,10 @@ function M.check_handle(self, fname, mutating)
   end
   local pager = self.pager
   if not pcall(pager.page_size, pager) then
-    raise(fname, 2, "attempt to use %q after its pager was closed", self.name)
+    raise(fname, 2, "attempt to use %q after its pager was closed", self.object_name)
   end
   raise(fname, 2, "%q no longer exists (it was dropped, or its creation was rolled back)",
-        self.name)
+        self.object_name)
 end
 
 --- Raise (naming `fname`) unless `v` is an integer from `min` to `max`

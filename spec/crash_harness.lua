@@ -38,7 +38,8 @@
 --   pager:check(), have every page of its page count backed by the file,
 --   pass the subject's check(), and show exactly S(k-1) or S(k) -- the
 --   all-old image exactly S(k-1), the all-new image exactly S(k) -- and
---   state() and check() must not commit.
+--   state() and check() must not commit.  One image in four is opened
+--   read-only as well (after the writable open) and must show the same.
 --
 --   Creation: the creating commit's images may be no file yet
 --   ("not_mappedpages", "corrupt"); nothing was promised.  One that opens
@@ -431,7 +432,7 @@ local sorted_subject_keys
 
 local function new_stats()
   return { images = 0, violations = 0, barriers = 0, reopens = 0, commits = 0, rollbacks = 0,
-           steps = 0, fallbacks = 0, rejected_roots = 0, create_fail_ok = 0,
+           steps = 0, readonly_images = 0, fallbacks = 0, rejected_roots = 0, create_fail_ok = 0,
            reopen_fallbacks = 0, replays = 0, clean_reopens = 0, max_pages = 0, max_diff = 0,
            problems = {} }
 end
@@ -572,6 +573,26 @@ function CH.run(opts)
         if root_whole(r, ch, P) then st.rejected_roots = st.rejected_roots + 1 end
       end
       p:close()
+      -- now and then the same image read-only (after the writable open,
+      -- which may have invalidated a rejected root): the same state
+      if out ~= OUT_VIOLATION and CH.derived(seed, r.barrier, img, 3):below(4) == 0 then
+        st.readonly_images = st.readonly_images + 1
+        local q, qmsg, qcode = mp.open(scratch, { readonly = true })
+        if not q then
+          out = OUT_VIOLATION
+          violation(r, img, ch, kind, fmt("read-only open failed: %s: %s", tostring(qcode), tostring(qmsg)))
+        else
+          local okq, rgot = pcall(observe, q, subject, false)
+          q:close()
+          if not okq then rgot = { full = "?", problems = { "observing raised: " .. tostring(rgot) } } end
+          if #rgot.problems > 0 or rgot.full ~= got.full then
+            out = OUT_VIOLATION
+            violation(r, img, ch, kind, "opened read-only, the image shows another state"
+              .. (#rgot.problems > 0 and (": " .. concat(rgot.problems, "; ")) or ""),
+              "    vs the writable open: " .. first_difference(rgot.full, got.full))
+          end
+        end
+      end
     end
     mode = "record"
     if out == OUT_VIOLATION and saved < 5 then
@@ -843,12 +864,12 @@ end
 function CH.summary_line(name, seed, st)
   local extra = {}
   for _, k in ipairs(sorted_subject_keys(st)) do extra[#extra + 1] = fmt("%s %d", k:sub(9), st[k]) end
-  return fmt("subject %s seed %d: %d images (%d fell back to S(k-1), %d with a whole rejected root, "
-    .. "%d creation images not a file yet), %d barriers, %d steps, %d commits, %d rollbacks, "
-    .. "%d reopen-continue (%d fell back, %d lost steps replayed), %d clean reopens, "
+  return fmt("subject %s seed %d: %d images (%d also read-only, %d fell back to S(k-1), "
+    .. "%d with a whole rejected root, %d creation images not a file yet), %d barriers, %d steps, "
+    .. "%d commits, %d rollbacks, %d reopen-continue (%d fell back, %d lost steps replayed), %d clean reopens, "
     .. "max %d pages, %d pages differ at most, %d violations",
-    name, seed, st.images, st.fallbacks, st.rejected_roots, st.create_fail_ok, st.barriers, st.steps,
-    st.commits, st.rollbacks, st.reopens, st.reopen_fallbacks, st.replays, st.clean_reopens,
+    name, seed, st.images, st.readonly_images, st.fallbacks, st.rejected_roots, st.create_fail_ok, st.barriers,
+    st.steps, st.commits, st.rollbacks, st.reopens, st.reopen_fallbacks, st.replays, st.clean_reopens,
     st.max_pages, st.max_diff, st.violations) .. (#extra > 0 and ("; " .. concat(extra, ", ")) or "")
 end
 

@@ -721,6 +721,8 @@ function Cat:op(p, rng, in_txn)
 end
 
 function Cat:step(p, rng, variant)
+  -- a crash-reopen may have gone back to before setup's commit
+  if not self.cat then return self:setup(p) end
   local r = rng:below(100)
   if r < 35 or variant then                      -- several objects, one transaction
     local n = 1 + rng:below(8)
@@ -1298,6 +1300,8 @@ function Alloc:op(p, rng, inside)
 end
 
 function Alloc:step(p, rng, variant)
+  -- a crash-reopen may have gone back to before setup's commit
+  if not self.cat then return self:setup(p) end
   local r = rng:below(100)
   if r < 35 or variant then                      -- several instances, one transaction
     local n = 1 + rng:below(10)

@@ -13,7 +13,9 @@
 --     object.check_integer("mod:alloc", "size", size, 1, max)
 --     local len = object.check_span("mod:read", size, off, len)
 --     object.contents(MyKind, "mod", locate)   -- read, write, size by ref
---     object.drop(pager, name, "mykind", "mod.drop", free_all)
+--     object.chain(pager, pid, off)              -- the pids of a chain of pages
+--     MyKind.__tostring = object.describe("mod", "objects")
+--     object.drop(pager, name, "mykind", "mod.drop", owned)
 --
 -- How objects read and change their pages is mappedpages.access.
 -- @module mappedpages.object
@@ -193,11 +195,49 @@ function M.contents(class, prefix, locate)
   end
 end
 
---- Drop the object `name` of `kind`: `free_all(pid)` frees every page it
--- owns but its anchor, then the catalog frees the anchor and the name.
--- All in one transaction.
+--- The pids of a chain of protected pages, each naming the next as its
+-- pid + 1 (0: none) in a u32 at offset `off`; page `pid` (an anchor,
+-- say) names the first at the same offset. Never raises for damage: a
+-- link to a page that is not allocated, or to one already seen, ends the
+-- walk and is reported.
+-- @return a table of pids, and nil or a problem (a string)
+function M.chain(pager, pid, off)
+  local pids, seen = {}, {[pid] = true}
+  local nxt = access.view(pager, pid):unpack(off, "<I4") - 1
+  while nxt >= 0 do
+    local ok, v = pcall(access.view, pager, nxt)
+    if not ok or seen[nxt] then
+      return pids, format("page %d is not an allocated protected page, or a second time", nxt)
+    end
+    seen[nxt] = true
+    pids[#pids + 1] = nxt
+    nxt = v:unpack(off, "<I4") - 1
+  end
+  return pids
+end
+
+--- A `__tostring` for handles whose `stats()` gives objects, bytes, pages
+-- and efficiency: `what "name": 2 <noun>, 105 bytes in 2 pages
+-- (efficiency 0.013)`, or `what "name" (unusable: why)` when stats
+-- raises (the pager was closed, the object dropped).
+function M.describe(what, noun)
+  return function(self)
+    local ok, s = pcall(self.stats, self)
+    if not ok then return format("%s %q (unusable: %s)", what, self.name, s) end
+    return format("%s %q: %d %s, %d bytes in %d page%s (efficiency %.3f)", what, self.name,
+                  s.objects, noun, s.bytes, s.pages, s.pages == 1 and "" or "s", s.efficiency)
+  end
+end
+
+--- Drop the object `name` of `kind`, all in one transaction. `owned(pid)`
+-- is called with the anchor's pid and returns the pids of every other
+-- page the object owns, as a table: the catalog frees the anchor and the
+-- name first, and the pages are freed after, so that no state, even after
+-- a failure, names a freed page (freeing fails only when memory runs out;
+-- see mappedpages.access). `owned` may also free the pages itself and
+-- return true, or return `nil, msg, code`.
 -- @return true, or `nil, msg, code` ("not_found", "kind", environment)
-function M.drop(pager, name, kind, fname, free_all)
+function M.drop(pager, name, kind, fname, owned)
   M.check_pager(fname, pager, 2)
   M.check_name(fname, name, 2)
   access.check_writable(pager, fname)
@@ -211,9 +251,12 @@ function M.drop(pager, name, kind, fname, free_all)
     return nil, format("%s: %q is a %s, not a %s", fname, name, entry.kind, kind), "kind"
   end
   return atomic(pager, function()
-    local ok, m, c = free_all(entry.pid)
+    local pages, m, c = owned(entry.pid)
+    if not pages then return nil, m, c end
+    local ok
+    ok, m, c = cat:remove(name)
     if not ok then return nil, m, c end
-    cat:remove(name)
+    if type(pages) == "table" then return access.free_pages(pager, pages) end
     return true
   end)
 end

@@ -854,4 +854,123 @@ describe("the helpers every object uses", function()
     assert.is_truthy(catalog.open(p):get("thing"))
     assert.equal(count, p:info().protected_count)
   end)
+
+  it("access free lists: freed now at the tail until the next transaction", function()
+    local p = H.create({page_size = 1024})
+    local pid = p:alloc_protected()
+    local list = pid << 16 | 0
+    local a, b, c = pid << 16 | 100, pid << 16 | 200, pid << 16 | 300
+    local function staged(fn)
+      return access.atomic(p, function()
+        local st = access.stage(p)
+        local result = fn(st)
+        assert(st:apply())
+        return result or true
+      end)
+    end
+    staged(function(st) st:push_free(list, a, true) end)     -- freed in an earlier one
+    local tx = p:begin()
+    staged(function(st)
+      st:push_free(list, b, true)                             -- freed now: at the tail
+      st:push_free(list, c, false)                            -- usable at once: the head
+    end)
+    assert.same({c, a, b}, (access.list(p, list)))
+    assert.equal(c, staged(function(st) return st:first_usable(list) end))
+    staged(function(st) st:remove(list, c) st:remove(list, a) end)
+    assert.is_true(staged(function(st) return st:first_usable(list) == nil end),
+                   "b was freed by this transaction")
+    assert(tx:commit())
+    assert.equal(b, staged(function(st) return st:first_usable(list) end))
+    local n = access.atomic(p, function() return access.txn_number(p) end)
+    assert.is_true(p:protected(pid):unpack(200 + 16, "<i8") < n, "stamped when freed")
+  end)
+
+  it("access.check_lists reports what is not where it should be", function()
+    local p = H.create({page_size = 1024})
+    local pid = p:alloc_protected()
+    local one, two = pid << 16 | 0, pid << 16 | 16
+    local a, b = pid << 16 | 100, pid << 16 | 200
+    access.atomic(p, function()
+      local st = access.stage(p)
+      st:push_back(one, a)
+      st:push_back(two, b)
+      return assert(st:apply())
+    end)
+    local function problems(expected)
+      local bad, verdict = object.problems()
+      access.check_lists(p, {one, two}, expected, bad)
+      local ok, list = verdict()
+      return ok, list and table.concat(list, "; ")
+    end
+    assert.is_true(problems({[a] = one, [b] = two}))
+    local at = function(x) return ("%d:%d"):format(x >> 16, x & 0xFFFF) end
+    local ok, msg = problems({[a] = one, [b] = one})
+    assert.is_false(ok)
+    assert.matches("list " .. at(two) .. ": " .. at(b) .. " should not be on it", msg, 1, true)
+    local c = pid << 16 | 300
+    ok, msg = problems({[a] = one, [b] = two, [c] = two})
+    assert.is_false(ok)
+    assert.equal(at(c) .. " is on no list (should be on " .. at(two) .. ")", msg)
+    assert.matches("should not be on it", select(2, problems({[a] = one})))
+    p:transaction(function() p:write_protected(pid):pack(200 + 8, "<i8", a) end)
+    assert.matches("list " .. at(two) .. ": a bad link", select(2, problems({[a] = one, [b] = two})),
+                   1, true)
+  end)
+
+  it("object pages: added first, listed, owned, removed, dropped", function()
+    local p = H.create({page_size = 1024})
+    local anchor = object.open(p, "thing", "kindA", "t.open", "ANCHOR")
+    local h = object.handle({}, p, "thing", anchor)
+    local count = p:info().protected_count
+    local one, two, three = access.atomic(p, function()
+      local st = access.stage(p)
+      local a = assert(object.add_page(st, anchor, "PAGE"))
+      local b = assert(object.add_page(st, anchor, "PAGE"))
+      local c = assert(object.add_page(st, anchor, "PAGE"))
+      assert(st:apply())
+      return a, b, c
+    end)
+    assert.same({three, two, one}, (object.pages(p, anchor)))
+    assert.equal("PAGE", p:protected(one):read(0, 4))
+    assert.equal(anchor, p:protected(one):unpack(12, "<I4"))
+    assert.is_truthy(object.own_page(h, two, "PAGE", "t:read", 5))
+    assert.is_nil(object.own_page(h, two, "OTHER", "t:read", 5))
+    assert.is_nil(object.own_page(h, 999, "PAGE", "t:read", 5))
+    assert.is_nil(object.own_page(h, anchor, "PAGE", "t:read", 5))
+    access.atomic(p, function()                      -- the middle one, then the first
+      local st = access.stage(p)
+      object.remove_page(st, anchor, two)
+      assert(st:apply())
+      st = access.stage(p)
+      object.remove_page(st, anchor, three)
+      return assert(st:apply())
+    end)
+    assert.same({one}, (object.pages(p, anchor)))
+    assert.equal(count + 1, p:info().protected_count)
+    local other = object.open(p, "other", "kindA", "t.open", "ANCHOR")
+    p:transaction(function() p:write_protected(one):pack(12, "<I4", other) end)
+    local function via_method() return object.own_page(h, one, "PAGE", "t:read", 5) end
+    H.raises_with({"t:read", "ref 5 belongs to another object, not to \"thing\""},
+                  function() return via_method() end)
+    assert.matches("page " .. one .. " has a bad magic or owner",
+                   select(2, object.pages(p, anchor, "PAGE")))
+    assert.is_nil(select(2, object.pages(p, anchor)), "no magic given: no owner checked")
+    assert.is_true(object.drop(p, "thing", "kindA", "t.drop"))   -- its pages by default
+    assert.equal(count - 1 + 1, p:info().protected_count, "the other object's anchor is left")
+    assert.is_nil(catalog.open(p):get("thing"))
+  end)
+
+  it("object.stats and object.problems", function()
+    assert.same({objects = 2, bytes = 100, pages = 4, page_bytes = 4096, efficiency = 100 / 4096,
+                 extra = true}, object.stats(2, 100, 4, 1024, {extra = true}))
+    assert.same({objects = 0, bytes = 0, pages = 1, page_bytes = 1024, efficiency = 0},
+                object.stats(0, 0, 1, 1024))
+    local bad, verdict = object.problems()
+    assert.is_true(verdict())
+    bad("page %d: %s", 7, "broken")
+    bad("again")
+    local ok, problems = verdict()
+    assert.is_false(ok)
+    assert.same({"page 7: broken", "again"}, problems)
+  end)
 end)

@@ -14,6 +14,8 @@
 --     access.free_pages(pager, pids)  -- free each of a list of pids
 --     access.stage(pager)             -- changes to several pages, all or none
 --     access.list(pager, list)        -- the nodes of a list in the file
+--     access.check_lists(pager, lists, expected, bad)   -- for a check()
+--                                        (lists and free lists: see Stage)
 --     access.txn_number(pager)        -- the open transaction's number
 --     access.raise("mod:fn", level, fmt, ...)   -- a misuse error
 --
@@ -309,6 +311,36 @@ function Stage:remove(list, node)
   set_link(self, after ~= 0 and after or list, PREV, before)
 end
 
+--- Free lists: lists of free things (blocks, slots) whose nodes carry an
+-- i8 `freed_in` after the node (bytes 16 to 23): the number of the
+-- transaction that freed the thing, or 0. They keep the rule that a thing
+-- freed in transaction N is handed out no earlier than N + 1, in O(1):
+--
+--     st:push_free(list, node, just_freed)   -- just_freed: by this transaction
+--     st:first_usable(list) -> the first node, if it may be handed out now
+--
+-- A node the open transaction freed goes to the tail, stamped with its
+-- number (txn_number); any other (usable at once: half of a split, new
+-- space) goes to the head, stamped 0. Each list is thus oldest first, and
+-- when its first node may not be handed out yet, no node of it may.
+local FREED_IN = 16
+
+function Stage:push_free(list, node, just_freed)
+  if just_freed then
+    set_link(self, node, FREED_IN, M.txn_number(self.pager))
+    self:push_back(list, node)
+  else
+    set_link(self, node, FREED_IN, 0)
+    self:push_front(list, node)
+  end
+end
+
+function Stage:first_usable(list)
+  local node = link(self, list, NEXT)
+  if node ~= 0 and link(self, node, FREED_IN) < M.txn_number(self.pager) then return node end
+  return nil
+end
+
 local function read_link(pager, node, field)
   return M.view(pager, node >> 16):unpack((node & 0xFFFF) + field, "<i8")
 end
@@ -334,6 +366,27 @@ function M.list(pager, list)
   local last = read_link(pager, list, PREV)
   if last ~= prev then return nodes, format("it ends at %d, not at %d", prev, last) end
   return nodes
+end
+
+--- Check that the lists at the addresses in `lists` hold exactly the nodes
+-- of `expected` (node address -> the address of its list), each once, for
+-- a `check()`: damage, a node on a list it should not be on, and a node on
+-- no list are reported through `bad(fmt, ...)` (see object.problems), an
+-- address as pid:offset.
+function M.check_lists(pager, lists, expected, bad)
+  local function at(address) return format("%d:%d", address >> 16, address & 0xFFFF) end
+  local left = {}
+  for node, list in pairs(expected) do left[node] = list end
+  for _, list in ipairs(lists) do
+    local nodes, problem = M.list(pager, list)
+    if problem then bad("list %s: %s", at(list), problem) end
+    for _, node in ipairs(nodes) do
+      if left[node] ~= list then bad("list %s: %s should not be on it", at(list), at(node)) end
+      left[node] = nil
+    end
+  end
+  local node = next(left)
+  if node then bad("%s is on no list (should be on %s)", at(node), at(left[node])) end
 end
 
 --- Free protected page pid and forget what is cached of it.

@@ -31,7 +31,7 @@ local check_handle, check_integer = object.check_handle, object.check_integer
 local format = string.format
 
 local ANCHOR_MAGIC, PAGE_MAGIC = "mparena1", "mparenp1"
-local NEXT, OWNER, TAG, COUNT = 8, 12, 16, 20   -- field offsets; top follows count
+local NEXT, TAG, COUNT = 8, 16, 20   -- field offsets (see above); top follows count
 local HEADER, ENTRY = 32, 4                      -- a page's header, an entry: bytes
 
 local M = {KIND = "example.arena/2"}
@@ -47,10 +47,8 @@ function M.open(pager, name)   -- a new anchor is a zeroed page: it needs its ma
   return object.handle(Arena, pager, name, pid)
 end
 
-function M.drop(pager, name)   -- drop frees the data pages once the name is gone
-  return object.drop(pager, name, M.KIND, "arena.drop", function(anchor)
-    return (object.chain(pager, anchor, NEXT))
-  end)
+function M.drop(pager, name)   -- the data pages are the object's pages: drop frees them
+  return object.drop(pager, name, M.KIND, "arena.drop")
 end
 
 -- The view of the page holding ref's object, its offset and its size. Raises
@@ -58,13 +56,9 @@ end
 local function locate(self, ref, fname)
   check_integer(fname, "ref", ref, 1, nil, 2)
   local tag, pid, i = ref >> 48, (ref >> 16) & 0xFFFFFFFF, ref & 0xFFFF
-  local ok, page = pcall(view, self.pager, pid)   -- raises for a pid not allocated
-  if ok and page:read(0, 8) == PAGE_MAGIC then
-    local owner, page_tag, count = page:unpack(OWNER, "<I4 I4 I4")
-    if owner ~= self.pid then
-      access.raise(fname, 2, "ref %d belongs to another object, not to arena %q",
-                   ref, self.name)
-    end
+  local page = object.own_page(self, pid, PAGE_MAGIC, fname, ref)
+  if page then
+    local page_tag, count = page:unpack(TAG, "<I4 I4")
     -- A pid a reset freed comes back only in a later transaction: another tag.
     if page_tag == tag and i < count then
       return page, page:unpack(entry_offset(#page, i), "<I2 I2")
@@ -120,7 +114,7 @@ function Arena:reset()
   return atomic(self.pager, function()
     -- Unlink the pages, then free them: a free can fail too (when memory
     -- runs out), and then the anchor names no freed page.
-    local pages = object.chain(self.pager, self.pid, NEXT)
+    local pages = object.pages(self.pager, self.pid)
     local w, msg, code = writer(self.pager, self.pid)
     if not w then return nil, msg, code end
     w:pack(NEXT, "<I4", 0)
@@ -131,16 +125,15 @@ end
 function Arena:stats()   -- counted from the pages: the anchor keeps no totals
   check_handle(self, "arena:stats")
   local page_size = #self.anchor
-  local pages = object.chain(self.pager, self.pid, NEXT)
+  local pages = object.pages(self.pager, self.pid)
   local objects, bytes = 0, 0
   for _, pid in ipairs(pages) do
     local count, top = view(self.pager, pid):unpack(COUNT, "<I4 I4")
     objects = objects + count
     bytes = bytes + top - HEADER
   end
-  local page_bytes = (#pages + 1) * page_size   -- the anchor counts too
-  return {objects = objects, bytes = bytes, pages = #pages + 1, page_bytes = page_bytes,
-          efficiency = bytes / page_bytes, max_size = page_size - HEADER - ENTRY}
+  return object.stats(objects, bytes, #pages + 1, page_size,   -- the anchor counts too
+                      {max_size = page_size - HEADER - ENTRY})
 end
 Arena.__tostring = object.describe("arena", "objects")
 
@@ -149,14 +142,11 @@ function Arena:check()
   local problems = {}
   local function bad(...) problems[#problems + 1] = format(...) end
   if self.anchor:read(0, 8) ~= ANCHOR_MAGIC then bad("the anchor has a bad magic") end
-  local pages, broken = object.chain(self.pager, self.pid, NEXT)
-  if broken then bad("the chain: %s", broken) end
+  local pages, broken = object.pages(self.pager, self.pid, PAGE_MAGIC)
+  if broken then bad("the data pages: %s", broken) end
   for _, pid in ipairs(pages) do
     local page = view(self.pager, pid)
     local count, top = page:unpack(COUNT, "<I4 I4")
-    if page:read(0, 8) ~= PAGE_MAGIC or page:unpack(OWNER, "<I4") ~= self.pid then
-      bad("page %d: bad magic or owner", pid)
-    end
     local expected = HEADER   -- each object starts where the one before it ends
     for i = 0, math.min(count, (#page - HEADER) // ENTRY) - 1 do
       local offset, size = page:unpack(entry_offset(#page, i), "<I2 I2")

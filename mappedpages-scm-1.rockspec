@@ -57,6 +57,7 @@ build = {
       ["mappedpages.access"] = "lua/mappedpages/access.lua",
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
+      ["mappedpages.slab"] = "lua/mappedpages/slab.lua",
    },
    copy_directories = { "docs" },
 }

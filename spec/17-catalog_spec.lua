@@ -321,6 +321,22 @@ describe("named objects", function()
     assert.is_false(created2)
   end)
 
+  it("make the file's first object and its catalog in one commit", function()
+    local p = H.create()
+    local b = H.barriers(p)
+    assert(object.open(p, "thing", "kindA", "t.open", init_ok))
+    assert.equal(b + 1, H.barriers(p))
+    assert.is_truthy(catalog.open(p):get("thing"))
+  end)
+
+  it("leave no catalog behind when the file's first object fails to init", function()
+    local p = H.create()
+    H.fails_with("no_space", object.open(p, "thing", "kindA", "t.open",
+      function() return nil, "no room", "no_space" end))
+    assert.equal(0, p:root())
+    assert.equal(0, p:info().protected_count)
+  end)
+
   it("refuse a name that holds another kind", function()
     local p = H.create()
     object.open(p, "thing", "kindA", "t.open", init_ok)
@@ -812,7 +828,7 @@ describe("the helpers every object uses", function()
       if self.broken then error("t:stats: gone", 0) end
       return {objects = 2, bytes = 105, pages = self.pages, efficiency = 0.0128}
     end
-    local h = setmetatable({name = "x", pages = 2}, T)
+    local h = setmetatable({object_name = "x", pages = 2}, T)
     assert.equal('thing "x": 2 items, 105 bytes in 2 pages (efficiency 0.013)', tostring(h))
     h.pages = 1
     assert.matches('in 1 page %(', tostring(h))

@@ -9,6 +9,8 @@
 --     access.atomic(pager, fn, ...)   -- join the open transaction or make one
 --     access.writer(pager, pid)       -- this transaction's writer of pid
 --     access.view(pager, pid)         -- a read-only view of pid (cached)
+--     access.txn_number(pager)        -- the number the open transaction commits as
+--     access.cache(pager)             -- this transaction's writers, for hot paths
 --     access.new_page(pager)          -- a new protected page and its writer
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
 --     access.free_pages(pager, pids)  -- free each of a list of pids
@@ -16,7 +18,6 @@
 --     access.list(pager, list)        -- the nodes of a list in the file
 --     access.check_lists(pager, lists, expected, bad)   -- for a check()
 --                                        (lists and free lists: see Stage)
---     access.txn_number(pager)        -- the open transaction's number
 --     access.raise("mod:fn", level, fmt, ...)   -- a misuse error
 --
 -- Rollback coherence. Modules cache nothing the pager cannot restore: a
@@ -101,6 +102,23 @@ function M.atomic(pager, fn, ...)
   return finish(tx, pcall(fn, ...))
 end
 
+--- The open transaction's cache: a table whose `[pid]` is the writer
+-- `writer` made of pid in this transaction (nil if none), so a hot path
+-- can look a writer up without a call. Read it, never store into it; a
+-- writer found there is alive unless someone ended it (`writer` checks
+-- that, a hot path may know nobody can). Hot paths that have
+-- `pager:in_transaction()` at hand pass it as `seq` here and to `writer`
+-- and `txn_number` (one C call less); it must be the current value.
+function M.cache(pager, seq)
+  seq = seq or pager:in_transaction()
+  local cache = writers_of[pager]
+  if cache == nil or cache.seq ~= seq then
+    cache = {seq = seq}
+    writers_of[pager] = cache
+  end
+  return cache
+end
+
 --- The open transaction's writer of protected page pid (one per page and
 -- transaction, reused; made again if someone ended it with
 -- `writer:commit()`, `discard()` or `<close>`). Call inside `atomic` only.
@@ -108,14 +126,10 @@ end
 -- copy-on-write step), so this is where a write can fail for the
 -- environment (`"no_space"`, `"full"`): get every writer an operation
 -- needs before its first write, and a failure leaves nothing half done.
+-- `seq` as for `cache`.
 -- @return a Writer, or `nil, msg, code`
-function M.writer(pager, pid)
-  local seq = pager:in_transaction()
-  local cache = writers_of[pager]
-  if cache == nil or cache.seq ~= seq then
-    cache = {seq = seq}
-    writers_of[pager] = cache
-  end
+function M.writer(pager, pid, seq)
+  local cache = M.cache(pager, seq)
   local w = cache[pid]
   if w == nil or not w:alive() then
     local msg, code
@@ -126,20 +140,19 @@ function M.writer(pager, pid)
   return w
 end
 
-local numbers_of = setmetatable({}, {__mode = "k"})   -- pager -> {seq=, n=}
-
 --- The number the open transaction commits as (the last durable
 -- transaction's id + 1): a stamp that orders transactions across reopens,
 -- e.g. to keep a ref freed in transaction N from being handed out again
--- before N + 1. Call inside `atomic` only. (Read once per transaction.)
-function M.txn_number(pager)
-  local seq = pager:in_transaction()
-  local c = numbers_of[pager]
-  if c == nil or c.seq ~= seq then
-    c = {seq = seq, n = pager:info().txn + 1}
-    numbers_of[pager] = c
+-- before N + 1. Call inside `atomic` only. (Read once per transaction and
+-- kept in its cache; `seq` as for `cache`.)
+function M.txn_number(pager, seq)
+  local cache = M.cache(pager, seq)
+  local n = cache.number
+  if n == nil then
+    n = pager:info().txn + 1
+    cache.number = n
   end
-  return c.n
+  return n
 end
 
 --- A read-only view of protected page pid: its committed content, or the

@@ -70,6 +70,11 @@ end
 function M.open(pager, name, kind, fname, init)
   M.check_pager(fname, pager, 2)
   M.check_name(fname, name, 2)
+  if pager:root() == 0 and not readonly(pager) and not pager:in_transaction() then
+    -- The file's first object: the catalog and the object are made in one
+    -- transaction, so a crash or a failed init leaves neither.
+    return atomic(pager, M.open, pager, name, kind, fname, init)
+  end
   local cat, msg, code = catalog.open(pager)
   if not cat then return nil, msg, code end
   local entry = cat:get(name)
@@ -105,12 +110,16 @@ function M.open(pager, name, kind, fname, init)
 end
 
 --- Make a handle of the object `name` anchored at `pid`: a table
--- {pager =, name =, pid =, anchor = a view of the anchor page} with
--- metatable `mt`. The anchor view dies when the object is dropped or its
--- creation is rolled back, which `check_handle` reports.
+-- {pager =, name =, object_name =, pid =, anchor = a view of the anchor
+-- page} with metatable `mt`. `object_name` is the name, always; `name` is
+-- too, unless mt's methods (mt.__index) have a `name` (a field would hide
+-- a `name()` method: slab:name()). The anchor view dies when the object is
+-- dropped or its creation is rolled back, which `check_handle` reports.
 function M.handle(mt, pager, name, pid)
-  return setmetatable({pager = pager, name = name, pid = pid,
-                       anchor = pager:protected(pid)}, mt)
+  local h = {pager = pager, object_name = name, pid = pid, anchor = pager:protected(pid)}
+  local methods = type(mt) == "table" and mt.__index
+  if not (type(methods) == "table" and methods.name ~= nil) then h.name = name end
+  return setmetatable(h, mt)
 end
 
 --- Raise (naming `fname`) unless `self` is a handle (a method called
@@ -127,10 +136,10 @@ function M.check_handle(self, fname, mutating)
   end
   local pager = self.pager
   if not pcall(pager.page_size, pager) then
-    raise(fname, 2, "attempt to use %q after its pager was closed", self.name)
+    raise(fname, 2, "attempt to use %q after its pager was closed", self.object_name)
   end
   raise(fname, 2, "%q no longer exists (it was dropped, or its creation was rolled back)",
-        self.name)
+        self.object_name)
 end
 
 --- Raise (naming `fname`) unless `v` is an integer from `min` to `max`
@@ -262,7 +271,7 @@ function M.own_page(self, pid, magic, fname, ref)
   local ok, v = pcall(access.view, self.pager, pid)
   if not ok or v:read(0, #magic) ~= magic then return nil end
   if v:unpack(OWNER, "<I4") ~= self.pid then
-    raise(fname, 3, "ref %d belongs to another object, not to %q", ref, self.name)
+    raise(fname, 3, "ref %d belongs to another object, not to %q", ref, self.object_name)
   end
   return v
 end
@@ -323,8 +332,9 @@ end
 function M.describe(what, noun)
   return function(self)
     local ok, s = pcall(self.stats, self)
-    if not ok then return format("%s %q (unusable: %s)", what, self.name, s) end
-    return format("%s %q: %d %s, %d bytes in %d page%s (efficiency %.3f)", what, self.name,
+    local name = self.object_name
+    if not ok then return format("%s %q (unusable: %s)", what, name, s) end
+    return format("%s %q: %d %s, %d bytes in %d page%s (efficiency %.3f)", what, name,
                   s.objects, noun, s.bytes, s.pages, s.pages == 1 and "" or "s", s.efficiency)
   end
 end

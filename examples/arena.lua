@@ -4,8 +4,7 @@
 -- Demo: `lua5.4 examples/arena.lua` from the repository root after `make`.
 -- Module: package.path = "examples/?.lua;" .. package.path; require "arena"
 --
--- Layout (little-endian; a "pid + 1" holds 0 for none; P is the page size):
---   page         offset size  field
+--   page         offset size  field (little-endian; a "pid + 1" holds 0 for none)
 --   anchor            0    8  magic "mparena1"
 --                     8    4  head: pid + 1 of the newest data page
 --   data page         0    8  magic "mparenp1"
@@ -15,8 +14,9 @@
 --                    20    4  count: objects in the page
 --                    24    4  top: the first free byte
 --                    32       the objects, packed upwards
---          P - 4(i + 1)    4  object i's entry: u16 offset, u16 size (growing down)
+--          P - 4(i + 1)    4  object i's entry: u16 offset, u16 size (P: the page size)
 --   a ref                     tag << 48 | pid << 16 | i
+-- The data pages are the object's pages of mappedpages.object (magic, next, owner).
 
 local is_main = arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0]
 if is_main then   -- run from the repository root: the in-tree modules and build
@@ -28,11 +28,10 @@ local access = require "mappedpages.access"
 local object = require "mappedpages.object"
 local atomic, writer, view = access.atomic, access.writer, access.view
 local check_handle, check_integer = object.check_handle, object.check_integer
-local format = string.format
 
 local ANCHOR_MAGIC, PAGE_MAGIC = "mparena1", "mparenp1"
 local NEXT, TAG, COUNT = 8, 16, 20   -- field offsets (see above); top follows count
-local HEADER, ENTRY = 32, 4                      -- a page's header, an entry: bytes
+local HEADER, ENTRY = 32, 4          -- bytes: a page's header, an object's entry
 
 local M = {KIND = "example.arena/2"}
 local Arena = {}
@@ -100,8 +99,8 @@ function Arena:alloc(size)
   return atomic(self.pager, function()
     local w, msg, code = page_for(self, size)
     if not w then return nil, msg, code end
-    -- Nothing can fail from here on. The object's bytes were never used
-    -- since the page was new: they read as zeros.
+    -- Nothing can fail from here on. The object's bytes have never been
+    -- written (a page starts zeroed, and its top only grows): they read as zeros.
     local tag, count, top = w:unpack(TAG, "<I4 I4 I4")
     w:pack(entry_offset(page_size, count), "<I2 I2", top, size)
     w:pack(COUNT, "<I4 I4", count + 1, top + size)
@@ -139,8 +138,7 @@ Arena.__tostring = object.describe("arena", "objects")
 
 function Arena:check()
   check_handle(self, "arena:check")
-  local problems = {}
-  local function bad(...) problems[#problems + 1] = format(...) end
+  local bad, verdict = object.problems()
   if self.anchor:read(0, 8) ~= ANCHOR_MAGIC then bad("the anchor has a bad magic") end
   local pages, broken = object.pages(self.pager, self.pid, PAGE_MAGIC)
   if broken then bad("the data pages: %s", broken) end
@@ -148,7 +146,7 @@ function Arena:check()
     local page = view(self.pager, pid)
     local count, top = page:unpack(COUNT, "<I4 I4")
     local expected = HEADER   -- each object starts where the one before it ends
-    for i = 0, math.min(count, (#page - HEADER) // ENTRY) - 1 do
+    for i = 0, math.min(count, (#page - HEADER) // ENTRY) - 1 do   -- (a bad count too)
       local offset, size = page:unpack(entry_offset(#page, i), "<I2 I2")
       if offset ~= expected or size == 0 then
         bad("page %d: object %d at %d, expected at %d", pid, i, offset, expected)
@@ -159,8 +157,7 @@ function Arena:check()
       bad("page %d: top %d, objects end at %d", pid, top, expected)
     end
   end
-  if #problems > 0 then return false, problems end
-  return true
+  return verdict()
 end
 
 if is_main then   -- the demo: a short session against a temporary file
@@ -171,7 +168,8 @@ if is_main then   -- the demo: a short session against a temporary file
   local a = assert(M.open(pager, "scratch"))
   local greeting = a:alloc(5)
   a:write(greeting, 0, "hello")
-  print("rolled back:", pcall(pager.transaction, pager, function()
+  print("allocated:", a, a:read(greeting))
+  print("a reset, rolled back:", pcall(pager.transaction, pager, function()
     a:reset()
     error("changed my mind", 0)
   end))

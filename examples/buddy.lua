@@ -75,7 +75,8 @@ function Buddy:alloc(size)
   local k = order(size)
   return access.atomic(self.pager, function()
     local stage = access.stage(self.pager)
-    local j, ref = k - 1
+    local j = k - 1   -- the order looked at
+    local ref
     repeat   -- the first block that may be handed out, of order k or more
       j = j + 1
       ref = stage:first_usable(free_list(self.pid, j))
@@ -174,8 +175,7 @@ function Buddy:check()
   if broken then bad("the regions: %s", broken) end
   for _, pid in ipairs(regions) do
     local map = access.view(self.pager, pid):read(MAP, self.units)
-    local used = map:find("[^\0]", 2)   -- past the header (an empty region goes back)
-    if map:byte(1) ~= 1 + self.header or not used
+    if map:byte(1) ~= 1 + self.header or not map:find("[^\0]", 2)   -- (nothing in use?)
         or not tile(self, map, pid, 0, self.top + 1, free) then
       bad("region %d: a bad map, or no block in use", pid)
     end

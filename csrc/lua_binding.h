@@ -96,6 +96,7 @@
 #include "lauxlib.h"
 
 #include "mappedpages.h"
+#include "lua_pack.h"
 
 #define MPL_PAGER_MT "mappedpages.Pager"
 #define MPL_VIEW_MT "mappedpages.View"
@@ -134,6 +135,9 @@ typedef struct mpl_pager {
     mpl_entry *reg;        /* registry: cap slots (0 or a power of two) */
     size_t regcap;
     size_t regcount;
+    mp_fmtcache fmtcache;  /* view:pack / view:unpack formats (lua_pack.h);
+                            * in the userdata, so it lives as long as any
+                            * view of the pager */
 } mpl_pager;
 
 /* Reasons a view is dead (besides its pager being closed). */

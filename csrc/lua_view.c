@@ -724,12 +724,14 @@ static int view_pack(lua_State *L)
     mpl_view *v = checkview(L);
     lua_Integer off, next;
     const char *fmt;
+    size_t fmtlen;
     unsigned char *d;
     checkmutable(L, v);
     off = mpl_checkinteger(L, 2);
-    fmt = mpl_checklstring(L, 3, NULL);
+    fmt = mpl_checklstring(L, 3, &fmtlen);
     d = view_wdata(L, v);      /* lua_tolstring may have converted a number */
-    next = mp_lua_pack(L, d, v->size, off, fmt, 4, is_window(v));
+    next = mp_lua_pack(L, &v->pg->fmtcache, d, v->size, off, fmt, fmtlen, 4,
+                       is_window(v));
     view_changed(v, (size_t)off, (size_t)next);   /* mp_lua_pack checked off */
     lua_pushinteger(L, next);
     return 1;
@@ -741,9 +743,11 @@ static int view_unpack(lua_State *L)
 {
     mpl_view *v = checkview(L);
     lua_Integer off = mpl_checkinteger(L, 2);
-    const char *fmt = mpl_checklstring(L, 3, NULL);
+    size_t fmtlen;
+    const char *fmt = mpl_checklstring(L, 3, &fmtlen);
     const unsigned char *d = view_rdata(L, v);   /* after the conversions */
-    return mp_lua_unpack(L, d, v->size, off, fmt, is_window(v));
+    return mp_lua_unpack(L, &v->pg->fmtcache, d, v->size, off, fmt, fmtlen,
+                         is_window(v));
 }
 
 /* view:sub(off [, len]) -> window showing bytes [off, off + len) of the

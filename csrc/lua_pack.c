@@ -443,6 +443,59 @@ static void put_int(unsigned char *p, lua_Unsigned n, int little, int size,
     }
 }
 
+/* mp_lua_pack for a compiled format of integers only (the common case):
+ * the same checks in the same order, the values kept from pass 1 for
+ * pass 2 (nothing runs in between that could change them). */
+static lua_Integer pack_ints(lua_State *L, const mp_fmtentry *e,
+                             unsigned char *buf, size_t len, size_t off,
+                             int first, int window)
+{
+    lua_Integer vals[MP_FMT_MAXITEMS];
+    size_t pos = off;
+    int overflow = 0;
+    size_t bad_pos = 0, bad_need = 0;
+    int i;
+    for (i = 0; i < e->n; i++) {
+        const mp_item *it = &e->items[i];
+        int size = it->size;
+        size_t need = ((size_t)(-pos) & it->amask) + (size_t)size;
+        lua_Integer n = mpl_checkinteger(L, first + i);
+        if (size < MP_SZINT) {
+            if (it->kind == K_INT) {
+                lua_Integer lim = (lua_Integer)1 << (size * 8 - 1);
+                mpl_argcheck(L, -lim <= n && n < lim, first + i,
+                             "integer overflow");
+            } else {
+                mpl_argcheck(L, (lua_Unsigned)n <
+                                    ((lua_Unsigned)1 << (size * 8)),
+                             first + i, "unsigned overflow");
+            }
+        }
+        vals[i] = n;
+        if (!overflow && need > len - pos) {
+            overflow = 1;
+            bad_pos = pos;
+            bad_need = need;
+        }
+        pos = need > SIZE_MAX - pos ? SIZE_MAX : pos + need;
+    }
+    if (overflow)
+        raise_short(L, first - 2, 1, bad_pos, (lua_Unsigned)bad_need, len,
+                    window);
+    pos = off;
+    for (i = 0; i < e->n; i++) {
+        const mp_item *it = &e->items[i];
+        size_t pad = (size_t)(-pos) & it->amask;
+        if (pad > 0)
+            memset(buf + pos, 0, pad);
+        pos += pad;
+        put_int(buf + pos, (lua_Unsigned)vals[i], it->little, it->size,
+                it->kind == K_INT && vals[i] < 0);
+        pos += (size_t)it->size;
+    }
+    return (lua_Integer)pos;
+}
+
 lua_Integer mp_lua_pack(lua_State *L, mp_fmtcache *cache, unsigned char *buf,
                         size_t len, lua_Integer off, const char *fmt,
                         size_t fmtlen, int first, int window)
@@ -459,6 +512,8 @@ lua_Integer mp_lua_pack(lua_State *L, mp_fmtcache *cache, unsigned char *buf,
 
     check_offset(L, off, len, offarg, window);
     e = cache != NULL ? fmt_lookup(cache, fmt, fmtlen) : NULL;
+    if (e != NULL && e->ints)
+        return pack_ints(L, e, buf, len, (size_t)off, first, window);
 
     /* Pass 1: check every item and value, size everything. */
     cursor_init(&c, e, fmt);

@@ -374,15 +374,23 @@ static int view_dead(lua_State *L, const mpl_view *v)
     return mpl_argerror(L, 1, why);
 }
 
-/* The hot path's test: v is alive and so is its root, a page view or
- * protected view checked in the current epoch.  For a page view root == v
- * (one more load than testing v alone); a window of one costs the same. */
+/* The hot path's test: v is alive and so is its root, a page view,
+ * protected view or transaction's writer checked in the current epoch
+ * (the writer's transaction still open: what root_valid asks first), or
+ * a private writer (root_valid needs only its pager open).  For
+ * a page view root == v (one more load than testing v alone); a window of
+ * one costs the same. */
 static inline int view_fast(const mpl_view *v)
 {
     const mpl_view *r = v->root;
+    const mpl_pager *pg = r->pg;
     return v->state == MPL_VIEW_ALIVE && r->state == MPL_VIEW_ALIVE
-        && r->pg->p != NULL && r->kind <= MPL_KIND_PROTECTED
-        && r->epoch == r->pg->epoch;
+        && pg->p != NULL
+        && (r->kind == MPL_KIND_WRITER_PRIVATE     /* its own buffer */
+            || (r->epoch == pg->epoch
+                && (r->kind <= MPL_KIND_PROTECTED
+                    || (r->kind == MPL_KIND_WRITER_TXN && pg->txopen
+                        && pg->txseq == r->txseq))));
 }
 
 /* Checked accessor: a live view or raise. */

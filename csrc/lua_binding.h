@@ -168,6 +168,11 @@ struct mpl_view {
     size_t base;           /* window: page offset of its byte 0; else 0 */
     size_t lo, hi;         /* WRITER_PRIVATE: the changed span [lo, hi) of
                             * the buffer, empty while lo >= hi */
+    unsigned char *txdata; /* WRITER_TXN root: the transaction's copy of
+                            * the page as mp_protected_write_ptr last gave
+                            * it, good while txdata_epoch == pg->epoch and
+                            * its transaction is open (see txn_page) */
+    uint64_t txdata_epoch;
     int state;             /* MPL_VIEW_*; a root holds a registry ref iff
                             * ALIVE (a window holds none) */
     int kind;              /* MPL_KIND_* (a window: its root's) */

@@ -836,6 +836,30 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
     return n;
 }
 
+/* unpack_walk for a compiled format of integers only (the common case),
+ * once the stack has room for every result: the same checks in the same
+ * order. */
+static int unpack_ints(lua_State *L, const mp_fmtentry *e,
+                       const unsigned char *buf, size_t len, size_t pos,
+                       int window)
+{
+    int i;
+    for (i = 0; i < e->n; i++) {
+        const mp_item *it = &e->items[i];
+        size_t pad = (size_t)(-pos) & it->amask;
+        if (pad + (size_t)it->size > len - pos)
+            raise_short(L, MP_UNPACK_OFFARG, 0, pos,
+                        (lua_Unsigned)pad + (lua_Unsigned)it->size, len,
+                        window);
+        pos += pad;
+        lua_pushinteger(L, u2s(get_int(L, buf + pos, it->little, it->size,
+                                       it->kind == K_INT)));
+        pos += (size_t)it->size;
+    }
+    lua_pushinteger(L, (lua_Integer)pos);
+    return e->n + 1;
+}
+
 int mp_lua_unpack(lua_State *L, mp_fmtcache *cache, const unsigned char *buf,
                   size_t len, lua_Integer off, const char *fmt,
                   size_t fmtlen, int window)
@@ -850,6 +874,8 @@ int mp_lua_unpack(lua_State *L, mp_fmtcache *cache, const unsigned char *buf,
 
     check_offset(L, off, len, MP_UNPACK_OFFARG, window);
     e = cache != NULL ? fmt_lookup(cache, fmt, fmtlen) : NULL;
+    if (e != NULL && e->ints && lua_checkstack(L, e->n + 1))
+        return unpack_ints(L, e, buf, len, (size_t)off, window);
     /* A string result allocates, and a finalizer run then may unpack
      * through the same cache and overwrite e's slot: walk a copy. */
     if (e != NULL && e->hasstr) {

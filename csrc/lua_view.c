@@ -424,17 +424,35 @@ static void checkwritable(lua_State *L, const mpl_view *v)
         mpl_argerror(L, 1, "pager is read-only");
 }
 
-/* The transaction's own copy of a WRITER_TXN's page. */
+/* The transaction's own copy of a WRITER_TXN's page.  mp_protected_write_ptr
+ * returns the same page for the rest of the transaction (lua_binding.h,
+ * mappedpages.h) and the mapping never moves (the address space is
+ * reserved at open), so the pointer is remembered in the root until
+ * something that could change the answer happens; each of those ends the
+ * transaction (commit, rollback, a commit that failed) or changes the
+ * epoch: freeing the pid (free_protected), a failed mutation (mpl_fail:
+ * every failure that poisons the pager is an I/O error, not a misuse) and
+ * close.  While none has happened, the call would return this same page:
+ * the pid is still allocated, the pager neither poisoned nor read-only. */
 static unsigned char *txn_page(lua_State *L, mpl_view *v)
 {
+    mpl_view *r = v->root;
+    mpl_pager *pg = r->pg;
     void *d = NULL;
-    mp_err e = mp_protected_write_ptr(v->pg->p, v->id, &d);
+    mp_err e;
+    if (r->txdata != NULL && r->txdata_epoch == pg->epoch && pg->txopen
+        && pg->txseq == r->txseq)
+        return r->txdata;
+    r->txdata = NULL;
+    e = mp_protected_write_ptr(pg->p, r->id, &d);
     if (e != MP_OK || d == NULL) {
-        const char *msg = mp_errmsg(v->pg->p);
+        const char *msg = mp_errmsg(pg->p);
         mpl_argerror(L, 1, lua_pushfstring(L,
-            "cannot write protected page %I: %s", (lua_Integer)v->id,
+            "cannot write protected page %I: %s", (lua_Integer)r->id,
             msg != NULL && *msg != '\0' ? msg : mp_strerror(e)));
     }
+    r->txdata = (unsigned char *)d;
+    r->txdata_epoch = pg->epoch;
     return (unsigned char *)d;
 }
 

@@ -221,8 +221,12 @@ describe("the pack format cache", function()
       assert.same(want, got)
       if n % 3 == 0 or n % 7 == 0 then collectgarbage() collectgarbage() end
     end
-    -- The test means something only if addresses did get reused.
-    assert.is_true(reused > 100, "format addresses were reused " .. reused .. " times")
+    -- The test means something only if addresses did get reused; under
+    -- AddressSanitizer (make test-asan) freed memory sits in quarantine,
+    -- so they are not, and the test only checks the results.
+    if not (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+      assert.is_true(reused > 100, "format addresses were reused " .. reused .. " times")
+    end
   end)
 
   it("survives finalizers that churn the cache while unpack copies strings", function()
@@ -242,16 +246,21 @@ local MT = { __gc = function()
   for k = 1, #THRASH do b:unpack(0, THRASH[k]) end
   if inside then churn = churn + 1 end
 end }
-collectgarbage("generational", 1, 100)
-for it = 1, 20000 do
-  local junk = {}
-  for j = 1, it %% 7 do junk[j] = {} end
-  setmetatable({}, { __gc = MT.__gc })
-  inside = true
-  local x, y, z, w, s, u, nxt = a:unpack(0, "<c3 i4 z i2 s1 I3")
-  inside = false
-  assert(x == "abc" and y == -77 and z == "zed" and w == 1234
-         and s == "ss" and u == 99 and nxt == END, "wrong values")
+-- (how often a collection falls inside a:unpack depends on the heap:
+-- vary the rhythm until some did)
+for try = 1, 12 do
+  collectgarbage("generational", 1 + try %% 3, 100)
+  for it = 1, 20000 do
+    local junk = {}
+    for j = 1, it %% (5 + try) do junk[j] = {} end
+    setmetatable({}, { __gc = MT.__gc })
+    inside = true
+    local x, y, z, w, s, u, nxt = a:unpack(0, "<c3 i4 z i2 s1 I3")
+    inside = false
+    assert(x == "abc" and y == -77 and z == "zed" and w == 1234
+           and s == "ss" and u == 99 and nxt == END, "wrong values")
+  end
+  if churn > 0 then break end
 end
 collectgarbage("incremental")
 p:close()
@@ -260,5 +269,92 @@ io.write("ok ", churn)
     local churn = out:match("^ok (%d+)$")
     assert(churn, out)
     assert.is_true(tonumber(churn) > 0, "no finalizer ran inside unpack")
+  end)
+end)
+
+-- A transaction's writer remembers the page mp_protected_write_ptr gave it
+-- (csrc/lua_view.c, txn_page) until the epoch changes or the transaction
+-- ends.  Everything that could change that page or make the call fail must
+-- still be seen.
+describe("a transaction writer's remembered page", function()
+  local core = require "mappedpages.core"
+  after_each(function()
+    core._inject_fault(nil)
+    H.cleanup()
+  end)
+
+  local function raises(pattern, f, ...)
+    local ok, msg = pcall(f, ...)
+    assert.is_false(ok)
+    assert.is_truthy(tostring(msg):find(pattern, 1, true), tostring(msg))
+  end
+
+  it("is shared by writers of the pid and sees a private writer's commit", function()
+    local p = H.create({ page_size = P })
+    local pid = p:alloc_protected()
+    local pw = p:write_protected(pid)
+    pw:pack(16, "<i8", 77)
+    local tx = p:begin()
+    local w1, w2 = p:write_protected(pid), p:write_protected(pid)
+    w1:pack(0, "<i8", 5)
+    assert.equal(5, (w2:unpack(0, "<i8")))
+    w2:pack(8, "<i8", 6)
+    assert.equal(6, (w1:unpack(8, "<i8")))
+    assert.is_true(pw:commit())            -- joins the transaction
+    assert.equal(77, (w1:unpack(16, "<i8")))
+    assert.equal(5, (w1:unpack(0, "<i8")))
+    w1:pack(24, "<i4", 9)
+    assert.equal(9, (w2:unpack(24, "<i4")))
+    assert.is_true(tx:commit())
+    assert.equal(9, (p:protected(pid):unpack(24, "<i4")))
+  end)
+
+  it("is forgotten when the pid is freed, and with its transaction", function()
+    local p = H.create({ page_size = P })
+    local pid = p:alloc_protected()
+    local tx = p:begin()
+    local w = p:write_protected(pid)
+    w:pack(0, "<i8", 1)
+    p:free_protected(pid)
+    raises("which the open transaction freed", w.pack, w, 0, "<i8", 2)
+    raises("which the open transaction freed", w.unpack, w, 0, "<i8")
+    tx:rollback()
+    raises("its transaction ended", w.unpack, w, 0, "<i8")
+    tx = p:begin()
+    w = p:write_protected(pid)
+    w:pack(0, "<i8", 42)
+    assert.is_true(tx:commit())
+    raises("its transaction ended", w.unpack, w, 0, "<i8")
+    tx = p:begin()
+    w = p:write_protected(pid)
+    assert.equal(42, (w:unpack(0, "<i8")))
+    w:pack(0, "<i8", 43)
+    tx:rollback()
+    raises("its transaction ended", w.pack, w, 0, "<i8", 1)
+    assert.equal(42, (p:protected(pid):unpack(0, "<i8")))
+  end)
+
+  it("is not used once a failed write poisoned the pager", function()
+    local p = H.create({ page_size = P })
+    local pid, pid2 = p:alloc_protected(), p:alloc_protected()
+    local pw = p:write_protected(pid2)
+    pw:write(0, "x")
+    local tx = p:begin()
+    local w = p:write_protected(pid)
+    local win = w:sub(8, 32)
+    w:pack(0, "<i8", 1)
+    win:pack(0, "<i8", 2)
+    core._inject_fault("write", "eio")
+    local ok, _, code = pw:commit()
+    core._inject_fault(nil)
+    assert.is_nil(ok)
+    assert.equal("io", code)
+    local poisoned = "an earlier write failed; the pager refuses changes"
+    raises(poisoned, w.pack, w, 0, "<i8", 2)
+    raises(poisoned, w.unpack, w, 0, "<i8")
+    raises(poisoned, win.pack, win, 0, "<i8", 3)
+    raises(poisoned, win.unpack, win, 0, "<i8")
+    assert.is_nil((tx:commit()))
+    raises("its transaction ended", w.unpack, w, 0, "<i8")
   end)
 end)

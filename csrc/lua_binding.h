@@ -96,6 +96,7 @@
 #include "lauxlib.h"
 
 #include "mappedpages.h"
+#include "lua_pack.h"
 
 #define MPL_PAGER_MT "mappedpages.Pager"
 #define MPL_VIEW_MT "mappedpages.View"
@@ -134,6 +135,9 @@ typedef struct mpl_pager {
     mpl_entry *reg;        /* registry: cap slots (0 or a power of two) */
     size_t regcap;
     size_t regcount;
+    mp_fmtcache fmtcache;  /* view:pack / view:unpack formats (lua_pack.h);
+                            * in the userdata, so it lives as long as any
+                            * view of the pager */
 } mpl_pager;
 
 /* Reasons a view is dead (besides its pager being closed). */
@@ -164,6 +168,11 @@ struct mpl_view {
     size_t base;           /* window: page offset of its byte 0; else 0 */
     size_t lo, hi;         /* WRITER_PRIVATE: the changed span [lo, hi) of
                             * the buffer, empty while lo >= hi */
+    unsigned char *txdata; /* WRITER_TXN root: the transaction's copy of
+                            * the page as mp_protected_write_ptr last gave
+                            * it, good while txdata_epoch == pg->epoch and
+                            * its transaction is open (see txn_page) */
+    uint64_t txdata_epoch;
     int state;             /* MPL_VIEW_*; a root holds a registry ref iff
                             * ALIVE (a window holds none) */
     int kind;              /* MPL_KIND_* (a window: its root's) */

@@ -63,15 +63,14 @@ typedef enum kopt {
     K_ZSTR,      /* zero-terminated string: z */
     K_PAD,       /* one byte of padding: x */
     K_PADALIGN,  /* alignment only: Xop */
-    K_NOP        /* ' ', endianness, maximum alignment */
+    K_NOP,       /* ' ', endianness, maximum alignment */
+    K_ERR        /* a bad option (compiled: raised when reached) */
 } kopt;
 
 /* Parser state: what the configuration options set so far. */
 typedef struct fmtstate {
-    lua_State *L;
     int little;     /* current byte order is little-endian */
     int maxalign;   /* alignment cap set by '!' (1: no alignment) */
-    int fmtarg;     /* stack index of the format, for error messages */
 } fmtstate;
 
 /* Native alignment of the most demanding type, the default of '!'. */
@@ -88,12 +87,10 @@ static int native_little(void)
     return first == 1;
 }
 
-static void fmt_init(fmtstate *h, lua_State *L, int fmtarg)
+static void fmt_init(fmtstate *h)
 {
-    h->L = L;
     h->little = native_little();
     h->maxalign = 1;
-    h->fmtarg = fmtarg;
 }
 
 static int is_digit(int c)
@@ -115,19 +112,15 @@ static int read_num(const char **fmt, int dflt)
     return a;
 }
 
-/* An optional integral size, which must lie in [1, MP_MAXINTSIZE]. */
-static int read_intsize(fmtstate *h, const char **fmt, int dflt)
-{
-    int sz = read_num(fmt, dflt);
-    if (sz > MP_MAXINTSIZE || sz <= 0)
-        luaL_error(h->L, "integral size (%d) out of limits [1,%d]", sz,
-                   MP_MAXINTSIZE);
-    return sz;
-}
+/* Errors the parser can meet, raised when the item carrying them is
+ * reached (so they come in string.pack's order among the value errors). */
+enum { E_INTSIZE = 1, E_CSIZE, E_OPTION, E_XNEXT, E_ALIGN };
 
 /* Read one option at *fmt; set *size to the bytes it occupies (0 for
- * strings of variable length and for options that take no room). */
-static kopt read_option(fmtstate *h, const char **fmt, int *size)
+ * strings of variable length and for options that take no room).  A bad
+ * option gives K_ERR with *err and *errarg set instead of raising. */
+static kopt read_option(fmtstate *h, const char **fmt, int *size, int *err,
+                        int *errarg)
 {
     int opt = (unsigned char)*(*fmt)++;
     *size = 0;
@@ -144,13 +137,29 @@ static kopt read_option(fmtstate *h, const char **fmt, int *size)
     case 'f': *size = (int)sizeof(float); return K_FLOAT;
     case 'n': *size = (int)sizeof(lua_Number); return K_NUMBER;
     case 'd': *size = (int)sizeof(double); return K_DOUBLE;
-    case 'i': *size = read_intsize(h, fmt, (int)sizeof(int)); return K_INT;
-    case 'I': *size = read_intsize(h, fmt, (int)sizeof(int)); return K_UINT;
-    case 's': *size = read_intsize(h, fmt, (int)sizeof(size_t)); return K_STRING;
+    case 'i': case 'I': case 's': case '!': {
+        int sz = read_num(fmt, opt == 's' ? (int)sizeof(size_t)
+                          : opt == '!'
+                              ? (int)offsetof(struct mp_maxalign_probe, u)
+                              : (int)sizeof(int));
+        if (sz > MP_MAXINTSIZE || sz <= 0) {
+            *err = E_INTSIZE;
+            *errarg = sz;
+            return K_ERR;
+        }
+        if (opt == '!') {
+            h->maxalign = sz;
+            return K_NOP;
+        }
+        *size = sz;
+        return opt == 'i' ? K_INT : opt == 'I' ? K_UINT : K_STRING;
+    }
     case 'c':
         *size = read_num(fmt, -1);
-        if (*size == -1)
-            luaL_error(h->L, "missing size for format option 'c'");
+        if (*size == -1) {
+            *err = E_CSIZE;
+            return K_ERR;
+        }
         return K_CHAR;
     case 'z': return K_ZSTR;
     case 'x': *size = 1; return K_PAD;
@@ -159,40 +168,165 @@ static kopt read_option(fmtstate *h, const char **fmt, int *size)
     case '<': h->little = 1; return K_NOP;
     case '>': h->little = 0; return K_NOP;
     case '=': h->little = native_little(); return K_NOP;
-    case '!':
-        h->maxalign = read_intsize(h, fmt,
-                                   (int)offsetof(struct mp_maxalign_probe, u));
-        return K_NOP;
     default:
-        luaL_error(h->L, "invalid format option '%c'", opt);
-        return K_NOP;
+        *err = E_OPTION;
+        *errarg = opt;
+        return K_ERR;
     }
 }
 
-/* Read the next option and compute the padding *pad that aligns it when
- * it starts at page offset pos. */
-static kopt read_item(fmtstate *h, size_t pos, const char **fmt, int *size,
-                      int *pad)
+/* Parse the next option at *fmt into *it: its kind, size, byte order and
+ * alignment mask (the padding before it at offset pos is (-pos) & amask).
+ * Returns 0 for an option that is nothing but configuration (' ', '<',
+ * '>', '=', '!'), which needs no item; a bad option gives a K_ERR item. */
+static int compile_one(fmtstate *h, const char **fmt, mp_item *it)
 {
-    kopt k = read_option(h, fmt, size);
-    int align = *size;            /* an item is aligned on its size... */
+    int size, align, err = 0, errarg = 0;
+    kopt k = read_option(h, fmt, &size, &err, &errarg);
+    if (k == K_NOP)
+        return 0;
+    align = size;                 /* an item is aligned on its size... */
     if (k == K_PADALIGN) {        /* ...but 'X' on the next option's */
-        if (**fmt == '\0' || read_option(h, fmt, &align) == K_CHAR ||
-            align == 0)
-            mpl_argerror(h->L, h->fmtarg,
-                          "invalid next option for option 'X'");
+        if (**fmt == '\0') {
+            k = K_ERR;
+            err = E_XNEXT;
+        } else {
+            kopt next = read_option(h, fmt, &align, &err, &errarg);
+            if (next == K_ERR)
+                k = K_ERR;
+            else if (next == K_CHAR || align == 0)
+                k = K_ERR, err = E_XNEXT;
+        }
     }
-    if (align <= 1 || k == K_CHAR) {
-        *pad = 0;
-    } else {
+    it->kind = (unsigned char)k;
+    it->little = (unsigned char)h->little;
+    it->amask = 0;
+    it->size = size;
+    if (k == K_ERR) {
+        it->size = errarg;
+        it->amask = (unsigned char)err;
+        return 1;
+    }
+    if (align > 1 && k != K_CHAR) {
         if (align > h->maxalign)
             align = h->maxalign;
-        if ((align & (align - 1)) != 0)
-            mpl_argerror(h->L, h->fmtarg,
-                          "format asks for alignment not power of 2");
-        *pad = (align - (int)(pos & (size_t)(align - 1))) & (align - 1);
+        if ((align & (align - 1)) != 0) {
+            it->kind = K_ERR;
+            it->amask = E_ALIGN;
+            return 1;
+        }
+        it->amask = (unsigned char)(align - 1);
     }
-    return k;
+    return 1;
+}
+
+/* Raise the error a K_ERR item carries, as the uncompiled parser would
+ * have when reaching it. */
+static void raise_item(lua_State *L, int fmtarg, const mp_item *it)
+{
+    switch (it->amask) {
+    case E_INTSIZE:
+        luaL_error(L, "integral size (%d) out of limits [1,%d]", it->size,
+                   MP_MAXINTSIZE);
+        break;
+    case E_CSIZE:
+        luaL_error(L, "missing size for format option 'c'");
+        break;
+    case E_OPTION:
+        luaL_error(L, "invalid format option '%c'", it->size);
+        break;
+    case E_XNEXT:
+        mpl_argerror(L, fmtarg, "invalid next option for option 'X'");
+        break;
+    default:
+        mpl_argerror(L, fmtarg, "format asks for alignment not power of 2");
+        break;
+    }
+}
+
+/* ---- compiled formats -------------------------------------------------- */
+
+/* Compile fmt (len bytes) into entry e: 1 when it fits (at most
+ * MP_FMT_MAXLEN bytes and MP_FMT_MAXITEMS items), else 0.  Parsing stops
+ * at the first '\0' (as the parser always has) or after an error item. */
+static int fmt_compile(mp_fmtentry *e, const char *fmt, size_t len)
+{
+    fmtstate h;
+    const char *f = fmt;
+    int n = 0, hasstr = 0, ints = 1;
+    if (len > MP_FMT_MAXLEN)
+        return 0;
+    fmt_init(&h);
+    while (*f != '\0') {
+        mp_item it;
+        if (!compile_one(&h, &f, &it))
+            continue;
+        if (n == MP_FMT_MAXITEMS)
+            return 0;
+        e->items[n++] = it;
+        if (it.kind == K_CHAR || it.kind == K_STRING || it.kind == K_ZSTR)
+            hasstr = 1;
+        if (it.kind != K_INT && it.kind != K_UINT)
+            ints = 0;
+        if (it.kind == K_ERR)
+            break;
+    }
+    memcpy(e->fmt, fmt, len);
+    e->len = (unsigned char)len;
+    e->n = (unsigned char)n;
+    e->hasstr = (unsigned char)hasstr;
+    e->ints = (unsigned char)ints;
+    e->valid = 1;
+    return 1;
+}
+
+/* The compiled form of fmt from cache c, or NULL when it does not fit in
+ * an entry.  The slot is chosen by the string's address and length, and
+ * an entry is used only when its stored bytes equal fmt's: a string
+ * collected and another made at the same address can never be given the
+ * old one's parse. */
+static const mp_fmtentry *fmt_lookup(mp_fmtcache *c, const char *fmt,
+                                     size_t len)
+{
+    uintptr_t a = (uintptr_t)fmt;
+    mp_fmtentry *e = &c->slot[((a >> 4) ^ (a >> 11) ^ len)
+                              & (MP_FMT_SLOTS - 1)];
+    if (e->valid && e->len == len && memcmp(e->fmt, fmt, len) == 0)
+        return e;
+    e->valid = 0;
+    return fmt_compile(e, fmt, len) ? e : NULL;
+}
+
+/* The items of a format, in order: from a compiled entry, or parsed one
+ * at a time from the string (a format too long for the cache). */
+typedef struct cursor {
+    const mp_item *it, *end;   /* compiled: next item, end; else NULL */
+    const char *f;             /* not compiled: the rest of the format */
+    fmtstate h;
+    mp_item tmp;
+} cursor;
+
+static void cursor_init(cursor *c, const mp_fmtentry *e, const char *fmt)
+{
+    if (e != NULL) {
+        c->it = e->items;
+        c->end = e->items + e->n;
+    } else {
+        c->it = NULL;
+        c->end = NULL;
+        c->f = fmt;
+        fmt_init(&c->h);
+    }
+}
+
+static inline const mp_item *cursor_next(cursor *c)
+{
+    if (c->it != NULL)
+        return c->it < c->end ? c->it++ : NULL;
+    while (*c->f != '\0')
+        if (compile_one(&c->h, &c->f, &c->tmp))
+            return &c->tmp;
+    return NULL;
 }
 
 /* Raise for an offset outside [0, len] (kept out of check_offset, which
@@ -290,6 +424,15 @@ static void put_int(unsigned char *p, lua_Unsigned n, int little, int size,
                     int neg)
 {
     int i;
+    if (little && native_little() && size <= MP_SZINT) {
+        switch (size) {          /* the low bytes come first: copy them */
+        case 1: *p = (unsigned char)n; return;
+        case 2: { uint16_t v = (uint16_t)n; memcpy(p, &v, 2); return; }
+        case 4: { uint32_t v = (uint32_t)n; memcpy(p, &v, 4); return; }
+        case 8: { uint64_t v = (uint64_t)n; memcpy(p, &v, 8); return; }
+        default: break;
+        }
+    }
     for (i = 0; i < size; i++) {
         unsigned char byte = (unsigned char)(n & 0xff);
         if (i >= MP_SZINT)
@@ -300,13 +443,67 @@ static void put_int(unsigned char *p, lua_Unsigned n, int little, int size,
     }
 }
 
-lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
-                        lua_Integer off, const char *fmt, int first,
-                        int window)
+/* mp_lua_pack for a compiled format of integers only (the common case):
+ * the same checks in the same order, the values kept from pass 1 for
+ * pass 2 (nothing runs in between that could change them). */
+static lua_Integer pack_ints(lua_State *L, const mp_fmtentry *e,
+                             unsigned char *buf, size_t len, size_t off,
+                             int first, int window)
+{
+    lua_Integer vals[MP_FMT_MAXITEMS];
+    size_t pos = off;
+    int overflow = 0;
+    size_t bad_pos = 0, bad_need = 0;
+    int i;
+    for (i = 0; i < e->n; i++) {
+        const mp_item *it = &e->items[i];
+        int size = it->size;
+        size_t need = ((size_t)(-pos) & it->amask) + (size_t)size;
+        lua_Integer n = mpl_checkinteger(L, first + i);
+        if (size < MP_SZINT) {
+            if (it->kind == K_INT) {
+                lua_Integer lim = (lua_Integer)1 << (size * 8 - 1);
+                mpl_argcheck(L, -lim <= n && n < lim, first + i,
+                             "integer overflow");
+            } else {
+                mpl_argcheck(L, (lua_Unsigned)n <
+                                    ((lua_Unsigned)1 << (size * 8)),
+                             first + i, "unsigned overflow");
+            }
+        }
+        vals[i] = n;
+        if (!overflow && need > len - pos) {
+            overflow = 1;
+            bad_pos = pos;
+            bad_need = need;
+        }
+        pos = need > SIZE_MAX - pos ? SIZE_MAX : pos + need;
+    }
+    if (overflow)
+        raise_short(L, first - 2, 1, bad_pos, (lua_Unsigned)bad_need, len,
+                    window);
+    pos = off;
+    for (i = 0; i < e->n; i++) {
+        const mp_item *it = &e->items[i];
+        size_t pad = (size_t)(-pos) & it->amask;
+        if (pad > 0)
+            memset(buf + pos, 0, pad);
+        pos += pad;
+        put_int(buf + pos, (lua_Unsigned)vals[i], it->little, it->size,
+                it->kind == K_INT && vals[i] < 0);
+        pos += (size_t)it->size;
+    }
+    return (lua_Integer)pos;
+}
+
+lua_Integer mp_lua_pack(lua_State *L, mp_fmtcache *cache, unsigned char *buf,
+                        size_t len, lua_Integer off, const char *fmt,
+                        size_t fmtlen, int first, int window)
 {
     const int offarg = first - 2;
-    fmtstate h;
-    const char *f;
+    const mp_fmtentry *e;
+    const mp_item *it;
+    cursor c;
     size_t pos, need;
     int overflow = 0;          /* some item does not fit in the page */
     size_t bad_pos = 0, bad_need = 0;
@@ -314,18 +511,21 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
     char nb[MP_NUMBUF];
 
     check_offset(L, off, len, offarg, window);
+    e = cache != NULL ? fmt_lookup(cache, fmt, fmtlen) : NULL;
+    if (e != NULL && e->ints)
+        return pack_ints(L, e, buf, len, (size_t)off, first, window);
 
-    /* Pass 1: parse, check every value, size everything. */
-    fmt_init(&h, L, first - 1);
+    /* Pass 1: check every item and value, size everything. */
+    cursor_init(&c, e, fmt);
     pos = (size_t)off;
     arg = first;
-    for (f = fmt; *f != '\0';) {
-        int size, pad;
+    while ((it = cursor_next(&c)) != NULL) {
+        int size = it->size;
+        size_t pad = (size_t)(-pos) & it->amask;
         size_t extra = 0;   /* variable part: string bytes */
         size_t l;
         const char *s;
-        kopt k = read_item(&h, pos, &f, &size, &pad);
-        switch (k) {
+        switch ((kopt)it->kind) {
         case K_INT: {
             lua_Integer n = mpl_checkinteger(L, arg);
             if (size < MP_SZINT) {
@@ -369,12 +569,15 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
             extra = l + 1;   /* l < SIZE_MAX: it is the length of an object */
             arg++;
             break;
+        case K_ERR:
+            raise_item(L, first - 1, it);
+            break;
         case K_PAD: case K_PADALIGN: case K_NOP:
             break;
         }
         /* Does the item fit?  Noted, not raised yet: string.pack would
          * report a bad value or option further on first, so we do too. */
-        need = (size_t)pad + (size_t)size;
+        need = pad + (size_t)size;
         need = extra > SIZE_MAX - need ? SIZE_MAX : need + extra;
         if (!overflow && need > len - pos) {
             overflow = 1;
@@ -388,39 +591,40 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
         raise_short(L, offarg, 1, bad_pos, (lua_Unsigned)bad_need, len,
                     window);
 
-    /* Pass 2: write.  Same parse, values known good: nothing can fail. */
-    fmt_init(&h, L, first - 1);
+    /* Pass 2: write.  Same items, values known good: nothing can fail. */
+    cursor_init(&c, e, fmt);
     pos = (size_t)off;
     arg = first;
-    for (f = fmt; *f != '\0';) {
-        int size, pad;
+    while ((it = cursor_next(&c)) != NULL) {
+        int size = it->size;
+        size_t pad = (size_t)(-pos) & it->amask;
         size_t l;
         const char *s;
         unsigned char *p;
-        kopt k = read_item(&h, pos, &f, &size, &pad);
         if (pad > 0)
-            memset(buf + pos, 0, (size_t)pad);
-        pos += (size_t)pad;
+            memset(buf + pos, 0, pad);
+        pos += pad;
         p = buf + pos;
-        switch (k) {
+        switch ((kopt)it->kind) {
         case K_INT: case K_UINT: {
             lua_Integer n = lua_tointegerx(L, arg++, NULL);
-            put_int(p, (lua_Unsigned)n, h.little, size, k == K_INT && n < 0);
+            put_int(p, (lua_Unsigned)n, it->little, size,
+                    it->kind == K_INT && n < 0);
             break;
         }
         case K_FLOAT: {
             float v = (float)lua_tonumberx(L, arg++, NULL);
-            copy_order(p, (const unsigned char *)&v, sizeof v, h.little);
+            copy_order(p, (const unsigned char *)&v, sizeof v, it->little);
             break;
         }
         case K_NUMBER: {
             lua_Number v = lua_tonumberx(L, arg++, NULL);
-            copy_order(p, (const unsigned char *)&v, sizeof v, h.little);
+            copy_order(p, (const unsigned char *)&v, sizeof v, it->little);
             break;
         }
         case K_DOUBLE: {
             double v = (double)lua_tonumberx(L, arg++, NULL);
-            copy_order(p, (const unsigned char *)&v, sizeof v, h.little);
+            copy_order(p, (const unsigned char *)&v, sizeof v, it->little);
             break;
         }
         case K_CHAR:
@@ -432,7 +636,7 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
             break;
         case K_STRING:
             s = value_string(L, arg++, &l, nb);
-            put_int(p, (lua_Unsigned)l, h.little, size, 0);
+            put_int(p, (lua_Unsigned)l, it->little, size, 0);
             if (l > 0)
                 memcpy(p + size, s, l);
             pos += l;
@@ -447,7 +651,7 @@ lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
         case K_PAD:
             *p = 0;
             break;
-        case K_PADALIGN: case K_NOP:
+        case K_PADALIGN: case K_NOP: case K_ERR:
             break;
         }
         pos += (size_t)size;
@@ -475,12 +679,23 @@ static lua_Unsigned get_int(lua_State *L, const unsigned char *p, int little,
     lua_Unsigned r = 0;
     int i;
     int n = size <= MP_SZINT ? size : MP_SZINT;
+    if (little && native_little() && size < MP_SZINT) {
+        switch (size) {          /* the low bytes come first: copy them */
+        case 1:
+            r = *p;
+            goto extend;
+        case 2: { uint16_t v; memcpy(&v, p, 2); r = v; goto extend; }
+        case 4: { uint32_t v; memcpy(&v, p, 4); r = v; goto extend; }
+        default: break;
+        }
+    }
     if (n == MP_SZINT && little == native_little()) {
         memcpy(&r, little ? p : p + size - MP_SZINT, sizeof r);
     } else {
         for (i = n - 1; i >= 0; i--)
             r = (r << 8) | p[little ? i : size - 1 - i];
     }
+extend:
     if (size < MP_SZINT) {
         if (issigned) {
             lua_Unsigned mask = (lua_Unsigned)1 << (size * 8 - 1);
@@ -499,43 +714,54 @@ static lua_Unsigned get_int(lua_State *L, const unsigned char *p, int little,
 }
 
 /*
- * Walk fmt over the page from pos.  src holds the page bytes from offset
- * base to lim (the whole page: base 0, lim len; or a copy of a span).
- * With push, push every value and the next offset and return how many;
- * without, only validate, setting *end to the offset past the data and
- * *needcopy when a string result is followed by another item (reading
- * after the allocation of that string would break invariant 2).
+ * Walk the format (compiled entry e, or the string fmt) over the page from
+ * pos.  src holds the page bytes from offset base to lim (the whole page:
+ * base 0, lim len; or a copy of a span).  With push, push every value and
+ * the next offset and return how many; without, only validate, setting
+ * *end to the offset past the data and *needcopy when a string result is
+ * followed by another item (reading after the allocation of that string
+ * would break invariant 2).
  */
 static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
                        size_t lim, size_t len, int window, size_t pos,
-                       const char *fmt, int push, size_t *end, int *needcopy)
+                       const mp_fmtentry *e, const char *fmt, int push,
+                       size_t *end, int *needcopy)
 {
-    fmtstate h;
+    cursor c;
+    const mp_item *it;
     int n = 0;
     int allocated = 0;   /* a string result came before this item */
-    fmt_init(&h, L, MP_UNPACK_FMTARG);
-    while (*fmt != '\0') {
-        int size, pad;
-        kopt k = read_item(&h, pos, &fmt, &size, &pad);
+    /* Room for every result of a compiled format at once spares a check
+     * per value; when there is not (or the format is not compiled), each
+     * value checks, raising where it always has. */
+    int roomy = push && e != NULL && lua_checkstack(L, e->n + 1);
+    cursor_init(&c, e, fmt);
+    while ((it = cursor_next(&c)) != NULL) {
+        int size = it->size;
+        size_t pad = (size_t)(-pos) & it->amask;
+        kopt k = (kopt)it->kind;
         const unsigned char *p;
-        if ((size_t)pad + (size_t)size > lim - pos)
+        if (k == K_ERR)
+            raise_item(L, MP_UNPACK_FMTARG, it);
+        if (pad + (size_t)size > lim - pos)
             raise_short(L, MP_UNPACK_OFFARG, 0, pos,
                         (lua_Unsigned)pad + (lua_Unsigned)size, len, window);
-        pos += (size_t)pad;
+        pos += pad;
         p = src + (pos - base);
-        if (k == K_PAD || k == K_PADALIGN || k == K_NOP) {
+        if (k == K_PAD || k == K_PADALIGN) {
             pos += (size_t)size;
             continue;
         }
         if (push) {
-            luaL_checkstack(L, 2, "too many results");
+            if (!roomy)
+                luaL_checkstack(L, 2, "too many results");
         } else if (allocated) {
             *needcopy = 1;
         }
         n++;
         switch (k) {
         case K_INT: case K_UINT: {
-            lua_Unsigned v = get_int(L, p, h.little, size, k == K_INT);
+            lua_Unsigned v = get_int(L, p, it->little, size, k == K_INT);
             if (push)
                 lua_pushinteger(L, u2s(v));
             break;
@@ -543,7 +769,7 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
         case K_FLOAT: {
             float v;
             if (push) {
-                copy_order((unsigned char *)&v, p, sizeof v, h.little);
+                copy_order((unsigned char *)&v, p, sizeof v, it->little);
                 lua_pushnumber(L, (lua_Number)v);
             }
             break;
@@ -551,7 +777,7 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
         case K_NUMBER: {
             lua_Number v;
             if (push) {
-                copy_order((unsigned char *)&v, p, sizeof v, h.little);
+                copy_order((unsigned char *)&v, p, sizeof v, it->little);
                 lua_pushnumber(L, v);
             }
             break;
@@ -559,7 +785,7 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
         case K_DOUBLE: {
             double v;
             if (push) {
-                copy_order((unsigned char *)&v, p, sizeof v, h.little);
+                copy_order((unsigned char *)&v, p, sizeof v, it->little);
                 lua_pushnumber(L, (lua_Number)v);
             }
             break;
@@ -570,12 +796,12 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
             allocated = 1;
             break;
         case K_STRING: {
-            lua_Unsigned l = get_int(L, p, h.little, size, 0);
+            lua_Unsigned l = get_int(L, p, it->little, size, 0);
             size_t room = lim - pos - (size_t)size;
             if (l > (lua_Unsigned)room) {
                 lua_Unsigned need = (lua_Unsigned)pad + (lua_Unsigned)size;
                 need = l > (lua_Unsigned)-1 - need ? (lua_Unsigned)-1 : need + l;
-                raise_short(L, MP_UNPACK_OFFARG, 0, pos - (size_t)pad, need,
+                raise_short(L, MP_UNPACK_OFFARG, 0, pos - pad, need,
                             len, window);
             }
             if (push)
@@ -597,7 +823,7 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
             allocated = 1;
             break;
         }
-        case K_PAD: case K_PADALIGN: case K_NOP:
+        case K_PAD: case K_PADALIGN: case K_NOP: case K_ERR:
             break;
         }
         pos += (size_t)size;
@@ -610,32 +836,69 @@ static int unpack_walk(lua_State *L, const unsigned char *src, size_t base,
     return n;
 }
 
-int mp_lua_unpack(lua_State *L, const unsigned char *buf, size_t len,
-                  lua_Integer off, const char *fmt, int window)
+/* unpack_walk for a compiled format of integers only (the common case),
+ * once the stack has room for every result: the same checks in the same
+ * order. */
+static int unpack_ints(lua_State *L, const mp_fmtentry *e,
+                       const unsigned char *buf, size_t len, size_t pos,
+                       int window)
+{
+    int i;
+    for (i = 0; i < e->n; i++) {
+        const mp_item *it = &e->items[i];
+        size_t pad = (size_t)(-pos) & it->amask;
+        if (pad + (size_t)it->size > len - pos)
+            raise_short(L, MP_UNPACK_OFFARG, 0, pos,
+                        (lua_Unsigned)pad + (lua_Unsigned)it->size, len,
+                        window);
+        pos += pad;
+        lua_pushinteger(L, u2s(get_int(L, buf + pos, it->little, it->size,
+                                       it->kind == K_INT)));
+        pos += (size_t)it->size;
+    }
+    lua_pushinteger(L, (lua_Integer)pos);
+    return e->n + 1;
+}
+
+int mp_lua_unpack(lua_State *L, mp_fmtcache *cache, const unsigned char *buf,
+                  size_t len, lua_Integer off, const char *fmt,
+                  size_t fmtlen, int window)
 {
     size_t end;
     int needcopy = 0;
     int copyidx, n;
     const unsigned char *copy;
+    const mp_fmtentry *e;
+
+    mp_fmtentry own;
 
     check_offset(L, off, len, MP_UNPACK_OFFARG, window);
+    e = cache != NULL ? fmt_lookup(cache, fmt, fmtlen) : NULL;
+    if (e != NULL && e->ints && lua_checkstack(L, e->n + 1))
+        return unpack_ints(L, e, buf, len, (size_t)off, window);
+    /* A string result allocates, and a finalizer run then may unpack
+     * through the same cache and overwrite e's slot: walk a copy. */
+    if (e != NULL && e->hasstr) {
+        own = *e;
+        e = &own;
+    }
     /* Numbers only (the common case): read the page directly. */
-    if (strpbrk(fmt, "csz") == NULL)
-        return unpack_walk(L, buf, 0, len, len, window, (size_t)off, fmt, 1,
-                           NULL, NULL);
+    if (e != NULL ? !e->hasstr : strpbrk(fmt, "csz") == NULL)
+        return unpack_walk(L, buf, 0, len, len, window, (size_t)off, e, fmt,
+                           1, NULL, NULL);
     /* Strings: validate first; copy the data when a string is followed by
      * other items (invariant 2). */
-    unpack_walk(L, buf, 0, len, len, window, (size_t)off, fmt, 0, &end,
+    unpack_walk(L, buf, 0, len, len, window, (size_t)off, e, fmt, 0, &end,
                 &needcopy);
     if (!needcopy)
-        return unpack_walk(L, buf, 0, len, len, window, (size_t)off, fmt, 1,
-                           NULL, NULL);
+        return unpack_walk(L, buf, 0, len, len, window, (size_t)off, e, fmt,
+                           1, NULL, NULL);
     luaL_checkstack(L, 1, "too many results");
     lua_pushlstring(L, (const char *)buf + off, end - (size_t)off);
     copyidx = lua_gettop(L);
     copy = (const unsigned char *)lua_tostring(L, copyidx);
-    n = unpack_walk(L, copy, (size_t)off, end, len, window, (size_t)off, fmt,
-                    1, NULL, NULL);
+    n = unpack_walk(L, copy, (size_t)off, end, len, window, (size_t)off, e,
+                    fmt, 1, NULL, NULL);
     lua_remove(L, copyidx);
     return n;
 }

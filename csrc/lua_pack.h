@@ -53,6 +53,42 @@
 #include <stddef.h>
 #include <lua.h>
 
+/* Compiled formats.  Parsing a format costs more than packing a few
+ * integers, and the same few formats come back at every call, so each
+ * pager keeps a small direct-mapped cache of parsed formats: one item per
+ * option that takes room or reads a value (configuration options ' ', '<',
+ * '>', '=', '!' are folded into the items' byte order and alignment), or a
+ * final error item where the format goes wrong, raised when reached so
+ * errors keep their order.  Alignment padding is computed from the offset
+ * at every call.  An entry stores the format's bytes and is used only when
+ * they equal the format's (the slot is picked by the string's address and
+ * length), so it can never give a stale parse.  Formats longer than
+ * MP_FMT_MAXLEN bytes or of more than MP_FMT_MAXITEMS items are parsed at
+ * every call, by the same parser. */
+#define MP_FMT_SLOTS 64          /* a power of two */
+#define MP_FMT_MAXLEN 40
+#define MP_FMT_MAXITEMS 12
+
+typedef struct mp_item {
+    int size;                    /* bytes; K_ERR: the error's argument */
+    unsigned char kind;          /* kopt (lua_pack.c) */
+    unsigned char little;        /* byte order */
+    unsigned char amask;         /* alignment - 1; K_ERR: the error */
+    unsigned char spare;
+} mp_item;
+
+typedef struct mp_fmtentry {
+    mp_item items[MP_FMT_MAXITEMS];
+    unsigned char valid, len, n;
+    unsigned char hasstr;        /* some item is c, s or z */
+    unsigned char ints;          /* every item is an integer */
+    char fmt[MP_FMT_MAXLEN];
+} mp_fmtentry;
+
+typedef struct mp_fmtcache {
+    mp_fmtentry slot[MP_FMT_SLOTS];   /* all zeros: empty */
+} mp_fmtcache;
+
 #define MP_UNPACK_OFFARG 2
 #define MP_UNPACK_FMTARG 3
 
@@ -63,15 +99,16 @@
  * untouched); raises a Lua error otherwise.  Returns the offset just past
  * the packed bytes.  Padding bytes are written as zeros.  window: buf is a
  * window of a page (only the error messages differ). */
-lua_Integer mp_lua_pack(lua_State *L, unsigned char *buf, size_t len,
-                        lua_Integer off, const char *fmt, int first,
-                        int window);
+lua_Integer mp_lua_pack(lua_State *L, mp_fmtcache *cache, unsigned char *buf,
+                        size_t len, lua_Integer off, const char *fmt,
+                        size_t fmtlen, int first, int window);
 
 /* Unpack from buf[off ...] (buf being len bytes long) according to fmt;
  * pushes the values, then the offset just past them (0-based); returns the
  * number of values pushed (including that offset).  window: as for
  * mp_lua_pack. */
-int mp_lua_unpack(lua_State *L, const unsigned char *buf, size_t len,
-                  lua_Integer off, const char *fmt, int window);
+int mp_lua_unpack(lua_State *L, mp_fmtcache *cache, const unsigned char *buf,
+                  size_t len, lua_Integer off, const char *fmt,
+                  size_t fmtlen, int window);
 
 #endif /* MP_LUA_PACK_H */

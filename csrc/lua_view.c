@@ -374,15 +374,23 @@ static int view_dead(lua_State *L, const mpl_view *v)
     return mpl_argerror(L, 1, why);
 }
 
-/* The hot path's test: v is alive and so is its root, a page view or
- * protected view checked in the current epoch.  For a page view root == v
- * (one more load than testing v alone); a window of one costs the same. */
+/* The hot path's test: v is alive and so is its root, a page view,
+ * protected view or transaction's writer checked in the current epoch
+ * (the writer's transaction still open: what root_valid asks first), or
+ * a private writer (root_valid needs only its pager open).  For
+ * a page view root == v (one more load than testing v alone); a window of
+ * one costs the same. */
 static inline int view_fast(const mpl_view *v)
 {
     const mpl_view *r = v->root;
+    const mpl_pager *pg = r->pg;
     return v->state == MPL_VIEW_ALIVE && r->state == MPL_VIEW_ALIVE
-        && r->pg->p != NULL && r->kind <= MPL_KIND_PROTECTED
-        && r->epoch == r->pg->epoch;
+        && pg->p != NULL
+        && (r->kind == MPL_KIND_WRITER_PRIVATE     /* its own buffer */
+            || (r->epoch == pg->epoch
+                && (r->kind <= MPL_KIND_PROTECTED
+                    || (r->kind == MPL_KIND_WRITER_TXN && pg->txopen
+                        && pg->txseq == r->txseq))));
 }
 
 /* Checked accessor: a live view or raise. */
@@ -420,17 +428,35 @@ static void checkwritable(lua_State *L, const mpl_view *v)
         mpl_argerror(L, 1, "pager is read-only");
 }
 
-/* The transaction's own copy of a WRITER_TXN's page. */
+/* The transaction's own copy of a WRITER_TXN's page.  mp_protected_write_ptr
+ * returns the same page for the rest of the transaction (lua_binding.h,
+ * mappedpages.h) and the mapping never moves (the address space is
+ * reserved at open), so the pointer is remembered in the root until
+ * something that could change the answer happens; each of those ends the
+ * transaction (commit, rollback, a commit that failed) or changes the
+ * epoch: freeing the pid (free_protected), a failed mutation (mpl_fail:
+ * every failure that poisons the pager is an I/O error, not a misuse) and
+ * close.  While none has happened, the call would return this same page:
+ * the pid is still allocated, the pager neither poisoned nor read-only. */
 static unsigned char *txn_page(lua_State *L, mpl_view *v)
 {
+    mpl_view *r = v->root;
+    mpl_pager *pg = r->pg;
     void *d = NULL;
-    mp_err e = mp_protected_write_ptr(v->pg->p, v->id, &d);
+    mp_err e;
+    if (r->txdata != NULL && r->txdata_epoch == pg->epoch && pg->txopen
+        && pg->txseq == r->txseq)
+        return r->txdata;
+    r->txdata = NULL;
+    e = mp_protected_write_ptr(pg->p, r->id, &d);
     if (e != MP_OK || d == NULL) {
-        const char *msg = mp_errmsg(v->pg->p);
+        const char *msg = mp_errmsg(pg->p);
         mpl_argerror(L, 1, lua_pushfstring(L,
-            "cannot write protected page %I: %s", (lua_Integer)v->id,
+            "cannot write protected page %I: %s", (lua_Integer)r->id,
             msg != NULL && *msg != '\0' ? msg : mp_strerror(e)));
     }
+    r->txdata = (unsigned char *)d;
+    r->txdata_epoch = pg->epoch;
     return (unsigned char *)d;
 }
 
@@ -728,12 +754,14 @@ static int view_pack(lua_State *L)
     mpl_view *v = checkview(L);
     lua_Integer off, next;
     const char *fmt;
+    size_t fmtlen;
     unsigned char *d;
     checkmutable(L, v);
     off = mpl_checkinteger(L, 2);
-    fmt = mpl_checklstring(L, 3, NULL);
+    fmt = mpl_checklstring(L, 3, &fmtlen);
     d = view_wdata(L, v);      /* lua_tolstring may have converted a number */
-    next = mp_lua_pack(L, d, v->size, off, fmt, 4, is_window(v));
+    next = mp_lua_pack(L, &v->pg->fmtcache, d, v->size, off, fmt, fmtlen, 4,
+                       is_window(v));
     view_changed(v, (size_t)off, (size_t)next);   /* mp_lua_pack checked off */
     lua_pushinteger(L, next);
     return 1;
@@ -745,9 +773,11 @@ static int view_unpack(lua_State *L)
 {
     mpl_view *v = checkview(L);
     lua_Integer off = mpl_checkinteger(L, 2);
-    const char *fmt = mpl_checklstring(L, 3, NULL);
+    size_t fmtlen;
+    const char *fmt = mpl_checklstring(L, 3, &fmtlen);
     const unsigned char *d = view_rdata(L, v);   /* after the conversions */
-    return mp_lua_unpack(L, d, v->size, off, fmt, is_window(v));
+    return mp_lua_unpack(L, &v->pg->fmtcache, d, v->size, off, fmt, fmtlen,
+                         is_window(v));
 }
 
 /* view:sub(off [, len]) -> window showing bytes [off, off + len) of the

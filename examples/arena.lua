@@ -1,163 +1,187 @@
--- examples/arena.lua -- a persistent, crash-consistent arena allocator, built step by step in
--- docs/ALLOCATORS.md: bump allocation in a chain of protected pages, reset() frees them all in one
--- transaction, contents transactional. Demo: `lua5.4 examples/arena.lua` from the repository root
--- after `make`. Module: package.path = "examples/?.lua;" .. package.path; local arena = require "arena"
+-- examples/arena.lua -- a persistent, crash-consistent arena allocator, built
+-- step by step in docs/ALLOCATORS.md: objects bump-allocated in a chain of
+-- protected pages, all freed at once by reset(), their contents transactional.
+-- Demo: `lua5.4 examples/arena.lua` from the repository root after `make`.
+-- Module: package.path = "examples/?.lua;" .. package.path; require "arena"
 --
--- The anchor: c8 magic, u32 head + 1 (the page being filled; 0: none), u32 pages, i8 objects, i8 bytes,
--- i8 serial (pages ever added). A page: c8 magic, u32 owner (the anchor's pid), u32 next + 1, u32
--- count, u32 top, u32 tag, u32 0, the objects from offset 32 up, and at page_size - 4 * (i + 1) object
--- i's u16 offset and u16 size. A ref is tag << 48 | pid << 16 | i; tags are 1..32767, by serial.
-local is_main = arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0]
-if is_main then   -- from the repository root: the in-tree modules and build
-  package.path, package.cpath = "lua/?.lua;lua/?/init.lua;" .. package.path, "build/?.so;" .. package.cpath
-end
-local access, object = require "mappedpages.access", require "mappedpages.object"
+--   page         offset size  field (little-endian; a "pid + 1" holds 0 for none)
+--   anchor            0    8  magic "mparena1"
+--                     8    4  head: pid + 1 of the newest data page
+--   data page         0    8  magic "mparenp1"
+--                     8    4  next: pid + 1 of the next older data page
+--                    12    4  owner: the anchor's pid
+--                    16    4  tag: (number of the transaction that added it) % 32767 + 1
+--                    20    4  count: objects in the page
+--                    24    4  top: the first free byte
+--                    32       the objects, packed upwards
+--          P - 4(i + 1)    4  object i's entry: u16 offset, u16 size (P: the page size)
+--   a ref                     tag << 48 | pid << 16 | i
+-- The data pages are the object's pages of mappedpages.object (magic, next, owner).
 
-local format, pcall = string.format, pcall
-local raise, atomic, writer, view = access.raise, access.atomic, access.writer, access.view
+local is_main = arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0]
+if is_main then   -- run from the repository root: the in-tree modules and build
+  package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+  package.cpath = "build/?.so;" .. package.cpath
+end
+
+local access = require "mappedpages.access"
+local object = require "mappedpages.object"
+local atomic, writer, view = access.atomic, access.writer, access.view
 local check_handle, check_integer = object.check_handle, object.check_integer
 
-local KIND, AMAGIC, PMAGIC, HEADER = "example.arena/1", "mparena1", "mparenp1", 32
-local M = {KIND = KIND}
-local Arena = {}; Arena.__index = Arena
+local ANCHOR_MAGIC, PAGE_MAGIC = "mparena1", "mparenp1"
+local NEXT, TAG, COUNT = 8, 16, 20   -- field offsets (see above); top follows count
+local HEADER, ENTRY = 32, 4          -- bytes: a page's header, an object's entry
 
--- Run fn(w, ...) in the open transaction or one of its own, w being the
--- transaction's writer of pid (the first one copies the page: it can fail).
-local function with_writer(pager, pid, fn, ...)
-  return atomic(pager, function(...)
-    local w, msg, code = writer(pager, pid)
-    if not w then return nil, msg, code end
-    return fn(w, ...)
-  end, ...)
-end
+local M = {KIND = "example.arena/2"}
+local Arena = {}
+Arena.__index = Arena
 
-local function free_pages(pager, anchor)   -- every data page
-  local pid, ok, msg, code = anchor:unpack(8, "<I4") - 1, true
-  while ok and pid >= 0 do
-    local nxt = view(pager, pid):unpack(12, "<I4") - 1
-    ok, msg, code = access.free_page(pager, pid)
-    pid = nxt
-  end
-  return ok, msg, code
-end
+-- Where object i's entry sits in a page of page_size bytes.
+local function entry_offset(page_size, i) return page_size - ENTRY * (i + 1) end
 
-function M.open(pager, name)
-  local pid, msg, code = object.open(pager, name, KIND, "arena.open", AMAGIC)   -- a new anchor: the magic
+function M.open(pager, name)   -- a new anchor is a zeroed page: it needs its magic only
+  local pid, msg, code = object.open(pager, name, M.KIND, "arena.open", ANCHOR_MAGIC)
   if not pid then return nil, msg, code end
   return object.handle(Arena, pager, name, pid)
 end
 
-function M.drop(pager, name)
-  return object.drop(pager, name, KIND, "arena.drop", function(pid) return free_pages(pager, view(pager, pid)) end)
+function M.drop(pager, name)   -- the data pages are the object's pages: drop frees them
+  return object.drop(pager, name, M.KIND, "arena.drop")
 end
 
-local function locate(self, ref, fname)   -- ref's page view, offset, size
+-- The view of the page holding ref's object, its offset and its size. Raises
+-- (naming fname, blaming whoever called the method) for anything else.
+local function locate(self, ref, fname)
   check_integer(fname, "ref", ref, 1, nil, 2)
-  local tag, pid, slot = ref >> 48, (ref >> 16) & 0xFFFFFFFF, ref & 0xFFFF
-  local ok, v = pcall(view, self.pager, pid)
-  if ok and v:read(0, 8) == PMAGIC then
-    local owner, _, count, _, ptag = v:unpack(8, "<I4 I4 I4 I4 I4")
-    if owner ~= self.pid then raise(fname, 2, "ref %d belongs to another object, not to arena %q", ref, self.name) end
-    if ptag == tag and slot < count then return v, v:unpack(#v - 4 * (slot + 1), "<I2 I2") end
+  local tag, pid, i = ref >> 48, (ref >> 16) & 0xFFFFFFFF, ref & 0xFFFF
+  local page = object.own_page(self, pid, PAGE_MAGIC, fname, ref)
+  if page then
+    local page_tag, count = page:unpack(TAG, "<I4 I4")
+    -- A pid a reset freed comes back only in a later transaction: another tag.
+    if page_tag == tag and i < count then
+      return page, page:unpack(entry_offset(#page, i), "<I2 I2")
+    end
   end
-  raise(fname, 2, "ref %d is not an object of arena %q (freed by reset, or never allocated)", ref, self.name)
+  access.raise(fname, 2, "ref %d is not an object of arena %q (freed by reset, or "
+               .. "never allocated)", ref, self.name)
 end
-object.contents(Arena, "arena", locate)   -- a:read(ref [, off [, len]]), a:write(ref, off, s), a:size(ref)
+object.contents(Arena, "arena", locate)   -- a:read(ref [, off [, len]]), a:write, a:size
+
+-- The writer of the page for a new object of `size` bytes: the head page if
+-- the object fits between its top and its directory (which the object's
+-- entry extends), else a new page put at the head of the chain.
+local function page_for(self, size)
+  local head = self.anchor:unpack(NEXT, "<I4") - 1
+  if head >= 0 then
+    local count, top = view(self.pager, head):unpack(COUNT, "<I4 I4")
+    local fits = top + size <= entry_offset(#self.anchor, count)
+    if fits then return writer(self.pager, head) end
+  end
+  -- Everything that can fail comes before the first write: the anchor's
+  -- writer, then the page and its writer (new_page frees the page again if
+  -- its writer cannot be had). So a failure leaves nothing half done.
+  local anchor_writer, msg, code = writer(self.pager, self.pid)
+  if not anchor_writer then return nil, msg, code end
+  local w
+  w, msg, code = access.new_page(self.pager)
+  if not w then return nil, msg, code end
+  local tag = access.txn_number(self.pager) % 0x7FFF + 1
+  w:pack(0, "<c8 I4 I4 I4 I4 I4", PAGE_MAGIC, head + 1, self.pid, tag, 0, HEADER)
+  anchor_writer:pack(NEXT, "<I4", w:id() + 1)
+  return w
+end
 
 function Arena:alloc(size)
   check_handle(self, "arena:alloc", true)
-  local pager, P = self.pager, #self.anchor
-  check_integer("arena:alloc", "size", size, 1, P - HEADER - 4)
-  return with_writer(pager, self.pid, function(aw)
-    -- Allocate first (the anchor's writer; a new head page when the object
-    -- does not fit; the head's writer), write second.
-    local head, pages, objects, bytes, serial = self.anchor:unpack(8, "<I4 I4 i8 i8 i8")
-    local pid, count, top, tag, msg, code = head - 1, 0, P, 0
-    if pid >= 0 then count, top, tag = view(pager, pid):unpack(16, "<I4 I4 I4") end
-    local fits, w = top + size <= P - 4 * (count + 1), nil
-    if not fits then pid, msg, code = pager:alloc_protected() end
-    if pid then w, msg, code = writer(pager, pid) end
-    if not w then
-      if pid and not fits then access.free_page(pager, pid) end
-      return nil, msg, code
-    end
-    if not fits then
-      serial, count, top = serial + 1, 0, HEADER
-      tag = serial % 0x7FFF + 1
-      w:pack(0, "<c8 I4 I4 I4 I4 I4", PMAGIC, self.pid, head, 0, HEADER, tag)
-      head, pages = pid + 1, pages + 1
-    end
-    w:pack(P - 4 * (count + 1), "<I2 I2", top, size)
-    w:pack(16, "<I4 I4", count + 1, top + size)
-    aw:pack(8, "<I4 I4 i8 i8 i8", head, pages, objects + 1, bytes + size, serial)
-    return tag << 48 | pid << 16 | count
+  local page_size = #self.anchor
+  check_integer("arena:alloc", "size", size, 1, page_size - HEADER - ENTRY)
+  return atomic(self.pager, function()
+    local w, msg, code = page_for(self, size)
+    if not w then return nil, msg, code end
+    -- Nothing can fail from here on. The object's bytes have never been
+    -- written (a page starts zeroed, and its top only grows): they read as zeros.
+    local tag, count, top = w:unpack(TAG, "<I4 I4 I4")
+    w:pack(entry_offset(page_size, count), "<I2 I2", top, size)
+    w:pack(COUNT, "<I4 I4", count + 1, top + size)
+    return tag << 48 | w:id() << 16 | count
   end)
 end
 
 function Arena:reset()
   check_handle(self, "arena:reset", true)
-  return with_writer(self.pager, self.pid, function(aw)
-    local ok, msg, code = free_pages(self.pager, self.anchor)
-    if not ok then return nil, msg, code end
-    return aw:pack(8, "<I4 I4 i8 i8", 0, 0, 0, 0) and true   -- the serial stays
+  return atomic(self.pager, function()
+    -- Unlink the pages, then free them: a free can fail too (when memory
+    -- runs out), and then the anchor names no freed page.
+    local pages = object.pages(self.pager, self.pid)
+    local w, msg, code = writer(self.pager, self.pid)
+    if not w then return nil, msg, code end
+    w:pack(NEXT, "<I4", 0)
+    return access.free_pages(self.pager, pages)
   end)
 end
 
-function Arena:stats()
+function Arena:stats()   -- counted from the pages: the anchor keeps no totals
   check_handle(self, "arena:stats")
-  local P, pages, objects, bytes = #self.anchor, self.anchor:unpack(12, "<I4 i8 i8")
-  return {objects = objects, bytes = bytes, pages = pages + 1, page_bytes = (pages + 1) * P,
-          efficiency = bytes / ((pages + 1) * P), max_size = P - HEADER - 4}
+  local page_size = #self.anchor
+  local pages = object.pages(self.pager, self.pid)
+  local objects, bytes = 0, 0
+  for _, pid in ipairs(pages) do
+    local count, top = view(self.pager, pid):unpack(COUNT, "<I4 I4")
+    objects = objects + count
+    bytes = bytes + top - HEADER
+  end
+  return object.stats(objects, bytes, #pages + 1, page_size,   -- the anchor counts too
+                      {max_size = page_size - HEADER - ENTRY})
 end
+Arena.__tostring = object.describe("arena", "objects")
 
 function Arena:check()
   check_handle(self, "arena:check")
-  local problems, P = {}, #self.anchor
-  local function bad(...) problems[#problems + 1] = format(...) end
-  local magic, head, pages, objects, bytes = self.anchor:unpack(0, "<c8 I4 I4 i8 i8")
-  if magic ~= AMAGIC then bad("the anchor has a bad magic") end
-  local pid, seen, n, nobj, nbytes = head - 1, {}, 0, 0, 0
-  while pid >= 0 and #problems == 0 do
-    local ok, v = pcall(view, self.pager, pid)
-    if not ok or seen[pid] then bad("page %d: not an allocated protected page, or a cycle", pid) break end
-    local expect, pmagic, owner, nxt, count, top = HEADER, v:unpack(0, "<c8 I4 I4 I4 I4")
-    if pmagic ~= PMAGIC or owner ~= self.pid then bad("page %d: bad magic or owner", pid) end
-    for i = 0, count - 1 do
-      local off, size = v:unpack(P - 4 * (i + 1), "<I2 I2")
-      if off ~= expect or size < 1 then bad("page %d: object %d at %d, expected at %d", pid, i, off, expect) end
-      expect, nobj, nbytes = off + size, nobj + 1, nbytes + size
+  local bad, verdict = object.problems()
+  if self.anchor:read(0, 8) ~= ANCHOR_MAGIC then bad("the anchor has a bad magic") end
+  local pages, broken = object.pages(self.pager, self.pid, PAGE_MAGIC)
+  if broken then bad("the data pages: %s", broken) end
+  for _, pid in ipairs(pages) do
+    local page = view(self.pager, pid)
+    local count, top = page:unpack(COUNT, "<I4 I4")
+    local expected = HEADER   -- each object starts where the one before it ends
+    for i = 0, math.min(count, (#page - HEADER) // ENTRY) - 1 do   -- (a bad count too)
+      local offset, size = page:unpack(entry_offset(#page, i), "<I2 I2")
+      if offset ~= expected or size == 0 then
+        bad("page %d: object %d at %d, expected at %d", pid, i, offset, expected)
+      end
+      expected = offset + size
     end
-    if top ~= expect or top > P - 4 * count then bad("page %d: top %d, objects end at %d", pid, top, expect) end
-    seen[pid], n, pid = true, n + 1, nxt - 1
+    if top ~= expected or top > entry_offset(#page, count - 1) then
+      bad("page %d: top %d, objects end at %d", pid, top, expected)
+    end
   end
-  if n ~= pages or nobj ~= objects or nbytes ~= bytes then
-    bad("anchor: %d pages, %d objects, %d bytes; chain: %d, %d, %d", pages, objects, bytes, n, nobj, nbytes)
-  end
-  if #problems > 0 then return false, problems else return true end
+  return verdict()
 end
 
-function Arena:__tostring()
-  local ok, s = pcall(self.stats, self)
-  if not ok then return format("arena %q (unusable: %s)", self.name, s) end
-  return format("arena %q: %d objects, %d bytes in %d page%s (efficiency %.3f)",
-                self.name, s.objects, s.bytes, s.pages, s.pages == 1 and "" or "s", s.efficiency)
-end
-
-if is_main then   -- the demo: a short session against a temp file
-  local mp, path = require "mappedpages", os.tmpname()
+if is_main then   -- the demo: a short session against a temporary file
+  local mp = require "mappedpages"
+  local path = os.tmpname()
   os.remove(path)   -- mp.create wants a path that does not exist
   local pager = assert(mp.create(path))
   local a = assert(M.open(pager, "scratch"))
-  local r1, r2 = a:alloc(5), a:alloc(100)
-  a:write(r1, 0, "hello")
-  print(a, format("refs 0x%x 0x%x:", r1, r2), a:read(r1), a:size(r2))
-  print("rolled back:", pcall(pager.transaction, pager, function() a:alloc(3000) error("no") end))
+  local greeting = a:alloc(5)
+  a:write(greeting, 0, "hello")
+  print("allocated:", a, a:read(greeting))
+  print("a reset, rolled back:", pcall(pager.transaction, pager, function()
+    a:reset()
+    error("changed my mind", 0)
+  end))
   pager:close()
   pager = assert(mp.open(path))
   a = assert(M.open(pager, "scratch"))
-  print("reopened:", a, a:read(r1))
-  print("reset:", a:reset(), a, pcall(a.read, a, r1))
+  print("reopened:", a, a:read(greeting))
+  print("reset:", a:reset(), a)
+  print("old ref:", pcall(a.read, a, greeting))
   print("check:", a:check())
-  pager:close(); os.remove(path)
+  pager:close()
+  os.remove(path)
 end
+
 return M

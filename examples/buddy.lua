@@ -1,199 +1,199 @@
--- examples/buddy.lua -- a persistent, crash-consistent buddy allocator built in docs/ALLOCATORS.md (with
--- its page layout): blocks of 32 bytes to half a page in regions of one protected page, free lists per
--- order in the file. Demo: `lua5.4 examples/buddy.lua` from the repository root after `make`. Module:
--- package.path = "examples/?.lua;" .. package.path; local buddy = require "buddy"
+-- examples/buddy.lua -- a persistent, crash-consistent buddy allocator, built in
+-- docs/ALLOCATORS.md: blocks of 32 << k bytes up to half a page, split and merged
+-- in one-page regions. Demo: `lua5.4 examples/buddy.lua` after `make`.
+--   page        offset size  field (little-endian; a "pid + 1" holds 0 for none)
+--   anchor           0    8  magic "mpbuddy1"
+--                    8    4  pid + 1 of the first region
+--          32 + 16 * k   16  the free list of order k (see mappedpages.access)
+--   region           0    8  magic "mpbuddyr"
+--                    8    4  pid + 1 of the next region
+--                   12    4  owner: the anchor's pid
+--               32 + u    1  1 + k if a block in use of order k starts at 32 * u,
+--                            else 0; the header (to the map's end) is one of them
+--   free block       0   24  its node in the free list of its order
+--   a ref                    pid << 16 | offset
+
 local is_main = arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0]
-if is_main then   -- from the repository root: the in-tree modules and build
-  package.path, package.cpath = "lua/?.lua;lua/?/init.lua;" .. package.path, "build/?.so;" .. package.cpath
-end
-local access, object = require "mappedpages.access", require "mappedpages.object"
-local format, pcall = string.format, pcall
-local raise, atomic, view, check_handle = access.raise, access.atomic, access.view, object.check_handle
-local KIND, AMAGIC, RMAGIC = "example.buddy/1", "mpbuddy1", "mpbuddyr"
-local MIN, LISTS, FREE, USED = 32, 32, 0x40, 0x80   -- a map byte: FREE or USED | order
-local M, Buddy = {KIND = KIND}, {}; Buddy.__index = Buddy
-
-local function order(size) local k = 0 while MIN << k < size do k = k + 1 end return k end
-local function geometry(P)   -- H: bytes of header and map; top: the largest order; blocks: see below
-  local g, off = {P = P, H = 32 + P // MIN, top = order(P // 2), blocks = {}}, 32 + P // MIN
-  while off < P do   -- a new region's free blocks: the largest aligned ones in [H, P)
-    g.blocks[#g.blocks + 1], off = {off, order(math.min(off & -off, P // 2))}, off + math.min(off & -off, P // 2)
-  end
-  return g
+if is_main then   -- run from the repository root: the in-tree modules and build
+  package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+  package.cpath = "build/?.so;" .. package.cpath
 end
 
--- A ref is pid << 16 | offset. A free block holds i8 next (at 0), i8 prev (8) and i8 the number
--- of the transaction that freed it (16; 0: long ago).
-local function lget(st, ref, f) return st:get(ref >> 16, (ref & 0xFFFF) + f, "<i8") end
-local function lset(st, ref, f, v) st:set(ref >> 16, (ref & 0xFFFF) + f, "<i8", v) end
-local function setmap(st, ref, m) st:set(ref >> 16, 32 + (ref & 0xFFFF) // MIN, "B", m) end
+local access = require "mappedpages.access"
+local object = require "mappedpages.object"
+local ANCHOR_MAGIC, REGION_MAGIC = "mpbuddy1", "mpbuddyr"
+local LISTS, MAP = 32, 32   -- field offsets, in the anchor and in a region
+local MIN = 32              -- the smallest block, and a map unit
+local M = {KIND = "example.buddy/2"}
+local Buddy = {}
+Buddy.__index = Buddy
 
-local function push(st, A, ref, k, stamp, at_tail)   -- onto free list k; blocks freed now at its tail
-  local L, d = LISTS + 16 * k, at_tail and 8 or 0    -- the anchor has its head at L, tail at L + 8
-  local old = st:get(A, L + d, "<i8")
-  setmap(st, ref, FREE | k)
-  lset(st, ref, 16, stamp); lset(st, ref, d, old); lset(st, ref, 8 - d, 0)
-  if old ~= 0 then lset(st, old, 8 - d, ref) else st:set(A, L + 8 - d, "<i8", ref) end
-  st:set(A, L + d, "<i8", ref)
+local function order(size)   -- the smallest k with MIN << k >= size
+  local k = 0
+  while MIN << k < size do k = k + 1 end
+  return k
 end
 
-local function unlink(st, A, ref, k)
-  local L, nxt, prv = LISTS + 16 * k, lget(st, ref, 0), lget(st, ref, 8)
-  if prv ~= 0 then lset(st, prv, 0, nxt) else st:set(A, L, "<i8", nxt) end
-  if nxt ~= 0 then lset(st, nxt, 8, prv) else st:set(A, L + 8, "<i8", prv) end
+local function free_list(anchor, k) return anchor << 16 | (LISTS + 16 * k) end
+
+-- Does no block in use start within the block of order k at offset? Free
+-- space is always merged whole, so then that block is free, on free list k.
+local function unused(map, offset, k)
+  return map:sub(offset // MIN + 1, offset // MIN + (1 << k)) == ("\0"):rep(1 << k)
 end
 
-local function find(st, A, g, k, N)   -- the smallest order >= k whose first block was freed before N
-  for j = k, g.top do
-    local h = st:get(A, LISTS + 16 * j, "<i8")
-    if h ~= 0 and lget(st, h, 16) < N then return h, j end
-  end
-end
-
-function M.open(pager, name)
-  local pid, msg, code = object.open(pager, name, KIND, "buddy.open", AMAGIC)   -- a new anchor: the magic
+function M.open(pager, name)   -- a new anchor is a zeroed page: it needs its magic only
+  local pid, msg, code = object.open(pager, name, M.KIND, "buddy.open", ANCHOR_MAGIC)
   if not pid then return nil, msg, code end
-  return object.handle(Buddy, pager, name, pid)
+  local self = object.handle(Buddy, pager, name, pid)
+  self.units = #self.anchor // MIN        -- constants of the page size: the map's units,
+  self.top = order(#self.anchor // 2)     -- the largest order (half a page) and the
+  self.header = order(MAP + self.units)   -- header's
+  return self
 end
 
-function M.drop(pager, name)   -- the regions: u32 first + 1 in the anchor, next + 1 in each
-  return object.drop(pager, name, KIND, "buddy.drop", function(A)
-    local pids, pid = {}, view(pager, A):unpack(8, "<I4") - 1
-    while pid >= 0 do pids[#pids + 1], pid = pid, view(pager, pid):unpack(16, "<I4") - 1 end
-    for _, r in ipairs(pids) do local ok, m, c = access.free_page(pager, r) if not ok then return nil, m, c end end
-    return true
-  end)
-end
+-- The regions are the object's pages (see mappedpages.object): drop frees them.
+function M.drop(pager, name) return object.drop(pager, name, M.KIND, "buddy.drop") end
 
-local function locate(self, ref, fname)   -- ref's region view, offset, block size
+-- The view of ref's region, the block's offset and size; raises for anything else.
+local function locate(self, ref, fname)
   object.check_integer(fname, "ref", ref, 1, nil, 2)
-  local off, ok, v = ref & 0xFFFF, pcall(view, self.pager, ref >> 16)
-  if ok and v:read(0, 8) == RMAGIC and off % MIN == 0 and off >= geometry(#v).H then
-    if v:unpack(8, "<I4") ~= self.pid then raise(fname, 2, "ref %d belongs to another object", ref) end
-    local m = v:unpack(32 + off // MIN, "B")
-    if m & USED ~= 0 then return v, off, MIN << (m & 0x3F) end
+  local offset = ref & 0xFFFF
+  local region = object.own_page(self, ref >> 16, REGION_MAGIC, fname, ref)
+  if region and offset > 0 and offset % MIN == 0 then   -- (the header is at 0)
+    local byte = region:unpack(MAP + offset // MIN, "B")
+    if byte > 0 then return region, offset, MIN << (byte - 1) end
   end
-  raise(fname, 2, "ref %d is not an allocated block of %q (freed, or never allocated)", ref, self.name)
+  access.raise(fname, 2, "ref %d is not an allocated block of %q (freed, or never "
+               .. "allocated)", ref, self.name)
 end
-object.contents(Buddy, "buddy", locate)   -- b:read, b:write, b:size
+object.contents(Buddy, "buddy", locate)   -- b:read(ref [, off [, len]]), b:write, b:size
 
 function Buddy:alloc(size)
-  check_handle(self, "buddy:alloc", true)
-  local pager, A, g = self.pager, self.pid, geometry(#self.anchor)
-  object.check_integer("buddy:alloc", "size", size, 1, MIN << g.top)
-  return atomic(pager, function()
-    local st, k, N = access.stage(pager), order(size), access.txn_number(pager)
-    local ref, j = find(st, A, g, k, N)
-    local np, ws, msg, code
-    if not ref then   -- a new region, first in the region list, its blocks on the lists
-      np, msg, code = pager:alloc_protected()
-      if not np then return nil, msg, code end
-      st:set(np, 0, "c8", RMAGIC); st:set(np, 8, "<I4", A); st:set(np, 16, "<I4", st:get(A, 8, "<I4"))
-      st:set(A, 8, "<I4", np + 1); st:add(A, 12, "<I4", 1)
-      for _, b in ipairs(g.blocks) do push(st, A, np << 16 | b[1], b[2], 0, false) end
-      ref, j = find(st, A, g, k, N)
+  object.check_handle(self, "buddy:alloc", true)
+  object.check_integer("buddy:alloc", "size", size, 1, MIN << self.top)
+  local k = order(size)
+  return access.atomic(self.pager, function()
+    local stage = access.stage(self.pager)
+    local j = k - 1   -- the order looked at
+    local ref
+    repeat   -- the first block that may be handed out, of order k or more
+      j = j + 1
+      ref = stage:first_usable(free_list(self.pid, j))
+    until ref or j == self.top
+    if not ref then   -- none: a new region, the whole page split down to its header
+      local region, msg, code = object.add_page(stage, self.pid, REGION_MAGIC)
+      if not region then return nil, msg, code end
+      stage:set(region, MAP, "B", 1 + self.header)   -- the header: a block in use
+      for i = self.header, self.top do   -- one free block of each order from the header's
+        stage:push_free(free_list(self.pid, i), region << 16 | (MIN << i), false)
+      end
+      j = math.max(k, self.header)
+      ref = region << 16 | (MIN << j)
     end
-    unlink(st, A, ref, j)
-    for i = j - 1, k, -1 do push(st, A, ref + (MIN << i), i, 0, false) end   -- split
-    setmap(st, ref, USED | k)
-    st:add(ref >> 16, 12, "<I4", MIN << k); st:add(A, 16, "<i8", 1); st:add(A, 24, "<i8", MIN << k)
-    ws, msg, code = st:apply()   -- every writer first: on failure nothing changed
-    if not ws then if np then access.free_page(pager, np) end return nil, msg, code end
-    ws[ref >> 16]:fill(0, ref & 0xFFFF, MIN << k)
+    stage:remove(free_list(self.pid, j), ref)
+    for i = j - 1, k, -1 do   -- split down to order k: each upper half is free
+      stage:push_free(free_list(self.pid, i), ref + (MIN << i), false)
+    end
+    stage:set(ref >> 16, MAP + (ref & 0xFFFF) // MIN, "B", 1 + k)
+    -- Every writer before the first write: a failure leaves nothing half done.
+    local writers, msg, code = stage:apply()
+    if not writers then return nil, msg, code end
+    writers[ref >> 16]:fill(0, ref & 0xFFFF, MIN << k)   -- a new block reads as zeros
     return ref
   end)
 end
 
 function Buddy:free(ref)
-  check_handle(self, "buddy:free", true)
-  local _, off, size = locate(self, ref, "buddy:free")
-  local pager, A, g, pid = self.pager, self.pid, geometry(#self.anchor), ref >> 16
-  return atomic(pager, function()
-    local st, k = access.stage(pager), order(size)
-    setmap(st, ref, 0)
-    st:add(pid, 12, "<I4", -size); st:add(A, 16, "<i8", -1); st:add(A, 24, "<i8", -size)
-    while k < g.top and st:get(pid, 32 + (off ~ (MIN << k)) // MIN, "B") == FREE | k do   -- merge
-      local b = off ~ (MIN << k)
-      unlink(st, A, pid << 16 | b, k); setmap(st, pid << 16 | b, 0)
-      off, k = math.min(off, b), k + 1
+  object.check_handle(self, "buddy:free", true)
+  local region_view, offset, size = locate(self, ref, "buddy:free")
+  local region = ref >> 16
+  local map = region_view:read(MAP, self.units)
+  return access.atomic(self.pager, function()
+    local stage = access.stage(self.pager)
+    local k = order(size)
+    stage:set(region, MAP + offset // MIN, "B", 0)
+    while k < self.top and unused(map, offset ~ (MIN << k), k) do   -- the buddy is free:
+      stage:remove(free_list(self.pid, k), region << 16 | (offset ~ (MIN << k)))
+      offset = offset & ~(MIN << k)   -- merged, the pair starts at the lower one
+      k = k + 1
     end
-    local empty = st:get(pid, 12, "<I4") == 0
-    if not empty then push(st, A, pid << 16 | off, k, access.txn_number(pager), true)
-    else   -- empty: its blocks leave their lists, it leaves the region list, its page goes back
-      for _, b in ipairs(g.blocks) do if b[1] ~= off then unlink(st, A, pid << 16 | b[1], b[2]) end end
-      local prev, cur = 0, st:get(A, 8, "<I4")   -- the region before it, + 1 (0: the anchor)
-      while cur ~= pid + 1 do prev, cur = cur, st:get(cur - 1, 16, "<I4") end
-      st:set(prev > 0 and prev - 1 or A, prev > 0 and 16 or 8, "<I4", st:get(pid, 16, "<I4"))
-      st:add(A, 12, "<I4", -1); st:forget(pid)
+    -- Freed by this transaction, the block waits at the tail of its list until the
+    -- next one: a ref freed in transaction N is not handed out again before N + 1.
+    stage:push_free(free_list(self.pid, k), region << 16 | offset, true)
+    local _, in_use = map:gsub("[^\0]", "")   -- blocks in use: the header, ref, others?
+    if in_use == 2 then   -- none: the region is empty, its free blocks a new region's
+      for i = self.header, self.top do
+        stage:remove(free_list(self.pid, i), region << 16 | (MIN << i))
+      end
+      object.remove_page(stage, self.pid, region)   -- apply frees it after every writer
     end
-    local ws, msg, code = st:apply()
-    if not ws then return nil, msg, code end
-    return not empty or access.free_page(pager, pid)
+    local ok, msg, code = stage:apply()
+    if not ok then return nil, msg, code end
+    return true
   end)
 end
 
-function Buddy:stats()
-  check_handle(self, "buddy:stats")
-  local P, regions, objects, bytes = #self.anchor, self.anchor:unpack(12, "<I4 i8 i8")
-  return {objects = objects, bytes = bytes, pages = regions + 1, page_bytes = (regions + 1) * P,
-          efficiency = bytes / ((regions + 1) * P), regions = regions, max_size = P // 2}
+function Buddy:stats()   -- counted from the maps: the anchor keeps no totals
+  object.check_handle(self, "buddy:stats")
+  local regions = object.pages(self.pager, self.pid)
+  local objects, bytes = 0, 0
+  for _, pid in ipairs(regions) do
+    local map = access.view(self.pager, pid):read(MAP, self.units)
+    for byte in map:gmatch("[^\0]", 2) do   -- past the header
+      objects = objects + 1
+      bytes = bytes + (MIN << (byte:byte() - 1))
+    end
+  end
+  return object.stats(objects, bytes, #regions + 1, #self.anchor,   -- + 1: the anchor
+                      {regions = #regions, max_size = MIN << self.top})
+end
+Buddy.__tostring = object.describe("buddy", "blocks")
+
+-- Note in `free` (ref -> its list) the free blocks a map implies in the block
+-- of order k at offset: in use (nothing else starting in it), free (nothing in
+-- use starting in it) or split in two. False if no buddy system has this map.
+local function tile(self, map, pid, offset, k, free)
+  local unit = offset // MIN
+  local byte = map:byte(unit + 1)
+  if byte == 1 + k then
+    return map:sub(unit + 2, unit + (1 << k)) == ("\0"):rep((1 << k) - 1)
+  elseif unused(map, offset, k) then
+    free[pid << 16 | offset] = free_list(self.pid, k)
+    return true
+  end
+  return k > 0 and byte <= k and tile(self, map, pid, offset, k - 1, free)
+         and tile(self, map, pid, offset + (MIN << (k - 1)), k - 1, free)
 end
 
 function Buddy:check()
-  check_handle(self, "buddy:check")
-  local g, A, problems, free = geometry(#self.anchor), self.pid, {}, {}   -- free: ref -> order
-  local function bad(...) problems[#problems + 1] = format(...) end
-  local magic, first, regions, objects, bytes = self.anchor:unpack(0, "<c8 I4 I4 i8 i8")
-  local pid, n, nobj, nbytes, zeros = first - 1, 0, 0, 0, ("\0"):rep(g.P // MIN)
-  if magic ~= AMAGIC then bad("the anchor has a bad magic") end
-  while pid >= 0 and #problems == 0 and n <= regions do   -- each region: its blocks tile [H, P)
-    local ok, v = pcall(view, self.pager, pid)
-    if not ok or v:read(0, 12) ~= RMAGIC .. ("<I4"):pack(A) then bad("region %d: bad page or owner", pid) break end
-    local bmap, u, used, nxt = v:read(32, g.P // MIN), g.H // MIN, v:unpack(12, "<I4 I4")   -- u: a unit
-    if used == 0 or bmap:sub(1, u) ~= zeros:sub(1, u) then bad("region %d: empty, or blocks in the header", pid) end
-    while u < #bmap and #problems == 0 do
-      local m = bmap:byte(u + 1)
-      local units, kind = 1 << (m & 0x3F), m & 0xC0
-      if (kind ~= FREE and kind ~= USED) or m & 0x3F > g.top or u % units ~= 0 or bmap:sub(u + 2, u + units)
-          ~= zeros:sub(2, units) or kind == FREE and bmap:byte((u ~ units) + 1) == m then
-        bad("region %d: a bad block, or free buddies, at %d", pid, u * MIN)
-      elseif kind == USED then used, nobj, nbytes = used - units * MIN, nobj + 1, nbytes + units * MIN
-      else free[pid << 16 | u * MIN] = m & 0x3F end
-      u = u + units
+  object.check_handle(self, "buddy:check")
+  local bad, verdict = object.problems()
+  local free, lists = {}, {}   -- the free blocks that the maps imply; the free lists
+  if self.anchor:read(0, 8) ~= ANCHOR_MAGIC then bad("the anchor has a bad magic") end
+  local regions, broken = object.pages(self.pager, self.pid, REGION_MAGIC)
+  if broken then bad("the regions: %s", broken) end
+  for _, pid in ipairs(regions) do
+    local map = access.view(self.pager, pid):read(MAP, self.units)
+    if map:byte(1) ~= 1 + self.header or not map:find("[^\0]", 2)   -- (nothing in use?)
+        or not tile(self, map, pid, 0, self.top + 1, free) then
+      bad("region %d: a bad map, or no block in use", pid)
     end
-    if used ~= 0 then bad("region %d: its header's count of bytes in use is wrong", pid) end
-    n, pid = n + 1, nxt - 1
   end
-  if n ~= regions or nobj ~= objects or nbytes ~= bytes then bad("anchor: %d regions, %d blocks, %d bytes; "
-    .. "found %d, %d, %d", regions, objects, bytes, n, nobj, nbytes) end
-  for k = 0, g.top do   -- each free list: every free block once, linked both ways
-    local last, ref, tail = 0, self.anchor:unpack(LISTS + 16 * k, "<i8 i8")
-    while ref ~= 0 and #problems == 0 do
-      local nxt, prv = view(self.pager, ref >> 16):unpack(ref & 0xFFFF, "<i8 i8")
-      if free[ref] ~= k or prv ~= last then bad("free list %d: %d is not free, or twice, or links wrong", k, ref) end
-      free[ref], last, ref = nil, ref, nxt
-    end
-    if #problems == 0 and last ~= tail then bad("free list %d ends at %d, the anchor says %d", k, last, tail) end
-  end
-  if #problems == 0 and next(free) then bad("free block %d is on no list", next(free)) end
-  if #problems > 0 then return false, problems else return true end
+  for k = 0, self.top do lists[k + 1] = free_list(self.pid, k) end
+  access.check_lists(self.pager, lists, free, bad)   -- each free block on its list, once
+  return verdict()
 end
 
-function Buddy:__tostring()
-  local ok, s = pcall(self.stats, self)
-  return not ok and format("buddy %q (unusable: %s)", self.name, s) or format("buddy %q: %d blocks, %d bytes in "
-    .. "%d page%s (efficiency %.3f)", self.name, s.objects, s.bytes, s.pages, s.pages == 1 and "" or "s", s.efficiency)
-end
-
-if is_main then   -- the demo: a short session against a temp file
-  local mp, path = require "mappedpages", os.tmpname()
+if is_main then   -- the demo: a short session in a temporary file
+  local path = os.tmpname()
   os.remove(path)   -- mp.create wants a path that does not exist
-  local pager = assert(mp.create(path))
-  local b = assert(M.open(pager, "heap"))
-  local r1, r2 = b:alloc(5), b:alloc(2000)
-  print(b, format("refs 0x%x 0x%x, block sizes", r1, r2), b:size(r1), b:size(r2), b:write(r1, 0, "hi"))
-  pager:close(); pager = assert(mp.open(path)); b = assert(M.open(pager, "heap"))
-  print("reopened:", tostring(b), b:read(r1, 0, 2), "freed:", b:free(r1), b:free(r2), b, b:check())
-  pager:close(); os.remove(path)
+  local b = assert(M.open(assert(require("mappedpages").create(path)), "heap"))
+  local small, big = b:alloc(5), b:alloc(2000)
+  print("allocated:", b, "block sizes", b:size(small), b:size(big))
+  print("freed:", b:free(small), b:free(big), b, "check:", b:check())
+  b.pager:close()
+  os.remove(path)
 end
+
 return M

@@ -645,4 +645,348 @@ describe("the helpers every object uses", function()
     object.check_handle(h, "t:read")
     H.raises_with({"t:write", "read-only"}, object.check_handle, h, "t:write", true)
   end)
+
+  -- access.free_page fails only when memory runs out: simulated here.
+  local function failing_free(after)
+    local real, calls = access.free_page, 0
+    access.free_page = function(...)
+      calls = calls + 1
+      if calls > after then return nil, "simulated: out of memory", "no_memory" end
+      return real(...)
+    end
+    finally(function() access.free_page = real end)
+  end
+
+  it("access.new_page: a page and its writer, or nothing", function()
+    local p = H.create({page_size = 1024, max_bytes = 64 * 1024})
+    local tx = p:begin()
+    local w = assert(access.new_page(p))
+    assert.equal(w, access.writer(p, w:id()), "the transaction's writer")
+    assert.equal(("\0"):rep(1024), w:read(0))
+    while p:alloc() do end                    -- no physical page left
+    local count = p:info().protected_count
+    H.fails_with("full", access.new_page(p))
+    assert.equal(count, p:info().protected_count, "the page was freed again")
+    failing_free(0)
+    local msg = H.fails_with("no_memory", access.new_page(p))
+    assert.matches("cannot grow.*; freeing page %d+ failed too: simulated", msg)
+    tx:rollback()
+  end)
+
+  it("access.free_pages frees a list of pages, stopping at a failure", function()
+    local p = H.create()
+    local pids = {p:alloc_protected(), p:alloc_protected(), p:alloc_protected()}
+    local count = p:info().protected_count
+    assert.is_true(access.free_pages(p, {pids[1]}))
+    assert.is_true(access.free_pages(p, {}))
+    assert.equal(count - 1, p:info().protected_count)
+    failing_free(1)
+    H.fails_with("no_memory", access.free_pages(p, {pids[2], pids[3]}))
+    assert.equal(count - 2, p:info().protected_count)
+  end)
+
+  it("access.stage: new_page is freed again when apply fails", function()
+    local p = H.create({page_size = 1024, max_bytes = 64 * 1024})
+    local a = p:alloc_protected()
+    while p:alloc() do end
+    local count = p:info().protected_count
+    local tx = p:begin()
+    local st = access.stage(p)
+    local new = assert(st:new_page())
+    st:set(new, 0, "c1", "n")
+    st:set(a, 0, "c1", "a")
+    H.fails_with("full", st:apply())
+    assert.equal(count, p:info().protected_count)
+    assert.equal("\0", p:protected(a):read(0, 1))
+    tx:rollback()
+  end)
+
+  it("access.stage: free frees after every writer is had and before any write", function()
+    local p = H.create({page_size = 1024, max_bytes = 64 * 1024})
+    local a, b, gone = p:alloc_protected(), p:alloc_protected(), p:alloc_protected()
+    H.pset(p, a, "A")
+    H.pset(p, b, "B")
+    local count = p:info().protected_count
+    local tx = p:begin()
+    local st = access.stage(p)
+    st:set(gone, 0, "c1", "x")
+    st:free(gone)                             -- its staged fields are dropped
+    H.raises_with({"stage:set", "to be freed"}, st.set, st, gone, 0, "c1", "y")
+    st:set(a, 0, "c1", "a")
+    failing_free(0)                           -- the free fails: nothing is written
+    H.fails_with("no_memory", st:apply())
+    assert.equal("A", p:protected(a):read(0, 1))
+    assert.equal(count, p:info().protected_count)
+    tx:rollback()
+  end)
+
+  it("access.stage: free, then a writer that cannot be had: nothing is freed", function()
+    local p = H.create({page_size = 1024, max_bytes = 64 * 1024})
+    local a, gone = p:alloc_protected(), p:alloc_protected()
+    while p:alloc() do end
+    local count = p:info().protected_count
+    local tx = p:begin()
+    local st = access.stage(p)
+    st:free(gone)
+    st:set(a, 0, "c1", "a")
+    H.fails_with("full", st:apply())
+    assert.equal(count, p:info().protected_count)
+    tx:commit()
+  end)
+
+  it("access lists: push at either end, remove anywhere, walk both ways", function()
+    local p = H.create({page_size = 1024})
+    local owner, other = p:alloc_protected(), p:alloc_protected()
+    local list = owner << 16 | 32             -- a list, and nodes in two pages
+    local n1, n2, n3, n4 = owner << 16 | 64, other << 16 | 0, other << 16 | 512, owner << 16 | 80
+    local function nodes() return (access.list(p, list)) end
+    assert.same({}, nodes(), "a zeroed page holds empty lists")
+    local function staged(fn)
+      access.atomic(p, function()
+        local st = access.stage(p)
+        fn(st)
+        return assert(st:apply())
+      end)
+    end
+    staged(function(st)
+      st:push_back(list, n1)
+      st:push_front(list, n2)
+      st:push_back(list, n3)
+      assert.equal(n2, st:first(list))
+    end)
+    assert.same({n2, n1, n3}, nodes())
+    staged(function(st) st:remove(list, n1) end)   -- the middle
+    assert.same({n2, n3}, nodes())
+    staged(function(st) st:push_front(list, n4) st:remove(list, n3) end)   -- the last
+    assert.same({n4, n2}, nodes())
+    assert.equal(n2, p:protected(owner):unpack(40, "<i8"), "the list's last")
+    staged(function(st) st:remove(list, n4) st:remove(list, n2) end)
+    assert.same({}, nodes())
+    local first, last = p:protected(owner):unpack(32, "<i8 i8")
+    assert.equal(0, first)
+    assert.equal(0, last)
+  end)
+
+  it("access.list reports damage and never raises for it", function()
+    local p = H.create({page_size = 1024})
+    local pid = p:alloc_protected()
+    local list, n1, n2 = pid << 16 | 0, pid << 16 | 100, pid << 16 | 200
+    access.atomic(p, function()
+      local st = access.stage(p)
+      st:push_back(list, n1)
+      st:push_back(list, n2)
+      return assert(st:apply())
+    end)
+    local function damage(node, field, value)
+      p:transaction(function()
+        p:write_protected(node >> 16):pack((node & 0xFFFF) + field, "<i8", value)
+      end)
+    end
+    local nodes, problem = access.list(p, list)
+    assert.same({n1, n2}, nodes)
+    assert.is_nil(problem)
+    damage(n2, 8, n2)                         -- a wrong back link
+    nodes, problem = access.list(p, list)
+    assert.same({n1}, nodes)
+    assert.matches("a bad link to " .. n2, problem)
+    damage(n2, 8, n1)
+    damage(n2, 0, n1)                         -- a loop
+    assert.matches("a bad link", select(2, access.list(p, list)))
+    damage(n2, 0, 999 << 16)                  -- a page that is not there
+    assert.matches("a bad link", select(2, access.list(p, list)))
+    damage(n2, 0, pid << 16 | 1020)           -- a node past the page's end
+    assert.matches("a bad link", select(2, access.list(p, list)))
+    damage(n2, 0, 0)
+    damage(list, 8, n1)                       -- a wrong last node
+    assert.matches("it ends at " .. n2, select(2, access.list(p, list)))
+  end)
+
+  it("object.chain lists a chain of pages and reports damage", function()
+    local p = H.create()
+    local a, b, c = p:alloc_protected(), p:alloc_protected(), p:alloc_protected()
+    p:transaction(function()
+      p:write_protected(a):pack(8, "<I4", c + 1)
+      p:write_protected(c):pack(8, "<I4", b + 1)
+    end)
+    local pids, problem = object.chain(p, a, 8)
+    assert.same({c, b}, pids)
+    assert.is_nil(problem)
+    assert.same({}, object.chain(p, b, 8))
+    p:transaction(function() p:write_protected(b):pack(8, "<I4", c + 1) end)   -- a loop
+    pids, problem = object.chain(p, a, 8)
+    assert.same({c, b}, pids)
+    assert.matches("page " .. c .. " .*a second time", problem)
+    p:transaction(function() p:write_protected(b):pack(8, "<I4", 999) end)
+    assert.matches("page 998 is not an allocated protected page", select(2, object.chain(p, a, 8)))
+  end)
+
+  it("object.describe makes a one-line tostring from stats()", function()
+    local T = {}
+    T.__index = T
+    T.__tostring = object.describe("thing", "items")
+    function T:stats()
+      if self.broken then error("t:stats: gone", 0) end
+      return {objects = 2, bytes = 105, pages = self.pages, efficiency = 0.0128}
+    end
+    local h = setmetatable({object_name = "x", pages = 2}, T)
+    assert.equal('thing "x": 2 items, 105 bytes in 2 pages (efficiency 0.013)', tostring(h))
+    h.pages = 1
+    assert.matches('in 1 page %(', tostring(h))
+    h.broken = true
+    assert.equal('thing "x" (unusable: t:stats: gone)', tostring(h))
+  end)
+
+  it("object.drop frees the pages owned() lists after the name, and none on failure", function()
+    local p = H.create({page_size = 1024, max_bytes = 64 * 1024})
+    local pid = object.open(p, "thing", "kindA", "t.open", function() return true end)
+    local extra = {p:alloc_protected(), p:alloc_protected()}
+    local count = p:info().protected_count
+    local seen
+    local function owned(anchor)
+      seen = anchor
+      return extra
+    end
+    local regular = {}
+    for id in function() return p:alloc() end do regular[#regular + 1] = id end
+    local tx = p:begin()                      -- the catalog's writer cannot be had
+    H.fails_with("full", object.drop(p, "thing", "kindA", "t.drop", owned))
+    assert.equal(pid, seen)
+    assert.equal(count, p:info().protected_count, "nothing freed")
+    assert.is_truthy(catalog.open(p):get("thing"))
+    tx:rollback()
+    assert(p:free(regular[1]))                -- room again
+    assert(p:free(regular[2]))
+    assert.is_true(object.drop(p, "thing", "kindA", "t.drop", owned))
+    assert.equal(count - 3, p:info().protected_count, "the anchor and both pages")
+    assert.is_nil(catalog.open(p):get("thing"))
+  end)
+
+  it("object.drop passes on a failure of owned(), changing nothing", function()
+    local p = H.create()
+    object.open(p, "thing", "kindA", "t.open", function() return true end)
+    local count = p:info().protected_count
+    H.fails_with("no_space", object.drop(p, "thing", "kindA", "t.drop",
+                                         function() return nil, "no room", "no_space" end))
+    assert.is_truthy(catalog.open(p):get("thing"))
+    assert.equal(count, p:info().protected_count)
+  end)
+
+  it("access free lists: freed now at the tail until the next transaction", function()
+    local p = H.create({page_size = 1024})
+    local pid = p:alloc_protected()
+    local list = pid << 16 | 0
+    local a, b, c = pid << 16 | 100, pid << 16 | 200, pid << 16 | 300
+    local function staged(fn)
+      return access.atomic(p, function()
+        local st = access.stage(p)
+        local result = fn(st)
+        assert(st:apply())
+        return result or true
+      end)
+    end
+    staged(function(st) st:push_free(list, a, true) end)     -- freed in an earlier one
+    local tx = p:begin()
+    staged(function(st)
+      st:push_free(list, b, true)                             -- freed now: at the tail
+      st:push_free(list, c, false)                            -- usable at once: the head
+    end)
+    assert.same({c, a, b}, (access.list(p, list)))
+    assert.equal(c, staged(function(st) return st:first_usable(list) end))
+    staged(function(st) st:remove(list, c) st:remove(list, a) end)
+    assert.is_true(staged(function(st) return st:first_usable(list) == nil end),
+                   "b was freed by this transaction")
+    assert(tx:commit())
+    assert.equal(b, staged(function(st) return st:first_usable(list) end))
+    local n = access.atomic(p, function() return access.txn_number(p) end)
+    assert.is_true(p:protected(pid):unpack(200 + 16, "<i8") < n, "stamped when freed")
+  end)
+
+  it("access.check_lists reports what is not where it should be", function()
+    local p = H.create({page_size = 1024})
+    local pid = p:alloc_protected()
+    local one, two = pid << 16 | 0, pid << 16 | 16
+    local a, b = pid << 16 | 100, pid << 16 | 200
+    access.atomic(p, function()
+      local st = access.stage(p)
+      st:push_back(one, a)
+      st:push_back(two, b)
+      return assert(st:apply())
+    end)
+    local function problems(expected)
+      local bad, verdict = object.problems()
+      access.check_lists(p, {one, two}, expected, bad)
+      local ok, list = verdict()
+      return ok, list and table.concat(list, "; ")
+    end
+    assert.is_true(problems({[a] = one, [b] = two}))
+    local at = function(x) return ("%d:%d"):format(x >> 16, x & 0xFFFF) end
+    local ok, msg = problems({[a] = one, [b] = one})
+    assert.is_false(ok)
+    assert.matches("list " .. at(two) .. ": " .. at(b) .. " should not be on it", msg, 1, true)
+    local c = pid << 16 | 300
+    ok, msg = problems({[a] = one, [b] = two, [c] = two})
+    assert.is_false(ok)
+    assert.equal(at(c) .. " is on no list (should be on " .. at(two) .. ")", msg)
+    assert.matches("should not be on it", select(2, problems({[a] = one})))
+    p:transaction(function() p:write_protected(pid):pack(200 + 8, "<i8", a) end)
+    assert.matches("list " .. at(two) .. ": a bad link", select(2, problems({[a] = one, [b] = two})),
+                   1, true)
+  end)
+
+  it("object pages: added first, listed, owned, removed, dropped", function()
+    local p = H.create({page_size = 1024})
+    local anchor = object.open(p, "thing", "kindA", "t.open", "ANCHOR")
+    local h = object.handle({}, p, "thing", anchor)
+    local count = p:info().protected_count
+    local one, two, three = access.atomic(p, function()
+      local st = access.stage(p)
+      local a = assert(object.add_page(st, anchor, "PAGE"))
+      local b = assert(object.add_page(st, anchor, "PAGE"))
+      local c = assert(object.add_page(st, anchor, "PAGE"))
+      assert(st:apply())
+      return a, b, c
+    end)
+    assert.same({three, two, one}, (object.pages(p, anchor)))
+    assert.equal("PAGE", p:protected(one):read(0, 4))
+    assert.equal(anchor, p:protected(one):unpack(12, "<I4"))
+    assert.is_truthy(object.own_page(h, two, "PAGE", "t:read", 5))
+    assert.is_nil(object.own_page(h, two, "OTHER", "t:read", 5))
+    assert.is_nil(object.own_page(h, 999, "PAGE", "t:read", 5))
+    assert.is_nil(object.own_page(h, anchor, "PAGE", "t:read", 5))
+    access.atomic(p, function()                      -- the middle one, then the first
+      local st = access.stage(p)
+      object.remove_page(st, anchor, two)
+      assert(st:apply())
+      st = access.stage(p)
+      object.remove_page(st, anchor, three)
+      return assert(st:apply())
+    end)
+    assert.same({one}, (object.pages(p, anchor)))
+    assert.equal(count + 1, p:info().protected_count)
+    local other = object.open(p, "other", "kindA", "t.open", "ANCHOR")
+    p:transaction(function() p:write_protected(one):pack(12, "<I4", other) end)
+    local function via_method() return object.own_page(h, one, "PAGE", "t:read", 5) end
+    H.raises_with({"t:read", "ref 5 belongs to another object, not to \"thing\""},
+                  function() return via_method() end)
+    assert.matches("page " .. one .. " has a bad magic or owner",
+                   select(2, object.pages(p, anchor, "PAGE")))
+    assert.is_nil(select(2, object.pages(p, anchor)), "no magic given: no owner checked")
+    assert.is_true(object.drop(p, "thing", "kindA", "t.drop"))   -- its pages by default
+    assert.equal(count - 1 + 1, p:info().protected_count, "the other object's anchor is left")
+    assert.is_nil(catalog.open(p):get("thing"))
+  end)
+
+  it("object.stats and object.problems", function()
+    assert.same({objects = 2, bytes = 100, pages = 4, page_bytes = 4096, efficiency = 100 / 4096,
+                 extra = true}, object.stats(2, 100, 4, 1024, {extra = true}))
+    assert.same({objects = 0, bytes = 0, pages = 1, page_bytes = 1024, efficiency = 0},
+                object.stats(0, 0, 1, 1024))
+    local bad, verdict = object.problems()
+    assert.is_true(verdict())
+    bad("page %d: %s", 7, "broken")
+    bad("again")
+    local ok, problems = verdict()
+    assert.is_false(ok)
+    assert.same({"page 7: broken", "again"}, problems)
+  end)
 end)

@@ -6,6 +6,7 @@
 -- rollbacks, check() throughout.
 
 local H = require "helpers"
+local access = require "mappedpages.access"
 local object = require "mappedpages.object"
 local catalog = require "mappedpages.catalog"
 
@@ -39,7 +40,8 @@ describe("arena", function()
       local a2 = assert(arena.open(p, "a"))
       assert.equal(txn, p:info().txn, "opening changes nothing")
       assert.equal(a.pid, a2.pid)
-      assert.equal("example.arena/1", catalog.open(p):get("a").kind)
+      assert.equal("example.arena/2", catalog.open(p):get("a").kind)
+      assert.equal(arena.KIND, catalog.open(p):get("a").kind)
       ok_check(a)
     end)
 
@@ -340,6 +342,46 @@ describe("arena", function()
       ok_check(a)
       assert.equal(("\0"):rep(10), a:read(r))
     end)
+
+    -- access.free_page fails only when memory runs out: simulated here.
+    local function failing_free(after)
+      local real, calls = access.free_page, 0
+      access.free_page = function(...)
+        calls = calls + 1
+        if calls > after then return nil, "simulated: out of memory", "no_memory" end
+        return real(...)
+      end
+      finally(function() access.free_page = real end)
+    end
+
+    it("a reset whose free fails leaves no freed page linked", function()
+      local a, p = new()
+      for _ = 1, 10 do a:alloc(500) end               -- 10 data pages
+      local stats = a:stats()
+      local tx = p:begin()
+      failing_free(2)
+      H.fails_with("no_memory", a:reset())
+      ok_check(a)                                     -- the anchor names no freed page
+      assert.equal(0, a:stats().objects)
+      tx:rollback()                                   -- what the error calls for
+      assert.same(stats, a:stats())
+      ok_check(a)
+    end)
+
+    it("an alloc that cannot use its new page, nor free it, says so", function()
+      local a, p = new(nil, {page_size = P, max_bytes = 64 * P})
+      a:alloc(10)
+      local tx = p:begin()
+      assert(access.writer(p, a.pid))                 -- the anchor's copy, while there is room
+      while p:alloc() do end                          -- then no physical page left
+      local stats = a:stats()
+      failing_free(0)
+      local msg = H.fails_with("no_memory", a:alloc(MAX))
+      assert.matches("freeing page %d+ failed too", msg)
+      assert.same(stats, a:stats())
+      ok_check(a)
+      tx:rollback()
+    end)
   end)
 
   describe("read-only pagers", function()
@@ -362,23 +404,40 @@ describe("arena", function()
   end)
 
   describe("check", function()
-    it("reports damage", function()
+    local function damage(p, pid, off, fmt, value)
+      p:transaction(function() p:write_protected(pid):pack(off, fmt, value) end)
+    end
+
+    local function problem(a)
+      local ok, problems = a:check()
+      assert.is_false(ok)
+      return table.concat(problems, "; ")
+    end
+
+    it("reports damage, and never raises for it", function()
       local a, p = new()
       local r = a:alloc(10)
       local pid = (r >> 16) & 0xFFFFFFFF
-      p:transaction(function()
-        p:write_protected(pid):pack(20, "<I4", 99)           -- the page's top
-      end)
-      local ok, problems = a:check()
-      assert.is_false(ok)
-      assert.matches("top 99", problems[1])
-      p:transaction(function()
-        p:write_protected(pid):pack(20, "<I4", 42)
-        p:write_protected(a.pid):pack(16, "<i8", 7)          -- the object count
-      end)
-      ok, problems = a:check()
-      assert.is_false(ok)
-      assert.matches("7 objects", problems[1])
+      damage(p, pid, 24, "<I4", 99)                    -- the page's top
+      assert.matches("page %d+: top 99, objects end at 42", problem(a))
+      damage(p, pid, 24, "<I4", 42)
+      ok_check(a)
+      damage(p, pid, P - 4, "<I2", 40)                 -- object 0's offset
+      assert.matches("object 0 at 40, expected at 32", problem(a))
+      damage(p, pid, P - 4, "<I2", 32)
+      damage(p, pid, 20, "<I4", 1 << 30)               -- the count: far past the page
+      assert.matches("top 42", problem(a))
+      damage(p, pid, 20, "<I4", 1)
+      damage(p, pid, 12, "<I4", a.pid + 1)             -- the owner
+      assert.matches("bad magic or owner", problem(a))
+      damage(p, pid, 12, "<I4", a.pid)
+      ok_check(a)
+      damage(p, pid, 8, "<I4", pid + 1)                -- the page names itself as next
+      assert.matches("a second time", problem(a))
+      damage(p, pid, 8, "<I4", 999)                    -- a page that is not there
+      assert.matches("not an allocated protected page", problem(a))
+      damage(p, a.pid, 0, "c8", "mparenaX")
+      assert.matches("bad magic", problem(a))
     end)
   end)
 

@@ -11,9 +11,13 @@
 --     access.view(pager, pid)         -- a read-only view of pid (cached)
 --     access.txn_number(pager)        -- the number the open transaction commits as
 --     access.cache(pager)             -- this transaction's writers, for hot paths
+--     access.new_page(pager)          -- a new protected page and its writer
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
+--     access.free_pages(pager, pids)  -- free each of a list of pids
 --     access.stage(pager)             -- changes to several pages, all or none
---     access.txn_number(pager)        -- the open transaction's number
+--     access.list(pager, list)        -- the nodes of a list in the file
+--     access.check_lists(pager, lists, expected, bad)   -- for a check()
+--                                        (lists and free lists: see Stage)
 --     access.raise("mod:fn", level, fmt, ...)   -- a misuse error
 --
 -- Rollback coherence. Modules cache nothing the pager cannot restore: a
@@ -177,16 +181,25 @@ end
 --     local st = access.stage(pager)             -- inside atomic
 --     st:set(pid, 16, "<i8", st:get(pid, 16, "<i8") + 1)
 --     st:add(anchor, 8, "<I4", -1)               -- the same, shorter
+--     local new = st:new_page()                  -- allocated now (can fail)
+--     st:free(old)                               -- freed by apply
 --     local ws, msg, code = st:apply()           -- ws[pid]: its writer
 --
 -- `get` sees staged values. A field is one offset read and written with
 -- one format (`string.pack` formats); fields must not overlap. `forget`
--- drops a page's staged fields (a page about to be freed).
+-- drops a page's staged fields. `new_page` allocates a page at once
+-- (returning its pid, or `nil, msg, code`) and a failed `apply` frees it
+-- again; `free(pid)` drops pid's staged fields and has `apply` free it
+-- after getting every writer and before the first write, so a failure to
+-- free it (only when memory runs out) also leaves every page as it was.
+-- Stage nothing on a page once it is to be freed. (With several pages to
+-- free, a failure can leave the first ones freed.)
 local Stage = {}
 Stage.__index = Stage
 
 function M.stage(pager)
-  return setmetatable({pager = pager, vals = {}, order = {}}, Stage)
+  return setmetatable({pager = pager, vals = {}, order = {}, new = {}, freed = {},
+                       freeing = {}}, Stage)
 end
 
 function Stage:get(pid, off, fmt)
@@ -197,6 +210,7 @@ function Stage:get(pid, off, fmt)
 end
 
 function Stage:set(pid, off, fmt, value)
+  if self.freeing[pid] then raise("stage:set", 1, "page %d is to be freed", pid) end
   local page = self.vals[pid]
   if not page then
     page = {}
@@ -212,22 +226,180 @@ end
 
 function Stage:forget(pid) self.vals[pid] = nil end
 
---- Get every writer, then write every staged field.
+function Stage:new_page()
+  local pid, msg, code = self.pager:alloc_protected()
+  if not pid then return nil, msg, code end
+  self.new[#self.new + 1] = pid
+  return pid
+end
+
+function Stage:free(pid)
+  self.vals[pid] = nil
+  if not self.freeing[pid] then
+    self.freeing[pid] = true
+    self.freed[#self.freed + 1] = pid
+  end
+end
+
+-- A failed operation gives back the pages it allocated, then returns its
+-- failure; if a free fails too (memory ran out), that failure, the page
+-- staying allocated until the rollback the error calls for.
+local function give_back(pager, pids, msg, code)
+  for _, pid in ipairs(pids) do
+    local ok, m, c = M.free_page(pager, pid)
+    if not ok then
+      return nil, format("%s; freeing page %d failed too: %s", msg, pid, m), c
+    end
+  end
+  return nil, msg, code
+end
+
+--- Get every writer, free the pages to free, then write every staged
+-- field. On failure nothing is written, nothing freed (but see above)
+-- and the pages of `new_page` are freed again.
 -- @return a table pid -> writer of each page written, or `nil, msg, code`
--- with nothing written
 function Stage:apply()
   local ws = {}
   for _, pid in ipairs(self.order) do
     if self.vals[pid] and not ws[pid] then
       local w, msg, code = M.writer(self.pager, pid)
-      if not w then return nil, msg, code end
+      if not w then return give_back(self.pager, self.new, msg, code) end
       ws[pid] = w
     end
+  end
+  for _, pid in ipairs(self.freed) do
+    local ok, msg, code = M.free_page(self.pager, pid)
+    if not ok then return give_back(self.pager, self.new, msg, code) end
   end
   for pid, w in pairs(ws) do
     for off, e in pairs(self.vals[pid]) do w:pack(off, e[1], e[2]) end
   end
   return ws
+end
+
+--- Lists in the file, changed through a stage. A *node* is 16 bytes of a
+-- protected page: i8 next and i8 prev, each the *address* of a node
+-- (`pid << 16 | offset`: a page has at most 64 KiB), 0 for none. A *list*
+-- is 16 bytes too, i8 first and i8 last (zeros: empty), kept by its owner
+-- (in its anchor, say) and named by its address; a zeroed page holds
+-- empty lists. A node is on one list at a time.
+--
+--     st:push_front(list, node)   st:push_back(list, node)
+--     st:remove(list, node)       st:first(list) -> address or 0
+--     access.list(pager, list) -> {address, ...}, problem   (read-only)
+--
+-- A list's first and last sit where a node has its next and prev, so the
+-- list itself stands in for the missing neighbour at either end.
+local NEXT, PREV = 0, 8
+
+local function link(st, node, field)
+  return st:get(node >> 16, (node & 0xFFFF) + field, "<i8")
+end
+
+local function set_link(st, node, field, value)
+  st:set(node >> 16, (node & 0xFFFF) + field, "<i8", value)
+end
+
+function Stage:first(list) return link(self, list, NEXT) end
+
+function Stage:push_front(list, node)
+  local first = link(self, list, NEXT)
+  set_link(self, node, NEXT, first)
+  set_link(self, node, PREV, 0)
+  set_link(self, first ~= 0 and first or list, PREV, node)
+  set_link(self, list, NEXT, node)
+end
+
+function Stage:push_back(list, node)
+  local last = link(self, list, PREV)
+  set_link(self, node, PREV, last)
+  set_link(self, node, NEXT, 0)
+  set_link(self, last ~= 0 and last or list, NEXT, node)
+  set_link(self, list, PREV, node)
+end
+
+function Stage:remove(list, node)
+  local after, before = link(self, node, NEXT), link(self, node, PREV)
+  set_link(self, before ~= 0 and before or list, NEXT, after)
+  set_link(self, after ~= 0 and after or list, PREV, before)
+end
+
+--- Free lists: lists of free things (blocks, slots) whose nodes carry an
+-- i8 `freed_in` after the node (bytes 16 to 23): the number of the
+-- transaction that freed the thing, or 0. They keep the rule that a thing
+-- freed in transaction N is handed out no earlier than N + 1, in O(1):
+--
+--     st:push_free(list, node, just_freed)   -- just_freed: by this transaction
+--     st:first_usable(list) -> the first node, if it may be handed out now
+--
+-- A node the open transaction freed goes to the tail, stamped with its
+-- number (txn_number); any other (usable at once: half of a split, new
+-- space) goes to the head, stamped 0. Each list is thus oldest first, and
+-- when its first node may not be handed out yet, no node of it may.
+local FREED_IN = 16
+
+function Stage:push_free(list, node, just_freed)
+  if just_freed then
+    set_link(self, node, FREED_IN, M.txn_number(self.pager))
+    self:push_back(list, node)
+  else
+    set_link(self, node, FREED_IN, 0)
+    self:push_front(list, node)
+  end
+end
+
+function Stage:first_usable(list)
+  local node = link(self, list, NEXT)
+  if node ~= 0 and link(self, node, FREED_IN) < M.txn_number(self.pager) then return node end
+  return nil
+end
+
+local function read_link(pager, node, field)
+  return M.view(pager, node >> 16):unpack((node & 0xFFFF) + field, "<i8")
+end
+
+--- The nodes of the list at address `list`, first to last, read through
+-- views (committed state, or the open transaction's). Never raises for
+-- damage: a link to a page that is not allocated or out of its page, a
+-- back link that does not match, a loop, or a wrong last node ends the
+-- walk and is reported.
+-- @return a table of node addresses, and nil or a problem (a string)
+function M.list(pager, list)
+  local nodes, seen = {}, {}
+  local prev, node = 0, read_link(pager, list, NEXT)
+  while node ~= 0 do
+    local ok, back = pcall(read_link, pager, node, PREV)
+    if not ok or back ~= prev or seen[node] then
+      return nodes, format("a bad link to %d after %d", node, prev)
+    end
+    seen[node] = true
+    nodes[#nodes + 1] = node
+    prev, node = node, read_link(pager, node, NEXT)
+  end
+  local last = read_link(pager, list, PREV)
+  if last ~= prev then return nodes, format("it ends at %d, not at %d", prev, last) end
+  return nodes
+end
+
+--- Check that the lists at the addresses in `lists` hold exactly the nodes
+-- of `expected` (node address -> the address of its list), each once, for
+-- a `check()`: damage, a node on a list it should not be on, and a node on
+-- no list are reported through `bad(fmt, ...)` (see object.problems), an
+-- address as pid:offset.
+function M.check_lists(pager, lists, expected, bad)
+  local function at(address) return format("%d:%d", address >> 16, address & 0xFFFF) end
+  local left = {}
+  for node, list in pairs(expected) do left[node] = list end
+  for _, list in ipairs(lists) do
+    local nodes, problem = M.list(pager, list)
+    if problem then bad("list %s: %s", at(list), problem) end
+    for _, node in ipairs(nodes) do
+      if left[node] ~= list then bad("list %s: %s should not be on it", at(list), at(node)) end
+      left[node] = nil
+    end
+  end
+  local node = next(left)
+  if node then bad("%s is on no list (should be on %s)", at(node), at(left[node])) end
 end
 
 --- Free protected page pid and forget what is cached of it.
@@ -237,6 +409,30 @@ function M.free_page(pager, pid)
   local views = views_of[pager]
   if views then views[pid] = nil end
   return pager:free_protected(pid)
+end
+
+--- Free each pid of the list `pids`, in order, stopping at a failure.
+-- @return true, or `nil, msg, code`
+function M.free_pages(pager, pids)
+  for _, pid in ipairs(pids) do
+    local ok, msg, code = M.free_page(pager, pid)
+    if not ok then return nil, msg, code end
+  end
+  return true
+end
+
+--- A new protected page and the open transaction's writer of it. The
+-- writer is what can fail for want of room (a new page reads as zeros
+-- but has no physical page yet): then the page is freed again, and the
+-- failure returned. Call inside `atomic` only.
+-- @return a Writer (`w:id()` is the pid), or `nil, msg, code`
+function M.new_page(pager)
+  local pid, msg, code = pager:alloc_protected()
+  if not pid then return nil, msg, code end
+  local w
+  w, msg, code = M.writer(pager, pid)
+  if w then return w end
+  return give_back(pager, {pid}, msg, code)
 end
 
 return M

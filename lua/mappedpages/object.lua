@@ -13,7 +13,15 @@
 --     object.check_integer("mod:alloc", "size", size, 1, max)
 --     local len = object.check_span("mod:read", size, off, len)
 --     object.contents(MyKind, "mod", locate)   -- read, write, size by ref
---     object.drop(pager, name, "mykind", "mod.drop", free_all)
+--     object.chain(pager, pid, off)              -- the pids of a chain of pages
+--     object.pages(pager, pid, magic)            -- an object's pages (see below)
+--     object.own_page(self, pid, magic, fname, ref)   -- for a ref's lookup
+--     object.add_page(stage, pid, magic)         -- stage a new page, first
+--     object.remove_page(stage, pid, page)       -- stage a page's removal
+--     return object.stats(objects, bytes, pages, page_size, extra)   -- stats()
+--     MyKind.__tostring = object.describe("mod", "objects")
+--     local bad, verdict = object.problems()     -- check(): bad(fmt, ...), verdict()
+--     object.drop(pager, name, "mykind", "mod.drop" [, owned])
 --
 -- How objects read and change their pages is mappedpages.access.
 -- @module mappedpages.object
@@ -202,11 +210,145 @@ function M.contents(class, prefix, locate)
   end
 end
 
---- Drop the object `name` of `kind`: `free_all(pid)` frees every page it
--- owns but its anchor, then the catalog frees the anchor and the name.
--- All in one transaction.
+--- The pids of a chain of protected pages, each naming the next as its
+-- pid + 1 (0: none) in a u32 at offset `off`; page `pid` (an anchor,
+-- say) names the first at the same offset. Never raises for damage: a
+-- link to a page that is not allocated, or to one already seen, ends the
+-- walk and is reported.
+-- @return a table of pids, and nil or a problem (a string)
+function M.chain(pager, pid, off)
+  local pids, seen = {}, {[pid] = true}
+  local nxt = access.view(pager, pid):unpack(off, "<I4") - 1
+  while nxt >= 0 do
+    local ok, v = pcall(access.view, pager, nxt)
+    if not ok or seen[nxt] then
+      return pids, format("page %d is not an allocated protected page, or a second time", nxt)
+    end
+    seen[nxt] = true
+    pids[#pids + 1] = nxt
+    nxt = v:unpack(off, "<I4") - 1
+  end
+  return pids
+end
+
+--- An object's pages. The pages an object owns besides its anchor follow
+-- one convention, so that drop, check and a ref's lookup can find them:
+--
+--     offset size  field
+--          0    8  a magic of the object's choice
+--          8    4  pid + 1 of the next of the object's pages (0: none); at
+--                  the same offset the anchor names the first
+--         12    4  owner: the anchor's pid
+--
+-- The rest of the page is the object's. Adding a page at the front changes
+-- only the new page and the anchor; removing one walks the chain.
+local NEXT, OWNER = 8, 12
+
+--- The pids of the pages of the object anchored at `anchor`, first to
+-- last. Never raises for damage: a broken chain ends the walk and is
+-- reported, as is (when `magic` is given) a page with another magic or
+-- owner, which is listed all the same.
+-- @return a table of pids, and nil or a problem (a string)
+function M.pages(pager, anchor, magic)
+  local pids, problem = M.chain(pager, anchor, NEXT)
+  if magic and not problem then
+    for _, pid in ipairs(pids) do
+      local v = access.view(pager, pid)
+      if v:read(0, #magic) ~= magic or v:unpack(OWNER, "<I4") ~= anchor then
+        return pids, format("page %d has a bad magic or owner", pid)
+      end
+    end
+  end
+  return pids, problem
+end
+
+--- The view of protected page `pid` when it is one of the object's pages
+-- with `magic`. For a `locate` function (see contents): nil for a pid that
+-- is not allocated or holds something else; raises naming `fname`,
+-- blaming the caller of the method, for a page of another object of the
+-- same kind ("ref R belongs to another object, not to "name"").
+function M.own_page(self, pid, magic, fname, ref)
+  local ok, v = pcall(access.view, self.pager, pid)
+  if not ok or v:read(0, #magic) ~= magic then return nil end
+  if v:unpack(OWNER, "<I4") ~= self.pid then
+    raise(fname, 3, "ref %d belongs to another object, not to %q", ref, self.object_name)
+  end
+  return v
+end
+
+--- Stage a new page at the front of the object's pages, with `magic`.
+-- @return its pid, or `nil, msg, code` (from `stage:new_page`)
+function M.add_page(stage, anchor, magic)
+  local pid, msg, code = stage:new_page()
+  if not pid then return nil, msg, code end
+  stage:set(pid, 0, "c" .. #magic, magic)
+  stage:set(pid, NEXT, "<I4", stage:get(anchor, NEXT, "<I4"))
+  stage:set(pid, OWNER, "<I4", anchor)
+  stage:set(anchor, NEXT, "<I4", pid + 1)
+  return pid
+end
+
+--- Stage the removal of page `pid` from the object's pages: the page
+-- before it (or the anchor) names the one after it, and `stage:free`
+-- frees it when applied. (It finds the page before in the chain as the
+-- views show it, so stage no other change to the chain in the same stage.)
+function M.remove_page(stage, anchor, pid)
+  local before = anchor
+  local pids = M.chain(stage.pager, anchor, NEXT)
+  for i = 2, #pids do
+    if pids[i] == pid then before = pids[i - 1] end
+  end
+  stage:set(before, NEXT, "<I4", stage:get(pid, NEXT, "<I4"))
+  stage:free(pid)
+end
+
+--- The table every `stats()` returns: `objects`, `bytes` (the sum of the
+-- live objects' sizes), `pages`, `page_bytes` (pages * page_size) and
+-- `efficiency` (bytes / page_bytes), added to the table `extra` if given.
+function M.stats(objects, bytes, pages, page_size, extra)
+  local t = extra or {}
+  t.objects, t.bytes, t.pages = objects, bytes, pages
+  t.page_bytes = pages * page_size
+  t.efficiency = bytes / t.page_bytes
+  return t
+end
+
+--- For a `check()`: `bad(fmt, ...)` notes a problem, `verdict()` returns
+-- true, or false and the problems noted (a list of strings).
+function M.problems()
+  local problems = {}
+  local function bad(...) problems[#problems + 1] = format(...) end
+  local function verdict()
+    if #problems > 0 then return false, problems end
+    return true
+  end
+  return bad, verdict
+end
+
+--- A `__tostring` for handles whose `stats()` gives objects, bytes, pages
+-- and efficiency: `what "name": 2 <noun>, 105 bytes in 2 pages
+-- (efficiency 0.013)`, or `what "name" (unusable: why)` when stats
+-- raises (the pager was closed, the object dropped).
+function M.describe(what, noun)
+  return function(self)
+    local ok, s = pcall(self.stats, self)
+    local name = self.object_name
+    if not ok then return format("%s %q (unusable: %s)", what, name, s) end
+    return format("%s %q: %d %s, %d bytes in %d page%s (efficiency %.3f)", what, name,
+                  s.objects, noun, s.bytes, s.pages, s.pages == 1 and "" or "s", s.efficiency)
+  end
+end
+
+--- Drop the object `name` of `kind`, all in one transaction. `owned(pid)`
+-- is called with the anchor's pid and returns the pids of every other
+-- page the object owns, as a table (by default: its pages, see above):
+-- the catalog frees the anchor and the name first, and the pages are
+-- freed after, so that no state, even after a failure, names a freed page
+-- (freeing fails only when memory runs out; see mappedpages.access).
+-- `owned` may also free the pages itself and return true, or return
+-- `nil, msg, code`.
 -- @return true, or `nil, msg, code` ("not_found", "kind", environment)
-function M.drop(pager, name, kind, fname, free_all)
+function M.drop(pager, name, kind, fname, owned)
   M.check_pager(fname, pager, 2)
   M.check_name(fname, name, 2)
   access.check_writable(pager, fname)
@@ -220,9 +362,13 @@ function M.drop(pager, name, kind, fname, free_all)
     return nil, format("%s: %q is a %s, not a %s", fname, name, entry.kind, kind), "kind"
   end
   return atomic(pager, function()
-    local ok, m, c = free_all(entry.pid)
+    local pages, m, c
+    if owned then pages, m, c = owned(entry.pid) else pages = M.pages(pager, entry.pid) end
+    if not pages then return nil, m, c end
+    local ok
+    ok, m, c = cat:remove(name)
     if not ok then return nil, m, c end
-    cat:remove(name)
+    if type(pages) == "table" then return access.free_pages(pager, pages) end
     return true
   end)
 end

@@ -26,7 +26,7 @@
  * and growth count; other processes on the machine do not); setup and
  * commit times are wall time.
  *
- * Target (DESIGN.md "Performance"): per-op cost at 10M within 1.5x of 1,000.
+ * Target (README, "Benchmarks"): per-op cost at 10M within 1.5x of 1,000.
  *
  * A middle size (N = 1,000,000) shows where the cost goes: once the
  * free-space map (2 bits a page) and the benchmark's own array of live ids

@@ -19,7 +19,7 @@
  * per operation (mp_info.barriers; the contract says exactly 1 per
  * commit), KiB of page cache dirtied per operation (/proc/self/io
  * write_bytes, which also sees writes made through the mapping: what each
- * commit makes the disk write, in 4 KiB OS pages), and the ratio to raw.  Target (DESIGN.md "Performance"):
+ * commit makes the disk write, in 4 KiB OS pages), and the ratio to raw.  Target (README, "Benchmarks"):
  * alloc / raw >= 0.80.
  *
  * Usage: commit_rate [--seconds S] [--rounds R] [--page-size P]

@@ -6,7 +6,7 @@
 # mp_alloc calls, close) under `strace -f -c` twice, with N = 0 and N = 1000,
 # and prints the difference per alloc, so create's own barriers (the
 # creating commit and the directory fsync) cancel out.  The contract
-# (DESIGN.md, guarantee 2) is exactly 1: one fdatasync, no fsync, no msync.
+# (docs/FORMAT.md, "Commit protocol": one barrier per commit) is exactly 1: one fdatasync, no fsync, no msync.
 #
 # Usage (from the repository root):  sh bench/count_barriers.sh [N]
 # Needs strace; builds build/bench/commit_rate with make if it is missing.

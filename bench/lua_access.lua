@@ -11,7 +11,7 @@
 --   window:unpack(0, "<i8")    vs  view:unpack(0, "<i8")   (view:sub(16, 64))
 --
 -- The ratio is view time / string time; the contract's target
--- (DESIGN.md "Performance") is view:unpack within 2x of string.unpack.
+-- (README, "Benchmarks") is view:unpack within 2x of string.unpack.
 -- Method calls are looked up on every call in both columns (s:sub, v:unpack)
 -- except string.unpack/string.pack, which are called as locals, the way
 -- hot Lua code calls them; "loop only" is the cost of the empty loop.

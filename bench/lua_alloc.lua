@@ -11,7 +11,7 @@
 --    what the first freed.  Per-call costs are CPU time (os.clock).  (Commit
 --    times are in alloc_scale.c: Lua has no fine wall clock, and the
 --    commit is the same C code either way.)
---    Target (DESIGN.md): at 10M within 1.5x of the cost at 1,000.
+--    Target (README, "Benchmarks"): at 10M within 1.5x of the cost at 1,000.
 --
 -- 2. Durable rate: auto-commit pager:alloc() (each call one durable
 --    transaction) per second, 4 KiB pages, interleaved with the raw

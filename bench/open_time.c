@@ -19,7 +19,7 @@
  * each group bitmap and index node) and counts the bitmaps' states, so its
  * cost should track the free-space map: 2 bits a page, page_count / 4
  * bytes.  The table shows ms, ms per million pages and µs per KiB of map.
- * Target (DESIGN.md "Performance"): 2^24 pages under 50 ms, growing no
+ * Target (README, "Benchmarks"): 2^24 pages under 50 ms, growing no
  * faster than the free-space map.  Each file is deleted right after it is
  * measured.
  *

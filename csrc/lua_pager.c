@@ -7,7 +7,7 @@
  * write_protected() (lua_view.c) and begin() and in_transaction()
  * (lua_txn.c).
  *
- * Error conventions (DESIGN.md, "Lua API"):
+ * Error conventions (docs/API.md, introduction):
  *  - environment failures (file missing or bad, lock held, I/O, disk full,
  *    poisoned pager...) return nil, message, code; code is mp_errname();
  *  - misuse raises through mpl_argerror (luaL_argerror that always finds
@@ -547,7 +547,8 @@ static int pager_free_count(lua_State *L)
 #define SETBOOL(name, v) \
     (lua_pushboolean(L, (v) != 0), lua_setfield(L, -2, name))
 
-/* pager:info() -> table of counters and state (see DESIGN.md) */
+/* pager:info() -> table of counters and state (the fields are those of
+ * mp_info in mappedpages.h) */
 static int pager_info(lua_State *L)
 {
     mpl_pager *pg;

@@ -1,6 +1,6 @@
 -- spec/13-misuse_spec.lua -- misuse from Lua (issue 5, item 6).
 --
--- DESIGN.md: "Misuse (wrong argument type, double free, offset out of
+-- README ("Errors") and docs/API.md: "Misuse (wrong argument type, double free, offset out of
 -- range, use after free or after close, mutation on a read-only pager)
 -- raises an error whose message names the function and the problem" while
 -- failures of the environment "return nil, message, code", and "no

@@ -13,7 +13,7 @@
 -- (see chaos() below).  Prints "ok seed=... <counters>" and exits 0, or
 -- prints "FAIL seed=S step=N op=NAME: what" and exits 1.
 --
--- What model mode checks (DESIGN.md, "Lua API"):
+-- What model mode checks (docs/API.md, the rule for errors):
 --  * every call returns or raises a Lua error (it runs under pcall; the
 --    process must not crash: the spec runs this in a child process);
 --  * misuse raises, and the message names the function: wrong types,

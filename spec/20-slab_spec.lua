@@ -334,12 +334,13 @@ describe("a slab", function()
   it("raises for sizes 0 and max_size() + 1 and for sizes of the wrong type", function()
     local s = new_slab()
     local max = s:max_size()
-    for _, bad in ipairs({0, -1, max + 1, 1.5, "10", true, {}}) do
+    for _, bad in ipairs({0, -1, max + 1, 1.5, 0 / 0, math.huge, "10", true, {}}) do
       H.raises_with({"slab:alloc", "size must be an integer from 1 to " .. max}, s.alloc, s, bad)
       H.raises_with({"slab:alloc_bulk", "size must be an integer"}, s.alloc_bulk, s, 2, bad)
     end
     H.raises_with("slab:alloc", s.alloc, s)
     assert.equal(7, s:size(s:alloc(7.0)), "an integral float is an integer")
+    assert.equal("integer", math.type(s:size(s:alloc(9.0))))
   end)
 
   it("raises for refs of the wrong type", function()
@@ -365,6 +366,25 @@ describe("a slab", function()
     H.raises_with({"slab:write", "not a live object"}, s.write, s, ref, 0, "x")
     H.raises_with({"slab:free_bulk", "not a live object"}, s.free_bulk, s, {keep, ref})
     assert.equal(10, s:size(keep), "free_bulk raised before freeing anything")
+  end)
+
+  it("refuses, in the same transaction and through every handle, a ref whose page went back", function()
+    local s, p = new_slab()
+    local s2 = assert(slab.open(p, "objects"))
+    p:transaction(function()
+      local lone = s:alloc(3000)          -- a class of one slot per page: its own page
+      local other = s2:alloc(3000)
+      assert.is_true(s2:free(lone))       -- its page goes back to the pager
+      for _, h in ipairs({s, s2}) do
+        H.raises_with({"slab:free", "not a live object"}, h.free, h, lone)
+        H.raises_with({"slab:size", "not a live object"}, h.size, h, lone)
+      end
+      assert.is_true(s:free(other))
+      H.raises_with({"slab:free", "not a live object"}, s2.free, s2, other)
+    end)
+    assert.equal(0, s:stats().objects)
+    assert.equal(1, s:stats().pages, "only the anchor is left")
+    assert(s:check())
   end)
 
   it("raises for refs that were never handed out", function()

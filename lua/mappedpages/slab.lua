@@ -102,8 +102,8 @@ local core = require "mappedpages.core"
 local error, ipairs, pairs, pcall, setmetatable, tostring, type =
       error, ipairs, pairs, pcall, setmetatable, tostring, type
 local mtype, tointeger = math.type, math.tointeger
-local format, sunpack, srep, schar, sbyte =
-      string.format, string.unpack, string.rep, string.char, string.byte
+local format, sunpack, srep =
+      string.format, string.unpack, string.rep
 local concat, sort = table.concat, table.sort
 local traceback = debug.traceback
 
@@ -133,7 +133,8 @@ local LISTS_FMT = "<I4 I4 i8 I4 I4"       -- phead, dhead, dstamp, dtail, pages
 local PAGE_MAGIC = sunpack("<I4", "mpsb")
 local HDR = 52
 local P_HOT, P_LINKS = 12, 36
-local FULL_FMT = "<i8 I4 i8 i8 i8"       -- magic|owner, class|slots, hot, pending, stamp
+-- magic|owner, class|slots, hot, pending, stamp, class list links
+local FULL_FMT = "<i8 I4 i8 i8 i8 i8"
 local LIVE = 0x8000
 local FILL = 0.9
 local MAX_PID = 0xFFFFFFFF                -- pids must stay below it
@@ -176,8 +177,8 @@ end
 
 -- Class tables, shared by handles whose anchors hold the same classes
 -- (they never change for a slab): {n =, slot = {}, nslots = {}, min = {},
--- data = {} (offset of slot 0), rec = {} (record offset), lut = a string
--- whose byte k is the class of size k, max =, page_size =}.
+-- data = {} (offset of slot 0), rec = {} (record offset), class_of = {}
+-- (class_of[k]: the class of size k, 1 <= k <= max), max =, page_size =}.
 local class_cache = setmetatable({}, {__mode = "v"})
 
 --- Read and validate the anchor's class table: a class table, or nil and
@@ -199,8 +200,7 @@ local function load_classes(anchor)
   local cls = class_cache[key]
   if cls then return cls end
   cls = {n = n, slot = {}, nslots = {}, min = {}, data = {}, rec = {}, page_size = size}
-  local prev = 0
-  parts = {}
+  local prev, class_of = 0, {}
   for c = 1, n do
     local rec = A_CLASSES + (c - 1) * REC
     local slot, nslots = anchor:unpack(rec, "<I4 I2")
@@ -214,11 +214,11 @@ local function load_classes(anchor)
     end
     cls.slot[c], cls.nslots[c], cls.min[c] = slot, nslots, prev + 1
     cls.data[c], cls.rec[c] = HDR + 2 * nslots, rec
-    parts[c] = srep(schar(c), slot - prev)
+    for k = prev + 1, slot do class_of[k] = c end
     prev = slot
   end
   cls.max = prev
-  cls.lut = concat(parts)
+  cls.class_of = class_of
   class_cache[key] = cls
   return cls
 end
@@ -269,11 +269,57 @@ local function check_writable(self, fname)
   if self.readonly then raise(fname, 2, "pager is read-only") end
 end
 
+---------------------------------------------------------------------------
+-- the transaction's mirror of the header words
+--
+-- alloc and free read a page's header words and their class's list heads
+-- on every call; reading them costs a call into the binding each. So each
+-- transaction keeps a copy, the mirror, in the transaction's writer cache
+-- (access.cache: made anew for every transaction, so a rollback or a
+-- failed commit leaves no mirror behind, and every handle of the slab
+-- shares it). The file stays the truth: every write goes to the file and,
+-- where it changes a mirrored word, to the mirror too; code that writes a
+-- mirrored word without keeping its copy drops the copy (`forget`), so the
+-- next call reads the file again. Mirrored are, for class c, the anchor's
+-- heads word (partial head | deferred head << 32) and deferred stamp, and
+-- for a page, P = {hot, pending, pending stamp, class links, class|slots}
+-- (the words at 12, 20, 28, 36 and 8). A page in the mirror is known to be
+-- this slab's page in this transaction (its tag was checked when it was
+-- read); a page freed in the transaction leaves the mirror.
+
+local function mirror_key(apid) return "slab mirror " .. apid end
+
+local function mirror_of(self, cache)
+  local st = cache[self.mkey]
+  if not st then
+    st = {heads = {}, stamps = {}, pages = {}}
+    cache[self.mkey] = st
+  end
+  return st
+end
+
+--- Page pid's mirror record P, read through v (a view or a writer) and
+-- kept in the mirror st when given; nil when pid is not this slab's page.
+local function mirror_page(self, st, v, pid)
+  local id, cs, A, B, ps, L = v:unpack(0, FULL_FMT)
+  if id ~= self.tag then return nil, id end
+  local P = {A, B, ps, L, cs}
+  if st then st.pages[pid] = P end
+  return P
+end
+
+local function forget(st, p1, p2, p3)     -- pages given as pid + 1 (0 skipped)
+  local pages = st.pages
+  if p1 ~= 0 then pages[p1 - 1] = nil end
+  if p2 and p2 ~= 0 then pages[p2 - 1] = nil end
+  if p3 and p3 ~= 0 then pages[p3 - 1] = nil end
+end
+
 --- Find a live object. Returns pid, slot, class, size, the page (a writer
 -- of this transaction from `cache` if there is one, else a view) and its
--- header's hot word, pending word and pending stamp. Raises (at the
--- method's caller) for anything but a live object of this slab.
-local function locate(self, ref, fname, cache)
+-- mirror record P (see above; stored in the mirror st when given). Raises
+-- (at the method's caller) for anything but a live object of this slab.
+local function locate(self, ref, fname, cache, st)
   if mtype(ref) ~= "integer" or ref <= 0 then ref = bad_ref(fname, ref) end
   local pid, slot = ref >> 16, (ref & 0xFFFF) - 1
   local v = cache and cache[pid]
@@ -282,17 +328,22 @@ local function locate(self, ref, fname, cache)
     ok, v = pcall(view, self.pager, pid)
     if not ok then not_live(fname, ref) end
   end
-  local id, cs, A, B, ps = v:unpack(0, FULL_FMT)
-  if id ~= self.tag then
-    if id & 0xFFFFFFFF ~= PAGE_MAGIC then not_live(fname, ref) end
-    raise(fname, 2, "ref %d belongs to another slab", ref)
+  local P = st and st.pages[pid]
+  if not P then
+    local id
+    P, id = mirror_page(self, st, v, pid)
+    if not P then
+      if id & 0xFFFFFFFF ~= PAGE_MAGIC then not_live(fname, ref) end
+      raise(fname, 2, "ref %d belongs to another slab", ref)
+    end
   end
+  local cs = P[5]
   if slot < 0 or slot >= cs >> 16 then not_live(fname, ref) end
   local e = v:unpack(HDR + 2 * slot, "<I2")
   local c = (cs & 0xFF) + 1
   local cls = self.cls
   if e < LIVE or c > cls.n then not_live(fname, ref) end
-  return pid, slot, c, cls.slot[c] - (e & 0x7FFF), v, A, B, ps
+  return pid, slot, c, cls.slot[c] - (e & 0x7FFF), v, P
 end
 
 local function damaged(self, pid, problem)
@@ -343,7 +394,7 @@ end
 
 --- Put class c's deferred list in front of its partial list. Takes every
 -- writer the alloc that follows may need (the new head and its next).
-local function fold(self, seq, cache, rec, phead, dhead)
+local function fold(self, seq, cache, st, c, rec, phead, dhead)
   local pager, anchor = self.pager, self.anchor
   local dtail = anchor:unpack(rec + R_TAIL, "<I4")
   local after = phead
@@ -355,13 +406,15 @@ local function fold(self, seq, cache, rec, phead, dhead)
   local aw = cache[self.pid]
   aw:pack(rec + R_HEADS, "<I4 I4", dhead, 0)
   aw:pack(rec + R_TAIL, "<I4", 0)
+  forget(st, dtail, phead)
+  st.heads[c] = dhead
   return true
 end
 
 --- A new page for class c, alone on its (empty) partial list and at the
 -- head of the page list: its pid, or nil, msg, code. Takes it from pool
 -- (alloc_bulk's pages) when given.
-local function new_page(self, seq, cache, c, pool)
+local function new_page(self, seq, cache, st, c, pool)
   local pager, apid, cls = self.pager, self.pid, self.cls
   local pid, msg, code
   if pool then
@@ -392,24 +445,30 @@ local function new_page(self, seq, cache, c, pool)
   local rec = cls.rec[c]
   aw:pack(rec + R_HEADS, "<I4", pid + 1)
   aw:pack(rec + R_PAGES, "<I4", aw:unpack(rec + R_PAGES, "<I4") + 1)
+  st.heads[c] = nil
   return pid
 end
 
 --- Allocate one object of class c and size: its ref, or nil, msg, code.
 local function alloc_work(self, seq, c, size, pool)
-  local pager, cls, anchor = self.pager, self.cls, self.anchor
+  local pager, cls = self.pager, self.cls
   local cache = cache_of(pager, seq)
+  local st = cache[self.mkey] or mirror_of(self, cache)
   local rec = cls.rec[c]
-  local heads, dstamp = V_unpack(anchor, rec + R_HEADS, "<i8 i8")
+  local heads, dstamp = st.heads[c], st.stamps[c]
+  if not heads then
+    heads, dstamp = V_unpack(self.anchor, rec + R_HEADS, "<i8 i8")
+    st.heads[c], st.stamps[c] = heads, dstamp
+  end
   local phead, dhead = heads & 0xFFFFFFFF, heads >> 32
   local T = cache.number or txn_number(pager, seq)
   if dhead ~= 0 and dstamp < T then             -- due: back in front of the partial list
-    local ok, msg, code = fold(self, seq, cache, rec, phead, dhead)
+    local ok, msg, code = fold(self, seq, cache, st, c, rec, phead, dhead)
     if not ok then return nil, msg, code end
     phead, dhead = dhead, 0
   end
   if phead == 0 then
-    local pid, msg, code = new_page(self, seq, cache, c, pool)
+    local pid, msg, code = new_page(self, seq, cache, st, c, pool)
     if not pid then return nil, msg, code end
     phead = pid + 1
   end
@@ -420,7 +479,9 @@ local function alloc_work(self, seq, c, size, pool)
     w, msg, code = wr(pager, pid, seq)
     if not w then return nil, msg, code end
   end
-  local A, B, ps, links = W_unpack(w, P_HOT, "<i8 i8 i8 i8")
+  local P = st.pages[pid] or mirror_page(self, st, w, pid)
+  if not P then damaged(self, pid, "a page of the partial list is not this slab's") end
+  local A, B, ps, links = P[1], P[2], P[3], P[4]
   local used, fresh, fhead = A & 0xFFFF, (A >> 16) & 0xFFFF, (A >> 32) & 0xFFFF
   local nslots = cls.nslots[c]
   local pc = (B >> 32) & 0xFFFF
@@ -453,21 +514,32 @@ local function alloc_work(self, seq, c, size, pool)
     local aw = cache[self.pid]
     if defer then
       w:pack(P_LINKS, "<I4 I4", 0, dhead)
+      P[4] = dhead << 32
       if dhead ~= 0 then
         cache[dhead - 1]:pack(P_LINKS, "<I4", phead)
       else
         aw:pack(rec + R_TAIL, "<I4", phead)
       end
       aw:pack(rec + R_HEADS, "<I4 I4 i8", cnext, phead, T)
+      st.heads[c], st.stamps[c] = cnext | (phead << 32), T
     else
       w:pack(P_LINKS, "<I4 I4", 0, 0)
+      P[4] = 0
       aw:pack(rec + R_HEADS, "<I4", cnext)
+      st.heads[c] = cnext | (dhead << 32)
     end
+    forget(st, cnext, defer and dhead or 0)
   end
   W_pack(w, HDR + 2 * slot, "<I2", LIVE | (cls.slot[c] - size))
   -- the hot word: used, fresh, free head, bytes + size
   A = used | (fresh << 16) | (nfree << 32) | (((A >> 48) + size) << 48)
-  if merged then W_pack(w, P_HOT, "<i8 i8", A, B) else W_pack(w, P_HOT, "<i8", A) end
+  P[1] = A
+  if merged then
+    W_pack(w, P_HOT, "<i8 i8", A, B)
+    P[2] = B
+  else
+    W_pack(w, P_HOT, "<i8", A)
+  end
   return pid * 65536 + slot + 1
 end
 
@@ -476,7 +548,7 @@ local function alloc_auto(self, c, size)
 end
 
 --- Page pid of class c lost its last object: unlink it and free it.
-local function release_page(self, seq, cache, pid, c)
+local function release_page(self, seq, cache, st, pid, c)
   local pager, apid = self.pager, self.pid
   local rec = self.cls.rec[c]
   local cprev, cnext, aprev, anext = view(pager, pid):unpack(P_LINKS, "<I4 I4 I4 I4")
@@ -497,17 +569,19 @@ local function release_page(self, seq, cache, pid, c)
   if aprev ~= 0 then cache[aprev - 1]:pack(P_LINKS + 12, "<I4", anext) else head = anext end
   if anext ~= 0 then cache[anext - 1]:pack(P_LINKS + 8, "<I4", aprev) end
   aw:pack(A_PAGES, "<I4 I4", total - 1, head)
+  forget(st, me, cprev, cnext)
+  st.heads[c] = nil
   return true
 end
 
---- Free the live object at slot of page pid (class c, size); A, B, ps
--- are the page's header words (locate's results, as they come: `_` is
--- locate's page).
-local function free_work(self, seq, pid, slot, c, size, _, A, B, ps)
+--- Free the live object at slot of page pid (class c, size); P is the
+-- page's mirror record (locate's results, as they come: `_` is locate's
+-- page).
+local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
   local pager, cls = self.pager, self.cls
-  local cache = cache_of(pager, seq)
+  local A, B, ps = P[1], P[2], P[3]
   local used, fhead = A & 0xFFFF, (A >> 32) & 0xFFFF
-  if used == 1 then return release_page(self, seq, cache, pid, c) end
+  if used == 1 then return release_page(self, seq, cache, st, pid, c) end
   local T = cache.number or txn_number(pager, seq)
   local was_full = used == cls.nslots[c]
   local rec, p0, d0, ds, t0, folding
@@ -533,7 +607,7 @@ local function free_work(self, seq, pid, slot, c, size, _, A, B, ps)
   local ph, pt, pc = B & 0xFFFF, (B >> 16) & 0xFFFF, (B >> 32) & 0xFFFF
   W_fill(w, 0, cls.data[c] + slot * cls.slot[c], size)
   if pc > 0 and ps < T then                       -- older pending slots become free
-    w:pack(HDR + 2 * (pt - 1), "<I2", fhead)
+    W_pack(w, HDR + 2 * (pt - 1), "<I2", fhead)
     fhead, ph, pt, pc = ph, 0, 0, 0
   end
   W_pack(w, HDR + 2 * slot, "<I2", ph)
@@ -541,28 +615,39 @@ local function free_work(self, seq, pid, slot, c, size, _, A, B, ps)
   -- used - 1, fresh as it was, the free head, bytes - size; the pending
   -- list with slot at its head
   A = (used - 1) | (A & 0xFFFF0000) | (fhead << 32) | (((A >> 48) - size) << 48)
-  W_pack(w, P_HOT, "<i8 i8 i8", A, (slot + 1) | (pt << 16) | ((pc + 1) << 32), T)
+  B = (slot + 1) | (pt << 16) | ((pc + 1) << 32)
+  W_pack(w, P_HOT, "<i8 i8 i8", A, B, T)
+  P[1], P[2], P[3] = A, B, T
   if was_full then
     local me = pid + 1
     local aw = cache[self.pid]
     if folding then
       cache[t0 - 1]:pack(P_LINKS + 4, "<I4", p0)
       if p0 ~= 0 then cache[p0 - 1]:pack(P_LINKS, "<I4", t0) end
+      forget(st, t0, p0)
       p0, d0 = d0, 0
     end
     w:pack(P_LINKS, "<I4 I4", 0, d0)
+    P[4] = d0 << 32
     if d0 ~= 0 then
       cache[d0 - 1]:pack(P_LINKS, "<I4", me)
+      forget(st, d0)
     else
       aw:pack(rec + R_TAIL, "<I4", me)
     end
     aw:pack(rec + R_HEADS, "<I4 I4 i8", p0, me, T)
+    st.heads[c], st.stamps[c] = p0 | (me << 32), T
   end
   return true
 end
 
-local function free_auto(self, ...)
-  return free_work(self, self.pager:in_transaction(), ...)
+local function free_auto(self, pid, slot, c, size, v, P)
+  local pager = self.pager
+  local seq = pager:in_transaction()
+  local cache = cache_of(pager, seq)
+  local st = mirror_of(self, cache)
+  st.pages[pid] = P               -- read by locate just before the transaction
+  return free_work(self, seq, cache, st, pid, slot, c, size, v, P)
 end
 
 local function write_work(self, seq, pid, pos, str)
@@ -585,12 +670,15 @@ function Slab:alloc(size)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and anchor:alive()) then check_handle(self, "slab:alloc") end
   local cls = self.cls
-  if mtype(size) ~= "integer" or size < 1 or size > cls.max then
+  -- class_of has exactly the sizes 1..max as keys (an integral float
+  -- finds its integer: the | 0 makes it one)
+  local c = cls.class_of[size]
+  if c then size = size | 0 else
     size = bad_size(self, "slab:alloc", size)
+    c = cls.class_of[size]
   end
   if self.readonly then raise("slab:alloc", 1, "pager is read-only") end
   local pager = self.pager
-  local c = sbyte(cls.lut, size)
   local seq = pager:in_transaction()
   if seq then return alloc_work(self, seq, c, size) end
   return atomic(pager, alloc_auto, self, c, size)
@@ -604,8 +692,25 @@ function Slab:free(ref)
   if self.readonly then raise("slab:free", 1, "pager is read-only") end
   local pager = self.pager
   local seq = pager:in_transaction()
-  if seq then return free_work(self, seq, locate(self, ref, "slab:free", cache_of(pager, seq))) end
-  return atomic(pager, free_auto, self, locate(self, ref, "slab:free"))
+  if not seq then return atomic(pager, free_auto, self, locate(self, ref, "slab:free")) end
+  local cache = cache_of(pager, seq)
+  local st = cache[self.mkey] or mirror_of(self, cache)
+  if mtype(ref) == "integer" and ref > 0 then
+    -- The fast path: a page this transaction has written and mirrored.
+    local pid = ref >> 16
+    local P, w = st.pages[pid], cache[pid]
+    if P and w then
+      local slot, cs = (ref & 0xFFFF) - 1, P[5]
+      local c = (cs & 0xFF) + 1
+      if slot >= 0 and slot < cs >> 16 and c <= self.cls.n then
+        local e = W_unpack(w, HDR + 2 * slot, "<I2")
+        if e >= LIVE then
+          return free_work(self, seq, cache, st, pid, slot, c, self.cls.slot[c] - (e & 0x7FFF), w, P)
+        end
+      end
+    end
+  end
+  return free_work(self, seq, cache, st, locate(self, ref, "slab:free", cache, st))
 end
 
 --- The size of object ref, as asked for.
@@ -789,7 +894,7 @@ function Slab:alloc_bulk(n, size)
   local pager = self.pager
   check_writable(self, "slab:alloc_bulk")
   if n == 0 then return {} end
-  local c = sbyte(cls.lut, size)
+  local c = cls.class_of[size]
   local seq = pager:in_transaction()
   if seq then return alloc_bulk_work(self, seq, n, c, size) end
   return atomic(pager, alloc_bulk_auto, self, n, c, size)
@@ -797,10 +902,13 @@ end
 
 local function free_each(self, seq, pids, slots, classes, sizes)
   local pager = self.pager
+  local cache = cache_of(pager, seq)
+  local st = mirror_of(self, cache)
   for i = 1, #pids do
     local pid = pids[i]
-    local ok, msg, code = free_work(self, seq, pid, slots[i], classes[i], sizes[i], nil,
-                                    writer(pager, pid, seq):unpack(P_HOT, "<i8 i8 i8"))
+    local w = writer(pager, pid, seq)
+    local P = st.pages[pid] or mirror_page(self, st, w, pid)
+    local ok, msg, code = free_work(self, seq, cache, st, pid, slots[i], classes[i], sizes[i], w, P)
     if not ok then return nil, msg, code end
   end
   return true
@@ -1188,6 +1296,7 @@ function M.open(pager, name)
   if not cls then return nil, format("slab.open: %q: %s", name, why), "corrupt" end
   self.cls = cls
   self.tag = PAGE_MAGIC | (pid << 32)      -- magic and owner of its pages
+  self.mkey = mirror_key(pid)              -- its mirror's key in a writer cache
   self.readonly = access.readonly(pager)
   return self
 end
@@ -1202,6 +1311,7 @@ function M.drop(pager, name)
   return object.drop(pager, name, KIND, "slab.drop", function(apid)
     local h = object.handle(Slab, pager, name, apid)
     h.tag = PAGE_MAGIC | (apid << 32)
+    cache_of(pager)[mirror_key(apid)] = nil   -- its pages leave the transaction's mirror
     local ok, list = pcall(page_list, h, "slab.drop")
     if not ok then return nil, list, "corrupt" end
     for _, pid in ipairs(list) do

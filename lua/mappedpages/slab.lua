@@ -13,9 +13,11 @@
 -- Objects are transactional like protected pages: every mutating call joins
 -- the open transaction or is a durable transaction of its own, and a
 -- rollback restores them. A handle caches nothing mutable (only the size
--- classes, fixed when the slab is made): every call reads the file, so
--- after a rollback every handle shows the rolled-back slab, and two handles
--- of one name see each other's changes at once.
+-- classes, fixed when the slab is made): every call reads the file, or the
+-- open transaction's mirror of it (see "the transaction's mirror" below),
+-- which dies with the transaction; so after a rollback every handle shows
+-- the rolled-back slab, and two handles of one name see each other's
+-- changes at once.
 --
 -- Size classes. From the page size P, with a page header of H = 52 bytes
 -- and a 2-byte entry per slot, a page of class slot size s holds

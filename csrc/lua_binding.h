@@ -303,6 +303,7 @@ void mpl_open_txn(lua_State *L, int modidx);
 /* pager:begin(), pager:in_transaction() */
 int mpl_pager_begin(lua_State *L);
 int mpl_pager_in_transaction(lua_State *L);
+int mpl_l_txn_seq(lua_State *L);                /* core._txn_seq */
 
 /* ---- lua_testhook.c (test-only: core._barrier_hook) --------------- */
 

@@ -889,6 +889,7 @@ static const luaL_Reg module_funcs[] = {
     {"open", l_open},
     {"crc32c", l_crc32c},
     {"_inject_fault", l_inject_fault},
+    {"_txn_seq", mpl_l_txn_seq},                    /* lua_txn.c */
     {"_barrier_hook", mpl_l_barrier_hook},          /* lua_testhook.c */
     {"_barrier_hook_error", mpl_l_barrier_hook_error},
     {NULL, NULL}

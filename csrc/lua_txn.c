@@ -118,6 +118,22 @@ int mpl_pager_in_transaction(lua_State *L)
     return 1;
 }
 
+/* core._txn_seq(pager) -> integer | false | nil: pager:in_transaction()
+ * for the Lua layer's hot paths, which must not raise on a closed pager:
+ * nil there, so the caller can check its handle and raise naming itself
+ * (one call where in_transaction() and view:alive() were two). */
+int mpl_l_txn_seq(lua_State *L)
+{
+    const mpl_pager *pg = mpl_topager(L, 1);
+    if (pg->p == NULL)
+        lua_pushnil(L);
+    else if (pg->txopen)
+        lua_pushinteger(L, (lua_Integer)pg->txseq);
+    else
+        lua_pushboolean(L, 0);
+    return 1;
+}
+
 /* tx:commit() -> true | nil, msg, code.  On failure the transaction is
  * over (rolled back in memory) and the pager refuses later commits. */
 static int txn_commit(lua_State *L)

@@ -115,6 +115,7 @@ local check_handle, check_span = object.check_handle, object.check_span
 -- The hot paths call the binding's methods directly (no lookup through
 -- the userdata's metatable): views' for the anchor, writers' for pages.
 local V_unpack = core._View_methods.unpack
+local txn_seq = core._txn_seq
 local W_unpack, W_pack, W_fill =
       core._Writer_methods.unpack, core._Writer_methods.pack, core._Writer_methods.fill
 
@@ -452,10 +453,10 @@ local function new_page(self, seq, cache, st, c, pool)
 end
 
 --- Allocate one object of class c and size: its ref, or nil, msg, code.
-local function alloc_work(self, seq, c, size, pool)
+local function alloc_work(self, seq, c, size, pool, cache, st)
   local pager, cls = self.pager, self.cls
-  local cache = cache_of(pager, seq)
-  local st = cache[self.mkey] or mirror_of(self, cache)
+  cache = cache or cache_of(pager, seq)
+  st = st or mirror_of(self, cache)
   local rec = cls.rec[c]
   local heads, dstamp = st.heads[c], st.stamps[c]
   if not heads then
@@ -666,9 +667,12 @@ end
 ---------------------------------------------------------------------------
 -- public methods
 
---- Allocate an object of size bytes (1 to max_size()), reading as zeros.
--- @return its ref, or nil, msg, code
-function Slab:alloc(size)
+-- alloc and free: while a transaction is open and has this slab's mirror
+-- (made by an earlier call in it, after checking the handle), the handle
+-- is known to be good: its slab was not dropped (drop removes the mirror)
+-- and its pager is open. So the hot path checks nothing more about it.
+
+local function alloc_checked(self, size)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and anchor:alive()) then check_handle(self, "slab:alloc") end
   local cls = self.cls
@@ -686,9 +690,21 @@ function Slab:alloc(size)
   return atomic(pager, alloc_auto, self, c, size)
 end
 
---- Free the object ref.
--- @return true, or nil, msg, code
-function Slab:free(ref)
+--- Allocate an object of size bytes (1 to max_size()), reading as zeros.
+-- @return its ref, or nil, msg, code
+function Slab:alloc(size)
+  local pager = type(self) == "table" and self.pager
+  local seq = pager and txn_seq(pager)
+  if seq then
+    local cache = cache_of(pager, seq)
+    local st = cache[self.mkey]
+    local c = st and self.cls.class_of[size]
+    if c then return alloc_work(self, seq, c, size | 0, nil, cache, st) end
+  end
+  return alloc_checked(self, size)
+end
+
+local function free_checked(self, ref)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and anchor:alive()) then check_handle(self, "slab:free") end
   if self.readonly then raise("slab:free", 1, "pager is read-only") end
@@ -696,11 +712,21 @@ function Slab:free(ref)
   local seq = pager:in_transaction()
   if not seq then return atomic(pager, free_auto, self, locate(self, ref, "slab:free")) end
   local cache = cache_of(pager, seq)
-  local st = cache[self.mkey] or mirror_of(self, cache)
-  if mtype(ref) == "integer" and ref > 0 then
-    -- The fast path: a page this transaction has written and mirrored.
+  local st = mirror_of(self, cache)
+  return free_work(self, seq, cache, st, locate(self, ref, "slab:free", cache, st))
+end
+
+--- Free the object ref.
+-- @return true, or nil, msg, code
+function Slab:free(ref)
+  local pager = type(self) == "table" and self.pager
+  local seq = pager and txn_seq(pager)
+  if seq and mtype(ref) == "integer" and ref > 0 then
+    local cache = cache_of(pager, seq)
+    local st = cache[self.mkey]
+    -- a page this transaction has written and mirrored
     local pid = ref >> 16
-    local P, w = st.pages[pid], cache[pid]
+    local P, w = st and st.pages[pid], cache[pid]
     if P and w then
       local slot, cs = (ref & 0xFFFF) - 1, P[5]
       local c = (cs & 0xFF) + 1
@@ -712,7 +738,7 @@ function Slab:free(ref)
       end
     end
   end
-  return free_work(self, seq, cache, st, locate(self, ref, "slab:free", cache, st))
+  return free_checked(self, ref)
 end
 
 --- The size of object ref, as asked for.

@@ -840,7 +840,9 @@ function Records:check()
     if rec.size ~= R then bad("stored schema: %d-byte records, the anchor says %d", rec.size, R) end
   end
   local info = pager:info()
-  local T = pager:in_transaction() and txn_number(pager) or info.txn + 1
+  -- stamps: at most this transaction's number inside one, else below the next
+  local T = pager:in_transaction() and txn_number(pager) or info.txn
+
   local ok, pg = pcall(all_pages, pager, apid)
   if not ok then bad("the directory cannot be read: %s", tostring(pg)) return verdict() end
   local owned = {[apid] = "the anchor"}
@@ -910,7 +912,7 @@ function Records:check()
     local nxt, stamp = st[1], st[2]
     if stamp0 == nil then stamp0 = stamp end
     if stamp < prev then bad("the free queue's stamps go back at id %d (%d after %d)", id, stamp, prev) end
-    if stamp >= T then bad("id %d: deletion stamp %d is in the future (next transaction %d)", id, stamp, T) end
+    if stamp > T then bad("id %d: deletion stamp %d is in the future (transaction %d)", id, stamp, T) end
     prev, last, id = stamp, id, nxt
   end
   if last ~= tail then bad("the free queue ends at %d, the anchor says %d", last, tail) end

@@ -1073,11 +1073,36 @@ local function make_handle(pager, name, pid, rec)
   return self
 end
 
+--- Open an existing table with the record stored in it (records.open
+-- without a schema).
+local function open_stored(pager, name)
+  if pager:root() == 0 then
+    return nil, format("records.open: no object named %q (and no schema to create it)", name), "not_found"
+  end
+  local cat, msg, code = require("mappedpages.catalog").open(pager)
+  if not cat then return nil, msg, code end
+  local e = cat:get(name)
+  if not e then
+    return nil, format("records.open: no object named %q (and no schema to create it)", name), "not_found"
+  end
+  if e.kind ~= KIND then
+    return nil, format("records.open: %q is a %s, not a %s", name, e.kind, KIND), "kind"
+  end
+  local magic, _, ps = view(pager, e.pid):unpack(0, GEOM_FMT)
+  if magic ~= ANCHOR_MAGIC or ps ~= pager:page_size() then
+    return nil, format("records.open: %q: the anchor is not a record table's", name), "corrupt"
+  end
+  local rec, why = stored_record(pager, e.pid)
+  if not rec then return nil, format("records.open: %q: %s", name, why), "corrupt" end
+  return make_handle(pager, name, e.pid, rec)
+end
+
 local OPTS = {unique = true, index = true}
 
 --- Open the record table `name` of pager with the record of `src`
 -- (schema text, a parsed schema or a record description; `recname` names
--- the record when the schema declares several), creating the table when
+-- the record when the schema declares several; without src, an existing
+-- table with the record stored in it: "not_found" if none), creating the table when
 -- the name is free (in the open transaction, or as a durable transaction
 -- of its own). A schema that appends fields to the stored one migrates
 -- the table (one transaction).
@@ -1101,6 +1126,7 @@ function M.open(pager, name, src, recname, opts)
       raise("records.open", 1, "unknown option %s", what(k))
     end
   end
+  if src == nil then return open_stored(pager, name) end
   local rec, msg = resolve("records.open", src, recname)
   if not rec then return nil, msg, "schema" end
   local psize = pager:page_size()

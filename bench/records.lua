@@ -32,7 +32,7 @@ local records = require "mappedpages.records"
 local N = tonumber(arg and arg[1]) or 100000
 local G = tonumber(arg and arg[2]) or 200000
 local ROUNDS = tonumber(arg and arg[3]) or 5
-local SLICE = 1.0
+local SLICE, UPDATE_ROUNDS = 0.5, 2 * ROUNDS
 
 local fmt = string.format
 local clock = os.clock
@@ -297,10 +297,18 @@ local function main()
     note("get", o, s)
     collectgarbage()
   end
-  for _ = 1, ROUNDS do
-    local o, b = ours_update(p, t, r)
+  for k = 1, UPDATE_ROUNDS do
+    -- alternate which goes first, so neither always follows the other's checkpoint
+    local o, b, s
+    if k % 2 == 1 then
+      o, b = ours_update(p, t, r)
+      s = sqlite_update(db, r)
+    else
+      s = sqlite_update(db, r)
+      o, b = ours_update(p, t, r)
+    end
     barriers[#barriers + 1] = b
-    note("update", o, sqlite_update(db, r))
+    note("update", o, s)
   end
   assert(t:check())
   ours_close(p)

@@ -209,16 +209,18 @@ describe("a record table", function()
     assert_check(t)
   end)
 
-  it("checks integers against each type's range, naming the field", function()
+  it("checks integers against each type's range (and booleans), naming the field", function()
     local cases = {
       u8 = {ok = {0, 255}, bad = {-1, 256}},
       u16 = {ok = {0, 65535}, bad = {-1, 65536}},
       u32 = {ok = {0, 4294967295}, bad = {-1, 4294967296}},
-      u64 = {ok = {0, math.maxinteger}, bad = {-1}},
+      -- u64 holds 64-bit patterns as Lua integers do: -1 is 2^64 - 1
+      u64 = {ok = {0, math.maxinteger, -1, math.mininteger}, bad = {1.5, "1", 2^64}},
       i8 = {ok = {-128, 127}, bad = {-129, 128}},
       i16 = {ok = {-32768, 32767}, bad = {-32769, 32768}},
       i32 = {ok = {-2147483648, 2147483647}, bad = {-2147483649, 2147483648}},
       i64 = {ok = {math.mininteger, math.maxinteger}, bad = {1.5, 2^63, "1", true}},
+      bool = {ok = {true, false}, bad = {0, "true"}},
     }
     local p = H.create()
     for ty, c in pairs(cases) do
@@ -236,21 +238,34 @@ describe("a record table", function()
         H.raises_with({"records:set", field}, t.set, t, id, field, v)
       end
       assert.equal(#c.ok + 1, t:count())
-      assert.equal(0, t:field(id, field))
+      assert.equal(t:record().fields[2].default, t:field(id, field))
       assert_check(t)
     end
   end)
 
-  it("refuses NaN and infinities for floats, and non-numbers", function()
+  it("stores NaN and infinities in floats, refuses non-numbers and finite values past f32", function()
     local t = new_table(nil, "record r { x: f64  y: f32 }")
     local id = assert(t:insert{x = 1.25, y = 2})
     for _, f in ipairs {"x", "y"} do
-      for _, v in ipairs {0 / 0, math.huge, -math.huge, "1", true} do
+      for _, v in ipairs {math.huge, -math.huge} do
+        assert(t:set(id, f, v))
+        assert.equal(v, t:field(id, f))
+        local other = assert(t:insert{[f] = v})
+        assert.equal(v, t:get(other)[f])
+        assert(t:delete(other))
+      end
+      assert(t:update(id, {[f] = 0 / 0}))
+      local nan = t:field(id, f)
+      assert.is_true(nan ~= nan, "NaN comes back as NaN")
+      for _, v in ipairs {"1", true, {}} do
         H.raises_with({"records:insert", f}, t.insert, t, {[f] = v})
         H.raises_with({"records:set", f}, t.set, t, id, f, v)
         H.raises_with({"records:update", f}, t.update, t, id, {[f] = v})
       end
     end
+    H.raises_with({"records:set", "y", "f32"}, t.set, t, id, "y", 1e39)
+    H.raises_with({"records:insert", "y"}, t.insert, t, {y = -1e39})
+    assert(t:update(id, {x = 1.25, y = 2}))
     assert.same({x = 1.25, y = 2.0}, t:get(id))
     assert.equal(1, t:count())
   end)

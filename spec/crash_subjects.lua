@@ -1526,7 +1526,7 @@ local function full_row(v, row)
   return rec.decode(rec.encode(row))
 end
 
-function Rec:pick_id(tb, rng)
+local function pick_id(tb, rng)
   local ids = sorted_keys(tb.rows)
   if #ids == 0 then return nil end
   return ids[1 + rng:below(#ids)]
@@ -1543,7 +1543,7 @@ function Rec:op(p, rng, inside)
   local name = names[1 + rng:below(#names)]
   local tb, h = self.tab_w[name], self.h[name]
   local r = rng:below(100)
-  local id = self:pick_id(tb, rng)
+  local id = pick_id(tb, rng)
   if r < 2 and not inside then
     assert(records.drop(p, name))
     self.tab_w[name], self.h[name] = nil, nil

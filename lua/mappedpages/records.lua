@@ -84,20 +84,50 @@ local access = require "mappedpages.access"
 local object = require "mappedpages.object"
 local core = require "mappedpages.core"
 
-local error, ipairs, load, next, pairs, pcall, select, setmetatable, tostring, type =
-      error, ipairs, load, next, pairs, pcall, select, setmetatable, tostring, type
+local error, ipairs, load, pairs, pcall, select, tostring, type =
+      error, ipairs, load, pairs, pcall, select, tostring, type
 local mtype = math.type
 local format, spack, sunpack, srep = string.format, string.pack, string.unpack, string.rep
 local concat, tpack, tunpack = table.concat, table.pack, table.unpack
 
-local raise, atomic, writer, view, txn_number, cache_of =
-      access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
-local check_handle = object.check_handle
+local atomic, writer, view, txn_number, cache_of =
+      access.atomic, access.writer, access.view, access.txn_number, access.cache
 local V_unpack, V_alive = core._View_methods.unpack, core._View_methods.alive
+local P_in_txn = core._Pager_methods.in_transaction
 local W_unpack, W_pack, W_fill =
       core._Writer_methods.unpack, core._Writer_methods.pack, core._Writer_methods.fill
 
 local M = {}
+
+-- Misuse errors name the function and point at the caller's line: the
+-- first frame outside this file (the public methods reach the checks
+-- through tail calls, so no fixed level would do).
+local THIS = debug.getinfo(1, "S").source
+local getinfo = debug.getinfo
+
+local function user_level()
+  local level = 3
+  while true do
+    local info = getinfo(level, "S")
+    if not info then return 0 end
+    if info.source ~= THIS then return level - 1 end
+    level = level + 1
+  end
+end
+
+--- Raise "fname: message" at the caller's line.
+local function raise(fname, fmt, ...)
+  error(fname .. ": " .. format(fmt, ...), user_level())
+end
+
+--- check_handle, raising at the caller's line.
+local function check_handle(self, fname, mutating)
+  local ok, err = pcall(object.check_handle, self, fname, mutating)
+  if not ok then
+    if type(err) == "string" then err = err:gsub("^[^\n]-:%d+: ", "") end
+    error(err, user_level())
+  end
+end
 
 local KIND = "records"
 M.KIND = KIND
@@ -146,17 +176,17 @@ local function damaged(self, problem, ...)
 end
 
 local function stale(self, fname)
-  raise(fname, 3, "the layout of %q changed since this handle was opened (a migration by "
+  raise(fname, "the layout of %q changed since this handle was opened (a migration by "
         .. "another handle, or the rollback of this handle's migration): open it again",
         self.object_name)
 end
 
 local function bad_id(fname, id)
-  raise(fname, 3, "id must be a positive integer (got %s)", what(id))
+  raise(fname, "id must be a positive integer (got %s)", what(id))
 end
 
 local function not_live(fname, id)
-  raise(fname, 3, "id %d holds no record (deleted, or never inserted)", id)
+  raise(fname, "id %d holds no record (deleted, or never inserted)", id)
 end
 
 -- row(flag, v1, ..., vk, next_offset): the record as a table (build),
@@ -198,32 +228,32 @@ local function resolve(fname, src, recname)
     s, msg = schema().parse(src)
     if not s then return nil, format("%s: the schema does not parse: %s", fname, msg) end
   elseif type(src) ~= "table" then
-    raise(fname, 3, "schema source or record expected (got %s)", type(src))
+    raise(fname, "schema source or record expected (got %s)", type(src))
   end
   if s.records == nil and s.format and s.fields then      -- a record description
     if recname ~= nil and recname ~= s.name then
-      raise(fname, 3, "the record given is %q, not %q", tostring(s.name), tostring(recname))
+      raise(fname, "the record given is %q, not %q", tostring(s.name), tostring(recname))
     end
     return s
   end
   if type(s.records) ~= "table" then
-    raise(fname, 3, "schema source or record expected (got a table that is neither)")
+    raise(fname, "schema source or record expected (got a table that is neither)")
   end
   if recname == nil then
     if #s.records ~= 1 then
       local names = {}
       for i, r in ipairs(s.records) do names[i] = r.name end
-      raise(fname, 3, "the schema declares %d records (%s): say which one", #s.records, concat(names, ", "))
+      raise(fname, "the schema declares %d records (%s): say which one", #s.records, concat(names, ", "))
     end
     return s.records[1]
   end
   if type(recname) ~= "string" then
-    raise(fname, 3, "record name must be a string (got %s)", type(recname))
+    raise(fname, "record name must be a string (got %s)", type(recname))
   end
   for _, r in ipairs(s.records) do
     if r.name == recname then return r end
   end
-  raise(fname, 3, "the schema declares no record %q", recname)
+  raise(fname, "the schema declares no record %q", recname)
 end
 
 --- The bytes a table's source pages hold.
@@ -435,11 +465,19 @@ local function anchor_writer(self, seq, cache)
   return writer(self.pager, self.pid, seq)
 end
 
-local function insert_work(self, seq, ...)
+local flatten_error
+
+-- insert_work(self, seq, ok, v1, ..., vN): ok and the values are what
+-- pcall(flatten, t) returned.
+local function insert_work(self, seq, ok, ...)
+  if not ok then flatten_error("records:insert", ...) end
   local pager = self.pager
   local cache = cache_of(pager, seq)
-  local aw, msg, code = anchor_writer(self, seq, cache)
-  if not aw then return nil, msg, code end
+  local aw, msg, code = cache[self.pid]
+  if not aw then
+    aw, msg, code = writer(pager, self.pid, seq)
+    if not aw then return nil, msg, code end
+  end
   local count, fresh, head, hstamp, tail, gen, npages = W_unpack(aw, A_HOT, HOT_FMT)
   if gen ~= self.gen then stale(self, "records:insert") end
   local n, S = self.n, self.S
@@ -485,7 +523,7 @@ local function insert_work(self, seq, ...)
     return id
   end
   local v = self.pages[idx]
-  if not (v and V_alive(v)) then v = load_page(self, idx, "records:insert") end
+  if not (v and V_alive(v)) then load_page(self, idx, "records:insert") end
   local pid = self.pids[idx]
   w = cache[pid]
   if not w then
@@ -498,7 +536,7 @@ local function insert_work(self, seq, ...)
 end
 
 local function insert_auto(self, ...)
-  return insert_work(self, self.pager:in_transaction(), ...)
+  return insert_work(self, P_in_txn(self.pager), true, ...)
 end
 
 local function delete_work(self, seq, id, pid, off)
@@ -575,9 +613,9 @@ end
 ---------------------------------------------------------------------------
 -- public methods
 
-local function flatten_error(fname, err)
+function flatten_error(fname, err)
   if type(err) == "string" then err = err:gsub("^[^\n]-:%d+: ", "") end
-  raise(fname, 3, "%s", tostring(err))
+  raise(fname, "%s", tostring(err))
 end
 
 local function flattened(fname, ok, ...)
@@ -585,9 +623,8 @@ local function flattened(fname, ok, ...)
   return ...
 end
 
-local function insert_values(self, seq, ok, ...)
+local function insert_outside(self, ok, ...)
   if not ok then flatten_error("records:insert", ...) end
-  if seq then return insert_work(self, seq, ...) end
   return atomic(self.pager, insert_auto, self, ...)
 end
 
@@ -596,9 +633,11 @@ end
 function Records:insert(t)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:insert") end
-  if self.readonly then raise("records:insert", 1, "pager is read-only") end
-  if type(t) ~= "table" then raise("records:insert", 1, "record must be a table (got %s)", type(t)) end
-  return insert_values(self, self.pager:in_transaction(), pcall(self.flatten, t))
+  if self.readonly then raise("records:insert", "pager is read-only") end
+  if type(t) ~= "table" then raise("records:insert", "record must be a table (got %s)", type(t)) end
+  local seq = P_in_txn(self.pager)
+  if seq then return insert_work(self, seq, pcall(self.flatten, t)) end
+  return insert_outside(self, pcall(self.flatten, t))
 end
 
 --- The record id as a table, or nil when id holds none.
@@ -623,14 +662,14 @@ end
 function Records:update(id, t)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:update") end
-  if self.readonly then raise("records:update", 1, "pager is read-only") end
+  if self.readonly then raise("records:update", "pager is read-only") end
   local _, pid, off = live_slot(self, id, "records:update")
-  if type(t) ~= "table" then raise("records:update", 1, "fields must be a table (got %s)", type(t)) end
+  if type(t) ~= "table" then raise("records:update", "fields must be a table (got %s)", type(t)) end
   local fields, vals, byname = {}, {}, self.fields
   for name, value in pairs(t) do
     local f = byname[name]
     if not f then
-      raise("records:update", 1, "record %s has no field %s", self.rec.name, what(name))
+      raise("records:update", "record %s has no field %s", self.rec.name, what(name))
     end
     fields[#fields + 1] = f
     vals[#vals + 1] = tpack(flattened("records:update", pcall(f.flatten, value)))
@@ -645,7 +684,7 @@ end
 function Records:delete(id)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:delete") end
-  if self.readonly then raise("records:delete", 1, "pager is read-only") end
+  if self.readonly then raise("records:delete", "pager is read-only") end
   local _, pid, off = live_slot(self, id, "records:delete")
   local seq = self.pager:in_transaction()
   if seq then return delete_work(self, seq, id, pid, off) end
@@ -654,7 +693,7 @@ end
 
 local function field_of(self, fname, name)
   local f = self.fields[name]
-  if not f then raise(fname, 3, "record %s has no field %s", self.rec.name, what(name)) end
+  if not f then raise(fname, "record %s has no field %s", self.rec.name, what(name)) end
   return f
 end
 
@@ -679,7 +718,7 @@ end
 function Records:set(id, name, value)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:set") end
-  if self.readonly then raise("records:set", 1, "pager is read-only") end
+  if self.readonly then raise("records:set", "pager is read-only") end
   local f = field_of(self, "records:set", name)
   local _, pid, off = live_slot(self, id, "records:set")
   return set_values(self, pid, off + 1 + f.offset, f.format, pcall(f.flatten, value))
@@ -700,7 +739,7 @@ function Records:scan(from)
   check_handle(self, "records:scan")
   if from == nil then from = 1 end
   if mtype(from) ~= "integer" or from < 1 then
-    raise("records:scan", 1, "from must be a positive integer (got %s)", what(from))
+    raise("records:scan", "from must be a positive integer (got %s)", what(from))
   end
   local id = from - 1
   local n, S, fmt, row, pages = self.n, self.S, self.fmt, self.row, self.pages
@@ -823,7 +862,10 @@ function Records:check()
   if magic ~= ANCHOR_MAGIC then bad("anchor: bad magic") return verdict() end
   if psize ~= #a then bad("anchor: page size %d, the file's is %d", psize, #a) return verdict() end
   local gS, gn = M.geometry(R, psize)
-  if S ~= gS or n ~= gn or gn < 1 then bad("anchor: slot size %d and %d per page for %d-byte records", S, n, R) return verdict() end
+  if S ~= gS or n ~= gn or gn < 1 then
+    bad("anchor: slot size %d and %d per page for %d-byte records", S, n, R)
+    return verdict()
+  end
   if R ~= self.size or S ~= self.S or n ~= self.n then bad("anchor: the layout differs from this handle's") end
   local count, fresh, head, hstamp, tail, gen, npages = V_unpack(a, A_HOT, HOT_FMT)
   if gen ~= self.gen then bad("anchor: generation %d, this handle's is %d", gen, self.gen) end
@@ -887,7 +929,9 @@ function Records:check()
           elseif flag == LIVE then
             live = live + 1
             states[id] = "live"
-            if S > R + 1 and slot:sub(R + 2) ~= zero:sub(R + 2) then bad("id %d: bytes past the record are not zero", id) end
+            if S > R + 1 and slot:sub(R + 2) ~= zero:sub(R + 2) then
+              bad("id %d: bytes past the record are not zero", id)
+            end
           elseif flag == FREED then
             states[id] = {sunpack("<i8 i8", slot, 2)}
             if slot:sub(NODE + 2) ~= zero:sub(NODE + 2) then bad("id %d: deleted, but not zeroed", id) end
@@ -1112,18 +1156,18 @@ local OPTS = {unique = true, index = true}
 -- "not_catalog", or the environment's codes
 function M.open(pager, name, src, recname, opts)
   if type(pager) ~= "userdata" then
-    raise("records.open", 1, "pager expected (got %s)", type(pager))
+    raise("records.open", "pager expected (got %s)", type(pager))
   end
   object.check_pager("records.open", pager, 1)
   object.check_name("records.open", name, 1)
   if type(recname) == "table" and opts == nil then recname, opts = nil, recname end
   if opts ~= nil then
-    if type(opts) ~= "table" then raise("records.open", 1, "opts must be a table (got %s)", type(opts)) end
+    if type(opts) ~= "table" then raise("records.open", "opts must be a table (got %s)", type(opts)) end
     for k in pairs(opts) do
       if OPTS[k] then
-        raise("records.open", 1, "indexes (opts.%s) are not supported yet: open the table without them", k)
+        raise("records.open", "indexes (opts.%s) are not supported yet: open the table without them", k)
       end
-      raise("records.open", 1, "unknown option %s", what(k))
+      raise("records.open", "unknown option %s", what(k))
     end
   end
   if src == nil then return open_stored(pager, name) end
@@ -1164,7 +1208,7 @@ end
 -- @return true, or nil, msg, code ("not_found", "kind", environment)
 function M.drop(pager, name)
   if type(pager) ~= "userdata" then
-    raise("records.drop", 1, "pager expected (got %s)", type(pager))
+    raise("records.drop", "pager expected (got %s)", type(pager))
   end
   return object.drop(pager, name, KIND, "records.drop", function(apid)
     local ok, pg = pcall(all_pages, pager, apid)
@@ -1178,5 +1222,4 @@ function M.drop(pager, name)
   end)
 end
 
-local _ = next
 return M

@@ -5,8 +5,9 @@
 -- rec.flatten(t), rec.build(values), rec.encode(t), rec.decode(s), and for
 -- reference string.pack/string.unpack of rec.format with the same values
 -- (the floor the codecs add their checks and tables to), plus
--- view:pack/view:unpack at an offset in a page with flatten/build. CPU
--- time (os.clock), best of ROUNDS rounds of N calls. Figures, not pass/fail.
+-- view:pack/view:unpack at an offset in a page with flatten/build; then
+-- the same four codecs for a flat record of 8 scalar fields. CPU time
+-- (os.clock), best of ROUNDS rounds of N calls. Figures, not pass/fail.
 --
 -- Run from the repository root (or `make bench`):
 --   LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_CPATH_5_4='build/?.so;;' lua5.4 bench/schema.lua [N [ROUNDS]]
@@ -74,6 +75,29 @@ print("")
 print("| call | ns |")
 print("|---|---|")
 for _, c in ipairs(cases) do print(("| `%s` | %.0f |"):format(c[1], best(c[2]))) end
+
+-- A flat record of 8 scalar fields (8 values, one table).
+local flat = assert(schema.parse [[
+  record flat { id: u32  n: i64  x: f64  y: f32  k: u16  ok: bool  tag: char[16]
+                kind: enum { a, b, c } }
+]]).flat
+local frow = {id = 1, n = -5, x = 2.5, y = 0.5, k = 300, ok = true, tag = "hello", kind = "c"}
+local fbytes = flat.encode(frow)
+local fvalues = table.pack(flat.flatten(frow))
+print("")
+print(("record flat (%d bytes, 8 scalar fields)"):format(flat.size))
+print("")
+print("| call | ns |")
+print("|---|---|")
+for _, c in ipairs{
+  {"flat.flatten(t)", function() for _ = 1, N do flat.flatten(frow) end end},
+  {"flat.build(...)", function() for _ = 1, N do flat.build(unpack(fvalues, 1, fvalues.n)) end end},
+  {"flat.encode(t)", function() for _ = 1, N do flat.encode(frow) end end},
+  {"flat.decode(s)", function() for _ = 1, N do flat.decode(fbytes) end end},
+  {"string.pack(flat.format, <values>)",
+   function() for _ = 1, N do spack(flat.format, unpack(fvalues, 1, fvalues.n)) end end},
+  {"string.unpack(flat.format, s)", function() for _ = 1, N do sunpack(flat.format, fbytes) end end},
+} do print(("| `%s` | %.0f |"):format(c[1], best(c[2]))) end
 
 pager:close()
 os.remove(tmp .. ".mp")

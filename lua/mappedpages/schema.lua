@@ -187,9 +187,11 @@ do
               * expect(tok"[", "'[' after char (char[N])") * Cg(Cp(), "npos")
               * Cg(length, "n") * space * expect(tok"]", "']'"))
          + Ct(Cg(Cc"name", "k") * Cg(Cp(), "pos") * Cg(C(ident), "name") * space),
+    -- Loops, not recursion: LPeg's backtrack stack is 400 deep.
     members = tok"}"
-            + V"member" * (tok"}" + listsep * V"members" + expect(P(false), "',' or '}'"))
-            + expect(P(false), "an enum member name or '}'"),
+            + expect(V"member", "an enum member name or '}'")
+              * (listsep * (#P"}" + expect(V"member", "an enum member name or '}'"))) ^ 0
+              * expect(tok"}", "',' or '}'"),
     member = Ct(Cg(Cp(), "pos") * Cg(C(ident), "name") * space),
     lit = Ct(Cg(Cp(), "pos") * (
             Cg(Cc"num", "k") * Cg(C(numeral), "v") * space
@@ -197,8 +199,9 @@ do
           + Cg(Cc"name", "k") * Cg(C(ident), "v") * space
           + Cg(Cc"list", "k") * tok"{" * Cg(Ct(V"items"), "items"))),
     items = tok"}"
-          + V"item" * (tok"}" + listsep * V"items" + expect(P(false), "',' or '}'"))
-          + expect(P(false), "a value or '}'"),
+          + expect(V"item", "a value or '}'")
+            * (listsep * (#P"}" + expect(V"item", "a value or '}'"))) ^ 0
+            * expect(tok"}", "',' or '}'"),
     item = Ct(Cg(Cp(), "pos") * Cg(C(ident), "key") * space * tok"=" * -P"="
               * Cg(expect(V"lit", "a value"), "value"))
          + Ct(Cg(Cp(), "pos") * Cg(V"lit", "value")),
@@ -369,7 +372,8 @@ function check_default(T, lit, path)
     end
   elseif kind == "float" then
     if k == "num" then
-      value = v == "-inf" and -huge or tonumber(v) + 0.0
+      value = v == "-inf" and -huge or tonumber(v)
+      if mtype(value) == "integer" then value = value + 0.0 end   -- keeps -0.0
     elseif k == "name" and (v == "inf" or v == "nan") then
       value = v == "inf" and huge or 0.0 / 0.0
     else
@@ -391,6 +395,8 @@ function check_default(T, lit, path)
                     .. (smatch(msg, "^string:%d+: (.-) near") or msg))
     end
     value = chunk()
+    local z = smatch(value, "^(.-)%z*$")   -- as decode gives it back
+    if #value <= T.n then value = z end
   elseif kind == "enum" then
     if k ~= "name" then
       default_error(lit, path, "is not a member name of " .. T.text)
@@ -423,7 +429,7 @@ local function value_text(T, v)
     return format("%d", v)
   elseif kind == "float" then
     if v ~= v then return "nan" end
-    return describe(v + 0.0)
+    return describe(mtype(v) == "integer" and v + 0.0 or v)
   elseif kind == "bool" or kind == "enum" then return tostring(v)
   elseif kind == "char" then return quote(v)
   elseif kind == "array" then
@@ -498,7 +504,7 @@ end
 --- The length in `[N]` or `char[N]`, at pos.
 local function check_length(pos, text, what)
   local n = tointeger(tonumber(text))
-  if n == 0 then fail(pos, format("%s has length 0", what)) end
+  if n == 0 then fail(pos, "zero-length " .. what) end
   if n == nil or n > MAX_SIZE then
     fail(pos, format("%s is too long (at most %d)", what, MAX_SIZE))
   end
@@ -555,7 +561,7 @@ local function resolve(src, tast, ctx, recname)
       end
     end
   elseif b.k == "char" then
-    local n = check_length(b.npos, b.n, "char[" .. b.n .. "]")
+    local n = check_length(b.npos, b.n, "string char[" .. b.n .. "]")
     T = new_type({kind = "char", text = format("char[%d]", n), size = n,
                   fmt = "c" .. n, n = n, leaves = 1}, b.pos)
   else

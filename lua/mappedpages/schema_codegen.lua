@@ -188,9 +188,7 @@ end
 
 --- A char[N] value as it comes back: without its trailing zero bytes.
 local function strip(s)
-  local i = #s
-  while i > 0 and sbyte(s, i) == 0 do i = i - 1 end
-  return ssub(s, 1, i)
+  return ssub(s, 1, sfind(s, "%z*$") - 1)   -- one scan in C, however many zeros
 end
 
 local H = {type = type, next = next, mtype = mtype, sbyte = sbyte,

@@ -9,7 +9,11 @@
 --     players:set(id, "level", 2)   players:field(id, "level")   --> 2
 --     for id, row in players:scan() do print(id, row.name) end  -- ascending ids
 --     players:delete(id)       players:count()
+--     mp.records.open(pager, "players")   -- an existing table, with its stored schema
 --     mp.records.drop(pager, "players")
+--
+-- open's last argument, opts, is kept for indexes ({unique = ..., index =
+-- ...}), which this version does not have: any option raises.
 --
 -- Every mutating call joins the pager's open transaction or is a durable
 -- transaction of its own; a rollback restores every row. A handle caches

@@ -515,6 +515,7 @@ describe("a record table", function()
     local t = new_table()
     H.raises_with("call it as obj:method", t.insert, {})
     H.raises_with("call it as obj:method", t.count, 5)
+    H.raises_with("call it as obj:method", t.get, 5, 1)
   end)
 
   it("reports damage through check() without raising", function()

@@ -646,14 +646,13 @@ end
 
 --- The record id as a table, or nil when id holds none.
 function Records:get(id)
-  if mtype(id) ~= "integer" or id < 1 then
-    if type(self) ~= "table" or not self.anchor then check_handle(self, "records:get") end
-    bad_id("records:get", id)
-  end
+  local pages = type(self) == "table" and self.pages
+  if not pages then check_handle(self, "records:get") end
+  if mtype(id) ~= "integer" or id < 1 then bad_id("records:get", id) end
   local k = id - 1
   local n = self.n
   local idx = k // n
-  local v = self.pages[idx]
+  local v = pages[idx]
   if not (v and V_alive(v)) then
     v = load_page(self, idx, "records:get")
     if not v then return nil end

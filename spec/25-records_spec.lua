@@ -169,6 +169,28 @@ describe("a record table", function()
     assert_check(t)
   end)
 
+  it("holds enums, arrays and embedded records; a field given in part takes its defaults for the rest", function()
+    local src = [[
+      record vec3 { x: f32  y: f32  z: f32 = 1 }
+      record unit { pos: vec3  tags: u8[3]  class: enum { warrior, mage, rogue } = mage }
+    ]]
+    local p = H.create()
+    H.raises_with({"records.open", "2 records"}, records.open, p, "units", src)
+    local t = assert(records.open(p, "units", src, "unit"))
+    local id = assert(t:insert{pos = {x = 2}, tags = {7}})
+    assert.same({pos = {x = 2.0, y = 0.0, z = 1.0}, tags = {7, 0, 0}, class = "mage"}, t:get(id))
+    assert(t:set(id, "class", "rogue"))
+    assert.equal("rogue", t:field(id, "class"))
+    assert(t:update(id, {tags = {1, 2, 3}, pos = {y = 5}}))
+    assert.same({pos = {x = 0.0, y = 5.0, z = 1.0}, tags = {1, 2, 3}, class = "rogue"}, t:get(id))
+    assert.same({1, 2, 3}, t:field(id, "tags"))
+    H.raises_with({"records:set", "class"}, t.set, t, id, "class", "bard")
+    H.raises_with({"records:update", "tags"}, t.update, t, id, {tags = {1, 2, 3, 4}})
+    H.raises_with({"records:insert", "tags"}, t.insert, t, {tags = {300}})
+    assert.equal(1, t:count())
+    assert_check(t)
+  end)
+
   it("fills missing fields with defaults, else zero", function()
     local t = new_table()
     assert.same({name = "", score = 0.5, level = 1, alive = true, gold = 0}, t:get(assert(t:insert{})))

@@ -78,6 +78,9 @@ BUSTED_ARGS =
 
 DEB_PACKAGES      = lua5.4 liblua5.4-dev lua-busted lua-lpeg
 DEB_LINT_PACKAGES = lua-check
+# The benchmarks' peers loaded from Lua (bench/records.lua: SQLite through
+# LuaDBI). The C peers dlopen libsqlite3/liblmdb and skip when missing.
+DEB_BENCH_PACKAGES = lua-dbi-sqlite3
 
 # $(call ensure_debs,PACKAGES): install the missing ones when root, else
 # print the apt-get line and fail.  Machines without dpkg are trusted to
@@ -204,6 +207,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	$(CC) $(CFLAGS) $(MP_CFLAGS) $(DEPFLAGS) -Icsrc $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lm
 
 bench: deps all $(BENCH_BIN)
+	$(call ensure_debs,$(DEB_BENCH_PACKAGES))
 	@set -e; \
 	for f in $(BENCH_LUA); do echo "== $$f"; $(INTREE) $(LUA) $$f; done; \
 	for b in $(BENCH_BIN); do echo "== $$b"; $$b; done; \

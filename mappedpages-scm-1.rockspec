@@ -58,6 +58,7 @@ build = {
       ["mappedpages.access"] = "lua/mappedpages/access.lua",
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
+      ["mappedpages.records"] = "lua/mappedpages/records.lua",
       ["mappedpages.schema"] = "lua/mappedpages/schema.lua",
       ["mappedpages.schema_codegen"] = "lua/mappedpages/schema_codegen.lua",
       ["mappedpages.slab"] = "lua/mappedpages/slab.lua",

@@ -1339,11 +1339,306 @@ M.arena = alloc_subject("arena", { "arena" }, 2)
 M.allocators = alloc_subject("allocators", { "slab", "buddy", "arena" }, 1, 4096)
 
 ---------------------------------------------------------------------------
+-- records: mappedpages.records, two tables in one file, rows inserted,
+-- updated (whole fields and one field), deleted, alone and many in one
+-- transaction (committed, rolled back, raising inside pager:transaction),
+-- now and then a schema migration (a field appended: every row gets its
+-- default, in one transaction) and a drop. What a user observes: each
+-- table's record (its fields) and its rows by id; state() opens each table
+-- with the schema stored in the file (records.open without a schema),
+-- check() runs the catalog's and each table's check() and compares count()
+-- with scan().
+
+local records = try_require("mappedpages.records")
+
+-- Schema version v of the subject's tables: three fields, then v appended.
+local function rec_src(v)
+  local t = { "record row { a: i32  b: char[5]  c: f64" }
+  for k = 1, v do t[#t + 1] = fmt("  x%d: u16 = %d", k, 10 * k) end
+  t[#t + 1] = " }"
+  return concat(t, "\n")
+end
+local REC_MAX_VERSION = 3
+local rec_cache = {}
+local function rec_of(v)
+  if not rec_cache[v] then rec_cache[v] = assert(mp.schema.parse(rec_src(v))):record("row") end
+  return rec_cache[v]
+end
+
+local function table_state(name, rec, list)
+  local t = { fmt("table %s: %d fields, %d rows", name, #rec.fields, #list) }
+  for _, e in ipairs(list) do
+    t[#t + 1] = fmt("  %d: %08x", e.id, mp.crc32c(rec.encode(e.row)))
+  end
+  return concat(t, "\n")
+end
+
+local function records_state(p)
+  if p:root() == 0 then return "no catalog" end
+  local cat, msg, code = catalog.open(p)
+  if not cat then return "catalog.open: " .. tostring(code) .. ": " .. tostring(msg) end
+  local out = {}
+  for name, kind in cat:entries() do
+    if kind == "records" then
+      local h, m, c = records.open(p, name)
+      if not h then
+        out[#out + 1] = fmt("table %s: open: %s: %s", name, tostring(c), tostring(m))
+      else
+        local list = {}
+        for id, row in h:scan() do list[#list + 1] = { id = id, row = row } end
+        out[#out + 1] = table_state(name, h:record(), list)
+      end
+    else
+      out[#out + 1] = "unknown kind " .. kind
+    end
+  end
+  return concat(out, "\n")
+end
+
+local function records_check(p)
+  if p:root() == 0 then return true end
+  local cat, msg = catalog.open(p)
+  if not cat then return false, msg end
+  local ok, problems = cat:check()
+  if not ok then return false, problems end
+  problems = {}
+  for name, kind in cat:entries() do
+    if kind == "records" then
+      local h, m = records.open(p, name)
+      if not h then
+        problems[#problems + 1] = name .. ": " .. tostring(m)
+      else
+        local good, why = h:check()
+        if not good then problems[#problems + 1] = name .. ": check(): " .. text_of(why) end
+        local n = 0
+        for _ in h:scan() do n = n + 1 end
+        if n ~= h:count() then problems[#problems + 1] = fmt("%s: count() %d, scan() %d", name, h:count(), n) end
+      end
+    end
+  end
+  return #problems == 0, problems
+end
+
+local records_subject = { name = "records", page_size = 1024, state = records_state, check = records_check }
+
+function records_subject.available()
+  return catalog ~= nil and records ~= nil and try_require("mappedpages.schema") ~= nil
+end
+
+local Rec = {}
+Rec.__index = Rec
+
+local REC_TABLES = { "players", "scores" }
+
+function records_subject.new()
+  return setmetatable({ counters = { inserts = 0, updates = 0, sets = 0, deletes = 0, migrations = 0,
+                                     drops = 0, max_rows = 0 } }, Rec)
+end
+
+-- {name = {v =, rows = {id = row}}}
+local function copy_tables(t)
+  local c = {}
+  for name, tb in pairs(t) do
+    local rows = {}
+    for id, row in pairs(tb.rows) do rows[id] = copy_map(row) end
+    c[name] = { v = tb.v, rows = rows }
+  end
+  return c
+end
+
+function Rec:attach(p)
+  self.tab_c = {}
+  self.cat = nil
+  if p:root() ~= 0 then
+    self.cat = assert(catalog.open(p))
+    for name, kind in self.cat:entries() do
+      if kind == "records" then
+        local h = assert(records.open(p, name))
+        local rows = {}
+        for id, row in h:scan() do rows[id] = row end
+        self.tab_c[name] = { v = #h:record().fields - 3, rows = rows }
+      end
+    end
+  end
+  self:rollback(p)
+end
+
+function Rec:handles(p)
+  self.h = {}
+  for name, tb in pairs(self.tab_w) do self.h[name] = assert(records.open(p, name, rec_src(tb.v))) end
+end
+
+function Rec:commit()
+  self.tab_c = copy_tables(self.tab_w)
+  for _, tb in pairs(self.tab_c) do
+    local n = 0
+    for _ in pairs(tb.rows) do n = n + 1 end
+    if n > self.counters.max_rows then self.counters.max_rows = n end
+  end
+end
+
+function Rec:rollback(p)
+  self.tab_w = copy_tables(self.tab_c)
+  -- handles of a rolled-back migration raise ("open it again"): reopen all
+  if p then self:handles(p) end
+end
+
+function Rec:expect()
+  if not self.cat then return "no catalog" end
+  local out = {}
+  for _, name in ipairs(sorted_keys(self.tab_c)) do
+    local tb = self.tab_c[name]
+    local list = {}
+    for _, id in ipairs(sorted_keys(tb.rows)) do list[#list + 1] = { id = id, row = tb.rows[id] } end
+    out[#out + 1] = table_state(name, rec_of(tb.v), list)
+  end
+  return concat(out, "\n")
+end
+
+function Rec:setup(p)
+  self.tab_w, self.h = {}, {}
+  assert(p:transaction(function()
+    self.cat = assert(catalog.open(p))
+    for _, name in ipairs(REC_TABLES) do
+      self.h[name] = assert(records.open(p, name, rec_src(0)))
+      self.tab_w[name] = { v = 0, rows = {} }
+    end
+    return true
+  end))
+  self:commit()
+  return "setup: " .. #REC_TABLES .. " tables"
+end
+
+local function random_row(rng, v, partial)
+  local row = {}
+  if not partial or rng:below(2) == 0 then row.a = rng:int(-100000, 100000) end
+  if not partial or rng:below(2) == 0 then row.b = string.rep(string.char(97 + rng:below(26)), rng:below(6)) end
+  if not partial or rng:below(2) == 0 then row.c = rng:int(-1000, 1000) / 4 end
+  for k = 1, v do
+    if rng:below(3) == 0 then row["x" .. k] = rng:below(65536) end
+  end
+  return row
+end
+
+-- A row as the table gives it back: defaults filled in.
+local function full_row(v, row)
+  local rec = rec_of(v)
+  return rec.decode(rec.encode(row))
+end
+
+local function pick_id(tb, rng)
+  local ids = sorted_keys(tb.rows)
+  if #ids == 0 then return nil end
+  return ids[1 + rng:below(#ids)]
+end
+
+function Rec:op(p, rng, inside)
+  local names = sorted_keys(self.tab_w)
+  if #names == 0 then
+    local name = REC_TABLES[1 + rng:below(#REC_TABLES)]
+    self.h[name] = assert(records.open(p, name, rec_src(0)))
+    self.tab_w[name] = { v = 0, rows = {} }
+    return "create " .. name
+  end
+  local name = names[1 + rng:below(#names)]
+  local tb, h = self.tab_w[name], self.h[name]
+  local r = rng:below(100)
+  local id = pick_id(tb, rng)
+  if r < 2 and not inside then
+    assert(records.drop(p, name))
+    self.tab_w[name], self.h[name] = nil, nil
+    self.counters.drops = self.counters.drops + 1
+    return "drop " .. name
+  end
+  if r < 5 and tb.v < REC_MAX_VERSION then
+    local v = tb.v + 1
+    self.h[name] = assert(records.open(p, name, rec_src(v)))
+    for rid, row in pairs(tb.rows) do tb.rows[rid] = full_row(v, row) end
+    tb.v = v
+    self.counters.migrations = self.counters.migrations + 1
+    return "migrate " .. name .. " to v" .. v
+  end
+  if id == nil or r < 45 then
+    local row = random_row(rng, tb.v)
+    local new = assert(h:insert(row))
+    assert(tb.rows[new] == nil, "insert gave a live id")
+    assert(self.tab_c[name] == nil or self.tab_c[name].rows[new] == nil,
+      "insert gave an id deleted in this transaction")
+    tb.rows[new] = full_row(tb.v, row)
+    self.counters.inserts = self.counters.inserts + 1
+    return "insert"
+  end
+  if r < 65 then
+    local fields = random_row(rng, tb.v, true)
+    assert(h:update(id, fields))
+    for k, v in pairs(fields) do tb.rows[id][k] = v end
+    tb.rows[id] = full_row(tb.v, tb.rows[id])
+    self.counters.updates = self.counters.updates + 1
+    return "update"
+  end
+  if r < 75 then
+    local a = rng:int(-5, 5)
+    assert(h:set(id, "a", a))
+    tb.rows[id].a = a
+    assert(h:field(id, "a") == a, "field disagrees with set")
+    self.counters.sets = self.counters.sets + 1
+    return "set"
+  end
+  if r < 92 then
+    assert(h:delete(id))
+    tb.rows[id] = nil
+    assert(h:get(id) == nil, "a deleted id still reads")
+    self.counters.deletes = self.counters.deletes + 1
+    return "delete"
+  end
+  -- reads agree with the model; misuse changes nothing
+  local got = h:get(id)
+  for k, v in pairs(tb.rows[id]) do assert(got[k] == v, "get disagrees with the model") end
+  assert(not pcall(h.update, h, id, { nope = 1 }), "an unknown field did not raise")
+  return "read", "nocommit"
+end
+
+function Rec:step(p, rng, variant)
+  if not self.cat then return self:setup(p) end
+  local r = rng:below(100)
+  if r < 35 or variant then
+    local n = 1 + rng:below(12)
+    local tx = assert(p:begin())
+    local what_ = {}
+    for i = 1, n do what_[i] = (self:op(p, rng, true)) end
+    if variant then self:op(p, rng, true) end
+    if rng:below(5) == 0 and not variant then
+      assert(tx:rollback())
+      self:rollback(p)
+      return "transaction of " .. n .. " ops, rolled back", "rollback"
+    end
+    assert(tx:commit())
+    self:commit()
+    return "transaction: " .. concat(what_, ", ")
+  elseif r < 45 then
+    local n = 1 + rng:below(6)
+    local ok, err = pcall(p.transaction, p, function()
+      for _ = 1, n do self:op(p, rng, true) end
+      error("planned failure", 0)
+    end)
+    assert(not ok and err == "planned failure", tostring(err))
+    self:rollback(p)
+    return "transaction(" .. n .. " ops) raising", "rollback"
+  else
+    local desc, tag = self:op(p, rng, false)
+    if tag ~= "nocommit" then self:commit() end
+    return desc, tag
+  end
+end
+
+M.records = records_subject
+
+---------------------------------------------------------------------------
 -- which subjects can run here
 ---------------------------------------------------------------------------
 -- which subjects can run here
 
-local order = { "core", "catalog", "slab", "buddy", "arena", "allocators" }
+local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records" }
 
 --- Names of the subjects whose modules load (besides the planted ones).
 function M.available()

@@ -19,7 +19,10 @@
 -- Run from the repository root (or `make bench`):
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/lua_access.lua [N]
 
+package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
+local kit = require "benchkit"
 local mp = require "mappedpages"
+local median = kit.median
 
 local N = tonumber(arg and arg[1]) or 2000000
 local ROUNDS = 5
@@ -27,16 +30,6 @@ local ROUNDS = 5
 local clock, remove, tmpname = os.clock, os.remove, os.tmpname
 local spack, sunpack = string.pack, string.unpack
 local fmt = string.format
-local sort = table.sort
-
-local function median(t)
-  local s = {}
-  for i = 1, #t do s[i] = t[i] end
-  sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
 
 -- median seconds per call of fn(n) (which makes n calls)
 local function measure(fn)

@@ -25,7 +25,10 @@
 -- Run from the repository root (or `make bench`):
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/lua_alloc.lua [BIG_N [M]]
 
+package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
+local kit = require "benchkit"
 local mp = require "mappedpages"
+local median, wall = kit.median, kit.wall
 
 local BIG = tonumber(arg and arg[1]) or 10000000
 local M = tonumber(arg and arg[2]) or 1000000
@@ -35,7 +38,6 @@ local DURABLE_ROUNDS, SLICE = 6, 0.5
 local clock, remove, tmpname, getenv = os.clock, os.remove, os.tmpname, os.getenv
 local random, randomseed = math.random, math.randomseed
 local fmt = string.format
-local sort = table.sort
 
 local tmp = tmpname()   -- a unique name; our files sit next to it
 local open_pagers, made = {}, {}
@@ -50,25 +52,6 @@ local function cleanup()
   for p in pairs(open_pagers) do p:close() end
   for _, path in ipairs(made) do remove(path) end
   remove(tmp)
-end
-
-local function median(t)
-  local s = {}
-  for i = 1, #t do s[i] = t[i] end
-  sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
-
-local function wall()
-  local f = io.open("/proc/uptime")
-  if f then
-    local t = f:read("n")
-    f:close()
-    if t then return t end
-  end
-  return os.time()
 end
 
 -- ---- 1. scaling ------------------------------------------------------------

@@ -26,7 +26,10 @@
 -- Run from the repository root (or `make bench`):
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/records.lua [N [G [ROUNDS]]]
 
+package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
+local kit = require "benchkit"
 local mp = require "mappedpages"
+local median, wall, rng = kit.median, kit.wall, kit.rng
 local records = require "mappedpages.records"
 
 local N = tonumber(arg and arg[1]) or 100000
@@ -36,7 +39,6 @@ local SLICE, UPDATE_ROUNDS = 0.5, 2 * ROUNDS
 
 local fmt = string.format
 local clock = os.clock
-local sort = table.sort
 
 local okdbi, DBI = pcall(require, "DBI")
 if not okdbi then
@@ -74,30 +76,6 @@ local counter = 0
 local function newpath(ext)
   counter = counter + 1
   return fmt("%s/f%d.%s", dir, counter, ext)
-end
-
-local function median(t)
-  local s = {}
-  for i = 1, #t do s[i] = t[i] end
-  sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
-
-local function wall()
-  local f = io.open("/proc/uptime")
-  local t = f and f:read("n")
-  if f then f:close() end
-  return t or os.time()
-end
-
-local function rng(seed)
-  local x = seed
-  return function(n)
-    x = x * 6364136223846793005 + 1442695040888963407
-    return ((x >> 33) % n) + 1
-  end
 end
 
 local function row_of(i)

@@ -36,7 +36,10 @@
 -- Run from the repository root (or `make bench`):
 --   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/slab.lua [N [M [ROUNDS]]]
 
+package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
+local kit = require "benchkit"
 local mp = require "mappedpages"
+local median, range, wall, rng = kit.median, kit.range, kit.wall, kit.rng
 local slab = require "mappedpages.slab"
 
 local N = tonumber(arg and arg[1]) or 100000
@@ -47,7 +50,6 @@ local MIN, MAX = 16, 512
 
 local clock, remove, tmpname, getenv = os.clock, os.remove, os.tmpname, os.getenv
 local fmt = string.format
-local sort = table.sort
 
 local tmp = tmpname()   -- a unique name; our files sit next to it
 local open_pagers, made = {}, {}
@@ -64,41 +66,7 @@ local function cleanup()
   remove(tmp)
 end
 
-local function median(t)
-  local s = {}
-  for i = 1, #t do s[i] = t[i] end
-  sort(s)
-  local n = #s
-  if n == 0 then return nil end
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
-end
-
-local function range(t)
-  local lo, hi = math.huge, -math.huge
-  for _, v in ipairs(t) do lo, hi = math.min(lo, v), math.max(hi, v) end
-  return lo, hi
-end
-
-local function wall()
-  local f = io.open("/proc/uptime")
-  if f then
-    local t = f:read("n")
-    f:close()
-    if t then return t end
-  end
-  return os.time()
-end
-
 -- A deterministic generator (independent of math.random): r(n) in 1..n.
-local function rng(seed)
-  local x = seed
-  return function(n)
-    x = (x * 6364136223846793005 + 1442695040888963407)
-    return ((x >> 33) % n) + 1
-  end
-end
-
 local function open_slab(suffix, page_size)
   local path = newfile(suffix)
   local p = assert(mp.create(path, {page_size = page_size}))

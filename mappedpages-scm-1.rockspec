@@ -16,6 +16,7 @@ source = {
 
 description = {
    summary = "Crash-consistent, memory-mapped, single-file page store for Lua 5.4",
+   license = "MIT",
    detailed = [[
 A file of fixed-size pages, memory-mapped, with allocation, in-place reads
 and writes, and protected pages whose updates are atomic and survive power

@@ -82,9 +82,10 @@ DEB_LINT_PACKAGES = lua-check
 # LuaDBI). The C peers dlopen libsqlite3/liblmdb and skip when missing.
 DEB_BENCH_PACKAGES = lua-dbi-sqlite3
 
-# $(call ensure_debs,PACKAGES): install the missing ones when root, else
-# print the apt-get line and fail.  Machines without dpkg are trusted to
-# have them by other means.
+# $(call ensure_debs,PACKAGES): install the missing ones when root (no
+# Recommends, and dpkg's progress kept off the terminal: errors still show),
+# else print the apt-get line and fail.  Machines without dpkg are trusted
+# to have them by other means.
 define ensure_debs
 @set -e; \
 if ! command -v dpkg >/dev/null 2>&1; then exit 0; fi; \
@@ -96,10 +97,11 @@ if [ -n "$$missing" ]; then \
   if [ "$$(id -u)" = 0 ]; then \
     echo "deps: installing$$missing"; \
     apt-get update -qq; \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing \
+      >/dev/null; \
   else \
     echo "deps: missing Debian packages:$$missing; as root run:" >&2; \
-    echo "  apt-get update && apt-get install -y$$missing" >&2; \
+    echo "  apt-get update && apt-get install -y --no-install-recommends$$missing" >&2; \
     exit 1; \
   fi; \
 fi

@@ -17,7 +17,7 @@
 -- hot Lua code calls them; "loop only" is the cost of the empty loop.
 --
 -- Run from the repository root (or `make bench`):
---   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/lua_access.lua [N]
+--   LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_CPATH_5_4='build/?.so;;' lua5.4 bench/lua_access.lua [N]
 
 package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
 local kit = require "benchkit"

@@ -23,7 +23,7 @@
 --    rate is printed.
 --
 -- Run from the repository root (or `make bench`):
---   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/lua_alloc.lua [BIG_N [M]]
+--   LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_CPATH_5_4='build/?.so;;' lua5.4 bench/lua_alloc.lua [BIG_N [M]]
 
 package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
 local kit = require "benchkit"

@@ -24,7 +24,7 @@
 -- (os.clock) for 1 and 2, wall time for 3 (it waits for the disk).
 --
 -- Run from the repository root (or `make bench`):
---   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/records.lua [N [G [ROUNDS]]]
+--   LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_CPATH_5_4='build/?.so;;' lua5.4 bench/records.lua [N [G [ROUNDS]]]
 
 package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
 local kit = require "benchkit"

@@ -34,7 +34,7 @@
 -- removed on every exit path.
 --
 -- Run from the repository root (or `make bench`):
---   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' lua5.4 bench/slab.lua [N [M [ROUNDS]]]
+--   LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_CPATH_5_4='build/?.so;;' lua5.4 bench/slab.lua [N [M [ROUNDS]]]
 
 package.path = (arg and arg[0] or ""):gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
 local kit = require "benchkit"

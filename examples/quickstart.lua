@@ -1,7 +1,7 @@
 -- examples/quickstart.lua -- a first tour of mappedpages.
 --
 -- Run it from the repository root with `make demo`, or by hand after `make`:
---   LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='build/?.so;;' \
+--   LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;;' LUA_CPATH_5_4='build/?.so;;' \
 --     lua5.4 examples/quickstart.lua
 --
 -- It creates a file in the temp directory, allocates pages, writes and packs

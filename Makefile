@@ -200,8 +200,7 @@ demo: deps all
 	$(INTREE) $(LUA) examples/quickstart.lua
 
 repl: deps all
-	@$(INTREE) $(LUA) -e 'mp = require "mappedpages"' \
-	  -e 'print("mp = require \"mappedpages\" is loaded; try: p = mp.create(\"/tmp/try.mp\"); print(p)")' -i
+	@$(INTREE) $(LUA) -i examples/repl.lua
 
 # C benchmarks link the static library, as a C user would.
 $(BUILD)/bench/%: bench/%.c $(LIB)

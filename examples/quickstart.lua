@@ -86,11 +86,14 @@ do
   -- Protected pages have their own ids and atomic, durable updates.
   -- pager:transaction(fn) commits when fn returns and rolls back (and
   -- rethrows) when it raises.  One durability barrier for all of it.
+  print("root before", pager:root(), "(0: nothing saved yet)")
   saved_page = pager:transaction(function()
     local pid = pager:alloc_protected()
     local w = pager:write_protected(pid)  -- writes the transaction's copy
     w:pack(0, "<i8 s1", 1, "first save")
-    pager:set_root(pid)                   -- the user root: one integer
+    -- The user root is one integer. Protected ids start at 0, so we store
+    -- pid + 1 and keep 0 for "nothing saved".
+    pager:set_root(pid + 1)
     return pid
   end)
   print("committed protected page", saved_page, "root", pager:root())
@@ -121,8 +124,9 @@ do
   section("reopen (read-only)")
   local pager <close> = assert(mp.open(path, {readonly = true}))
   print(tostring(pager))
-  print("root", pager:root(), "(the protected page saved before: " .. saved_page .. ")")
-  print("protected:", pager:protected(pager:root()):unpack(0, "<i8 s1"))
+  local saved = pager:root() - 1         -- the root holds pid + 1
+  print("root", pager:root(), "-> protected page", saved, "(saved before: " .. saved_page .. ")")
+  print("protected:", pager:protected(saved):unpack(0, "<i8 s1"))
   for pid in pager:protected_pages() do print("  protected page", pid) end
   print("regular page", first_page, "reads:", pager:page(first_page):read(0, 12))
   local ok, msg = pcall(pager.alloc, pager)

@@ -9,11 +9,11 @@
  * is not timed):
  *
  *   warm   page cache warm: one untimed open first, then the median of 5
- *   cold   once, after evicting the file from the page cache: the whole
- *          cache with `echo 3 > /proc/sys/vm/drop_caches` when allowed
- *          (root outside a container), else this file's pages with
+ *   cold   once, after evicting the file's pages from the page cache with
  *          posix_fadvise(POSIX_FADV_DONTNEED) (its data is clean: every
- *          commit ended with fdatasync)
+ *          commit ended with fdatasync); only when asked with
+ *          --drop-caches (and allowed: root outside a container) the whole
+ *          machine's cache with `echo 3 > /proc/sys/vm/drop_caches`
  *
  * Open verifies the root and every metadata page below it (a CRC over
  * each group bitmap and index node) and counts the bitmaps' states, so its
@@ -23,7 +23,8 @@
  * faster than the free-space map.  Each file is deleted right after it is
  * measured.
  *
- * Usage: open_time [--max-exp E] [--min-exp E]   (defaults 24, 16; even steps)
+ * Usage: open_time [--max-exp E] [--min-exp E] [--drop-caches]
+ *        (defaults 24, 16; even steps)
  */
 #include "benchutil.h"
 #include "mappedpages.h"
@@ -55,16 +56,23 @@ static double timed_open(const char *path)
     return t;
 }
 
+/* --drop-caches: evict the whole machine's page cache, not only the
+ * file's.  Off unless asked: a benchmark leaves the machine as it was. */
+static int drop_all_caches;
+
 /* Evict the file from the page cache; returns the method used or NULL. */
 static const char *evict(const char *path)
 {
-    sync();
-    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t w = write(fd, "3\n", 2);
-        close(fd);
-        if (w == 2)
-            return "drop_caches";
+    int fd;
+    if (drop_all_caches) {
+        sync();
+        fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t w = write(fd, "3\n", 2);
+            close(fd);
+            if (w == 2)
+                return "drop_caches";
+        }
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -112,7 +120,11 @@ int main(int argc, char **argv)
         if (bench_opt_double(argc, argv, &i, "--max-exp", &max_exp) ||
             bench_opt_double(argc, argv, &i, "--min-exp", &min_exp))
             continue;
-        fprintf(stderr, "usage: %s [--min-exp E] [--max-exp E]\n", argv[0]);
+        if (strcmp(argv[i], "--drop-caches") == 0) {
+            drop_all_caches = 1;
+            continue;
+        }
+        fprintf(stderr, "usage: %s [--min-exp E] [--max-exp E] [--drop-caches]\n", argv[0]);
         return 2;
     }
     bench_dir("open_time");

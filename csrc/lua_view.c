@@ -849,6 +849,43 @@ static int view_gc(lua_State *L)
  * "mappedpages.View: protected page 3 (4096 bytes)" or
  * "mappedpages.View (dead)"; a window shows its span of the page:
  * "mappedpages.View: page 5 [16, 56) (40 bytes)", "... [16, 56) (dead)". */
+/* Bytes a tostring shows of a live view: enough to recognise a page's
+ * header or a record at a glance, short enough for one REPL line. */
+#define PREVIEW_BYTES 8
+
+/* Append " | 68 65 6c 6c 6f 00 00 00 ... |hello...|" for the live view v
+ * (at index 1) to the string on top of the stack: its first bytes in hex,
+ * then as text (dots for what does not print).  Reads the page after every
+ * allocation but the buffer's own, which is sized first. */
+static void push_preview(lua_State *L, mpl_view *v)
+{
+    size_t n = v->size < PREVIEW_BYTES ? (size_t)v->size : PREVIEW_BYTES;
+    static const char hex[] = "0123456789abcdef";
+    luaL_Buffer b;
+    /* " |", n x " xx", " ...", " |", n characters, "|" */
+    char *out = luaL_buffinitsize(L, &b, 2 + 3 * n + 4 + 2 + n + 1);
+    size_t k = 0;
+    const unsigned char *d = view_rdata(L, v);
+    out[k++] = ' ';
+    out[k++] = '|';
+    for (size_t i = 0; i < n; i++) {
+        out[k++] = ' ';
+        out[k++] = hex[d[i] >> 4];
+        out[k++] = hex[d[i] & 15];
+    }
+    if ((size_t)v->size > n) {
+        memcpy(out + k, " ...", 4);
+        k += 4;
+    }
+    out[k++] = ' ';
+    out[k++] = '|';
+    for (size_t i = 0; i < n; i++)
+        out[k++] = (d[i] >= 0x20 && d[i] < 0x7f) ? (char)d[i] : '.';
+    out[k++] = '|';
+    luaL_pushresultsize(&b, k);
+    lua_concat(L, 2);
+}
+
 static int view_tostring(lua_State *L)
 {
     mpl_view *v = toview(L);
@@ -870,6 +907,8 @@ static int view_tostring(lua_State *L)
     } else {
         lua_pushliteral(L, "mappedpages.View (dead)");
     }
+    if (ok && v->size > 0)
+        push_preview(L, v);
     return 1;
 }
 
@@ -977,6 +1016,8 @@ static int writer_tostring(lua_State *L)
     else
         lua_pushfstring(L, "mappedpages.Writer: protected page %I (%s)",
                         (lua_Integer)v->id, st);
+    if (view_valid(v) && v->size > 0)
+        push_preview(L, v);
     return 1;
 }
 

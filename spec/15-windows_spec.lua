@@ -8,6 +8,10 @@ local H = require "helpers"
 local mp = H.mp
 local core = require "mappedpages.core"
 
+-- What tostring shows of bytes: hex pairs, and text with dots for the rest.
+local function hex(s) return (s:gsub(".", function(c) return (" %02x"):format(c:byte()) end):sub(2)) end
+local function text(s) return (s:gsub("[^\32-\126]", ".")) end
+
 local P = 1024                  -- small pages keep loops and file scans quick
 local OFF, LEN = 16, 40         -- the window most tests make
 
@@ -191,7 +195,8 @@ describe("a window", function()
     assert.are.equal("deep", v:read(160, 4))
     assert.are.equal("deep", a:read(60, 4))
     assert.are.equal("deep", b:read(10, 4))
-    assert.are.equal("mappedpages.View: page " .. id .. " [160, 180) (20 bytes)", tostring(c))
+    assert.are.equal("mappedpages.View: page " .. id .. " [160, 180) (20 bytes) | 64 65 65 70 "
+                     .. hex(v:read(164, 4)) .. " ... |deep" .. text(v:read(164, 4)) .. "|", tostring(c))
     H.raises_with("'sub'", v.sub, v, 0, P + 1)
     H.raises_with("'sub'", v.sub, v, P + 1)
     assert.are.equal(0, #v:sub(P, 0))
@@ -290,7 +295,8 @@ describe("a window of a writer", function()
     local a = wr:sub(100, 10)
     a:write(0, "txn bytes!")
     assert.are.equal("txn bytes!", p:protected(pid):read(100, 10))
-    assert.are.equal("mappedpages.Writer: protected page " .. pid .. " [100, 110) (in transaction)", tostring(a))
+    assert.are.equal("mappedpages.Writer: protected page " .. pid .. " [100, 110) (in transaction)"
+                     .. " | 74 78 6e 20 62 79 74 65 ... |txn byte|", tostring(a))
     assert.is_true(a:commit())
     assert.is_false(wr:alive())
     assert.is_true(tx:commit())
@@ -727,16 +733,31 @@ end)
 describe("tostring of a window", function()
   after_each(H.cleanup)
 
+  it("previews a live view's first bytes in hex and as text, and a short one whole", function()
+    local p, _, id = setup()
+    local v = p:page(id)
+    v:write(0, "hi\0\127\255 there")
+    assert.are.equal(("mappedpages.View: page %d (%d bytes) | 68 69 00 7f ff 20 74 68 ... |hi... th|")
+                     :format(id, P), tostring(v))
+    assert.are.equal(("mappedpages.View: page %d [0, 2) (2 bytes) | 68 69 |hi|"):format(id),
+                     tostring(v:sub(0, 2)))
+    assert.are.equal(("mappedpages.View: page %d [3, 3) (0 bytes)"):format(id), tostring(v:sub(3, 0)))
+  end)
+
   it("is one line naming its type, page, span of the page and state", function()
     local p, _, id, pid = setup()
     local w = p:page(id):sub(OFF, LEN)
-    assert.are.equal(("mappedpages.View: page %d [16, 56) (40 bytes)"):format(id), tostring(w))
-    assert.are.equal(("mappedpages.View: page %d [20, 30) (10 bytes)"):format(id), tostring(w:sub(4, 10)))
-    assert.are.equal(("mappedpages.View: protected page %d [0, 8) (8 bytes)"):format(pid),
-                     tostring(p:protected(pid):sub(0, 8)))
+    local function head(view) return " | " .. hex(view:read(0, 8)) .. " ... |" .. text(view:read(0, 8)) .. "|" end
+    assert.are.equal(("mappedpages.View: page %d [16, 56) (40 bytes)"):format(id) .. head(w), tostring(w))
+    assert.are.equal(("mappedpages.View: page %d [20, 30) (10 bytes)"):format(id) .. head(w:sub(4, 10)),
+                     tostring(w:sub(4, 10)))
+    local pv = p:protected(pid):sub(0, 8)
+    assert.are.equal(("mappedpages.View: protected page %d [0, 8) (8 bytes) | %s |%s|")
+                     :format(pid, hex(pv:read()), text(pv:read())), tostring(pv))
     local wr = p:write_protected(pid)
     local a = wr:sub(0, 24)
-    assert.are.equal(("mappedpages.Writer: protected page %d [0, 24) (private)"):format(pid), tostring(a))
+    assert.are.equal(("mappedpages.Writer: protected page %d [0, 24) (private)"):format(pid) .. head(a),
+                     tostring(a))
     wr:discard()
     assert.are.equal(("mappedpages.Writer: protected page %d [0, 24) (dead)"):format(pid), tostring(a))
     p:free(id)

@@ -27,6 +27,7 @@ loss. Every commit issues one durability barrier. A C core with its own API
 
 dependencies = {
    "lua >= 5.4",
+   "lpeg >= 1.0",     -- mappedpages.schema's grammar (Debian: lua-lpeg)
 }
 
 build = {

@@ -76,7 +76,7 @@ BUSTED_ARGS =
 
 # ---- Debian packages -----------------------------------------------------
 
-DEB_PACKAGES      = lua5.4 liblua5.4-dev lua-busted lua-lpeg
+DEB_PACKAGES      = lua5.4 liblua5.4-dev lua-busted lua-lpeg lua-argparse
 DEB_LINT_PACKAGES = lua-check
 # The benchmarks' peers: SQLite from Lua through LuaDBI (bench/records.lua),
 # the libraries the C peers dlopen (they skip when one is missing), and
@@ -193,7 +193,7 @@ check-rockspec:
 
 lint:
 	$(call ensure_debs,$(DEB_LINT_PACKAGES))
-	luacheck $(wildcard lua spec examples bench)
+	luacheck $(wildcard lua spec examples bench) bin/mappedpages
 
 # ---- trying it -----------------------------------------------------------
 

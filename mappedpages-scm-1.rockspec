@@ -28,6 +28,7 @@ loss. Every commit issues one durability barrier. A C core with its own API
 dependencies = {
    "lua >= 5.4",
    "lpeg >= 1.0",     -- mappedpages.schema's grammar (Debian: lua-lpeg)
+   "argparse >= 0.7", -- the mappedpages command (Debian: lua-argparse)
 }
 
 build = {
@@ -59,11 +60,18 @@ build = {
       mappedpages = "lua/mappedpages/init.lua",
       ["mappedpages.access"] = "lua/mappedpages/access.lua",
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
+      ["mappedpages.cli"] = "lua/mappedpages/cli.lua",
+      ["mappedpages.inspect"] = "lua/mappedpages/inspect.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
       ["mappedpages.records"] = "lua/mappedpages/records.lua",
       ["mappedpages.schema"] = "lua/mappedpages/schema.lua",
       ["mappedpages.schema_codegen"] = "lua/mappedpages/schema_codegen.lua",
       ["mappedpages.slab"] = "lua/mappedpages/slab.lua",
+   },
+   -- the command: LuaRocks installs a wrapper that runs it with the
+   -- rock's Lua and paths
+   install = {
+      bin = { mappedpages = "bin/mappedpages" },
    },
    copy_directories = { "docs" },
 }

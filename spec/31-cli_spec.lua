@@ -1,0 +1,191 @@
+-- spec/31-cli: the `mappedpages` command (bin/mappedpages, run as a
+-- newcomer runs it from the checkout) and mappedpages.inspect under it:
+-- info, check (0 clean, 1 problems, 2 unopenable), dump, usage errors;
+-- never a traceback.
+
+local H = require "helpers"
+local mp = require "mappedpages"
+local inspect = require "mappedpages.inspect"
+
+-- Run bin/mappedpages with args: status, stdout, stderr.
+local function run(...)
+  local dir = H.dir()
+  local words = {}
+  for i, a in ipairs({...}) do words[i] = H.shell_quote(a) end
+  local errpath = dir .. "/stderr"
+  local cmd = ("LUA_PATH_5_4=%s LUA_CPATH_5_4=%s bin/mappedpages %s 2>%s")
+    :format(H.shell_quote(package.path), H.shell_quote(package.cpath), table.concat(words, " "),
+            H.shell_quote(errpath))
+  local f = assert(io.popen(cmd))
+  local out = f:read("a")
+  local _, _, status = f:close()
+  local err = H.read_file(errpath) or ""
+  assert.is_nil(err:find("traceback", 1, true), err)
+  return status, out, err
+end
+
+-- A file with a slab and a record table, closed.
+local function sample()
+  local p, path = H.create({page_size = 4096})
+  local s = assert(mp.slab.open(p, "notes"))
+  local ref = s:alloc(10)
+  s:write(ref, 0, "hello")
+  local r = assert(mp.records.open(p, "players", "record player { name: char[16] score: f64 }"))
+  r:insert{name = "ada", score = 2}
+  r:insert{name = "bob"}
+  p:close()
+  return path, ref
+end
+
+describe("mappedpages info", function()
+  after_each(function() H.cleanup() end)
+
+  it("shows the counts, the transaction, the root and every named object", function()
+    local path = sample()
+    local status, out = run("info", path)
+    assert.equal(0, status, out)
+    assert.matches("page size    4096", out, 1, true)
+    assert.matches("pages        %d+: %d+ free, 0 regular, %d+ protected", out)
+    assert.matches("(the catalog, at protected page %d+)", out)
+    assert.matches("objects      2", out, 1, true)
+    assert.matches('"notes"%s+slab%s+anchor %d+%s+2 pages, 1 object, 10 bytes', out)
+    assert.matches('"players"%s+records%s+anchor %d+%s+%d+ pages, 2 objects, 48 bytes', out)
+  end)
+
+  it("lists an object of a kind it does not know, and a file with no catalog", function()
+    local p, path = H.create()
+    p:transaction(function()
+      local cat = assert(mp.catalog.open(p))
+      cat:create("mine", "my.allocator/1")
+    end)
+    p:close()
+    local status, out = run("info", path)
+    assert.equal(0, status, out)
+    assert.matches('"mine"%s+my.allocator/1%s+anchor %d+%s+a kind this tool does not know', out)
+    local q, bare = H.create()
+    q:close()
+    status, out = run("info", bare)
+    assert.equal(0, status)
+    assert.matches("objects      none (no catalog)", out, 1, true)
+    local r, own = H.create()
+    r:set_root(12345)
+    r:close()
+    status, out = run("info", own)
+    assert.equal(0, status)
+    assert.matches("objects      none known: the root (0x0000000000003039) is not a catalog's", out, 1, true)
+  end)
+end)
+
+describe("mappedpages check", function()
+  after_each(function() H.cleanup() end)
+
+  it("exits 0 for a clean file", function()
+    local path = sample()
+    local status, out = run("check", path)
+    assert.equal(0, status, out)
+    assert.equal(path .. ": clean\n", out)
+  end)
+
+  it("exits 1 naming each problem of a damaged object, and the rest still checks", function()
+    local path, ref = sample()
+    local p = H.open(path)
+    local pid = ref >> 16
+    local w = p:write_protected(pid)
+    w:pack(12, "<I2", 999)               -- the page's count of live objects
+    assert(w:commit())
+    p:close()
+    local status, out = run("check", path)
+    assert.equal(1, status, out)
+    assert.matches(path .. ': slab "notes": ', out, 1, true)
+    assert.matches("page " .. pid, out, 1, true)
+    assert.is_nil(out:find('records "players"', 1, true), "the record table is fine")
+    assert.matches("%d+ problems?\n$", out)
+    -- the same from Lua
+    local r = H.open(path, {readonly = true})
+    local ok, problems = inspect.check(r)
+    assert.is_false(ok)
+    assert.matches('^slab "notes": ', problems[1])
+  end)
+
+  it("exits 2 with one line for a missing, a foreign and a truncated file", function()
+    local dir = H.dir()
+    local _, status, out, err
+    status, out, err = run("check", dir .. "/missing.mp")
+    assert.equal(2, status)
+    assert.equal("", out)
+    assert.matches("^mappedpages: .*missing.mp.*not_found%)\n$", err)
+    H.write_file(dir .. "/foreign.mp", ("not a page store\n"):rep(1000))
+    status, _, err = run("check", dir .. "/foreign.mp")
+    assert.equal(2, status)
+    assert.matches("^mappedpages: .*foreign.mp: .*%(not_mappedpages%)\n$", err)
+    local path = sample()
+    H.truncate(path, 100)
+    status, _, err = run("info", path)
+    assert.equal(2, status)
+    assert.matches("^mappedpages: [^\n]+\n$", err)
+  end)
+end)
+
+describe("mappedpages dump", function()
+  after_each(function() H.cleanup() end)
+
+  it("shows a page 16 bytes a line, in hex and as text", function()
+    local p, path = H.create({page_size = 1024})
+    local id = p:alloc()
+    p:page(id):write(0, "hello, pages\0\1\2\3!")
+    p:close()
+    local status, out = run("dump", path, tostring(id))
+    assert.equal(0, status, out)
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.equal("regular page " .. id .. ", 1024 bytes", lines[1])
+    assert.equal("00000000  68 65 6c 6c 6f 2c 20 70 61 67 65 73 00 01 02 03  |hello, pages....|", lines[2])
+    assert.equal("00000010  21 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00  |!...............|", lines[3])
+    assert.equal(1 + 1024 // 16, #lines)
+  end)
+
+  it("dumps a protected page with --protected, and refuses a page that is not there", function()
+    local path = sample()
+    local status, out = run("dump", path, "0", "--protected")
+    assert.equal(0, status, out)
+    assert.matches("^protected page 0, 4096 bytes\n00000000  6d 70 63 61 74 6c 67", out)
+    local _, err
+    status, _, err = run("dump", path, "999")
+    assert.equal(1, status)
+    assert.matches("^mappedpages: .*regular page 999: page 999 is out of range", err)
+    status, _, err = run("dump", path, "x3")
+    assert.equal(2, status)
+    assert.matches("page id must be a non%-negative integer", err)
+    status = run("dump", path, "-3")       -- taken for an option: a usage error too
+    assert.equal(2, status)
+  end)
+end)
+
+describe("the mappedpages command line", function()
+  after_each(function() H.cleanup() end)
+
+  it("exits 2 with its usage for an unknown command or a missing argument", function()
+    local status, _, err = run("frob")
+    assert.equal(2, status)
+    assert.matches("Usage: mappedpages", err, 1, true)
+    assert.matches("unknown command 'frob'", err, 1, true)
+    status, _, err = run("info")
+    assert.equal(2, status)
+    assert.matches("missing argument 'file'", err, 1, true)
+  end)
+
+  it("has --help for itself and each command", function()
+    for _, args in ipairs({{"--help"}, {"info", "--help"}, {"check", "--help"}, {"dump", "--help"}}) do
+      local status, out = run(table.unpack(args))
+      assert.equal(0, status, out)
+      assert.matches("Usage: mappedpages", out, 1, true)
+    end
+  end)
+end)
+
+describe("inspect.hexdump", function()
+  it("writes offsets from base and pads a short last line", function()
+    assert.equal("00000100  41 42 43" .. (" "):rep(47 - 8) .. "  |ABC|", inspect.hexdump("ABC", 256))
+    assert.equal("", inspect.hexdump(""))
+  end)
+end)

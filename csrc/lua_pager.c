@@ -817,6 +817,54 @@ static int pager_protected_pages(lua_State *L)
     return 3;
 }
 
+/* pager:page_kinds() -> kinds, holders.  kinds: a string with one byte
+ * per physical page of the file: 'F' free, 'R' an allocated regular page,
+ * 'P' the current content of a protected page, 'S' the file's own
+ * structures (headers, roots, free-space map, page table; inside a
+ * transaction also the copies protected pages had before it).  holders:
+ * {[page] = pid} for every 'P' page.  For pictures of the file
+ * (mappedpages.inspect.map); O(pages + protected pages). */
+static int pager_page_kinds(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    uint64_t n = mp_page_count(pg->p);
+    size_t ps;
+    const unsigned char *base;
+    char *k;
+    luaL_Buffer b;
+    mp_pgno pid, from = 0;
+    int holders;
+    if (n > (uint64_t)PTRDIFF_MAX)
+        return luaL_error(L, "page_kinds: %I pages do not fit a string", (lua_Integer)n);
+    lua_settop(L, 1);
+    lua_newtable(L);
+    holders = lua_gettop(L);          /* the buffer may push its box above */
+    k = luaL_buffinitsize(L, &b, (size_t)n);
+    for (uint64_t id = 0; id < n; id++) {
+        mp_err e = mp_check_page(pg->p, id);
+        k[id] = e == MP_OK ? 'R' : e == MP_ERESERVED ? 'S' : 'F';
+    }
+    ps = (size_t)mp_page_size(pg->p);
+    base = (const unsigned char *)mp_page_ptr(pg->p, 0);
+    while (mp_next_protected(pg->p, from, &pid)) {
+        /* A pid never written reads from a shared page of zeros outside
+         * the file: it holds no page. */
+        const unsigned char *d = (const unsigned char *)mp_protected_ptr(pg->p, pid);
+        if (d != NULL && d >= base && (uint64_t)(d - base) / ps < n) {
+            uint64_t at = (uint64_t)(d - base) / ps;
+            if (k[at] == 'S') {
+                k[at] = 'P';
+                lua_pushinteger(L, u64_to_integer(pid));
+                lua_rawseti(L, holders, u64_to_integer(at));
+            }
+        }
+        from = pid + 1;
+    }
+    luaL_pushresultsize(&b, (size_t)n);
+    lua_insert(L, -2);
+    return 2;
+}
+
 /* pager:set_root(n) -> true | nil, msg, code.  n: any integer (stored as
  * 64-bit two's complement). */
 static int pager_set_root(lua_State *L)
@@ -867,6 +915,7 @@ static const luaL_Reg pager_methods[] = {
     {"alloc_protected", pager_alloc_protected},
     {"free_protected", pager_free_protected},
     {"protected_pages", pager_protected_pages},
+    {"page_kinds", pager_page_kinds},
     {"protected", mpl_pager_protected},
     {"write_protected", mpl_pager_write_protected},
     {"begin", mpl_pager_begin},

@@ -189,3 +189,148 @@ describe("inspect.hexdump", function()
     assert.equal("", inspect.hexdump(""))
   end)
 end)
+
+describe("pager:page_kinds()", function()
+  after_each(function() H.cleanup() end)
+
+  it("says what every physical page is, and which pid each protected content page holds", function()
+    local p = H.create({page_size = 1024})
+    local regs = p:alloc_bulk(3)
+    local pids = {}
+    p:transaction(function()
+      for i = 1, 4 do
+        pids[i] = p:alloc_protected()
+        if i < 4 then p:write_protected(pids[i]):write(0, "x") end   -- the 4th stays unwritten
+      end
+    end)
+    p:free(regs[2])
+    local kinds, holders = p:page_kinds()
+    local info = p:info()
+    assert.equal(info.page_count, #kinds)
+    local n = {F = 0, R = 0, P = 0, S = 0}
+    for c in kinds:gmatch(".") do n[c] = n[c] + 1 end
+    assert.same({F = info.free_count, R = info.regular_count, P = info.protected_pages,
+                 S = info.system_count}, n)
+    assert.equal("R", kinds:sub(regs[1] + 1, regs[1] + 1))
+    assert.equal("F", kinds:sub(regs[2] + 1, regs[2] + 1))
+    local held = {}
+    for page, pid in pairs(holders) do
+      assert.equal("P", kinds:sub(page + 1, page + 1))
+      assert.is_nil(held[pid], "a pid in two pages")
+      held[pid] = page
+    end
+    assert.truthy(held[pids[1]] and held[pids[2]] and held[pids[3]])
+    assert.is_nil(held[pids[4]], "a never-written protected page holds no page")
+  end)
+
+  it("raises on a closed pager", function()
+    local p = H.create()
+    p:close()
+    H.raises_with("closed pager", p.page_kinds, p)
+  end)
+end)
+
+describe("inspect.owners and the picture of a file", function()
+  after_each(function()
+    inspect.modules["test.claims"] = nil
+    package.loaded["test.claims"] = nil
+    H.cleanup()
+  end)
+
+  it("finds the owner of every page of every named object", function()
+    local path = sample()
+    local p = H.open(path, {readonly = true})
+    local owner, problems = inspect.owners(p)
+    assert.same({}, problems)
+    for _, name in ipairs({"notes", "players"}) do
+      local mod = name == "notes" and mp.slab or mp.records
+      for _, pid in ipairs(mod.open(p, name):page_ids()) do
+        assert.equal(name, owner[pid].name)
+      end
+    end
+    for _, pid in ipairs(mp.catalog.open(p):page_ids()) do assert.equal("catalog", owner[pid].kind) end
+  end)
+
+  it("reports a page that two objects claim", function()
+    local p, path = H.create()
+    local s = assert(mp.slab.open(p, "notes"))
+    s:alloc(10)
+    p:transaction(function() assert(mp.catalog.open(p)):create("thief", "test.claims") end)
+    p:close()
+    local r = H.open(path, {readonly = true})
+    local stolen = mp.slab.open(r, "notes"):page_ids()[2]
+    package.loaded["test.claims"] = {
+      open = function() return {page_ids = function() return {stolen} end} end,
+    }
+    inspect.modules["test.claims"] = "test.claims"
+    local _, problems = inspect.owners(r)
+    assert.equal(1, #problems)
+    assert.matches(("protected page %d is owned twice: by slab \"notes\" and by test.claims \"thief\"")
+                   :format(stolen), problems[1], 1, true)
+    local ok, all = inspect.check(r)
+    assert.is_false(ok)
+    assert.matches("owned twice", all[#all], 1, true)
+  end)
+
+  it("draws a cell per page with a legend that counts every page", function()
+    local path = sample()
+    local p = H.open(path, {readonly = true})
+    local kinds = p:page_kinds()
+    local text = inspect.map(p, {width = 16})
+    assert.matches(("^%d pages of 4096 bytes, one page a cell\n"):format(#kinds), text)
+    local cells, total = 0, 0
+    for row in text:gmatch("\n%s*%d+  (%S+)") do cells = cells + #row end
+    assert.equal(#kinds, cells)
+    for pages in text:gmatch(": (%d+) pages?") do total = total + tonumber(pages) end
+    assert.equal(#kinds, total)
+    assert.matches('slab "notes": 2 pages', text, 1, true)
+    assert.is_nil(text:find("\27", 1, true), "no colour unless asked")
+    assert.matches("\27[", inspect.map(p, {colour = true}), 1, true)
+    H.raises_with("width must be an integer", inspect.map, p, {width = 0})
+  end)
+
+  it("puts runs of pages in a cell when the file is large, and writes SVG", function()
+    local p = H.create({page_size = 1024})
+    p:alloc_bulk(5000)
+    local text = inspect.map(p, {width = 8})
+    local per = tonumber(text:match("^%d+ pages of 1024 bytes, (%d+) pages a cell"))
+    assert.is_true(per > 1)
+    local svg = inspect.map(p, {svg = true, width = 8})
+    assert.matches('^<svg xmlns="http://www.w3.org/2000/svg"', svg)
+    assert.matches("</svg>\n$", svg)
+    assert.matches("<title>pages 0%-%d+: the file's own structures</title>", svg)
+    assert.matches("regular pages: 5000 pages", svg, 1, true)
+  end)
+end)
+
+describe("mappedpages map", function()
+  after_each(function() H.cleanup() end)
+
+  it("prints the picture without colour when not on a terminal, with it when asked", function()
+    local path = sample()
+    local status, out = run("map", path, "--width", "16")
+    assert.equal(0, status, out)
+    assert.matches("one page a cell", out, 1, true)
+    assert.is_nil(out:find("\27", 1, true))
+    status, out = run("map", path, "--colour")
+    assert.equal(0, status)
+    assert.matches("\27[", out, 1, true)
+  end)
+
+  it("writes an SVG file with --svg, and refuses bad options", function()
+    local path = sample()
+    local svg = H.path("picture.svg")
+    local status, out = run("map", path, "--svg", svg)
+    assert.equal(0, status, out)
+    assert.matches("^<svg ", H.read_file(svg))
+    local _, err
+    status, _, err = run("map", path, "--width", "0")
+    assert.equal(2, status)
+    assert.matches("width must be 1 to 1024", err, 1, true)
+    status = run("map", path, "--colour", "--plain")
+    assert.equal(2, status)
+    status, _, err = run("map", path, "--svg", H.dir() .. "/no/such/dir/x.svg")
+    assert.equal(2, status)
+    assert.matches("^mappedpages: .*x.svg", err)
+  end)
+end)

@@ -3,6 +3,7 @@
 --     mappedpages info FILE             what the file holds
 --     mappedpages check FILE            every checksum, page and object
 --     mappedpages dump FILE ID [--protected]   a page in hex
+--     mappedpages map FILE [--svg OUT] [--width N] [--colour | --plain]
 --
 -- main(args) -> exit status: 0 done (check: clean), 1 check found
 -- problems (or dump's page does not exist), 2 the file cannot be opened
@@ -42,6 +43,20 @@ local function parser()
     return n
   end)
   dump:flag("--protected", "ID is a protected page's id.")
+  local map = p:command("map", "A picture of the file: a cell per page (or per run of pages), "
+                        .. "showing what each is and which named object owns it, with a legend. "
+                        .. "In colour on a terminal.")
+  map:argument("file", "The file.")
+  map:option("--svg", "Write the picture as a standalone SVG file to OUT instead.")
+    :argname("<out>")
+  map:option("--width", "Cells per row (default 64)."):convert(function(s)
+    local n = tonumber(s)
+    n = n and math.tointeger(n)
+    if not n or n < 1 or n > 1024 then return nil, format("width must be 1 to 1024 (got %q)", s) end
+    return n
+  end)
+  map:mutex(map:flag("--colour", "ANSI colours even when the output is not a terminal."),
+            map:flag("--plain", "No colours, even on a terminal."))
   return p
 end
 
@@ -65,6 +80,12 @@ local function stats_line(st)
   if st.bytes then parts[#parts + 1] = format("%d bytes", st.bytes) end
   if st.efficiency then parts[#parts + 1] = format("efficiency %.2f", st.efficiency) end
   return table.concat(parts, ", ")
+end
+
+-- Whether standard output is a terminal (plain Lua cannot ask; a shell's
+-- `test -t 1` inherits our stdout).
+local function stdout_is_terminal()
+  return os.execute("test -t 1") == true
 end
 
 local commands = {}
@@ -108,7 +129,17 @@ end
 function commands.check(a)
   local pager = open(a.file)
   if not pager then return 2 end
-  local ok, problems = inspect.check(pager)
+  local progress
+  if stdout_is_terminal() then
+    progress = function(done, total, what)
+      local bar = math.floor(20 * done / total)
+      stdout:write(format("\r\27[Kchecking [%s%s] %d/%d %s", ("#"):rep(bar), (" "):rep(20 - bar),
+                          done, total, done == total and "" or what))
+      if done == total then stdout:write("\r\27[K") end
+      stdout:flush()
+    end
+  end
+  local ok, problems = inspect.check(pager, {progress = progress})
   pager:close()
   if ok then
     out("%s: clean", a.file)
@@ -133,6 +164,32 @@ function commands.dump(a)
   end
   out("%s page %d, %d bytes", a.protected and "protected" or "regular", a.id, #v)
   out("%s", inspect.hexdump(v:read()))
+  pager:close()
+  return 0
+end
+
+function commands.map(a)
+  local pager = open(a.file)
+  if not pager then return 2 end
+  if a.svg then
+    local svg = inspect.map(pager, {svg = true, width = a.width})
+    pager:close()
+    local f, msg = io.open(a.svg, "w")
+    if not f then
+      err("%s", msg)
+      return 2
+    end
+    local ok, werr = f:write(svg)
+    f:close()
+    if not ok then
+      err("%s: %s", a.svg, werr)
+      return 2
+    end
+    out("%s: the picture of %s", a.svg, a.file)
+    return 0
+  end
+  local colour = a.colour or (not a.plain and stdout_is_terminal())
+  out("%s", inspect.map(pager, {width = a.width, colour = colour}))
   pager:close()
   return 0
 end

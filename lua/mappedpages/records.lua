@@ -808,6 +808,22 @@ local function all_pages(pager, apid)
   return {source = src, l2 = l2s, l1 = l1s, data = data, npages = npages}
 end
 
+--- Every protected page the table owns: the anchor first, then its
+-- source, directory (level 2, then 1) and data pages (for tools that
+-- account for every page, such as `mappedpages check` and `map`).
+function Records:page_ids()
+  check_handle(self, "records:page_ids")
+  local all = all_pages(self.pager, self.pid)
+  local list = {self.pid}
+  for _, part in ipairs({all.source, all.l2, all.l1}) do
+    for _, pid in ipairs(part) do list[#list + 1] = pid end
+  end
+  for idx = 0, all.npages - 1 do
+    if all.data[idx] then list[#list + 1] = all.data[idx] end
+  end
+  return list
+end
+
 --- Counts: {objects = records, bytes = records * record size, pages =
 -- every page of the table (anchor, source, directory, data), page_bytes,
 -- efficiency, page_size, record_size, slot_size, per_page, data_pages,

@@ -106,7 +106,7 @@ local error, ipairs, pairs, pcall, setmetatable, tostring, type =
 local mtype, tointeger = math.type, math.tointeger
 local format, sunpack, srep =
       string.format, string.unpack, string.rep
-local concat, sort = table.concat, table.sort
+local concat, sort, tinsert = table.concat, table.sort, table.insert
 local traceback = debug.traceback
 
 local raise, atomic, writer, view, txn_number, cache_of =
@@ -1063,6 +1063,17 @@ end
 --- Counts: {objects =, bytes =, pages = (the anchor included), page_bytes
 -- =, efficiency = bytes / page_bytes, page_size =, max_size =, classes =
 -- {{slot =, min =, per_page =, pages =, objects =, bytes =}, ...}}.
+--- Every protected page the slab owns: its anchor first, then its slab
+-- pages in page-list order (for tools that account for every page, such
+-- as `mappedpages check` and `map`). Raises when the list is damaged.
+function Slab:page_ids()
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:page_ids") end
+  local list = page_list(self, "slab:page_ids")
+  tinsert(list, 1, self.pid)
+  return list
+end
+
 function Slab:stats()
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and anchor:alive()) then check_handle(self, "slab:stats") end

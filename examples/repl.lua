@@ -12,4 +12,5 @@ mp = require "mappedpages" is loaded. Try:
   p = mp.open("/tmp/try.mp") or assert(mp.create("/tmp/try.mp")); print(p)
   s = mp.slab.open(p, "notes"); r = s:alloc(5); s:write(r, 0, "hello"); print(s, s:read(r))
   print(p:info().commits, "commits so far")
+  print(p:map())                        -- a picture of the file
   p:close(); os.remove("/tmp/try.mp")   -- to start over]])

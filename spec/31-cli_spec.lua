@@ -287,6 +287,7 @@ describe("inspect.owners and the picture of a file", function()
     assert.is_nil(text:find("\27", 1, true), "no colour unless asked")
     assert.matches("\27[", inspect.map(p, {colour = true}), 1, true)
     H.raises_with("width must be an integer", inspect.map, p, {width = 0})
+    assert.equal(text, p:map({width = 16}), "pager:map is inspect.map")
   end)
 
   it("puts runs of pages in a cell when the file is large, and writes SVG", function()

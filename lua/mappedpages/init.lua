@@ -98,6 +98,15 @@ function Pager:transaction(fn, ...)
   return finish(tx, pcall(fn, ...))
 end
 
+--- `pager:map([opts]) -> string`: a picture of the file, a cell per page
+-- (or per run of pages) showing what each is and which named object owns
+-- it, with a legend; `opts` as mappedpages.inspect.map's (width, colour,
+-- svg). In the REPL: `print(pager:map())`.
+function Pager:map(opts)
+  -- loaded on first use: inspect needs this module loaded first
+  return require("mappedpages.inspect").map(self, opts)
+end
+
 --- Protected pages (methods of the C types, documented here).
 --
 -- Protected pages have their own ids ("pids": 0, 1, 2, ..., stable across

@@ -47,3 +47,43 @@ describe("make repl's banner", function()
     end
   end)
 end)
+
+describe("docs/REPL.md", function()
+  after_each(function() H.cleanup() end)
+
+  it("shows what its session really prints", function()
+    local f = assert(io.open("docs/REPL.md"))
+    local doc = f:read("a")
+    f:close()
+    local path = H.path("try.mp")
+    local steps = {}              -- {input =, output = {lines}}
+    for block in doc:gmatch("\n```\n(.-)\n```") do
+      for line in (block .. "\n"):gmatch("([^\n]*)\n") do
+        if line:sub(1, 2) == "> " then
+          steps[#steps + 1] = {input = line:sub(3), output = {}}
+        elseif steps[#steps] then
+          local out = steps[#steps].output
+          out[#out + 1] = line
+        end
+      end
+    end
+    assert.is_true(#steps >= 10)
+    local printed
+    local env = setmetatable({mp = require "mappedpages"}, {__index = _G})
+    env.print = function(...)
+      local t = table.pack(...)
+      for i = 1, t.n do t[i] = tostring(t[i]) end
+      for line in (table.concat(t, "\t") .. "\n"):gmatch("([^\n]*)\n") do printed[#printed + 1] = line end
+    end
+    for i, step in ipairs(steps) do
+      printed = {}
+      local src = step.input:gsub("/tmp/try%.mp", path)
+      assert(load(src, "=REPL.md step " .. i, "t", env))()
+      local want = {}
+      for j, line in ipairs(step.output) do
+        want[j] = line:gsub("/tmp/try%.mp", path)
+      end
+      assert.same(want, printed, step.input)
+    end
+  end)
+end)

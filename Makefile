@@ -6,6 +6,7 @@
 #   make demo         run examples/quickstart.lua
 #   make repl         lua5.4 -i with `mp = require "mappedpages"` loaded
 #   make bench        run bench/*.lua, bench/*.c, bench/*.sh (figures, not pass/fail)
+#   make results      write bench/RESULTS.md and bench/results.svg from bench/lib/results.lua
 #   make test-crash   the long crash simulation (mk/crash.mk, test/crash_sim.c)
 #   make test-crash-lua   the long crash simulation of the Lua layer
 #                     (mk/crash.mk, spec/crash_lua.lua): >= 20,000 images
@@ -110,7 +111,7 @@ endef
 
 # ---- build ---------------------------------------------------------------
 
-.PHONY: all lib module tests deps test test-asan demo repl bench lint \
+.PHONY: all lib module tests deps test test-asan demo repl bench results lint \
         check-rockspec clean
 
 all: deps $(LIB) $(MODULE)
@@ -207,6 +208,10 @@ repl: deps all
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(MP_CFLAGS) $(DEPFLAGS) -Icsrc $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lm
+
+# bench/RESULTS.md and its plot from the figures in bench/lib/results.lua
+results:
+	$(LUA) bench/lib/write_results.lua bench
 
 bench: deps all $(BENCH_BIN)
 	$(call ensure_debs,$(DEB_BENCH_PACKAGES))

@@ -1,0 +1,42 @@
+-- bench/lib/results.lua -- the figures of the last full benchmark runs on
+-- the development machine, one source for bench/RESULTS.md and its plot
+-- (`make results` writes both with bench/lib/write_results.lua).
+--
+-- Each row: what was measured, the script, the figure as text, and for
+-- the plot `score`: the measured ratio divided by the target ratio (>= 1:
+-- the target is met), nil where a row has no ratio target. `lower`: for
+-- targets that are an upper bound (score = target / measured).
+
+return {
+  machine = "2 cores, 24 GiB, ext4 on a virtual disk (Debian 12, Linux 6.18); "
+            .. "a 4 KiB pwrite + fdatasync at ~9,000-10,000/s",
+  rows = {
+    {area = "core", what = "durable auto-commit alloc / raw pwrite 4 KiB + fdatasync",
+     bench = "commit_rate", figure = "0.96-0.97", target = ">= 0.80", measured = 0.96, goal = 0.80},
+    {area = "core", what = "durable single-page protected commit / raw",
+     bench = "commit_rate", figure = "0.86-0.87", target = ">= 0.80", measured = 0.86, goal = 0.80},
+    {area = "core", what = "barriers per commit (alloc, free, set_root, protected, transactions)",
+     bench = "count_barriers.sh", figure = "1", target = "1"},
+    {area = "core", what = "mp_alloc inside a transaction, 10M pages vs 1,000",
+     bench = "alloc_scale", figure = "1.34x", target = "<= 1.5x", measured = 1.34, goal = 1.5,
+     lower = true},
+    {area = "core", what = "open of 2^24 pages (warm)",
+     bench = "open_time", figure = "12.5 ms", target = "< 50 ms", measured = 12.5, goal = 50,
+     lower = true},
+    {area = "core", what = "alloc one-page commits vs LMDB one-put commits",
+     bench = "peer_lmdb", figure = "2.3x", target = "-"},
+    {area = "Lua", what = "view:unpack(0, \"<i8\") / string.unpack",
+     bench = "lua_access.lua", figure = "1.36", target = "<= 2", measured = 1.36, goal = 2,
+     lower = true},
+    {area = "slab", what = "alloc + free inside a transaction, ops/s",
+     bench = "slab.lua", figure = "334,000", target = ">= 500,000", measured = 334000, goal = 500000},
+    {area = "slab", what = "space efficiency, 100,000 objects of 16..512 bytes, 4 KiB pages",
+     bench = "slab.lua", figure = "0.826", target = ">= 0.80", measured = 0.826, goal = 0.80},
+    {area = "records", what = "100,000 inserts in one transaction vs SQLite",
+     bench = "records.lua", figure = "0.62-0.69x", target = ">= 2x", measured = 0.62, goal = 2},
+    {area = "records", what = "get by id vs SQLite select by rowid",
+     bench = "records.lua", figure = "5.1-7.4x", target = ">= 3x", measured = 5.1, goal = 3},
+    {area = "records", what = "durable single-record update vs SQLite",
+     bench = "records.lua", figure = "0.92-0.98x", target = ">= 1.1x", measured = 0.92, goal = 1.1},
+  },
+}

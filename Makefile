@@ -6,6 +6,7 @@
 #   make demo         run examples/quickstart.lua
 #   make repl         lua5.4 -i with `mp = require "mappedpages"` loaded
 #   make bench        run bench/*.lua, bench/*.c, bench/*.sh (figures, not pass/fail)
+#   make rock         a source rock of HEAD (mappedpages-scm-1.src.rock), installable offline
 #   make results      write bench/RESULTS.md and bench/results.svg from bench/lib/results.lua
 #   make test-crash   the long crash simulation (mk/crash.mk, test/crash_sim.c)
 #   make test-crash-lua   the long crash simulation of the Lua layer
@@ -77,7 +78,8 @@ BUSTED_ARGS =
 
 # ---- Debian packages -----------------------------------------------------
 
-DEB_PACKAGES      = lua5.4 liblua5.4-dev lua-busted lua-lpeg lua-argparse
+# luarocks: `make rock` and spec/32, which installs the rock in a scratch tree
+DEB_PACKAGES      = lua5.4 liblua5.4-dev lua-busted lua-lpeg lua-argparse luarocks
 DEB_LINT_PACKAGES = lua-check
 # The benchmarks' peers: SQLite from Lua through LuaDBI (bench/records.lua),
 # the libraries the C peers dlopen (they skip when one is missing), and
@@ -111,7 +113,7 @@ endef
 
 # ---- build ---------------------------------------------------------------
 
-.PHONY: all lib module tests deps test test-asan demo repl bench results lint \
+.PHONY: all lib module tests deps test test-asan demo repl bench results rock lint \
         check-rockspec clean
 
 all: deps $(LIB) $(MODULE)
@@ -208,6 +210,25 @@ repl: deps all
 $(BUILD)/bench/%: bench/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(MP_CFLAGS) $(DEPFLAGS) -Icsrc $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lm
+
+# A source rock of the committed tree (git archive HEAD) in the current
+# directory: luarocks --lua-version 5.4 install --deps-mode=none
+# ./mappedpages-scm-1.src.rock installs it offline, command included.  The
+# rockspec's source is "." (the checkout); the rock's copy points at the
+# archive it carries instead.
+ROCK     = mappedpages-scm-1.src.rock
+ROCK_DIR = $(BUILD)/rock
+ROCK_OUT = .
+rock: deps
+	@git rev-parse --git-dir >/dev/null 2>&1 || { echo "rock: not a git checkout (make rock packs git archive HEAD)" >&2; exit 1; }
+	rm -rf $(ROCK_DIR) && mkdir -p $(ROCK_DIR)
+	git archive --format=tar.gz --prefix=mappedpages/ -o $(ROCK_DIR)/mappedpages-scm-1.tar.gz HEAD
+	sed 's|^   url = "\.",$$|   url = "file://$(abspath $(ROCK_DIR))/mappedpages-scm-1.tar.gz",\n   dir = "mappedpages",|' \
+	  $(ROCKSPEC) > $(ROCK_DIR)/$(ROCKSPEC)
+	grep -q 'dir = "mappedpages"' $(ROCK_DIR)/$(ROCKSPEC)
+	cd $(ROCK_DIR) && luarocks --lua-version 5.4 pack $(ROCKSPEC) >/dev/null
+	mv $(ROCK_DIR)/$(ROCK) $(ROCK_OUT)/$(ROCK)
+	@echo "rock: $(ROCK_OUT)/$(ROCK)"
 
 # bench/RESULTS.md and its plot from the figures in bench/lib/results.lua
 results:

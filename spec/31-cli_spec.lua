@@ -335,3 +335,42 @@ describe("mappedpages map", function()
     assert.matches("^mappedpages: .*x.svg", err)
   end)
 end)
+
+describe("mappedpages check on more files", function()
+  after_each(function() H.cleanup() end)
+
+  it("finds clean files of every page size, with a slab and a record table, clean", function()
+    for _, size in ipairs({1024, 2048, 4096, 8192, 16384, 32768, 65536}) do
+      local p, path = H.create({page_size = size})
+      local s = assert(mp.slab.open(p, "notes"))
+      p:transaction(function() for i = 1, 50 do s:alloc(i * 7 % (s:max_size() - 1) + 1) end end)
+      local r = assert(mp.records.open(p, "t", "record r { a: i64 b: char[8] }"))
+      p:transaction(function() for i = 1, 300 do r:insert{a = i, b = "x"} end end)
+      p:close()
+      local status, out = run("check", path)
+      assert.equal(0, status, size .. ": " .. out)
+    end
+  end)
+
+  it("exits 2 naming the bitmap and its checksum when a free-space bitmap is damaged", function()
+    local path = sample()
+    local p = H.open(path, {readonly = true})
+    local kinds = p:page_kinds()
+    p:close()
+    -- pages 0 and 1 are the root slots; page 2 is slot 0 of group 0's
+    -- bitmap (docs/FORMAT.md), the one both roots of this small file use
+    local bitmap = 2
+    assert.equal("S", kinds:sub(bitmap + 1, bitmap + 1))
+    H.flip(path, bitmap * 4096 + 100, 0xff)
+    local status, out, err = run("check", path)
+    assert.equal(2, status, out)
+    assert.matches("bitmap of group 0", err, 1, true)
+    assert.matches("checksum mismatch", err, 1, true)
+  end)
+
+  it("exits 2 for a directory", function()
+    local status, _, err = run("info", H.dir())
+    assert.equal(2, status)
+    assert.matches("^mappedpages: [^\n]+%(is_dir%)\n$", err)
+  end)
+end)

@@ -103,6 +103,16 @@ end
 -- it, with a legend; `opts` as mappedpages.inspect.map's (width, colour,
 -- svg). In the REPL: `print(pager:map())`.
 function Pager:map(opts)
+  local mt = getmetatable(self)
+  if type(self) ~= "userdata" or type(mt) ~= "table" or mt.__name ~= "mappedpages.Pager" then
+    error("bad argument #1 to 'map' (mappedpages.Pager expected, got " .. type(self) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #2 to 'map' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  if not pcall(self.page_size, self) then
+    error("bad argument #1 to 'map' (attempt to use a closed pager)", 2)
+  end
   -- loaded on first use: inspect needs this module loaded first
   return require("mappedpages.inspect").map(self, opts)
 end

@@ -323,6 +323,9 @@ end
 -- with a legend. opts: {width = cells per row (64), colour = true for ANSI
 -- colours, svg = true for a standalone SVG document instead of text}.
 function M.map(pager, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(format("inspect.map: opts must be a table (got %s)", type(opts)), 2)
+  end
   opts = opts or {}
   local width = opts.width or 64
   if math.type(width) ~= "integer" or width < 1 or width > 1024 then

@@ -239,7 +239,10 @@ bench: deps all $(BENCH_BIN)
 	@set -e; \
 	for f in $(BENCH_LUA); do echo "== $$f"; $(INTREE) $(LUA) $$f; done; \
 	for b in $(BENCH_BIN); do echo "== $$b"; $$b; done; \
-	for f in $(BENCH_SH); do echo "== $$f"; BUILD=$(BUILD) sh $$f; done
+	for f in $(BENCH_SH); do echo "== $$f"; BUILD=$(BUILD) sh $$f; done; \
+	echo "== durable commits, side by side, for bench/RESULTS.md"; \
+	$(LUA) bench/lib/collect_durable.lua $(BUILD); \
+	$(LUA) bench/lib/write_results.lua bench
 
 # csrc/*.o and mappedpages/ are what `luarocks make` leaves in the tree.
 clean:

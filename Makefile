@@ -5,7 +5,8 @@
 #   make test-asan    the same specs against an ASan+UBSan build (build-asan/)
 #   make demo         run examples/quickstart.lua
 #   make repl         lua5.4 -i with `mp = require "mappedpages"` loaded
-#   make bench        run bench/*.lua, bench/*.c, bench/*.sh (figures, not pass/fail)
+#   make bench        run bench/*.lua, bench/*.c, bench/*.sh (figures, not pass/fail);
+#                     COLD=1 lets open_time drop the whole page cache (as root)
 #   make rock         a source rock of HEAD (mappedpages-scm-1.src.rock), installable offline
 #   make results      write bench/RESULTS.md and bench/results.svg from bench/lib/results.lua
 #   make test-crash   the long crash simulation (mk/crash.mk, test/crash_sim.c)
@@ -238,7 +239,8 @@ bench: deps all $(BENCH_BIN)
 	$(call ensure_debs,$(DEB_BENCH_PACKAGES))
 	@set -e; \
 	for f in $(BENCH_LUA); do echo "== $$f"; $(INTREE) $(LUA) $$f; done; \
-	for b in $(BENCH_BIN); do echo "== $$b"; $$b; done; \
+	for b in $(BENCH_BIN); do echo "== $$b"; \
+	  case $$b in */open_time) $$b $(if $(COLD),--drop-caches);; *) $$b;; esac; done; \
 	for f in $(BENCH_SH); do echo "== $$f"; BUILD=$(BUILD) sh $$f; done; \
 	echo "== durable commits, side by side, for bench/RESULTS.md"; \
 	$(LUA) bench/lib/collect_durable.lua $(BUILD); \

@@ -48,6 +48,7 @@ build = {
             -- the Lua binding
             "csrc/lua_pack.c",
             "csrc/lua_pager.c",
+            "csrc/lua_span.c",
             "csrc/lua_testhook.c",
             "csrc/lua_txn.c",
             "csrc/lua_view.c",

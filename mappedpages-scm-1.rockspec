@@ -59,6 +59,7 @@ build = {
       mappedpages = "lua/mappedpages/init.lua",
       ["mappedpages.access"] = "lua/mappedpages/access.lua",
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
+      ["mappedpages.heap"] = "lua/mappedpages/heap.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
       ["mappedpages.records"] = "lua/mappedpages/records.lua",
       ["mappedpages.schema"] = "lua/mappedpages/schema.lua",

@@ -268,6 +268,40 @@ local function put_small(self, s)
   return sref << 1
 end
 
+--- n new regular pages for a large value, ascending. The pager hands out
+-- its lowest free pages; after a commit those are a few holes (the pages
+-- the commit's copies left) before a run at the end. A value whose pages
+-- are consecutive is gathered with one copy instead of two, so when the
+-- pages come as a short head and a run, the run is extended by as many
+-- pages as the head has and the head is freed again (a page freed here is
+-- only pending: the pager hands it out from the next transaction on).
+-- Best effort: when the extension is not consecutive, or there is no
+-- room for it, the pages stay as they came.
+local function alloc_pages(pager, n)
+  local ids, msg, code = pager:alloc_bulk(n)
+  if not ids then return nil, msg, code end
+  sort(ids)
+  local b = n
+  while b > 1 and ids[b - 1] + 1 == ids[b] do b = b - 1 end
+  if b == 1 or b - 1 > n // 8 then return ids end
+  local extra = pager:alloc_bulk(b - 1)
+  if not extra then return ids end
+  sort(extra)
+  local last = ids[n]
+  for i = 1, b - 1 do
+    if extra[i] ~= last + i then
+      pager:free_bulk(extra)
+      return ids
+    end
+  end
+  local head, run = {}, {}
+  for i = 1, b - 1 do head[i] = ids[i] end
+  for i = b, n do run[#run + 1] = ids[i] end
+  for i = 1, b - 1 do run[#run + 1] = extra[i] end
+  pager:free_bulk(head)
+  return run
+end
+
 --- Allocate a large value of n bytes' pages and write s into them: the
 -- descriptor string, the ids, the index writers, or nil, msg, code with
 -- nothing left allocated.
@@ -275,9 +309,8 @@ local function new_large(self, s)
   local pager, geo, P = self.pager, self.geo, self.page_size
   local size = #s
   local n = (size + P - 1) // P
-  local ids, msg, code = pager:alloc_bulk(n)
+  local ids, msg, code = alloc_pages(pager, n)
   if not ids then return nil, msg, code end
-  sort(ids)       -- consecutive pages where the pager gave them: gather copies once
   local k = n > geo.inline and (n + geo.per_index - 1) // geo.per_index or 0
   local iws = {}
   for x = 1, k do
@@ -401,9 +434,8 @@ local function replace_work(self, ref, kind, sref, size, desc, s)
       end
       local old = data_ids(self, desc, 1)
       local ids
-      ids, msg, code = pager:alloc_bulk(n)
+      ids, msg, code = alloc_pages(pager, n)
       if not ids then return nil, msg, code end
-      sort(ids)
       local E = self.geo.per_index
       for x, iw in ipairs(iws) do
         local i = (x - 1) * E + 1

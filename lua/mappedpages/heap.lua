@@ -360,26 +360,33 @@ local function free_large_pages(self, desc)
   return n, k
 end
 
+--- Give back the pages of a large value that was not stored.
+local function pager_free_pages(self, desc, ids, k)
+  self.pager:free_bulk(ids)
+  for x = 1, k do
+    access.free_page(self.pager, (sunpack("<I4", desc, DESC_HDR + 1 + 4 * (x - 1))))
+  end
+end
+
 local function put_large(self, s)
   local sl = self.slab
-  -- The writers of the anchor and of the descriptor's page come first:
-  -- their copies then take the pages the last commit freed, and the data
-  -- pages after them are more often consecutive.
+  -- The anchor's writer first: its copy takes one of the pages the last
+  -- commit freed, before the data pages are allocated. Then the data and
+  -- index pages, then the descriptor: when that fails, the pages go back
+  -- (freeing needs no room) and nothing has changed.
   local aw, msg, code = anchor_writer(self)
   if not aw then return nil, msg, code end
-  local n = (#s + self.page_size - 1) // self.page_size
-  local k = n > self.geo.inline and (n + self.geo.per_index - 1) // self.geo.per_index or 0
-  local dsize = DESC_HDR + 4 * (k == 0 and n or k)
+  local desc, ids, k = new_large(self, s)
+  if not desc then return nil, ids, k end
   local sref
-  sref, msg, code = sl:alloc(dsize)
-  if not sref then return nil, msg, code end
-  local desc, m2, c2 = new_large(self, s)
-  if not desc then
-    sl:free(sref)         -- its page's writer is taken: cannot fail for room
-    return nil, m2, c2
+  sref, msg, code = sl:alloc(#desc)
+  if not sref then
+    local _, _, _, kk = sunpack(DESC_FMT, desc)
+    pager_free_pages(self, desc, ids, kk)
+    return nil, msg, code
   end
-  sl:write(sref, 0, desc)
-  add_counts(aw, 1, #s, n, k, dsize)
+  sl:write(sref, 0, desc)       -- alloc took the page's writer: cannot fail
+  add_counts(aw, 1, #s, #ids, k, #desc)
   return (sref << 1) | 1
 end
 
@@ -455,19 +462,22 @@ local function replace_work(self, ref, kind, sref, size, desc, s)
     end
   end
   -- Otherwise a new value, then the old one freed: the writers the free
-  -- needs first, so that it cannot fail for room after the put.
-  local w, msg, code = writer(pager, sref >> 16)
-  if not w then return nil, msg, code end
+  -- needs first, so that it cannot fail for room after the put (and if it
+  -- does all the same, the new value is freed again).
+  local ok, msg, code = sl:prepare_free(sref)
+  if not ok then return nil, msg, code end
   if kind == LARGE then
-    w, msg, code = anchor_writer(self)
-    if not w then return nil, msg, code end
+    ok, msg, code = anchor_writer(self)
+    if not ok then return nil, msg, code end
   end
   local new
   new, msg, code = put_work(self, s)
   if not new then return nil, msg, code end
-  local ok
   ok, msg, code = free_work(self, kind, sref, size, desc)
-  if not ok then return nil, msg, code end
+  if not ok then
+    free_work(self, locate(self, new, "heap:replace"))
+    return nil, msg, code
+  end
   return new
 end
 

@@ -811,6 +811,30 @@ function Slab:writer(ref)
   return w:sub(cls.data[c] + slot * cls.slot[c], size)
 end
 
+--- Inside a transaction: take the writer of every page a free of ref
+-- would change (its page, the slab's anchor, the page's neighbours on its
+-- lists, the heads of its class's lists), so that a free of ref later in
+-- this transaction does not fail for want of room, even after other
+-- allocs and frees of this slab (they write every page they relink). For
+-- an operation that must allocate first and free last, all or nothing (a
+-- heap's replace).
+-- @return true, or nil, msg, code
+function Slab:prepare_free(ref)
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:prepare_free") end
+  check_writable(self, "slab:prepare_free")
+  local pager = self.pager
+  local seq = pager:in_transaction()
+  if not seq then raise("slab:prepare_free", 1, "call it inside a transaction") end
+  local pid, _, c = locate(self, ref, "slab:prepare_free")
+  local cache = cache_of(pager, seq)
+  local cprev, cnext, aprev, anext = view(pager, pid):unpack(P_LINKS, "<I4 I4 I4 I4")
+  local p0, d0, _, t0 = anchor:unpack(self.cls.rec[c] + R_HEADS, "<I4 I4 i8 I4")
+  local ok, msg, code = need(pager, seq, cache, pid + 1, self.pid + 1, cprev, cnext, aprev)
+  if ok then ok, msg, code = need(pager, seq, cache, anext, p0, d0, t0) end
+  return ok, msg, code
+end
+
 ---------------------------------------------------------------------------
 -- bulk operations
 

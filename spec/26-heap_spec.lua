@@ -611,8 +611,8 @@ describe("heap on a full disk", function()
       core._inject_fault("grow", "enospc")
       local ok, _, code
       if op == "put_small" then ok, _, code = h:put(("s"):rep(700))
-      elseif op == "put_large" then ok, _, code = h:put(bytes_of(30000, 2))
-      elseif op == "replace" then ok, _, code = h:replace(l, bytes_of(20000, 3))
+      elseif op == "put_large" then ok, _, code = h:put(bytes_of(12000, 2))
+      elseif op == "replace" then ok, _, code = h:replace(l, bytes_of(11000, 3))
       elseif op == "replace_same" then ok, _, code = h:replace(l, bytes_of(8500, 4))
       else ok, _, code = h:free(l) end
       core._inject_fault(nil)
@@ -802,7 +802,7 @@ describe("a seeded random model of a heap", function()
         p = H.reopen(p, path)
         h = assert(heap.open(p, "m"))
         seen.reopens = seen.reopens + 1
-      elseif k <= 97 then
+      elseif k <= 98 then
         local n, bytes = 0, 0
         for ref, size in h:values() do
           assert.equal(#model[ref], size, "values(): ref " .. ref)

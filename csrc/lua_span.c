@@ -18,6 +18,11 @@
  * lengths and elements are checked before a byte moves: misuse raises,
  * naming the function and the element.
  *
+ * Order.  scatter asks the next commit to make the bytes durable before it
+ * writes its root (mp_order_writes: a barrier of its own first), so a page
+ * filled by scatter and linked in by that commit is never torn under the
+ * new root after a crash.
+ *
  * Copies.  scatter copies each byte of s once, straight into the mapping.
  * gather copies each byte once when the span's pages lie one after the
  * other in the mapping (consecutive ids: lua_pushlstring straight from the
@@ -158,6 +163,8 @@ int mpl_pager_scatter(lua_State *L)
     /* Every page first, so a bad element writes nothing. */
     for (i = first; i <= last; i++)
         (void)span_id(L, pg, i);
+    if (len > 0)
+        mp_order_writes(pg->p);   /* durable before the next commit's root */
     pos = off % P;
     for (i = first; i <= last; i++) {
         unsigned char *d = (unsigned char *)mp_page_ptr(pg->p, span_id(L, pg, i));

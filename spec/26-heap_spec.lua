@@ -231,15 +231,20 @@ describe("heap:put, get, size, free", function()
   end)
 
   it("does each put, replace and free of its own in one durable commit", function()
+    -- one barrier; two for a commit that wrote a large value's pages (they
+    -- are made durable before the root that links them in)
     local h, p = new_heap()
     for _, v in ipairs({"small", bytes_of(50000, 3)}) do
+      local extra = #v > h:small_max() and 1 or 0
       local b = H.barriers(p)
       local r = assert(h:put(v))
-      assert.equal(1, H.barriers(p) - b)
+      assert.equal(1 + extra, H.barriers(p) - b)
+      b = H.barriers(p)
       r = assert(h:replace(r, v .. "!"))
-      assert.equal(2, H.barriers(p) - b)
+      assert.equal(1 + extra, H.barriers(p) - b)
+      b = H.barriers(p)
       assert(h:free(r))
-      assert.equal(3, H.barriers(p) - b)
+      assert.equal(1, H.barriers(p) - b)
     end
   end)
 

@@ -36,6 +36,8 @@
  * list, so gather checks the pager and every element again as it copies.
  */
 #include <string.h>
+#include <sys/mman.h>
+#include <stdint.h>
 
 #include "lua.h"
 #include "lauxlib.h"
@@ -165,6 +167,27 @@ int mpl_pager_scatter(lua_State *L)
         (void)span_id(L, pg, i);
     if (len > 0)
         mp_order_writes(pg->p);   /* durable before the next commit's root */
+#ifdef MADV_POPULATE_WRITE
+    /* Fresh pages of a grown file fault one by one at their first write;
+     * one madvise per run of consecutive pages maps them all at once
+     * (a hint: on failure the copy below faults them in as usual). */
+    if (last - first >= 3) {
+        unsigned char *run = NULL;
+        size_t rl = 0;
+        for (i = first; i <= last + 1; i++) {
+            unsigned char *d = i <= last
+                ? (unsigned char *)mp_page_ptr(pg->p, span_id(L, pg, i)) : NULL;
+            if (run != NULL && d == run + rl) {
+                rl += P;
+                continue;
+            }
+            if (run != NULL && rl >= 4 * P)
+                (void)madvise(run, rl, MADV_POPULATE_WRITE);
+            run = d;
+            rl = P;
+        }
+    }
+#endif
     pos = off % P;
     for (i = first; i <= last; i++) {
         unsigned char *d = (unsigned char *)mp_page_ptr(pg->p, span_id(L, pg, i));

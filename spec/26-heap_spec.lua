@@ -12,7 +12,6 @@
 -- transactions, rollbacks and reopens.
 
 local H = require "helpers"
-local mp = H.mp
 local core = require "mappedpages.core"
 local heap = require "mappedpages.heap"
 local slab = require "mappedpages.slab"
@@ -111,8 +110,8 @@ describe("heap.open", function()
     local h = new_heap()
     h:put("abc")
     h:put(bytes_of(3000, 2))
-    assert.matches('^mappedpages.Heap "blobs": 2 values %(1 small, 1 large%), 3003 bytes in %d+ pages %(efficiency 0%.%d+%)$',
-                   tostring(h))
+    assert.matches('^mappedpages.Heap "blobs": 2 values %(1 small, 1 large%), 3003 bytes in %d+ pages '
+                   .. '%(efficiency 0%.%d+%)$', tostring(h))
     heap.drop(h.pager, "blobs")
     assert.matches("unusable", tostring(h))
   end)

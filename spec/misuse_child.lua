@@ -1753,7 +1753,8 @@ local function weights()
   local grow = nreg < CAP and 8 or 2
   return {
     { "alloc", grow }, { "free", 7 }, { "alloc_bulk", nreg < CAP and 3 or 1 }, { "free_bulk", 3 },
-    { "page", 6 }, { "gather", 3 }, { "scatter", 3 }, { "alloc_protected", nprot < 16 and 5 or 1 }, { "free_protected", 4 },
+    { "page", 6 }, { "gather", 3 }, { "scatter", 3 },
+    { "alloc_protected", nprot < 16 and 5 or 1 }, { "free_protected", 4 },
     { "protected", 4 }, { "write_protected", 6 }, { "set_root", 4 }, { "iterate", 2 },
     { "misc", 2 }, { "begin", S.tx and 2 or 5 }, { "commit", S.tx and 5 or 1 },
     { "rollback", S.tx and 3 or 1 }, { "abandon_tx", S.tx and 1 or 0 },

@@ -70,8 +70,7 @@ local access = require "mappedpages.access"
 local object = require "mappedpages.object"
 local slab = require "mappedpages.slab"
 
-local error, ipairs, pcall, setmetatable, tostring, type =
-      error, ipairs, pcall, setmetatable, tostring, type
+local error, ipairs, pcall, tostring, type = error, ipairs, pcall, tostring, type
 local mtype = math.type
 local format, spack, sunpack, srep = string.format, string.pack, string.unpack, string.rep
 local concat, sort, tunpack = table.concat, table.sort, table.unpack

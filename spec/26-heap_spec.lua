@@ -824,7 +824,8 @@ describe("a seeded random model of a heap", function()
       end
     end
     -- what the run went through
-    assert.is_true(seen.reopens >= 10 and seen.rollbacks >= 10 and seen.checks >= 10, "too few reopens, rollbacks or checks")
+    assert.is_true(seen.reopens >= 10 and seen.rollbacks >= 10 and seen.checks >= 10,
+                   "too few reopens, rollbacks or checks")
     assert.is_true(seen.large >= 500 and seen.indexed >= 10, "too few large values")
     for ref, v in pairs(model) do assert.equal(v, h:get(ref)) end
     assert_check(h, true)

@@ -50,6 +50,7 @@ build = {
             -- the Lua binding
             "csrc/lua_pack.c",
             "csrc/lua_pager.c",
+            "csrc/lua_span.c",
             "csrc/lua_testhook.c",
             "csrc/lua_txn.c",
             "csrc/lua_view.c",
@@ -62,6 +63,7 @@ build = {
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
       ["mappedpages.cli"] = "lua/mappedpages/cli.lua",
       ["mappedpages.inspect"] = "lua/mappedpages/inspect.lua",
+      ["mappedpages.heap"] = "lua/mappedpages/heap.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
       ["mappedpages.records"] = "lua/mappedpages/records.lua",
       ["mappedpages.schema"] = "lua/mappedpages/schema.lua",

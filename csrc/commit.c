@@ -201,8 +201,22 @@ mp_err mp_txn_commit(mp_pager *p)
             p->poisoned = 1;
             return mp_fail(p, mp_err_from_errno(e), "%s: fdatasync failed: %s", p->path, strerror(e));
         }
+        p->order_writes = 0;
         p->commits++;
         return MP_OK;
+    }
+    if (p->order_writes) {
+        /* mp_order_writes: regular-page writes durable before anything of
+         * this commit (its root above all) is written. */
+        int e = mp_os_barrier(p);
+        if (e) {
+            p->poisoned = 1;
+            return mp_fail(p, mp_err_from_errno(e),
+                           "%s: commit failed: fdatasync before the commit failed: %s; the pager "
+                           "refuses further commits, reopen to recover the last durable state",
+                           p->path, strerror(e));
+        }
+        p->order_writes = 0;
     }
     if (p->d_txn >= MP_TXN_MAX)   /* after 2^63 commits: unreachable in practice */
         return mp_fail(p, MP_EFULL, "%s: transaction ids exhausted", p->path);

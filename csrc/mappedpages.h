@@ -178,6 +178,18 @@ mp_err mp_check_page(const mp_pager *p, mp_pgno id);
 void *mp_page_ptr(const mp_pager *p, mp_pgno id);
 /* First allocated regular page >= from: returns 1 and sets *out, or 0. */
 int mp_next_page(const mp_pager *p, mp_pgno from, mp_pgno *out);
+/* Order regular-page writes before the next commit's root.  A commit's one
+ * barrier makes everything durable at once, in no particular order, so a
+ * crash during it can leave the new root with regular pages still holding
+ * old bytes.  After this call the next commit (the open transaction's, or
+ * the next auto-commit) first issues a barrier of its own, before it writes
+ * anything, so that every regular-page write made before it is durable
+ * before a root that may reference those pages: bytes written into fresh
+ * pages and linked in by that commit are never seen torn under it (such a
+ * commit issues two barriers).  A commit that changes nothing needs no
+ * ordering (it writes no root): its one barrier covers the writes.  The
+ * request stays until a barrier covers it (a rollback does not drop it). */
+void mp_order_writes(mp_pager *p);
 
 /* ---- protected pages -------------------------------------------------- */
 

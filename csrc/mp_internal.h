@@ -273,6 +273,8 @@ struct mp_pager {
     int changed;               /* the working state differs from durable */
     int poisoned;
     int recovered;
+    int order_writes;          /* mp_order_writes: the next commit issues a
+                                * barrier before it writes anything */
     uint64_t barriers, commits;
     char errmsg[512];
 };

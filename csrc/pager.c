@@ -523,6 +523,12 @@ mp_err mp_commit(mp_pager *p)
     return rc;
 }
 
+void mp_order_writes(mp_pager *p)
+{
+    if (!p->readonly)
+        p->order_writes = 1;
+}
+
 mp_err mp_rollback(mp_pager *p)
 {
     if (!p->in_txn)

@@ -253,6 +253,7 @@ describe("the Lua crash harness", function()
   local plan = {
     core = { seeds = 3, steps = 90, images = 16, min_images = 3000 },
     records = { seeds = 2, steps = 60, images = 10, min_images = 1000 },
+    heap = { seeds = 2, steps = 30, images = 8, min_images = 500 },
   }
   for _, name in ipairs(subjects.available()) do
     local pl = plan[name] or { seeds = 3, steps = 60, images = 12, min_images = 1500 }

@@ -42,8 +42,9 @@ describe("docs/API.md", function()
       slab = function() return mp.slab.open(p, "s") end,
       records = function() return mp.records.open(p, "r", "record r { a: u8 }") end,
       catalog = function() return mp.catalog.open(p) end,
+      heap = function() return mp.heap.open(p, "h") end,
     }
-    for _, name in ipairs({"catalog", "slab", "schema", "records", "object", "access", "inspect"}) do
+    for _, name in ipairs({"catalog", "slab", "schema", "records", "heap", "object", "access", "inspect"}) do
       local mod = require("mappedpages." .. name)
       if name ~= "object" and name ~= "access" then     -- for allocator writers: ALLOCATORS.md
         missing(name, mod, ".", out)

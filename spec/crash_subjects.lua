@@ -18,7 +18,7 @@
 --                               in place before the commit that claims it;
 --              planted_state    a state() that reports something no commit
 --                               defines (whether open fell back).
--- Subjects for the Lua modules (catalog, slab, examples) are added below
+-- Subjects for the Lua modules (catalog, slab, examples, records, heap) are added below
 -- as the modules are; M.available() lists the subjects whose modules load.
 
 local mp = require "mappedpages"
@@ -1634,11 +1634,267 @@ end
 M.records = records_subject
 
 ---------------------------------------------------------------------------
+-- heap: mappedpages.heap, two heaps in one file, values of every kind
+-- (empty, small in the slab, large in regular pages, now and then one
+-- large enough for index pages) put, replaced (in place and with a new
+-- ref) and freed, alone and many in one transaction (committed, rolled
+-- back, raising inside pager:transaction), now and then a drop. What a
+-- user observes: each heap's refs with each value's size and CRC32C, read
+-- back whole, so a large value's regular pages written before the commit
+-- that links them in are checked in every image; check() runs the
+-- catalog's check() and each heap's check().
+
+local heap = try_require("mappedpages.heap")
+
+local function heap_state_of(name, list)
+  local t = { fmt("heap %s: %d values", name, #list) }
+  for _, e in ipairs(list) do t[#t + 1] = fmt("  %d: %d %08x", e[1], e[2], e[3]) end
+  return concat(t, "\n")
+end
+
+local function heap_state(p)
+  if p:root() == 0 then return "no catalog" end
+  local cat, msg, code = catalog.open(p)
+  if not cat then return "catalog.open: " .. tostring(code) .. ": " .. tostring(msg) end
+  local out = {}
+  for name, kind in cat:entries() do
+    if kind == "heap" then
+      local h, m, c = heap.open(p, name)
+      if not h then
+        out[#out + 1] = fmt("heap %s: open: %s: %s", name, tostring(c), tostring(m))
+      else
+        local list = {}
+        for ref, size in h:values() do list[#list + 1] = { ref, size, mp.crc32c(h:get(ref)) } end
+        out[#out + 1] = heap_state_of(name, list)
+      end
+    else
+      out[#out + 1] = "unknown kind " .. kind
+    end
+  end
+  return concat(out, "\n")
+end
+
+local function heap_check(p)
+  if p:root() == 0 then return true end
+  local cat, msg = catalog.open(p)
+  if not cat then return false, msg end
+  local ok, problems = cat:check()
+  if not ok then return false, problems end
+  problems = {}
+  for name, kind in cat:entries() do
+    if kind == "heap" then
+      local h, m = heap.open(p, name)
+      if not h then
+        problems[#problems + 1] = name .. ": " .. tostring(m)
+      else
+        local good, why = h:check()
+        if not good then problems[#problems + 1] = name .. ": check(): " .. text_of(why) end
+      end
+    end
+  end
+  return #problems == 0, problems
+end
+
+local heap_subject = { name = "heap", page_size = 1024, state = heap_state, check = heap_check }
+
+function heap_subject.available() return catalog ~= nil and heap ~= nil end
+
+local Hp = {}
+Hp.__index = Hp
+
+local HEAP_NAMES = { "blobs", "docs" }
+
+function heap_subject.new()
+  return setmetatable({ counters = { puts = 0, large = 0, indexed = 0, replaces = 0, frees = 0,
+                                     drops = 0, max_values = 0 } }, Hp)
+end
+
+-- {name = {ref = {size, crc}}}
+local function copy_heaps(t)
+  local c = {}
+  for name, vals in pairs(t) do c[name] = copy_map(vals) end
+  return c
+end
+
+function Hp:attach(p)
+  self.heaps_c = {}
+  self.cat = nil
+  if p:root() ~= 0 then
+    self.cat = assert(catalog.open(p))
+    for name, kind in self.cat:entries() do
+      if kind == "heap" then
+        local h = assert(heap.open(p, name))
+        local vals = {}
+        for ref, size in h:values() do vals[ref] = { size, mp.crc32c(h:get(ref)) } end
+        self.heaps_c[name] = vals
+      end
+    end
+  end
+  self:rollback(p)
+end
+
+function Hp:handles(p)
+  self.h = {}
+  for name in pairs(self.heaps_w) do self.h[name] = assert(heap.open(p, name)) end
+end
+
+function Hp:commit()
+  self.heaps_c = copy_heaps(self.heaps_w)
+  for _, vals in pairs(self.heaps_c) do
+    local n = 0
+    for _ in pairs(vals) do n = n + 1 end
+    if n > self.counters.max_values then self.counters.max_values = n end
+  end
+end
+
+function Hp:rollback(p)
+  self.heaps_w = copy_heaps(self.heaps_c)
+  if p then self:handles(p) end
+end
+
+function Hp:expect()
+  if not self.cat then return "no catalog" end
+  local out = {}
+  for _, name in ipairs(sorted_keys(self.heaps_c)) do
+    local vals = self.heaps_c[name]
+    local list = {}
+    for _, ref in ipairs(sorted_keys(vals)) do list[#list + 1] = { ref, vals[ref][1], vals[ref][2] } end
+    out[#out + 1] = heap_state_of(name, list)
+  end
+  return concat(out, "\n")
+end
+
+function Hp:setup(p)
+  self.heaps_w, self.h = {}, {}
+  assert(p:transaction(function()
+    self.cat = assert(catalog.open(p))
+    for _, name in ipairs(HEAP_NAMES) do
+      self.h[name] = assert(heap.open(p, name))
+      self.heaps_w[name] = {}
+    end
+    return true
+  end))
+  self:commit()
+  return "setup: " .. #HEAP_NAMES .. " heaps"
+end
+
+-- A value: empty, small, a few pages, or (rarely) enough for index pages.
+local function heap_value(rng)
+  local r = rng:below(100)
+  local n
+  if r < 5 then n = 0
+  elseif r < 45 then n = rng:int(1, 900)
+  elseif r < 95 then n = rng:int(1000, 12000)
+  else n = rng:int(240 * 1024, 260 * 1024) end
+  local seed = rng:next()
+  local unit = string.pack("<i8", seed) .. "0123456789abcdef"
+  local s = string.rep(unit, n // #unit + 1):sub(1, n)
+  if n > 0 then s = string.pack("<i8", rng:next()):sub(1, math.min(8, n)) .. s:sub(9) end
+  return s
+end
+
+function Hp:op(p, rng, inside)
+  local names = sorted_keys(self.heaps_w)
+  if #names == 0 then
+    local name = HEAP_NAMES[1 + rng:below(#HEAP_NAMES)]
+    self.h[name] = assert(heap.open(p, name))
+    self.heaps_w[name] = {}
+    return "create " .. name
+  end
+  local name = names[1 + rng:below(#names)]
+  local vals, h = self.heaps_w[name], self.h[name]
+  local refs = sorted_keys(vals)
+  local ref = #refs > 0 and refs[1 + rng:below(#refs)] or nil
+  local r = rng:below(100)
+  if r < 2 and not inside then
+    assert(heap.drop(p, name))
+    self.heaps_w[name], self.h[name] = nil, nil
+    self.counters.drops = self.counters.drops + 1
+    return "drop " .. name
+  end
+  if ref == nil or r < 45 or (#refs > 40 and r >= 80) then
+    if #refs > 40 and ref then
+      assert(h:free(ref))
+      vals[ref] = nil
+      self.counters.frees = self.counters.frees + 1
+      return "free"
+    end
+    local v = heap_value(rng)
+    local new = assert(h:put(v))
+    assert(vals[new] == nil, "put gave a live ref")
+    assert(self.heaps_c[name] == nil or self.heaps_c[name][new] == nil,
+      "put gave a ref freed in this transaction")
+    vals[new] = { #v, mp.crc32c(v) }
+    self.counters.puts = self.counters.puts + 1
+    if new & 1 == 1 then self.counters.large = self.counters.large + 1 end
+    if #v > 200 * 1024 then self.counters.indexed = self.counters.indexed + 1 end
+    return "put " .. #v
+  end
+  if r < 65 then
+    local v = rng:below(3) == 0 and heap_value(rng):sub(1, vals[ref][1]) or heap_value(rng)
+    if #v < vals[ref][1] and rng:below(2) == 0 then v = v .. string.rep("p", vals[ref][1] - #v) end
+    local new = assert(h:replace(ref, v))
+    vals[ref] = nil
+    vals[new] = { #v, mp.crc32c(v) }
+    self.counters.replaces = self.counters.replaces + 1
+    return "replace " .. #v
+  end
+  if r < 85 then
+    assert(h:free(ref))
+    vals[ref] = nil
+    assert(not pcall(h.get, h, ref), "a freed ref still reads")
+    self.counters.frees = self.counters.frees + 1
+    return "free"
+  end
+  -- reads agree with the model; misuse changes nothing
+  local got = h:get(ref)
+  assert(#got == vals[ref][1] and mp.crc32c(got) == vals[ref][2], "get disagrees with the model")
+  if #got > 2 then assert(h:get(ref, 1, #got - 2) == got:sub(2, -2), "a range disagrees") end
+  assert(not pcall(h.put, h, 42), "a number value did not raise")
+  return "get", "nocommit"
+end
+
+function Hp:step(p, rng, variant)
+  if not self.cat then return self:setup(p) end
+  local r = rng:below(100)
+  if r < 35 or variant then
+    local n = 1 + rng:below(8)
+    local tx = assert(p:begin())
+    local what_ = {}
+    for i = 1, n do what_[i] = (self:op(p, rng, true)) end
+    if variant then self:op(p, rng, true) end
+    if rng:below(5) == 0 and not variant then
+      assert(tx:rollback())
+      self:rollback(p)
+      return "transaction of " .. n .. " ops, rolled back", "rollback"
+    end
+    assert(tx:commit())
+    self:commit()
+    return "transaction: " .. concat(what_, ", ")
+  elseif r < 45 then
+    local n = 1 + rng:below(5)
+    local ok, err = pcall(p.transaction, p, function()
+      for _ = 1, n do self:op(p, rng, true) end
+      error("planned failure", 0)
+    end)
+    assert(not ok and err == "planned failure", tostring(err))
+    self:rollback(p)
+    return "transaction(" .. n .. " ops) raising", "rollback"
+  else
+    local desc, tag = self:op(p, rng, false)
+    if tag ~= "nocommit" then self:commit() end
+    return desc, tag
+  end
+end
+
+M.heap = heap_subject
+
+---------------------------------------------------------------------------
 -- which subjects can run here
 ---------------------------------------------------------------------------
 -- which subjects can run here
 
-local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records" }
+local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records", "heap" }
 
 --- Names of the subjects whose modules load (besides the planted ones).
 function M.available()

@@ -29,6 +29,7 @@ local M = {}
 M.modules = {
   slab = "mappedpages.slab",
   records = "mappedpages.records",
+  heap = "mappedpages.heap",
 }
 
 -- The catalog's magic in the root's high 32 bits (see docs/FORMAT.md).

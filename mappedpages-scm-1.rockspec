@@ -57,6 +57,8 @@ build = {
       },
       mappedpages = "lua/mappedpages/init.lua",
       ["mappedpages.access"] = "lua/mappedpages/access.lua",
+      ["mappedpages.btree"] = "lua/mappedpages/btree.lua",
+      ["mappedpages.btree_key"] = "lua/mappedpages/btree_key.lua",
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
       ["mappedpages.records"] = "lua/mappedpages/records.lua",

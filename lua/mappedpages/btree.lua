@@ -107,7 +107,8 @@ local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
 local check_handle = object.check_handle
 local txn_seq = core._txn_seq
-local V_unpack, V_read = core._View_methods.unpack, core._View_methods.read
+local V_unpack, V_read, V_alive =
+      core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
 local W_read, W_write, W_pack, W_fill =
       core._Writer_methods.read, core._Writer_methods.write,
       core._Writer_methods.pack, core._Writer_methods.fill
@@ -121,6 +122,8 @@ M.key, M.unkey = codec.key, codec.unkey
 local ANCHOR_MAGIC = "mpbtree1"
 local A_ROOT, A_COUNT, A_CHANGES, A_NODES, A_OVF, A_BYTES = 16, 24, 32, 40, 44, 48
 local HOT_FMT = "<I4 I4 i8 i8"           -- root, height, count, changes (at 16)
+local ALL_FMT = "<I4 I4 i8 i8 I4 I4 i8"  -- the same, nodes, overflow pages, bytes
+local COUNTS_FMT = "<i8 i8 I4 I4 i8"     -- from count (at 24) to bytes
 
 -- Nodes.
 local NODE_MAGIC, OVF_MAGIC = "mpbn", "mpbo"
@@ -187,6 +190,7 @@ local function make_handle(pager, name, pid, fname)
   local U, C, LOW = geometry(psize)
   self.psize, self.cap, self.cmax, self.low, self.maxkey = psize, U, C, LOW, maxkey
   self.mkey = "btree mirror " .. pid
+  self.writable = not access.readonly(pager)
   self.cc = committed(pager, pid)
   return self
 end
@@ -428,13 +432,15 @@ local function leaf_cell_size(k, v)
   return LEAF_FIXED + #k + (type(v) == "table" and REF_SIZE or #v)
 end
 
+local function copy(t)
+  local c = {}
+  for i = 1, #t do c[i] = t[i] end
+  return c
+end
+
 local function draft(d)
-  local c = {pid = d.pid, level = d.level, keys = move(d.keys, 1, #d.keys, 1, {})}
-  if d.level == 0 then
-    c.vals = move(d.vals, 1, #d.vals, 1, {})
-  else
-    c.kids = move(d.kids, 1, #d.kids, 1, {})
-  end
+  local c = {pid = d.pid, level = d.level, keys = copy(d.keys)}
+  if d.level == 0 then c.vals = copy(d.vals) else c.kids = copy(d.kids) end
   return c
 end
 
@@ -661,7 +667,7 @@ local function own(m, d, w, T)
   if m[d.pid] == d then return d end
   local c = draft(d)
   c.n, c.used, c.stamp = d.n, d.used, T
-  c.offs = move(d.offs, 1, #d.offs, 1, {})
+  c.offs = copy(d.offs)
   m[d.pid] = c
   W_pack(w, N_STAMP, "<i8", T)
   return c
@@ -691,7 +697,7 @@ local function put_op(self, key, value)
   local m, cache = mirror(self, seq)
   local aw, msg, code = writer_of(pager, cache, self.pid, seq)
   if not aw then return nil, msg, code end
-  local root, height, count, changes = V_unpack(self.anchor, A_ROOT, HOT_FMT)
+  local root, height, count, changes, nodes, ovfp, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
   local ref
   local stored = value
   if LEAF_FIXED + #key + #value > self.cmax then
@@ -755,45 +761,48 @@ local function put_op(self, key, value)
                or spack(LEAF_CELL, 0, key, stored)
   local used, off = leaf.used, offs[i]
   local from = found and offs[i + 1] or off
-  W_write(w, off, from < used and cell .. W_read(w, from, used - from) or cell)
   local delta = newsize - oldsize
+  -- the cells after it move by delta (two writes: no concatenation)
+  if delta ~= 0 and from < used then W_write(w, from + delta, W_read(w, from, used - from)) end
+  W_write(w, off, cell)
   if delta < 0 then W_fill(w, 0, used + delta, -delta) end
   if found then
     leaf.vals[i] = stored
     if delta ~= 0 then for j = i + 1, n + 1 do offs[j] = offs[j] + delta end end
   else
-    insert(keys, i, key)
-    insert(leaf.vals, i, stored)
-    insert(offs, i, off)
-    for j = i + 1, n + 2 do offs[j] = offs[j] + delta end
+    -- one loop moves the three arrays up (table.insert would be three,
+    -- each through the C API, element by element)
+    local vals = leaf.vals
+    offs[n + 2] = offs[n + 1] + delta
+    for j = n, i, -1 do
+      keys[j + 1], vals[j + 1], offs[j + 1] = keys[j], vals[j], offs[j] + delta
+    end
+    keys[i], vals[i] = key, stored
     n = n + 1
     leaf.n = n
   end
   leaf.used = used + delta
   W_pack(w, N_INFO + 2, "<I2 I4", n, used + delta)
-  W_pack(aw, A_COUNT, "<i8 i8", count + dcount, changes + 1)
-  W_pack(aw, A_BYTES, "<i8", V_unpack(self.anchor, A_BYTES, "<i8") + dbytes)
-  if ref or freed > 0 then
-    local ovfp = V_unpack(self.anchor, A_OVF, "<I4")
-    W_pack(aw, A_OVF, "<I4", ovfp + (ref and ref.pages or 0) - freed)
-  end
+  W_pack(aw, A_COUNT, COUNTS_FMT, count + dcount, changes + 1, nodes,
+         ovfp + (ref and ref.pages or 0) - freed, abytes + dbytes)
   return true
 end
 
 --- Put value under key (replacing the value it had).
 -- @return true, or `nil, msg, code`
 function Tree:put(key, value)
-  check_handle(self, "btree:put", true)
+  if not (self.writable and V_alive(self.anchor)) then check_handle(self, "btree:put", true) end
   check_key(self, "btree:put", key)
   if type(value) ~= "string" then
     raise("btree:put", 1, "value must be a string (got %s)", type(value))
   end
+  if txn_seq(self.pager) then return put_op(self, key, value) end
   return atomic(self.pager, put_op, self, key, value)
 end
 
 --- The value under key, or nil.
 function Tree:get(key)
-  check_handle(self, "btree:get")
+  if not V_alive(self.anchor) then check_handle(self, "btree:get") end
   check_key(self, "btree:get", key)
   local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
   if root == 0 then return nil end
@@ -812,7 +821,7 @@ end
 
 local function delete_op(self, key)
   local pager = self.pager
-  local root, height, count, changes = V_unpack(self.anchor, A_ROOT, HOT_FMT)
+  local root, height, count, changes, nodes, ovfp, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
   if root == 0 then return false end
   local seq = txn_seq(pager)
   local m, cache = mirror(self, seq)
@@ -856,24 +865,23 @@ local function delete_op(self, key)
   local used, from = leaf.used, offs[i + 1]
   if from < used then W_write(w, offs[i], W_read(w, from, used - from)) end
   W_fill(w, 0, used - size, size)
-  remove(leaf.keys, i)
-  remove(leaf.vals, i)
-  remove(offs, i)
-  for j = i, n do offs[j] = offs[j] - size end
+  local lk, lv = leaf.keys, leaf.vals
+  for j = i, n - 1 do
+    lk[j], lv[j], offs[j] = lk[j + 1], lv[j + 1], offs[j + 1] - size
+  end
+  lk[n], lv[n] = nil, nil
+  offs[n], offs[n + 1] = offs[n + 1] - size, nil
   leaf.n, leaf.used = n - 1, used - size
   W_pack(w, N_INFO + 2, "<I2 I4", n - 1, used - size)
-  W_pack(aw, A_COUNT, "<i8 i8", count - 1, changes + 1)
-  W_pack(aw, A_BYTES, "<i8", V_unpack(self.anchor, A_BYTES, "<i8") + dbytes)
-  if freed > 0 then
-    W_pack(aw, A_OVF, "<I4", V_unpack(self.anchor, A_OVF, "<I4") - freed)
-  end
+  W_pack(aw, A_COUNT, COUNTS_FMT, count - 1, changes + 1, nodes, ovfp - freed, abytes + dbytes)
   return true
 end
 
 --- Delete key. @return true (it was there), false, or `nil, msg, code`
 function Tree:delete(key)
-  check_handle(self, "btree:delete", true)
+  if not (self.writable and V_alive(self.anchor)) then check_handle(self, "btree:delete", true) end
   check_key(self, "btree:delete", key)
+  if txn_seq(self.pager) then return delete_op(self, key) end
   return atomic(self.pager, delete_op, self, key)
 end
 

@@ -272,7 +272,8 @@ local function main()
   local lm, lmsg = lmdb()
   print(lm and lmsg or lmsg)
   print()
-  print("| figure | mappedpages ops/s | SQLite ops/s | ratio (median of rounds) | LMDB (C) ops/s | ours / LMDB | target |")
+  print("| figure | mappedpages ops/s | SQLite ops/s | ratio (median of rounds) "
+        .. "| LMDB (C) ops/s | ours / LMDB | target |")
   print("|---|---:|---:|---:|---:|---:|---|")
   local rows = {
     {"put", fmt("%d puts in one transaction", N), "put", ">= 1 (SQLite)"},

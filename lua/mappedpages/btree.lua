@@ -120,7 +120,7 @@ M.key, M.unkey = codec.key, codec.unkey
 
 -- Anchor.
 local ANCHOR_MAGIC = "mpbtree1"
-local A_ROOT, A_COUNT, A_CHANGES, A_NODES, A_OVF, A_BYTES = 16, 24, 32, 40, 44, 48
+local A_ROOT, A_COUNT, A_CHANGES, A_NODES, A_BYTES = 16, 24, 32, 40, 48
 local HOT_FMT = "<I4 I4 i8 i8"           -- root, height, count, changes (at 16)
 local ALL_FMT = "<I4 I4 i8 i8 I4 I4 i8"  -- the same, nodes, overflow pages, bytes
 local COUNTS_FMT = "<i8 i8 I4 I4 i8"     -- from count (at 24) to bytes
@@ -791,7 +791,8 @@ end
 --- Put value under key (replacing the value it had).
 -- @return true, or `nil, msg, code`
 function Tree:put(key, value)
-  if not (self.writable and V_alive(self.anchor)) then check_handle(self, "btree:put", true) end
+  local a = type(self) == "table" and self.writable and self.anchor
+  if not (a and V_alive(a)) then check_handle(self, "btree:put", true) end
   check_key(self, "btree:put", key)
   if type(value) ~= "string" then
     raise("btree:put", 1, "value must be a string (got %s)", type(value))
@@ -802,7 +803,8 @@ end
 
 --- The value under key, or nil.
 function Tree:get(key)
-  if not V_alive(self.anchor) then check_handle(self, "btree:get") end
+  local a = type(self) == "table" and self.anchor
+  if not (a and V_alive(a)) then check_handle(self, "btree:get") end
   check_key(self, "btree:get", key)
   local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
   if root == 0 then return nil end
@@ -879,7 +881,8 @@ end
 
 --- Delete key. @return true (it was there), false, or `nil, msg, code`
 function Tree:delete(key)
-  if not (self.writable and V_alive(self.anchor)) then check_handle(self, "btree:delete", true) end
+  local a = type(self) == "table" and self.writable and self.anchor
+  if not (a and V_alive(a)) then check_handle(self, "btree:delete", true) end
   check_key(self, "btree:delete", key)
   if txn_seq(self.pager) then return delete_op(self, key) end
   return atomic(self.pager, delete_op, self, key)

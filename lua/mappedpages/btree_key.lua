@@ -16,9 +16,11 @@
 --     0x1F  8 bytes        a float below math.mininteger (-inf included):
 --                          the bitwise complement of its IEEE 754 bits, big-endian
 --     0x20  8 + 8 bytes    a number from math.mininteger to below 2^63: its
---                          floor as a big-endian i64 with the sign bit flipped,
---                          then the IEEE 754 bits of its fractional part (0 for
---                          an integer: a fraction in (0, 1) has bits > 0)
+--                          integer part (toward zero) as a big-endian i64 with
+--                          the sign bit flipped, then the rest (in (-1, 1), of
+--                          the number's sign; 0 for an integer) as a double's
+--                          bits made to sort as bytes (the sign bit flipped
+--                          for a positive one, every bit for a negative one)
 --     0x21  8 bytes        a float >= 2^63 (+inf included): its IEEE 754 bits
 --     0x30  bytes 0x00     a string: each zero byte written 0x00 0xFF, ended by 0x00
 --
@@ -33,7 +35,7 @@
 -- @module mappedpages.btree_key
 
 local error, select, type = error, select, type
-local mtype, floor = math.type, math.floor
+local mtype, floor, ceil = math.type, math.floor, math.ceil
 local spack, sunpack, format, gsub, find, sub, byte =
       string.pack, string.unpack, string.format, string.gsub, string.find, string.sub, string.byte
 local concat = table.concat
@@ -46,21 +48,30 @@ local TWO63 = 2.0 ^ 63
 local T_FALSE, T_TRUE, T_LOW, T_NUM, T_HIGH, T_STR = 0x10, 0x11, 0x1F, 0x20, 0x21, 0x30
 local C_FALSE, C_TRUE, C_NUM, C_LOW, C_HIGH, C_STR =
       "\x10", "\x11", "\x20", "\x1F", "\x21", "\x30"
-local ZERO8 = "\0\0\0\0\0\0\0\0"
 
 local function bits(f) return (sunpack("<i8", spack("<d", f))) end
 
+-- A double's bits made to sort as unsigned bytes in the double's order.
+local function sortable(f)
+  local b = bits(f)
+  if b >= 0 then return b ~ SIGN end
+  return ~b
+end
+
+local ZERO_FRAC = spack(">i8", sortable(0.0))
+
 local function number(fname, i, v)
   if mtype(v) == "integer" then
-    return C_NUM .. spack(">i8", v ~ SIGN) .. ZERO8
+    return C_NUM .. spack(">i8", v ~ SIGN) .. ZERO_FRAC
   end
   if v ~= v then error(format("%s: argument #%d is NaN, which has no order", fname, i), 3) end
   if v >= TWO63 then return C_HIGH .. spack(">i8", bits(v)) end
   if v < -TWO63 then return C_LOW .. spack(">i8", ~bits(v)) end
-  local fl = floor(v)                  -- an integer (v is in range)
-  local frac = v - fl                  -- exact: a non-integer float is below 2^52
-  if frac == 0 then return C_NUM .. spack(">i8", fl ~ SIGN) .. ZERO8 end
-  return C_NUM .. spack(">i8 >i8", fl ~ SIGN, bits(frac))
+  -- the integer part toward zero, and the rest, of the same sign: exact
+  local int = v < 0 and ceil(v) or floor(v)
+  local frac = v - int
+  if frac == 0 then return C_NUM .. spack(">i8", int ~ SIGN) .. ZERO_FRAC end
+  return C_NUM .. spack(">i8 >i8", int ~ SIGN, sortable(frac))
 end
 
 --- Encode the tuple of the arguments (booleans, numbers and strings).
@@ -124,16 +135,18 @@ function M.unkey(s)
       v = concat(parts)
     elseif t == T_NUM then
       if pos + 16 > len then bad(s, pos, "a truncated number") end
-      local hi, fb = sunpack(">i8 >i8", s, pos + 1)
-      hi = hi ~ SIGN
-      if fb == 0 then
-        v = hi
+      local int, e = sunpack(">i8 >i8", s, pos + 1)
+      int = int ~ SIGN
+      local frac = sunpack("<d", spack("<i8", e < 0 and e ~ SIGN or ~e))
+      if frac == 0 then
+        if e ~= SIGN then bad(s, pos, "a malformed number") end
+        v = int
       else
-        local frac = sunpack("<d", spack("<i8", fb))
-        if not (frac > 0 and frac < 1) or hi >= (1 << 52) or hi < -(1 << 52) then
+        if not (frac > -1 and frac < 1) or int >= (1 << 52) or int <= -(1 << 52)
+           or (int > 0 and frac < 0) or (int < 0 and frac > 0) then
           bad(s, pos, "a malformed number")
         end
-        v = hi + frac
+        v = int + frac
       end
       pos = pos + 17
     elseif t == T_HIGH or t == T_LOW then

@@ -48,6 +48,7 @@ build = {
             -- the Lua binding
             "csrc/lua_pack.c",
             "csrc/lua_pager.c",
+            "csrc/lua_span.c",
             "csrc/lua_testhook.c",
             "csrc/lua_txn.c",
             "csrc/lua_view.c",
@@ -60,6 +61,7 @@ build = {
       ["mappedpages.btree"] = "lua/mappedpages/btree.lua",
       ["mappedpages.btree_key"] = "lua/mappedpages/btree_key.lua",
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
+      ["mappedpages.heap"] = "lua/mappedpages/heap.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
       ["mappedpages.records"] = "lua/mappedpages/records.lua",
       ["mappedpages.schema"] = "lua/mappedpages/schema.lua",

@@ -7,6 +7,7 @@
  *   lua_view.c   View and Writer objects (regular pages, protected pages)
  *                and the per-pager registry of viewed pages
  *   lua_txn.c    Transaction objects
+ *   lua_span.c   pager:gather and pager:scatter (byte spans over pages)
  *
  * Object lifetimes
  *  - A Pager userdata (mpl_pager) owns the mp_pager and the view registry.
@@ -296,6 +297,12 @@ void mpl_reg_bump(mpl_pager *pg, mp_pgno key);  /* page id or MPL_PKEY(pid)
                                                  * was freed */
 void mpl_reg_sweep(mpl_pager *pg);              /* after a rollback */
 void mpl_reg_free(mpl_pager *pg);               /* at close */
+
+/* ---- lua_span.c ---------------------------------------------------- */
+
+/* pager:gather(ids, off, len), pager:scatter(ids, off, s) */
+int mpl_pager_gather(lua_State *L);
+int mpl_pager_scatter(lua_State *L);
 
 /* ---- lua_txn.c ------------------------------------------------------ */
 

@@ -864,6 +864,8 @@ static const luaL_Reg pager_methods[] = {
     {"free_bulk", pager_free_bulk},
     {"pages", pager_pages},
     {"page", mpl_pager_page},
+    {"gather", mpl_pager_gather},                   /* lua_span.c */
+    {"scatter", mpl_pager_scatter},
     {"alloc_protected", pager_alloc_protected},
     {"free_protected", pager_free_protected},
     {"protected_pages", pager_protected_pages},

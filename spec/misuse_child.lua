@@ -744,6 +744,84 @@ function OP.free_bulk()
   after_mut()
 end
 
+-- A page list for gather and scatter: live pages (repeats allowed), now
+-- and then a bad element, a hole, or no list at all.
+local function span_list()
+  local live = sorted_keys(S.m.reg)
+  local r = rnd(12)
+  if r == 1 then return v(weird()) end
+  local list = {}
+  for i = 1, rnd(5) - 1 do list[i] = #live > 0 and pick(live) or pick_id() end
+  if r == 2 then list[#list + 1] = pick_id()
+  elseif r == 3 and #list > 1 then list[rnd(#list)] = weird()
+  elseif r == 4 and #list > 0 then list[rnd(#list)] = list[1] + 0.0
+  elseif r == 5 and #list > 0 then list[rnd(#list)] = tostring(list[1])
+  elseif r == 6 and #S.freed_r > 0 then list[#list + 1] = pick(S.freed_r) end
+  return list
+end
+
+-- What gather/scatter of [off, off + len) over list must do: nil (raise,
+-- with why) or the list positions first..last of the span's pages.
+local function span_expect(list, off, len)
+  if type(list) ~= "table" then return nil, "not a table" end
+  local n = rawlen(list)
+  local o, l = toint(off), toint(len)
+  if not l or l < 0 then return nil, "length " .. show(len) end
+  if not o or o < 0 or o > n * P then return nil, "offset " .. show(off) end
+  if l > n * P - o then return nil, "length " .. show(len) .. " at " .. o end
+  local first, last = o // P + 1, l == 0 and o // P or (o + l - 1) // P + 1
+  for i = first, last do
+    local x = rawget(list, i)
+    local id = math.type(x) and math.tointeger(x)
+    if not id or not S.m.reg[id] then return nil, ("element %d: %s"):format(i, show(x)) end
+  end
+  return first, last, o, l
+end
+
+function OP.gather()
+  local list = span_list()
+  local total = type(list) == "table" and rawlen(list) * P or P
+  local off, len = pick_off(total), pick_len(total)
+  local r = try(Pager.gather, S.p, list, v(off), v(len))
+  if S.closed then return raised("gather", r, "closed") end
+  local first, last, o, l = span_expect(list, off, len)
+  if not first then return raised("gather", r, last) end
+  returned("gather", r)
+  local parts = {}
+  for i = first, last do
+    local c = S.RC[math.tointeger(list[i])]
+    if c == nil then return end            -- content unspecified
+    parts[#parts + 1] = c
+  end
+  local base = (first - 1) * P
+  eq(r[2], table.concat(parts):sub(o - base + 1, o - base + l), "gather")
+end
+
+function OP.scatter()
+  local list = span_list()
+  local total = type(list) == "table" and rawlen(list) * P or P
+  local data = pick_data()
+  local s = (type(data) == "string" or type(data) == "number") and tostring(data) or nil
+  local off = pick_off(total)
+  if rnd(3) == 1 and s then off = math.max(0, total - #s) end
+  local r = try(Pager.scatter, S.p, list, v(off), v(data))
+  if S.closed then return raised("scatter", r, "closed") end
+  if S.ro then return raised("scatter", r, "read-only") end
+  if not s then return raised("scatter", r, "data " .. show(data)) end
+  local first, last, o = span_expect(list, off, #s)
+  if not first then return raised("scatter", r, last) end
+  returned("scatter", r)
+  eq(r[2], o + #s, "scatter result")
+  local at, pos = o - (first - 1) * P, 1
+  for i = first, last do
+    local id = math.tointeger(list[i])
+    local chunk = math.min(P - at, #s - pos + 1)
+    local c = S.RC[id] or ("\0"):rep(P)
+    S.RC[id] = splice(c, at, s:sub(pos, pos + chunk - 1))
+    pos, at = pos + chunk, 0
+  end
+end
+
 function OP.page()
   local x = pick_id()
   local r = try(Pager.page, S.p, v(x))
@@ -1370,7 +1448,8 @@ function OP.dead_objects()
     local old = pick(S.oldpagers)
     local name = pick({ "alloc", "free", "page", "protected", "write_protected", "alloc_protected",
                         "free_protected", "set_root", "root", "begin", "info", "pages",
-                        "protected_pages", "alloc_bulk", "free_bulk", "transaction", "in_transaction" })
+                        "protected_pages", "alloc_bulk", "free_bulk", "transaction", "in_transaction",
+                        "gather", "scatter" })
     local arg1 = name == "transaction" and function() end or 1
     local msg = raised({ name, "begin" }, try(Pager[name], old, arg1, 1), "closed pager")
     if not msg:find("closed", 1, true) then fail("closed pager: message does not say so: " .. msg) end
@@ -1674,7 +1753,7 @@ local function weights()
   local grow = nreg < CAP and 8 or 2
   return {
     { "alloc", grow }, { "free", 7 }, { "alloc_bulk", nreg < CAP and 3 or 1 }, { "free_bulk", 3 },
-    { "page", 6 }, { "alloc_protected", nprot < 16 and 5 or 1 }, { "free_protected", 4 },
+    { "page", 6 }, { "gather", 3 }, { "scatter", 3 }, { "alloc_protected", nprot < 16 and 5 or 1 }, { "free_protected", 4 },
     { "protected", 4 }, { "write_protected", 6 }, { "set_root", 4 }, { "iterate", 2 },
     { "misc", 2 }, { "begin", S.tx and 2 or 5 }, { "commit", S.tx and 5 or 1 },
     { "rollback", S.tx and 3 or 1 }, { "abandon_tx", S.tx and 1 or 0 },
@@ -1687,6 +1766,7 @@ end
 
 local INNER_OK = {
   alloc = true, free = true, alloc_bulk = true, free_bulk = true, page = true,
+  gather = true, scatter = true,
   alloc_protected = true, free_protected = true, protected = true, write_protected = true,
   set_root = true, iterate = true, misc = true, begin = true, commit = true, rollback = true,
   transaction = true, view = true, sub = true, share = true, writer = true, wrong_self = true,
@@ -1781,6 +1861,7 @@ local ACTIONS = {
   function() c_view():commit() end,
   function() c_view():discard() end,
   function() C.p:alloc_bulk(rnd(4)) end,
+  function() C.p:scatter(c_ids(), 0, "bomb") end,
   function() C.p:alloc_protected() end,
   function() C.p:set_root(rnd(100)) end,
   function() C.views = {} end,
@@ -1815,6 +1896,8 @@ local CHAOS = {
   function() return c_call(Pager.free, C.p, c_id()) end,
   function() return c_call(Pager.alloc_bulk, C.p, v(pick(COUNTS))) end,
   function() return c_call(Pager.free_bulk, C.p, bulk_list()) end,
+  function() return c_call(Pager.gather, C.p, c_ids(), rnd(3 * P) - 1, rnd(3 * P) - 1) end,
+  function() return c_call(Pager.scatter, C.p, c_ids(), rnd(2 * P) - 1, ("s"):rep(rnd(2 * P))) end,
   function()
     local r = c_call(Pager.page, C.p, c_id())
     if r[1] and r[2] then c_keep(r[2]) end

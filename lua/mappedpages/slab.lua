@@ -106,7 +106,7 @@ local error, ipairs, pairs, pcall, setmetatable, tostring, type =
 local mtype, tointeger = math.type, math.tointeger
 local format, sunpack, srep =
       string.format, string.unpack, string.rep
-local concat, sort = table.concat, table.sort
+local concat, sort, insert = table.concat, table.sort, table.insert
 local traceback = debug.traceback
 
 local raise, atomic, writer, view, txn_number, cache_of =
@@ -811,6 +811,30 @@ function Slab:writer(ref)
   return w:sub(cls.data[c] + slot * cls.slot[c], size)
 end
 
+--- Inside a transaction: take the writer of every page a free of ref
+-- would change (its page, the slab's anchor, the page's neighbours on its
+-- lists, the heads of its class's lists), so that a free of ref later in
+-- this transaction does not fail for want of room, even after other
+-- allocs and frees of this slab (they write every page they relink). For
+-- an operation that must allocate first and free last, all or nothing (a
+-- heap's replace).
+-- @return true, or nil, msg, code
+function Slab:prepare_free(ref)
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:prepare_free") end
+  check_writable(self, "slab:prepare_free")
+  local pager = self.pager
+  local seq = pager:in_transaction()
+  if not seq then raise("slab:prepare_free", 1, "call it inside a transaction") end
+  local pid, _, c = locate(self, ref, "slab:prepare_free")
+  local cache = cache_of(pager, seq)
+  local cprev, cnext, aprev, anext = view(pager, pid):unpack(P_LINKS, "<I4 I4 I4 I4")
+  local p0, d0, _, t0 = anchor:unpack(self.cls.rec[c] + R_HEADS, "<I4 I4 i8 I4")
+  local ok, msg, code = need(pager, seq, cache, pid + 1, self.pid + 1, cprev, cnext, aprev)
+  if ok then ok, msg, code = need(pager, seq, cache, anext, p0, d0, t0) end
+  return ok, msg, code
+end
+
 ---------------------------------------------------------------------------
 -- bulk operations
 
@@ -1306,6 +1330,17 @@ end
 ---------------------------------------------------------------------------
 -- open and drop
 
+local function make_handle(pager, name, pid)
+  local self = object.handle(Slab, pager, name, pid)
+  local cls, why = load_classes(self.anchor)
+  if not cls then return nil, format("slab %q: %s", name, why), "corrupt" end
+  self.cls = cls
+  self.tag = PAGE_MAGIC | (pid << 32)      -- magic and owner of its pages
+  self.mkey = mirror_key(pid)              -- its mirror's key in a writer cache
+  self.readonly = access.readonly(pager)
+  return self
+end
+
 --- Open the slab `name` of pager, creating it when the name is free (in
 -- the open transaction, or as a durable transaction of its own).
 -- @return a Slab, or nil, msg, code: "kind" (the name holds another kind),
@@ -1319,14 +1354,25 @@ function M.open(pager, name)
     return init_anchor(pager, apid)
   end)
   if not pid then return nil, msg, code end
-  local self = object.handle(Slab, pager, name, pid)
-  local cls, why = load_classes(self.anchor)
-  if not cls then return nil, format("slab.open: %q: %s", name, why), "corrupt" end
-  self.cls = cls
-  self.tag = PAGE_MAGIC | (pid << 32)      -- magic and owner of its pages
-  self.mkey = mirror_key(pid)              -- its mirror's key in a writer cache
-  self.readonly = access.readonly(pager)
+  local self
+  self, msg, code = make_handle(pager, name, pid)
+  if not self then return nil, "slab.open: " .. msg, code end
   return self
+end
+
+--- Free every page of the slab anchored at apid but the anchor (inside a
+-- transaction).
+local function free_pages(pager, name, apid, fname)
+  local h = object.handle(Slab, pager, name, apid)
+  h.tag = PAGE_MAGIC | (apid << 32)
+  cache_of(pager)[mirror_key(apid)] = nil   -- its pages leave the transaction's mirror
+  local ok, list = pcall(page_list, h, fname)
+  if not ok then return nil, list, "corrupt" end
+  for _, pid in ipairs(list) do
+    local done, msg, code = access.free_page(pager, pid)
+    if not done then return nil, msg, code end
+  end
+  return true
 end
 
 --- Drop the slab `name`: free every page it owns and its name, in one
@@ -1337,17 +1383,83 @@ function M.drop(pager, name)
     raise("slab.drop", 1, "pager expected (got %s)", type(pager))
   end
   return object.drop(pager, name, KIND, "slab.drop", function(apid)
-    local h = object.handle(Slab, pager, name, apid)
-    h.tag = PAGE_MAGIC | (apid << 32)
-    cache_of(pager)[mirror_key(apid)] = nil   -- its pages leave the transaction's mirror
-    local ok, list = pcall(page_list, h, "slab.drop")
-    if not ok then return nil, list, "corrupt" end
-    for _, pid in ipairs(list) do
-      local done, msg, code = access.free_page(pager, pid)
-      if not done then return nil, msg, code end
-    end
-    return true
+    return free_pages(pager, name, apid, "slab.drop")
   end)
+end
+
+---------------------------------------------------------------------------
+-- slabs inside other objects
+--
+-- An object of your own (a heap keeps one for its small values) can hold
+-- a slab that has no name in the catalog: its anchor is a protected page
+-- the object owns and names in its own pages.
+--
+--     local pid = slab.embed(pager)              -- a new slab's anchor
+--     local s = slab.attach(pager, pid, label)   -- a handle (label: for messages)
+--     slab.destroy(pager, pid)                   -- every page, the anchor too
+--     s:owned()                                  -- its pids, the anchor first
+--
+-- embed and destroy join the open transaction or are one of their own.
+-- Everything else is as for a named slab.
+
+--- A new empty slab anchored at a new protected page.
+-- @return its anchor's pid, or nil, msg, code
+function M.embed(pager)
+  object.check_pager("slab.embed", pager)
+  access.check_writable(pager, "slab.embed")
+  return atomic(pager, function()
+    local w, msg, code = access.new_page(pager)
+    if not w then return nil, msg, code end
+    local pid = w:id()
+    local ok
+    ok, msg, code = init_anchor(pager, pid)
+    if not ok then
+      access.free_page(pager, pid)
+      return nil, msg, code
+    end
+    return pid
+  end)
+end
+
+--- A handle of the slab anchored at pid (made by embed); `label` names it
+-- in messages (default "slab at <pid>").
+-- @return a Slab, or nil, msg, "corrupt" when pid is not a slab's anchor
+function M.attach(pager, pid, label)
+  object.check_pager("slab.attach", pager)
+  object.check_integer("slab.attach", "pid", pid, 0)
+  label = label or format("slab at %d", pid)
+  local ok, v = pcall(view, pager, pid)
+  if not ok then
+    return nil, format("slab.attach: %s: page %d is not an allocated protected page", label, pid),
+           "corrupt"
+  end
+  local self, msg, code = make_handle(pager, label, v:id())
+  if not self then return nil, "slab.attach: " .. msg, code end
+  return self
+end
+
+--- Free every page of the slab anchored at pid, the anchor too. Handles of
+-- it raise afterwards.
+-- @return true, or nil, msg, code
+function M.destroy(pager, pid)
+  object.check_pager("slab.destroy", pager)
+  access.check_writable(pager, "slab.destroy")
+  object.check_integer("slab.destroy", "pid", pid, 0)
+  return atomic(pager, function()
+    local ok, msg, code = free_pages(pager, format("slab at %d", pid), pid, "slab.destroy")
+    if not ok then return nil, msg, code end
+    return access.free_page(pager, pid)
+  end)
+end
+
+--- The protected pages the slab owns, its anchor first (for an owner's
+-- check: every page owned once). Raises when its page list is damaged.
+function Slab:owned()
+  local anchor = type(self) == "table" and self.anchor
+  if not (anchor and anchor:alive()) then check_handle(self, "slab:owned") end
+  local list = page_list(self, "slab:owned")
+  insert(list, 1, self.pid)
+  return list
 end
 
 return M

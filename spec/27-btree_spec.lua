@@ -160,13 +160,16 @@ describe("btree values", function()
       t = assert(btree.open(p, "t"))
       for i in ipairs(lens) do assert.equal(vals[i], t:get(k .. i), "length " .. lens[i]) end
       -- replace large by small and back, and delete: the overflow pages go
-      local pages = p:info().protected_count
+      local pages = p:info().protected_count + p:page_count() - p:free_count()
+      assert.is_true(t:stats().large_values >= 8)
       for i in ipairs(lens) do assert(t:put(k .. i, "s")) end
-      assert.equal(0, t:stats().overflow_pages)
-      assert.is_true(p:info().protected_count < pages)
+      assert.equal(0, t:stats().large_values)
+      assert.is_true(p:info().protected_count + p:page_count() - p:free_count() < pages)
+      assert_check(t)
       for i in ipairs(lens) do assert(t:put(k .. i, vals[i])) end
+      for i in ipairs(lens) do assert.equal(vals[i], t:get(k .. i), "length " .. lens[i]) end
       for i in ipairs(lens) do assert.is_true(t:delete(k .. i)) end
-      assert.equal(0, t:stats().overflow_pages)
+      assert.equal(0, t:stats().large_values)
       assert_check(t)
       H.cleanup()
     end
@@ -494,14 +497,16 @@ describe("btree trees owned by another object", function()
     p:transaction(function()
       for i = 1, 500 do t:put(k4(i), ("v"):rep(i % 7 == 0 and 1500 or 5)) end
     end)
-    local ids = t:page_ids()
-    assert.equal(t:stats().pages, #ids)
+    local ids, regular = t:page_ids()
+    assert.equal(t:stats().pages, #ids + #regular)
     assert.equal(before + #ids, p:info().protected_count)
+    local used = p:page_count() - p:free_count()
     assert_check(t)
     local again = btree.at(p, pid)
     assert.equal(500, again:count())
     assert(t:destroy())
     assert.equal(before, p:info().protected_count)
+    assert.is_true(p:page_count() - p:free_count() <= used - #regular)
     H.raises_with({"btree:get", "no longer exists"}, again.get, again, "a")
     H.raises_with({"btree.at", "not an allocated"}, btree.at, p, pid)
     local other = p:alloc_protected()

@@ -18,8 +18,8 @@
 -- with a neighbour, or shares the neighbour's entries when both do not fit
 -- one page; a root with one child gives way to it. Values up to a bound
 -- (a leaf cell holds at most a third of a page, so a leaf holds at least
--- three) live in the leaf; larger ones in a chain of the tree's own pages
--- (the "overflow values" section: one small interface, for a heap later).
+-- three) live in the leaf; larger ones in the tree's own heap (an
+-- embedded mappedpages.heap, made with the first large value).
 --
 -- Trees owned by another object (a record table's indexes): `btree.create
 -- (pager)` makes a tree with no name, anchored at a new protected page
@@ -38,8 +38,9 @@
 --     24  i8       count: keys
 --     32  i8       changes: + 1 at every put and delete (for iterators)
 --     40  u32      node pages
---     44  u32      overflow pages
+--     44  u32      zero
 --     48  i8       bytes: the sum of the keys' and values' sizes
+--     56  u32      pid + 1 of the heap's anchor (0: no large value yet)
 --
 -- A node (a protected page), 32 bytes of header, then its cells packed in
 -- key order from offset 32 to `used` (zeros after):
@@ -52,14 +53,12 @@
 --     28  u32      zero
 --
 -- A leaf cell is `string.pack("<B s2 s2", flag, key, value)`: flag 0 and
--- the value itself, or flag 1 and `<I4 i8` (first page, size) of an
--- overflow value. An internal cell is `<I4 s2`: the pid of the child that
+-- the value itself, or flag 1 and `<i8 I4` (heap ref, size) of a large
+-- value. An internal cell is `<I4 s2`: the pid of the child that
 -- holds the keys >= the cell's separator (and below the next one's); the
 -- leftmost child, for keys below the first separator, is in the header.
 -- Separators are the shortest prefix of a right node's first key that is
--- above the left node's last key. An overflow page: "mpbo", u32 owner,
--- u32 pid + 1 of the next page (0: the last), u32 bytes in this page, the
--- bytes from offset 16.
+-- above the left node's last key.
 --
 -- Caches, and why a rollback needs no hook (see mappedpages.access). A
 -- handle decodes the nodes it reads into Lua tables (keys, values,
@@ -96,6 +95,7 @@ local access = require "mappedpages.access"
 local object = require "mappedpages.object"
 local core = require "mappedpages.core"
 local codec = require "mappedpages.btree_key"
+local heaps = require "mappedpages.heap"
 
 local ipairs, pairs, pcall, select, setmetatable, tostring, type =
       ipairs, pairs, pcall, select, setmetatable, tostring, type
@@ -126,14 +126,13 @@ local ALL_FMT = "<I4 I4 i8 i8 I4 I4 i8"  -- the same, nodes, overflow pages, byt
 local COUNTS_FMT = "<i8 i8 I4 I4 i8"     -- from count (at 24) to bytes
 
 -- Nodes.
-local NODE_MAGIC, OVF_MAGIC = "mpbn", "mpbo"
+local NODE_MAGIC = "mpbn"
 local HDR = 32
 local NODE_HDR_FMT = "<c4 I4 i8 B x I2 I4 I4 I4"
 local N_STAMP, N_INFO = 8, 16
 local INFO_FMT = "<B x I2 I4 I4"         -- level, n, used, leftmost + 1
-local LEAF_CELL, INNER_CELL, OVF_REF = "<B s2 s2", "<I4 s2", "<I4 i8"
+local LEAF_CELL, INNER_CELL, LARGE_REF = "<B s2 s2", "<I4 s2", "<i8 I4"
 local LEAF_FIXED, INNER_FIXED, REF_SIZE = 5, 6, 12
-local OVF_HDR = 16
 
 local CACHE_LIMIT = 16384                -- decoded nodes kept per tree
 
@@ -264,8 +263,8 @@ local function decode(self, v, pid, stamp)
       if flag == 0 then
         vals[i] = vb
       else
-        local first, size = sunpack(OVF_REF, vb)
-        vals[i] = {pid = first, size = size}
+        local ref, size = sunpack(LARGE_REF, vb)
+        vals[i] = {ref = ref, size = size}
       end
     end
     offs[n + 1] = pos + HDR - 1
@@ -350,80 +349,60 @@ local function descend(self, m, root, height, key, path, idx)
 end
 
 ---------------------------------------------------------------------------
--- overflow values: the one interface the tree uses for values that do not
--- fit a leaf cell. Today a chain of the tree's own pages; a heap later.
---   ovf_put(self, s) -> ref | nil, msg, code   (new pages only: nothing
---                       reachable changes; ovf_free undoes it)
---   ovf_get(self, ref) -> s
---   ovf_free(self, ref)                        (after every writer is taken)
---   ovf_pages(self, ref) -> {pids}, problem    (drop, check, page_ids)
+-- large values: a leaf cell holds at most C bytes; a value that would make
+-- it larger lives in the tree's heap (mappedpages.heap, embedded: its
+-- anchor's pid + 1 at anchor offset 56, 0 until the first large value),
+-- and the cell holds its ref and size. The tree reaches the heap through
+-- these functions only:
+--   heap_of(self) -> the heap's handle, or nil (none yet)
+--   store(self, aw, old, value, large) -> the cell's value (the string, or
+--       {ref =, size =}) after the one heap call it needs (put, replace or
+--       free), or nil, msg, code having changed nothing: called once the
+--       operation holds every other page and writer, so that it is the
+--       last step that can fail
+--   large_get(self, v) -> the bytes
 
-local function ovf_put(self, s)
-  local pager = self.pager
-  local per = self.psize - OVF_HDR
-  local npages = (#s + per - 1) // per
-  local ws = {}
-  for i = 1, npages do
-    local w, msg, code = access.new_page(pager)
-    if not w then
-      for j = 1, #ws do access.free_page(pager, ws[j]:id()) end
-      return nil, msg, code
+local A_HEAP = 56
+
+local function heap_of(self)
+  local hp = V_unpack(self.anchor, A_HEAP, "<I4") - 1
+  if hp < 0 then return nil end
+  local h = self.heap
+  if h and h.pid == hp and h.anchor:alive() then return h end
+  h = assert(heaps.attach(self.pager, hp, self.object_name .. " (heap)"))
+  self.heap = h
+  return h
+end
+
+local function store(self, aw, old, value, large)
+  local oldref = type(old) == "table" and old.ref or nil
+  if not large then
+    if oldref then
+      local ok, msg, code = heap_of(self):free(oldref)
+      if not ok then return nil, msg, code end
     end
-    ws[i] = w
+    return value
   end
-  for i, w in ipairs(ws) do
-    local chunk = sub(s, (i - 1) * per + 1, i * per)
-    local nxt = ws[i + 1] and ws[i + 1]:id() + 1 or 0
-    W_write(w, 0, spack("<c4 I4 I4 I4", OVF_MAGIC, self.pid, nxt, #chunk) .. chunk)
+  local h, made = heap_of(self), nil
+  if not h then
+    local hp, msg, code = heaps.embed(self.pager)
+    if not hp then return nil, msg, code end
+    W_pack(aw, A_HEAP, "<I4", hp + 1)
+    h, made = heap_of(self), hp
   end
-  return {pid = ws[1]:id(), size = #s, pages = npages}
-end
-
-local function ovf_pages(self, ref)
-  local pids, seen = {}, {}
-  local pid, left = ref.pid, ref.size
-  while true do
-    local ok, v = pcall(view, self.pager, pid)
-    if not ok or seen[pid] then
-      return pids, format("overflow page %d is not an allocated page of the value", pid)
+  local ref, msg, code
+  if oldref then ref, msg, code = h:replace(oldref, value) else ref, msg, code = h:put(value) end
+  if not ref then
+    if made then
+      heaps.destroy(self.pager, made)
+      W_pack(aw, A_HEAP, "<I4", 0)
     end
-    local magic, owner, nxt, len = V_unpack(v, 0, "<c4 I4 I4 I4")
-    if magic ~= OVF_MAGIC or owner ~= self.pid or len > self.psize - OVF_HDR then
-      return pids, format("overflow page %d has a bad magic, owner or length", pid)
-    end
-    seen[pid] = true
-    pids[#pids + 1] = pid
-    left = left - len
-    if nxt == 0 then break end
-    pid = nxt - 1
+    return nil, msg, code
   end
-  if left ~= 0 then
-    return pids, format("the overflow value at %d holds %d bytes, not %d", ref.pid,
-                        ref.size - left, ref.size)
-  end
-  return pids
+  return {ref = ref, size = #value}
 end
 
-local function ovf_get(self, ref)
-  local parts, pid = {}, ref.pid
-  while true do
-    local v = view(self.pager, pid)
-    local nxt, len = V_unpack(v, 8, "<I4 I4")
-    parts[#parts + 1] = V_read(v, OVF_HDR, len)
-    if nxt == 0 then break end
-    pid = nxt - 1
-  end
-  return concat(parts)
-end
-
-local function ovf_free(self, ref)
-  local pids = ovf_pages(self, ref)
-  for _, pid in ipairs(pids) do
-    local ok, msg, code = access.free_page(self.pager, pid)
-    if not ok then return nil, msg, code end
-  end
-  return #pids
-end
+local function large_get(self, v) return heap_of(self):get(v.ref) end
 
 ---------------------------------------------------------------------------
 -- planning structural changes on copies of nodes
@@ -588,7 +567,7 @@ local function serialize(self, w, t, T)
       offs[i] = pos
       local v, c = vals[i]
       if type(v) == "table" then
-        c = spack(LEAF_CELL, 1, keys[i], spack(OVF_REF, v.pid, v.size))
+        c = spack(LEAF_CELL, 1, keys[i], spack(LARGE_REF, v.ref, v.size))
       else
         c = spack(LEAF_CELL, 0, keys[i], v)
       end
@@ -624,19 +603,21 @@ local function writer_of(pager, cache, pid, seq)
   return writer(pager, pid, seq)
 end
 
---- Carry out a plan: writers of every draft (new pages too), then the
--- writes, the frees and the anchor's fields. `ref`: a new overflow value
--- to give back on failure; `old`: one to free after.
-local function apply(self, seq, m, cache, aw, drafts, frees, made, root, height, ref, old, dcount, dbytes)
+--- Carry out a plan: the writers of every draft (new pages too); then
+-- `last(...)` (the heap call, the last step that can fail: on failure the
+-- new pages are given back); then the writes, the frees and the anchor.
+local function apply(self, seq, m, cache, aw, drafts, frees, made, root, height, dcount, dbytes,
+                     last, ...)
   local pager = self.pager
   local ws = {}
   for i, t in ipairs(drafts) do
     local w, msg, code = writer_of(pager, cache, t.pid, seq)
-    if not w then
-      if ref then ovf_free(self, ref) end
-      return give_back(pager, made, msg, code)
-    end
+    if not w then return give_back(pager, made, msg, code) end
     ws[i] = w
+  end
+  if last then
+    local ok, msg, code = last(...)
+    if ok == nil then return give_back(pager, made, msg, code) end
   end
   local T = txn_number(pager, seq)
   for i, t in ipairs(drafts) do
@@ -648,17 +629,9 @@ local function apply(self, seq, m, cache, aw, drafts, frees, made, root, height,
     local ok, msg, code = access.free_page(pager, pid)
     if not ok then return nil, msg, code end
   end
-  local freed = 0
-  if old then
-    local k, msg, code = ovf_free(self, old)
-    if not k then return nil, msg, code end
-    freed = k
-  end
-  local nodes, ovfp = V_unpack(self.anchor, A_NODES, "<I4 I4")
-  local _, _, count, changes = V_unpack(self.anchor, A_ROOT, HOT_FMT)
-  W_pack(aw, A_ROOT, HOT_FMT, root and root + 1 or 0, height, count + dcount, changes + 1)
-  W_pack(aw, A_NODES, "<I4 I4", nodes + #made - #frees, ovfp + (ref and ref.pages or 0) - freed)
-  W_pack(aw, A_BYTES, "<i8", V_unpack(self.anchor, A_BYTES, "<i8") + dbytes)
+  local _, _, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
+  W_pack(aw, A_ROOT, ALL_FMT, root and root + 1 or 0, height, count + dcount, changes + 1,
+         nodes + #made - #frees, 0, abytes + dbytes)
   return true
 end
 
@@ -691,31 +664,33 @@ local function check_key(self, fname, key)
   end
 end
 
+-- The heap call of a put whose leaf cell gets `slot` (a table for a large
+-- value, filled in here), as apply's `last`.
+local function put_value(self, aw, old, value, slot)
+  local v, msg, code = store(self, aw, old, value, slot ~= nil)
+  if v == nil then return nil, msg, code end
+  if slot then slot.ref = v.ref end
+  return true
+end
+
 local function put_op(self, key, value)
   local pager = self.pager
   local seq = txn_seq(pager)
   local m, cache = mirror(self, seq)
   local aw, msg, code = writer_of(pager, cache, self.pid, seq)
   if not aw then return nil, msg, code end
-  local root, height, count, changes, nodes, ovfp, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
-  local ref
-  local stored = value
-  if LEAF_FIXED + #key + #value > self.cmax then
-    ref, msg, code = ovf_put(self, value)
-    if not ref then return nil, msg, code end
-    stored = ref
-  end
+  local root, height, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
+  local slot = LEAF_FIXED + #key + #value > self.cmax and {size = #value} or nil
+  local stored = slot or value
   local made = {}
   if root == 0 then
     local pid
     pid, msg, code = pager:alloc_protected()
-    if not pid then
-      if ref then ovf_free(self, ref) end
-      return nil, msg, code
-    end
+    if not pid then return nil, msg, code end
     made[1] = pid
     local t = {pid = pid, level = 0, keys = {key}, vals = {stored}}
-    return apply(self, seq, m, cache, aw, {t}, {}, made, pid, 1, ref, nil, 1, #key + #value)
+    return apply(self, seq, m, cache, aw, {t}, {}, made, pid, 1, 1, #key + #value,
+                 put_value, self, aw, nil, value, slot)
   end
   local path, idx = {}, {}
   local leaf = descend(self, m, root, height, key, path, idx)
@@ -733,32 +708,24 @@ local function put_op(self, key, value)
     local t = draft(leaf)
     if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end
     local drafts, frees, r, h = plan(self, m, path, idx, t, made)
-    if not drafts then
-      if ref then ovf_free(self, ref) end
-      return give_back(pager, made, frees, r)
-    end
-    return apply(self, seq, m, cache, aw, drafts, frees, made, r, h, ref,
-                 type(old) == "table" and old or nil, dcount, dbytes)
+    if not drafts then return give_back(pager, made, frees, r) end
+    return apply(self, seq, m, cache, aw, drafts, frees, made, r, h, dcount, dbytes,
+                 put_value, self, aw, old, value, slot)
   end
-  -- in place: the leaf's writer, then the writes
+  -- in place: the leaf's writer, the heap call, then the writes
   local pid = leaf.pid
   local w
   w, msg, code = writer_of(pager, cache, pid, seq)
-  if not w then
-    if ref then ovf_free(self, ref) end
-    return nil, msg, code
-  end
-  local freed = 0
-  if type(old) == "table" then
-    local k
-    k, msg, code = ovf_free(self, old)
-    if not k then return nil, msg, code end
-    freed = k
+  if not w then return nil, msg, code end
+  if slot or type(old) == "table" then
+    local ok
+    ok, msg, code = put_value(self, aw, old, value, slot)
+    if not ok then return nil, msg, code end
   end
   leaf = own(m, leaf, w, txn_number(pager, seq))
   keys, offs = leaf.keys, leaf.offs
-  local cell = type(stored) == "table" and spack(LEAF_CELL, 1, key, spack(OVF_REF, stored.pid, stored.size))
-               or spack(LEAF_CELL, 0, key, stored)
+  local cell = slot and spack(LEAF_CELL, 1, key, spack(LARGE_REF, slot.ref, slot.size))
+               or spack(LEAF_CELL, 0, key, value)
   local used, off = leaf.used, offs[i]
   local from = found and offs[i + 1] or off
   local delta = newsize - oldsize
@@ -783,8 +750,7 @@ local function put_op(self, key, value)
   end
   leaf.used = used + delta
   W_pack(w, N_INFO + 2, "<I2 I4", n, used + delta)
-  W_pack(aw, A_COUNT, COUNTS_FMT, count + dcount, changes + 1, nodes,
-         ovfp + (ref and ref.pages or 0) - freed, abytes + dbytes)
+  W_pack(aw, A_COUNT, COUNTS_FMT, count + dcount, changes + 1, nodes, 0, abytes + dbytes)
   return true
 end
 
@@ -815,7 +781,7 @@ function Tree:get(key)
   local i = lower_bound(keys, n, key)
   if i <= n and keys[i] == key then
     local v = leaf.vals[i]
-    if type(v) == "table" then return ovf_get(self, v) end
+    if type(v) == "table" then return large_get(self, v) end
     return v
   end
   return nil
@@ -823,7 +789,7 @@ end
 
 local function delete_op(self, key)
   local pager = self.pager
-  local root, height, count, changes, nodes, ovfp, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
+  local root, height, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
   if root == 0 then return false end
   local seq = txn_seq(pager)
   local m, cache = mirror(self, seq)
@@ -838,7 +804,7 @@ local function delete_op(self, key)
   local offs = leaf.offs
   local size = offs[i + 1] - offs[i]
   local dbytes = -(#key + value_size(old))
-  local oldref = type(old) == "table" and old or nil
+  local large = type(old) == "table"
   local bytes = leaf.used - HDR - size
   if (bytes < self.low and height > 1) or n == 1 then
     local t = draft(leaf)
@@ -848,19 +814,18 @@ local function delete_op(self, key)
     local drafts, frees, r, h = plan(self, m, path, idx, t, made)
     if not drafts then return give_back(pager, made, frees, r) end
     local ok
-    ok, msg, code = apply(self, seq, m, cache, aw, drafts, frees, made, r, h, nil, oldref, -1, dbytes)
+    ok, msg, code = apply(self, seq, m, cache, aw, drafts, frees, made, r, h, -1, dbytes,
+                          large and store, self, aw, old, "", false)
     if not ok then return nil, msg, code end
     return true
   end
   local w
   w, msg, code = writer_of(pager, cache, leaf.pid, seq)
   if not w then return nil, msg, code end
-  local freed = 0
-  if oldref then
-    local k
-    k, msg, code = ovf_free(self, oldref)
-    if not k then return nil, msg, code end
-    freed = k
+  if large then
+    local ok
+    ok, msg, code = store(self, aw, old, "", false)
+    if ok == nil then return nil, msg, code end
   end
   leaf = own(m, leaf, w, txn_number(pager, seq))
   offs = leaf.offs
@@ -875,7 +840,7 @@ local function delete_op(self, key)
   offs[n], offs[n + 1] = offs[n + 1] - size, nil
   leaf.n, leaf.used = n - 1, used - size
   W_pack(w, N_INFO + 2, "<I2 I4", n - 1, used - size)
-  W_pack(aw, A_COUNT, COUNTS_FMT, count - 1, changes + 1, nodes, ovfp - freed, abytes + dbytes)
+  W_pack(aw, A_COUNT, COUNTS_FMT, count - 1, changes + 1, nodes, 0, abytes + dbytes)
   return true
 end
 
@@ -905,7 +870,7 @@ local function edge(self, fname, last)
   local leaf = node(self, pid, m)
   local i = last and leaf.n or 1
   local v = leaf.vals[i]
-  if type(v) == "table" then v = ovf_get(self, v) end
+  if type(v) == "table" then v = large_get(self, v) end
   return leaf.keys[i], v
 end
 
@@ -1011,7 +976,7 @@ local function range_next(it)
     if ok then
       it.last = k
       local v = leaf.vals[i]
-      if type(v) == "table" then v = ovf_get(self, v) end
+      if type(v) == "table" then v = large_get(self, v) end
       return k, v
     end
   end
@@ -1040,12 +1005,13 @@ end
 -- the tree's pages: drop, destroy, check, stats
 
 --- Walk the tree: calls visit(d, lvl, lo, hi) for every node (lo, hi: the
--- bounds its keys must keep), and returns the pids of the nodes and of
--- the overflow values, and the problems met (damage ends a branch).
+-- bounds its keys must keep), and returns the pids of the nodes, the large
+-- values' cells ({ref =, size =}), and the problems met (damage ends a
+-- branch).
 local function walk(self, visit)
-  local problems, nodes, ovf = {}, {}, {}
+  local problems, nodes, larges = {}, {}, {}
   local root = V_unpack(self.anchor, A_ROOT, "<I4")
-  if root == 0 then return nodes, ovf, problems end
+  if root == 0 then return nodes, larges, problems end
   local seen = {}
   local function go(pid, lvl, lo, hi)
     if seen[pid] then
@@ -1073,11 +1039,7 @@ local function walk(self, visit)
     if d.level == 0 then
       for i = 1, d.n do
         local val = d.vals[i]
-        if type(val) == "table" then
-          local pids, problem = ovf_pages(self, val)
-          for _, p in ipairs(pids) do ovf[#ovf + 1] = p end
-          if problem then problems[#problems + 1] = problem end
-        end
+        if type(val) == "table" then larges[#larges + 1] = val end
       end
     else
       for c = 1, d.n + 1 do
@@ -1086,22 +1048,35 @@ local function walk(self, visit)
     end
   end
   go(root - 1, 1, nil, nil)
-  return nodes, ovf, problems
+  return nodes, larges, problems
 end
 
---- Every page the tree owns: its anchor, nodes and overflow pages.
+--- Every page the tree owns: its anchor, its nodes and its heap's
+-- protected pages; and, second, its heap's regular pages (large values'
+-- bytes).
 function Tree:page_ids()
   check_handle(self, "btree:page_ids")
-  local nodes, ovf = walk(self)
-  local ids = {self.pid}
+  local nodes = walk(self)
+  local ids, regular = {self.pid}, {}
   for _, p in ipairs(nodes) do ids[#ids + 1] = p end
-  for _, p in ipairs(ovf) do ids[#ids + 1] = p end
-  return ids
+  local h = heap_of(self)
+  if h then
+    local owned = h:owned()
+    for _, p in ipairs(owned.protected) do ids[#ids + 1] = p end
+    for _, p in ipairs(owned.regular) do regular[#regular + 1] = p end
+  end
+  return ids, regular
 end
 
-local function owned_pages(self)
-  local nodes, ovf = walk(self)
-  for _, p in ipairs(ovf) do nodes[#nodes + 1] = p end
+-- Free the heap (if any) and return the nodes' pids (for drop, destroy).
+local function free_contents(self)
+  local nodes = walk(self)
+  local hp = V_unpack(self.anchor, A_HEAP, "<I4") - 1
+  if hp >= 0 then
+    local ok, msg, code = heaps.destroy(self.pager, hp)
+    if not ok then return nil, msg, code end
+  end
+  for _, pid in ipairs(nodes) do self.cc[pid] = nil end
   return nodes
 end
 
@@ -1110,7 +1085,7 @@ function M.drop(pager, name)
   return object.drop(pager, name, KIND, "btree.drop", function(pid)
     local self = make_handle(pager, name, pid, "btree.drop")
     cache_of(pager, txn_seq(pager))[self.mkey] = nil
-    return owned_pages(self)
+    return free_contents(self)
   end)
 end
 
@@ -1118,11 +1093,10 @@ end
 function Tree:destroy()
   check_handle(self, "btree:destroy", true)
   return atomic(self.pager, function()
-    local pids = owned_pages(self)
+    local pids, msg, code = free_contents(self)
+    if not pids then return nil, msg, code end
     pids[#pids + 1] = self.pid
-    for _, pid in ipairs(pids) do self.cc[pid] = nil end
-    local seq = txn_seq(self.pager)
-    cache_of(self.pager, seq)[self.mkey] = nil
+    cache_of(self.pager, txn_seq(self.pager))[self.mkey] = nil
     return access.free_pages(self.pager, pids)
   end)
 end
@@ -1138,10 +1112,10 @@ function Tree:check()
   local bad, verdict = object.problems()
   local a = self.anchor
   local root, height, count = V_unpack(a, A_ROOT, HOT_FMT)
-  local nodes_n, ovf_n = V_unpack(a, A_NODES, "<I4 I4")
+  local nodes_n = V_unpack(a, A_NODES, "<I4")
   local bytes_a = V_unpack(a, A_BYTES, "<i8")
   local keys_n, bytes = 0, 0
-  local nodes, ovf, problems = walk(self, function(d, lvl, lo, hi, v)
+  local nodes, larges, problems = walk(self, function(d, lvl, lo, hi, v)
     if d.level ~= height - lvl then
       bad("node %d: level %d at depth %d of %d", d.pid, d.level, lvl, height)
     end
@@ -1183,18 +1157,42 @@ function Tree:check()
   if keys_n ~= count then bad("the anchor counts %d keys, the leaves hold %d", count, keys_n) end
   if bytes ~= bytes_a then bad("the anchor counts %d bytes, the tree holds %d", bytes_a, bytes) end
   if #nodes ~= nodes_n then bad("the anchor counts %d nodes, the tree has %d", nodes_n, #nodes) end
-  if #ovf ~= ovf_n then bad("the anchor counts %d overflow pages, the tree has %d", ovf_n, #ovf) end
   local reached = {[self.pid] = true}
   for _, p in ipairs(nodes) do reached[p] = true end
-  for _, p in ipairs(ovf) do
-    if reached[p] then bad("page %d is owned twice", p) end
-    reached[p] = true
+  local hp = V_unpack(a, A_HEAP, "<I4") - 1
+  if hp >= 0 then
+    local okh, h = pcall(heap_of, self)
+    if not okh then
+      bad("the heap at %d cannot be opened: %s", hp, tostring(h))
+    else
+      local good, why = h:check()
+      if not good then bad("the heap: %s", concat(why or {}, "; ")) end
+      for _, val in ipairs(larges) do
+        local oks, size = pcall(h.size, h, val.ref)
+        if not oks or size ~= val.size then
+          bad("a large value's ref %d is not a value of %d bytes in the heap", val.ref, val.size)
+        end
+      end
+      local st = h:stats()
+      if st.values ~= #larges then
+        bad("the heap holds %d values, the leaves name %d", st.values, #larges)
+      end
+      local okp, owned = pcall(h.owned, h)
+      if okp then
+        for _, p in ipairs(owned.protected) do
+          if reached[p] then bad("page %d is owned twice", p) end
+          reached[p] = true
+        end
+      end
+    end
+  elseif #larges > 0 then
+    bad("%d large values and no heap", #larges)
   end
   for pid in self.pager:protected_pages() do
     if not reached[pid] then
       local v = view(self.pager, pid)
       local magic, owner = V_unpack(v, 0, "<c4 I4")
-      if (magic == NODE_MAGIC or magic == OVF_MAGIC) and owner == self.pid then
+      if magic == NODE_MAGIC and owner == self.pid then
         bad("page %d is the tree's (magic %q) but the tree does not reach it", pid, magic)
       end
     end
@@ -1209,9 +1207,13 @@ function Tree:stats()
   check_handle(self, "btree:stats")
   local a = self.anchor
   local _, height, count = V_unpack(a, A_ROOT, HOT_FMT)
-  local nodes, ovf = V_unpack(a, A_NODES, "<I4 I4")
-  return object.stats(count, V_unpack(a, A_BYTES, "<i8"), 1 + nodes + ovf, self.psize,
-                      {height = height, nodes = nodes, overflow_pages = ovf, max_key = self.maxkey})
+  local nodes = V_unpack(a, A_NODES, "<I4")
+  local h = heap_of(self)
+  local hs = h and h:stats()
+  local hpages, large = hs and hs.pages or 0, hs and hs.values or 0
+  return object.stats(count, V_unpack(a, A_BYTES, "<i8"), 1 + nodes + hpages, self.psize,
+                      {height = height, nodes = nodes, heap_pages = hpages, large_values = large,
+                       max_key = self.maxkey})
 end
 
 Tree.__tostring = object.describe("mappedpages.btree", "keys")

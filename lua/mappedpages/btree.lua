@@ -122,7 +122,7 @@ M.key, M.unkey = codec.key, codec.unkey
 local ANCHOR_MAGIC = "mpbtree1"
 local A_ROOT, A_COUNT, A_CHANGES, A_NODES, A_BYTES = 16, 24, 32, 40, 48
 local HOT_FMT = "<I4 I4 i8 i8"           -- root, height, count, changes (at 16)
-local ALL_FMT = "<I4 I4 i8 i8 I4 I4 i8"  -- the same, nodes, overflow pages, bytes
+local ALL_FMT = "<I4 I4 i8 i8 I4 I4 i8"  -- the same, nodes, zero, bytes
 local COUNTS_FMT = "<i8 i8 I4 I4 i8"     -- from count (at 24) to bytes
 
 -- Nodes.
@@ -138,7 +138,7 @@ local CACHE_LIMIT = 16384                -- decoded nodes kept per tree
 
 --- The geometry of a page size: usable bytes U, the largest cell C (a
 -- third of U: a node always holds three), the underflow bound (U / 4) and
--- the largest key (an overflow cell of it is C).
+-- the largest key (a large-value cell of it is C).
 local function geometry(page_size)
   local U = page_size - HDR
   local C = U // 3
@@ -243,7 +243,7 @@ end
 -- nodes: decoding, the caches, searching
 
 -- A decoded node: {pid =, stamp =, level =, n =, used =, keys = {},
--- vals = {} (leaf: a string, or {pid =, size =} for an overflow value),
+-- vals = {} (leaf: a string, or {ref =, size =} for a large value),
 -- kids = {} (internal: n + 1 pids), offs = {} (leaf: n + 1 cell offsets)}.
 local function decode(self, v, pid, stamp)
   local level, n, used, left = V_unpack(v, N_INFO, INFO_FMT)
@@ -1103,9 +1103,10 @@ end
 
 --- Check the tree: every node's header and cells, keys strictly ascending
 -- and inside their parent's separators, every leaf at the same depth, no
--- node but the root under a cell, every overflow value whole, the
--- anchor's count, bytes and page counts, every page reached once, and no
--- page of the tree (its magic and owner) that the tree does not reach.
+-- empty node, every large value a value of its size in the heap (and the
+-- heap's own check), the anchor's count, bytes and node count, every page
+-- reached once, and no node page (its magic and owner) the tree does not
+-- reach.
 -- @return true, or false and a list of problems
 function Tree:check()
   check_handle(self, "btree:check")
@@ -1201,8 +1202,8 @@ function Tree:check()
 end
 
 --- objects (keys), bytes (keys' and values' sizes), pages (the anchor,
--- nodes, overflow pages), page_bytes, efficiency; height, nodes,
--- overflow_pages, max_key.
+-- nodes, the heap's pages), page_bytes, efficiency; height, nodes,
+-- heap_pages, large_values, max_key.
 function Tree:stats()
   check_handle(self, "btree:stats")
   local a = self.anchor

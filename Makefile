@@ -80,7 +80,7 @@ DEB_PACKAGES      = lua5.4 liblua5.4-dev lua-busted lua-lpeg
 DEB_LINT_PACKAGES = lua-check
 # The benchmarks' peers loaded from Lua (bench/records.lua: SQLite through
 # LuaDBI). The C peers dlopen libsqlite3/liblmdb and skip when missing.
-DEB_BENCH_PACKAGES = lua-dbi-sqlite3
+DEB_BENCH_PACKAGES = lua-dbi-sqlite3 liblmdb-dev
 
 # $(call ensure_debs,PACKAGES): install the missing ones when root (no
 # Recommends, and dpkg's progress kept off the terminal: errors still show),

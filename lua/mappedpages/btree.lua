@@ -9,7 +9,7 @@
 --     t:put(mp.btree.key("ada", 1815), "...")            -- tuple keys
 --     mp.btree.drop(pager, "index")
 --
--- Keys are strings of 1 to t:max_key() bytes (313 for 1 KiB pages, 1,338
+-- Keys are strings of 1 to t:max_key() bytes (313 for 1 KiB pages, 1,337
 -- for 4 KiB), ordered as bytes; values are any string. A B+tree: every
 -- node is a protected page, the leaves hold the keys and values, the
 -- internal nodes separators and children, all leaves at the same depth,

@@ -82,10 +82,11 @@ BUSTED_ARGS =
 # luarocks: `make rock` and spec/32, which installs the rock in a scratch tree
 DEB_PACKAGES      = lua5.4 liblua5.4-dev lua-busted lua-lpeg lua-argparse luarocks
 DEB_LINT_PACKAGES = lua-check
-# The benchmarks' peers: SQLite from Lua through LuaDBI (bench/records.lua),
-# the libraries the C peers dlopen (they skip when one is missing), and
-# strace and valgrind (the barrier and instruction counts of bench/*.sh).
-DEB_BENCH_PACKAGES = lua-dbi-sqlite3 libsqlite3-0 liblmdb0 strace valgrind
+# The benchmarks' peers: SQLite from Lua through LuaDBI (bench/records.lua,
+# heap.lua, btree.lua), LMDB and SQLite for the C peers (they dlopen the
+# libraries and skip when one is missing), and strace and valgrind (the
+# barrier and instruction counts of bench/*.sh).
+DEB_BENCH_PACKAGES = lua-dbi-sqlite3 libsqlite3-0 liblmdb-dev strace valgrind
 
 # $(call ensure_debs,PACKAGES): install the missing ones when root (no
 # Recommends, and dpkg's progress kept off the terminal: errors still show),

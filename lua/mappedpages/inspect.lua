@@ -30,6 +30,7 @@ M.modules = {
   slab = "mappedpages.slab",
   records = "mappedpages.records",
   heap = "mappedpages.heap",
+  btree = "mappedpages.btree",
 }
 
 -- The catalog's magic in the root's high 32 bits (see docs/FORMAT.md).

@@ -1,0 +1,1222 @@
+--- mappedpages.btree: an ordered map from byte-string keys to values.
+--
+--     local t = assert(mp.btree.open(pager, "index"))    -- opens or creates
+--     t:put("apple", "red")        t:get("apple")        --> "red"
+--     t:delete("apple")            --> true (false: no such key)
+--     t:count()   t:first()  t:last()                    -- k, v (nil: empty)
+--     for k, v in t:range("a", "b") do ... end           -- "a" <= k < "b"
+--     for k, v in t:range(nil, "b", {reverse = true}) do ... end
+--     t:put(mp.btree.key("ada", 1815), "...")            -- tuple keys
+--     mp.btree.drop(pager, "index")
+--
+-- Keys are strings of 1 to t:max_key() bytes (313 for 1 KiB pages, 1,337
+-- for 4 KiB), ordered as bytes; values are any string. A B+tree: every
+-- node is a protected page, the leaves hold the keys and values, the
+-- internal nodes separators and children, all leaves at the same depth,
+-- so a lookup reads height pages (log n). A put that overfills a node
+-- splits it; a delete that leaves a node under a quarter full merges it
+-- with a neighbour, or shares the neighbour's entries when both do not fit
+-- one page; a root with one child gives way to it. Values up to a bound
+-- (a leaf cell holds at most a third of a page, so a leaf holds at least
+-- three) live in the leaf; larger ones in the tree's own heap (an
+-- embedded mappedpages.heap, made with the first large value).
+--
+-- Trees owned by another object (a record table's indexes): `btree.create
+-- (pager)` makes a tree with no name, anchored at a new protected page
+-- whose pid the owner keeps in its own pages; `btree.at(pager, pid)` opens
+-- it, `t:page_ids()` lists every page it owns (for the owner's check) and
+-- `t:destroy()` frees them all. The tree's pages name their anchor as
+-- owner, as a named tree's do.
+--
+-- Layout. The anchor (the tree's protected page):
+--
+--     0   8 bytes  magic "mpbtree1"
+--     8   u32      page size
+--     12  u32      max key
+--     16  u32      root: pid + 1 of the root node (0: the tree is empty)
+--     20  u32      height: levels of nodes (0: empty; 1: the root is a leaf)
+--     24  i8       count: keys
+--     32  i8       changes: + 1 at every put and delete (for iterators)
+--     40  u32      node pages
+--     44  u32      zero
+--     48  i8       bytes: the sum of the keys' and values' sizes
+--     56  u32      pid + 1 of the heap's anchor (0: no large value yet)
+--
+-- A node (a protected page), 32 bytes of header, then its cells packed in
+-- key order from offset 32 to `used` (zeros after):
+--
+--     0   4 bytes  magic "mpbn"        4   u32  owner: the anchor's pid
+--     8   i8       stamp: the number of the transaction that last wrote it
+--     16  u8       level: 0 for a leaf, the leaves' parents 1, ...
+--     18  u16      n: cells            20  u32  used: the end of the cells
+--     24  u32      internal: pid + 1 of the leftmost child; leaf: 0
+--     28  u32      zero
+--
+-- A leaf cell is `string.pack("<B s2 s2", flag, key, value)`: flag 0 and
+-- the value itself, or flag 1 and `<i8 I4` (heap ref, size) of a large
+-- value. An internal cell is `<I4 s2`: the pid of the child that
+-- holds the keys >= the cell's separator (and below the next one's); the
+-- leftmost child, for keys below the first separator, is in the header.
+-- Separators are the shortest prefix of a right node's first key that is
+-- above the left node's last key.
+--
+-- Caches, and why a rollback needs no hook (see mappedpages.access). A
+-- handle decodes the nodes it reads into Lua tables (keys, values,
+-- children, cell offsets) and keeps two caches of them:
+--   * the transaction's mirror (in access.cache, so it dies with the
+--     transaction): every node the open transaction wrote, changed in
+--     place with the page, and the only place such a node is looked up;
+--   * the committed cache, per pager and tree: nodes as the last commits
+--     left them, each with the stamp read from its page. A node's stamp is
+--     the number of the transaction that wrote it; a committed state never
+--     holds two contents of a page with one stamp, and a content read
+--     outside the mirror is committed (the open transaction's own are all
+--     in the mirror), so a cached node is used only while its page's stamp
+--     is the one it was decoded with: one `view:unpack` per node visited.
+-- A lookup thus costs a few binding calls per level and a binary search in
+-- Lua, whatever the page size.
+--
+-- Writes. Every page a transaction changes is copied once (one writer per
+-- page and transaction: access.writer). A put or delete that keeps its
+-- leaf between a quarter and all of its page changes the leaf in place
+-- (the cells after the change move) and the anchor. Any other plans the
+-- whole change on copies of the nodes first (splits, merges, shares,
+-- height), takes every new page and every writer it needs, and only then
+-- writes the planned nodes whole: a failure (a full disk) returns nil,
+-- msg, code and changes nothing, inside the caller's transaction too.
+--
+-- Iterating while the tree changes: allowed. A range iterator goes on
+-- after the last key it returned in the tree as it is at each step (it
+-- seeks again when the tree changed), so deleting the key just visited
+-- works, and a key put ahead of the iteration is visited.
+-- @module mappedpages.btree
+
+local access = require "mappedpages.access"
+local object = require "mappedpages.object"
+local core = require "mappedpages.core"
+local codec = require "mappedpages.btree_key"
+local heaps = require "mappedpages.heap"
+
+local ipairs, pairs, pcall, select, setmetatable, tostring, type =
+      ipairs, pairs, pcall, select, setmetatable, tostring, type
+local format, spack, sunpack, sub, byte =
+      string.format, string.pack, string.unpack, string.sub, string.byte
+local concat, insert, remove, move = table.concat, table.insert, table.remove, table.move
+
+local raise, atomic, writer, view, txn_number, cache_of =
+      access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
+local check_handle = object.check_handle
+local txn_seq = core._txn_seq
+local V_unpack, V_read, V_alive =
+      core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
+local W_read, W_write, W_pack, W_fill =
+      core._Writer_methods.read, core._Writer_methods.write,
+      core._Writer_methods.pack, core._Writer_methods.fill
+
+local M = {}
+
+local KIND = "btree"
+M.key, M.unkey = codec.key, codec.unkey
+
+-- Anchor.
+local ANCHOR_MAGIC = "mpbtree1"
+local A_ROOT, A_COUNT, A_CHANGES, A_NODES, A_BYTES = 16, 24, 32, 40, 48
+local HOT_FMT = "<I4 I4 i8 i8"           -- root, height, count, changes (at 16)
+local ALL_FMT = "<I4 I4 i8 i8 I4 I4 i8"  -- the same, nodes, zero, bytes
+local COUNTS_FMT = "<i8 i8 I4 I4 i8"     -- from count (at 24) to bytes
+
+-- Nodes.
+local NODE_MAGIC = "mpbn"
+local HDR = 32
+local NODE_HDR_FMT = "<c4 I4 i8 B x I2 I4 I4 I4"
+local N_STAMP, N_INFO = 8, 16
+local INFO_FMT = "<B x I2 I4 I4"         -- level, n, used, leftmost + 1
+local LEAF_CELL, INNER_CELL, LARGE_REF = "<B s2 s2", "<I4 s2", "<i8 I4"
+local LEAF_FIXED, INNER_FIXED, REF_SIZE = 5, 6, 12
+
+local CACHE_LIMIT = 16384                -- decoded nodes kept per tree
+
+--- The geometry of a page size: usable bytes U, the largest cell C (a
+-- third of U: a node always holds three), the underflow bound (U / 4) and
+-- the largest key (a large-value cell of it is C).
+local function geometry(page_size)
+  local U = page_size - HDR
+  local C = U // 3
+  return U, C, U // 4, C - LEAF_FIXED - REF_SIZE
+end
+
+M.max_key_for = function(page_size) return (select(4, geometry(page_size))) end
+
+local Tree = {}
+Tree.__index = Tree
+Tree.__name = "mappedpages.BTree"
+
+-- Committed caches: pager -> {[anchor pid] = {[pid] = node, n = count}}.
+local committed_of = setmetatable({}, {__mode = "k"})
+
+local function committed(pager, apid)
+  local per = committed_of[pager]
+  if not per then
+    per = {}
+    committed_of[pager] = per
+  end
+  local c = per[apid]
+  if not c then
+    c = {n = 0}
+    per[apid] = c
+  end
+  return c
+end
+
+---------------------------------------------------------------------------
+-- handles
+
+local function init_anchor(pager, pid)
+  local w, msg, code = writer(pager, pid)
+  if not w then return nil, msg, code end
+  local size = pager:page_size()
+  w:pack(0, "<c8 I4 I4", ANCHOR_MAGIC, size, (select(4, geometry(size))))
+  return true
+end
+
+local function make_handle(pager, name, pid, fname)
+  local self = object.handle(Tree, pager, name, pid)
+  local a = self.anchor
+  local magic, psize, maxkey = a:unpack(0, "<c8 I4 I4")
+  if magic ~= ANCHOR_MAGIC or psize ~= #a then
+    raise(fname, 2, "page %d is not the anchor of a B-tree", pid)
+  end
+  local U, C, LOW = geometry(psize)
+  self.psize, self.cap, self.cmax, self.low, self.maxkey = psize, U, C, LOW, maxkey
+  self.mkey = "btree mirror " .. pid
+  self.writable = not access.readonly(pager)
+  self.cc = committed(pager, pid)
+  return self
+end
+
+--- Open the tree `name`, creating it when the name is free.
+-- @return a handle, or `nil, msg, code` ("kind", "not_found", environment)
+function M.open(pager, name)
+  local pid, msg, code = object.open(pager, name, KIND, "btree.open", function(pid)
+    return init_anchor(pager, pid)
+  end)
+  if not pid then return nil, msg, code end
+  return make_handle(pager, name, pid, "btree.open")
+end
+
+--- Make a tree with no name, owned by the caller (see the header).
+-- @return its anchor's pid, or `nil, msg, code`
+function M.create(pager)
+  object.check_pager("btree.create", pager)
+  access.check_writable(pager, "btree.create")
+  return atomic(pager, function()
+    local w, msg, code = access.new_page(pager)
+    if not w then return nil, msg, code end
+    local size = pager:page_size()
+    w:pack(0, "<c8 I4 I4", ANCHOR_MAGIC, size, (select(4, geometry(size))))
+    return w:id()
+  end)
+end
+
+--- A handle of the tree anchored at pid (made by create). Raises when pid
+-- is not a B-tree's anchor. `label` names it in messages.
+function M.at(pager, pid, label)
+  object.check_pager("btree.at", pager)
+  object.check_integer("btree.at", "pid", pid, 0)
+  if not pcall(view, pager, pid) then
+    raise("btree.at", 1, "page %d is not an allocated protected page", pid)
+  end
+  return make_handle(pager, label or format("btree@%d", pid), pid, "btree.at")
+end
+
+function Tree:max_key()
+  check_handle(self, "btree:max_key")
+  return self.maxkey
+end
+
+function Tree:count()
+  check_handle(self, "btree:count")
+  return (V_unpack(self.anchor, A_COUNT, "<i8"))
+end
+
+---------------------------------------------------------------------------
+-- nodes: decoding, the caches, searching
+
+-- A decoded node: {pid =, stamp =, level =, n =, used =, keys = {},
+-- vals = {} (leaf: a string, or {ref =, size =} for a large value),
+-- kids = {} (internal: n + 1 pids), offs = {} (leaf: n + 1 cell offsets)}.
+local function decode(self, v, pid, stamp)
+  local level, n, used, left = V_unpack(v, N_INFO, INFO_FMT)
+  if used < HDR or used > self.psize then
+    raise("btree", 3, "tree %q: node %d is damaged (used %d)", self.object_name, pid, used)
+  end
+  local raw = V_read(v, HDR, used - HDR)
+  local keys, pos = {}, 1
+  local d = {pid = pid, stamp = stamp, level = level, n = n, used = used, keys = keys}
+  if level == 0 then
+    local vals, offs = {}, {}
+    for i = 1, n do
+      offs[i] = pos + HDR - 1
+      local flag, k, vb
+      flag, k, vb, pos = sunpack(LEAF_CELL, raw, pos)
+      keys[i] = k
+      if flag == 0 then
+        vals[i] = vb
+      else
+        local ref, size = sunpack(LARGE_REF, vb)
+        vals[i] = {ref = ref, size = size}
+      end
+    end
+    offs[n + 1] = pos + HDR - 1
+    d.vals, d.offs = vals, offs
+  else
+    local kids = {left - 1}
+    for i = 1, n do
+      kids[i + 1], keys[i], pos = sunpack(INNER_CELL, raw, pos)
+    end
+    d.kids = kids
+  end
+  return d
+end
+
+--- The node at pid: the mirror's (m: the open transaction's, or nil), or
+-- the committed cache's when its stamp still matches, or decoded now.
+local function node(self, pid, m)
+  local d = m and m[pid]
+  if d then return d end
+  local v = view(self.pager, pid)
+  local stamp = V_unpack(v, N_STAMP, "<i8")
+  local cc = self.cc
+  d = cc[pid]
+  if d and d.stamp == stamp then return d end
+  d = decode(self, v, pid, stamp)
+  if cc.n >= CACHE_LIMIT then
+    for k in pairs(cc) do cc[k] = nil end
+    cc.n = 0
+  end
+  if cc[pid] == nil then cc.n = cc.n + 1 end
+  cc[pid] = d
+  return d
+end
+
+--- The open transaction's mirror of this tree (created), or nil outside
+-- a transaction; and the transaction's writer cache.
+local function mirror(self, seq)
+  if not seq then return nil end
+  local cache = cache_of(self.pager, seq)
+  local m = cache[self.mkey]
+  if not m then
+    m = {}
+    cache[self.mkey] = m
+  end
+  return m, cache
+end
+
+--- In an internal node: the index into kids of the child for key (the
+-- largest i with keys[i - 1] <= key).
+local function child_index(keys, n, key)
+  local lo, hi = 1, n
+  while lo <= hi do
+    local mid = (lo + hi) // 2
+    if keys[mid] <= key then lo = mid + 1 else hi = mid - 1 end
+  end
+  return lo
+end
+
+--- In a leaf: the first i with keys[i] >= key (n + 1 if none).
+local function lower_bound(keys, n, key)
+  local lo, hi = 1, n
+  while lo <= hi do
+    local mid = (lo + hi) // 2
+    if keys[mid] < key then lo = mid + 1 else hi = mid - 1 end
+  end
+  return lo
+end
+
+--- Descend to key's leaf: the leaf, and the path (nodes and child indexes
+-- from the root) when `path` and `idx` are given.
+local function descend(self, m, root, height, key, path, idx)
+  local pid = root - 1
+  for lvl = 1, height - 1 do
+    local d = node(self, pid, m)
+    local c = child_index(d.keys, d.n, key)
+    if path then path[lvl], idx[lvl] = d, c end
+    pid = d.kids[c]
+  end
+  local leaf = node(self, pid, m)
+  if path then path[height] = leaf end
+  return leaf
+end
+
+---------------------------------------------------------------------------
+-- large values: a leaf cell holds at most C bytes; a value that would make
+-- it larger lives in the tree's heap (mappedpages.heap, embedded: its
+-- anchor's pid + 1 at anchor offset 56, 0 until the first large value),
+-- and the cell holds its ref and size. The tree reaches the heap through
+-- these functions only:
+--   heap_of(self) -> the heap's handle, or nil (none yet)
+--   store(self, aw, old, value, large) -> the cell's value (the string, or
+--       {ref =, size =}) after the one heap call it needs (put, replace or
+--       free), or nil, msg, code having changed nothing: called once the
+--       operation holds every other page and writer, so that it is the
+--       last step that can fail
+--   large_get(self, v) -> the bytes
+
+local A_HEAP = 56
+
+local function heap_of(self)
+  local hp = V_unpack(self.anchor, A_HEAP, "<I4") - 1
+  if hp < 0 then return nil end
+  local h = self.heap
+  if h and h.pid == hp and h.anchor:alive() then return h end
+  h = assert(heaps.attach(self.pager, hp, self.object_name .. " (heap)"))
+  self.heap = h
+  return h
+end
+
+local function store(self, aw, old, value, large)
+  local oldref = type(old) == "table" and old.ref or nil
+  if not large then
+    if oldref then
+      local ok, msg, code = heap_of(self):free(oldref)
+      if not ok then return nil, msg, code end
+    end
+    return value
+  end
+  local h, made = heap_of(self), nil
+  if not h then
+    local hp, msg, code = heaps.embed(self.pager)
+    if not hp then return nil, msg, code end
+    W_pack(aw, A_HEAP, "<I4", hp + 1)
+    h, made = heap_of(self), hp
+  end
+  local ref, msg, code
+  if oldref then ref, msg, code = h:replace(oldref, value) else ref, msg, code = h:put(value) end
+  if not ref then
+    if made then
+      heaps.destroy(self.pager, made)
+      W_pack(aw, A_HEAP, "<I4", 0)
+    end
+    return nil, msg, code
+  end
+  return {ref = ref, size = #value}
+end
+
+local function large_get(self, v) return heap_of(self):get(v.ref) end
+
+---------------------------------------------------------------------------
+-- planning structural changes on copies of nodes
+
+local function leaf_cell_size(k, v)
+  return LEAF_FIXED + #k + (type(v) == "table" and REF_SIZE or #v)
+end
+
+local function copy(t)
+  local c = {}
+  for i = 1, #t do c[i] = t[i] end
+  return c
+end
+
+local function draft(d)
+  local c = {pid = d.pid, level = d.level, keys = copy(d.keys)}
+  if d.level == 0 then c.vals = copy(d.vals) else c.kids = copy(d.kids) end
+  return c
+end
+
+local function cell_size(t, i)
+  if t.level == 0 then return leaf_cell_size(t.keys[i], t.vals[i]) end
+  return INNER_FIXED + #t.keys[i]
+end
+
+local function size_of(t)
+  local s = 0
+  for i = 1, #t.keys do s = s + cell_size(t, i) end
+  return s
+end
+
+--- The shortest prefix of b that is above a (a < b).
+local function separator(a, b)
+  local i, n = 1, #a
+  while i <= n and byte(a, i) == byte(b, i) do i = i + 1 end
+  return sub(b, 1, i)
+end
+
+--- Divide node t's cells in two halves by bytes: t keeps the left, the
+-- right's keys and vals or kids go to `r` (its pid set by the caller);
+-- returns the separator for the parent.
+local function divide(t, r)
+  local keys, n = t.keys, #t.keys
+  local half, acc, j = size_of(t) / 2, 0, n
+  for i = 1, n do
+    local s = cell_size(t, i)
+    if acc + s > half then j = i break end
+    acc = acc + s
+  end
+  -- both halves keep a cell (an internal node's right half a key)
+  if j > (t.level == 0 and n or n - 1) then j = t.level == 0 and n or n - 1 end
+  if j < 2 then j = 2 end
+  r.level = t.level
+  if t.level == 0 then
+    r.keys = move(keys, j, n, 1, {})
+    r.vals = move(t.vals, j, n, 1, {})
+    for i = n, j, -1 do keys[i], t.vals[i] = nil, nil end
+    return separator(keys[j - 1], r.keys[1])
+  end
+  local sep = keys[j]
+  r.keys = move(keys, j + 1, n, 1, {})
+  r.kids = move(t.kids, j + 1, n + 1, 1, {})
+  for i = n + 1, j + 1, -1 do t.kids[i] = nil end
+  for i = n, j, -1 do keys[i] = nil end
+  return sep
+end
+
+--- Plan a structural change: `path` the nodes from the root to the leaf,
+-- `idx` the child indexes, `leaf` a draft of the changed leaf. New pages
+-- are allocated (listed in `made`, to be given back on failure).
+-- @return the drafts to write (a list, none freed), the pids to free, the
+-- new root's pid (nil: empty) and height; or `nil, msg, code`
+local function plan(self, m, path, idx, leaf, made)
+  local pager, cap, low = self.pager, self.cap, self.low
+  local drafts, list, frees = {}, {}, {}
+  local function want(t) if not t.want then t.want = true list[#list + 1] = t end end
+  local function new_draft()
+    local pid, msg, code = pager:alloc_protected()
+    if not pid then return nil, msg, code end
+    made[#made + 1] = pid
+    local t = {pid = pid}
+    want(t)
+    return t
+  end
+  local h = #path
+  drafts[h] = leaf
+  local root, height = path[1].pid, h
+  for lvl = h, 1, -1 do
+    local t = drafts[lvl]
+    want(t)
+    local size = size_of(t)
+    if lvl == 1 then
+      if size > cap then
+        local r, msg, code = new_draft()
+        if not r then return nil, msg, code end
+        local sep = divide(t, r)
+        local top
+        top, msg, code = new_draft()
+        if not top then return nil, msg, code end
+        top.level, top.keys, top.kids = t.level + 1, {sep}, {t.pid, r.pid}
+        root, height = top.pid, h + 1
+      elseif #t.keys == 0 then
+        t.freed = true
+        frees[#frees + 1] = t.pid
+        if t.level == 0 then root, height = nil, 0 else root, height = t.kids[1], h - 1 end
+      end
+      break
+    end
+    local parent = drafts[lvl - 1] or draft(path[lvl - 1])
+    drafts[lvl - 1] = parent
+    local ci = idx[lvl - 1]
+    if size > cap then
+      local r, msg, code = new_draft()
+      if not r then return nil, msg, code end
+      local sep = divide(t, r)
+      insert(parent.keys, ci, sep)
+      insert(parent.kids, ci + 1, r.pid)
+    elseif size < low then
+      local li = ci > 1 and ci - 1 or ci         -- merge children li and li + 1
+      local left, right
+      if li == ci then
+        left, right = t, draft(node(self, parent.kids[ci + 1], m))
+      else
+        left, right = draft(node(self, parent.kids[li], m)), t
+      end
+      want(left)
+      want(right)
+      local lk, rk = left.keys, right.keys
+      local nl = #lk
+      if left.level == 0 then
+        move(rk, 1, #rk, nl + 1, lk)
+        move(right.vals, 1, #rk, nl + 1, left.vals)
+      else
+        lk[nl + 1] = parent.keys[li]
+        move(rk, 1, #rk, nl + 2, lk)
+        move(right.kids, 1, #right.kids, #left.kids + 1, left.kids)
+      end
+      if size_of(left) <= cap then
+        remove(parent.keys, li)
+        remove(parent.kids, li + 1)
+        right.freed = true
+        frees[#frees + 1] = right.pid
+      else
+        parent.keys[li] = divide(left, right)
+      end
+    else
+      break
+    end
+  end
+  local out = {}
+  for _, t in ipairs(list) do if not t.freed then out[#out + 1] = t end end
+  return out, frees, root, height
+end
+
+--- Write draft t whole into writer w, stamped T; t becomes a node.
+local function serialize(self, w, t, T)
+  local keys, n = t.keys, #t.keys
+  local parts, pos, left = {}, HDR, 0
+  if t.level == 0 then
+    local vals, offs = t.vals, {}
+    for i = 1, n do
+      offs[i] = pos
+      local v, c = vals[i]
+      if type(v) == "table" then
+        c = spack(LEAF_CELL, 1, keys[i], spack(LARGE_REF, v.ref, v.size))
+      else
+        c = spack(LEAF_CELL, 0, keys[i], v)
+      end
+      parts[i] = c
+      pos = pos + #c
+    end
+    offs[n + 1] = pos
+    t.offs = offs
+  else
+    local kids = t.kids
+    left = kids[1] + 1
+    for i = 1, n do
+      local c = spack(INNER_CELL, kids[i + 1], keys[i])
+      parts[i] = c
+      pos = pos + #c
+    end
+  end
+  W_write(w, 0, spack(NODE_HDR_FMT, NODE_MAGIC, self.pid, T, t.level, n, pos, left, 0)
+                .. concat(parts))
+  if pos < self.psize then W_fill(w, 0, pos, self.psize - pos) end
+  t.n, t.used, t.stamp, t.want = n, pos, T, nil
+end
+
+local function give_back(pager, made, msg, code)
+  for _, pid in ipairs(made) do access.free_page(pager, pid) end
+  return nil, msg, code
+end
+
+--- The writer of pid for this transaction (cache: access.cache's table).
+local function writer_of(pager, cache, pid, seq)
+  local w = cache[pid]
+  if w then return w end
+  return writer(pager, pid, seq)
+end
+
+--- Carry out a plan: the writers of every draft (new pages too); then
+-- `last(...)` (the heap call, the last step that can fail: on failure the
+-- new pages are given back); then the writes, the frees and the anchor.
+local function apply(self, seq, m, cache, aw, drafts, frees, made, root, height, dcount, dbytes,
+                     last, ...)
+  local pager = self.pager
+  local ws = {}
+  for i, t in ipairs(drafts) do
+    local w, msg, code = writer_of(pager, cache, t.pid, seq)
+    if not w then return give_back(pager, made, msg, code) end
+    ws[i] = w
+  end
+  if last then
+    local ok, msg, code = last(...)
+    if ok == nil then return give_back(pager, made, msg, code) end
+  end
+  local T = txn_number(pager, seq)
+  for i, t in ipairs(drafts) do
+    serialize(self, ws[i], t, T)
+    m[t.pid] = t
+  end
+  for _, pid in ipairs(frees) do
+    m[pid] = nil
+    local ok, msg, code = access.free_page(pager, pid)
+    if not ok then return nil, msg, code end
+  end
+  local _, _, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
+  W_pack(aw, A_ROOT, ALL_FMT, root and root + 1 or 0, height, count + dcount, changes + 1,
+         nodes + #made - #frees, 0, abytes + dbytes)
+  return true
+end
+
+--- Copy a committed node into the mirror before changing it in place.
+local function own(m, d, w, T)
+  if m[d.pid] == d then return d end
+  local c = draft(d)
+  c.n, c.used, c.stamp = d.n, d.used, T
+  c.offs = copy(d.offs)
+  m[d.pid] = c
+  W_pack(w, N_STAMP, "<i8", T)
+  return c
+end
+
+local function value_size(v)
+  if type(v) == "table" then return v.size end
+  return #v
+end
+
+---------------------------------------------------------------------------
+-- put, get, delete
+
+local function check_key(self, fname, key)
+  if type(key) ~= "string" then
+    raise(fname, 2, "key must be a string (got %s)", type(key))
+  end
+  local n = #key
+  if n < 1 or n > self.maxkey then
+    raise(fname, 2, "key must be 1 to %d bytes (got %d)", self.maxkey, n)
+  end
+end
+
+-- The heap call of a put whose leaf cell gets `slot` (a table for a large
+-- value, filled in here), as apply's `last`.
+local function put_value(self, aw, old, value, slot)
+  local v, msg, code = store(self, aw, old, value, slot ~= nil)
+  if v == nil then return nil, msg, code end
+  if slot then slot.ref = v.ref end
+  return true
+end
+
+local function put_op(self, key, value)
+  local pager = self.pager
+  local seq = txn_seq(pager)
+  local m, cache = mirror(self, seq)
+  local aw, msg, code = writer_of(pager, cache, self.pid, seq)
+  if not aw then return nil, msg, code end
+  local root, height, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
+  local slot = LEAF_FIXED + #key + #value > self.cmax and {size = #value} or nil
+  local stored = slot or value
+  local made = {}
+  if root == 0 then
+    local pid
+    pid, msg, code = pager:alloc_protected()
+    if not pid then return nil, msg, code end
+    made[1] = pid
+    local t = {pid = pid, level = 0, keys = {key}, vals = {stored}}
+    return apply(self, seq, m, cache, aw, {t}, {}, made, pid, 1, 1, #key + #value,
+                 put_value, self, aw, nil, value, slot)
+  end
+  local path, idx = {}, {}
+  local leaf = descend(self, m, root, height, key, path, idx)
+  local keys, n = leaf.keys, leaf.n
+  local i = lower_bound(keys, n, key)
+  local found = i <= n and keys[i] == key
+  local old = found and leaf.vals[i] or nil
+  local offs = leaf.offs
+  local oldsize = found and offs[i + 1] - offs[i] or 0
+  local newsize = leaf_cell_size(key, stored)
+  local bytes = leaf.used - HDR - oldsize + newsize
+  local dcount = found and 0 or 1
+  local dbytes = #value - (found and value_size(old) or -#key)
+  if bytes > self.cap or (bytes < self.low and height > 1 and newsize < oldsize) then
+    local t = draft(leaf)
+    if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end
+    local drafts, frees, r, h = plan(self, m, path, idx, t, made)
+    if not drafts then return give_back(pager, made, frees, r) end
+    return apply(self, seq, m, cache, aw, drafts, frees, made, r, h, dcount, dbytes,
+                 put_value, self, aw, old, value, slot)
+  end
+  -- in place: the leaf's writer, the heap call, then the writes
+  local pid = leaf.pid
+  local w
+  w, msg, code = writer_of(pager, cache, pid, seq)
+  if not w then return nil, msg, code end
+  if slot or type(old) == "table" then
+    local ok
+    ok, msg, code = put_value(self, aw, old, value, slot)
+    if not ok then return nil, msg, code end
+  end
+  leaf = own(m, leaf, w, txn_number(pager, seq))
+  keys, offs = leaf.keys, leaf.offs
+  local cell = slot and spack(LEAF_CELL, 1, key, spack(LARGE_REF, slot.ref, slot.size))
+               or spack(LEAF_CELL, 0, key, value)
+  local used, off = leaf.used, offs[i]
+  local from = found and offs[i + 1] or off
+  local delta = newsize - oldsize
+  -- the cells after it move by delta (two writes: no concatenation)
+  if delta ~= 0 and from < used then W_write(w, from + delta, W_read(w, from, used - from)) end
+  W_write(w, off, cell)
+  if delta < 0 then W_fill(w, 0, used + delta, -delta) end
+  if found then
+    leaf.vals[i] = stored
+    if delta ~= 0 then for j = i + 1, n + 1 do offs[j] = offs[j] + delta end end
+  else
+    -- one loop moves the three arrays up (table.insert would be three,
+    -- each through the C API, element by element)
+    local vals = leaf.vals
+    offs[n + 2] = offs[n + 1] + delta
+    for j = n, i, -1 do
+      keys[j + 1], vals[j + 1], offs[j + 1] = keys[j], vals[j], offs[j] + delta
+    end
+    keys[i], vals[i] = key, stored
+    n = n + 1
+    leaf.n = n
+  end
+  leaf.used = used + delta
+  W_pack(w, N_INFO + 2, "<I2 I4", n, used + delta)
+  W_pack(aw, A_COUNT, COUNTS_FMT, count + dcount, changes + 1, nodes, 0, abytes + dbytes)
+  return true
+end
+
+--- Put value under key (replacing the value it had).
+-- @return true, or `nil, msg, code`
+function Tree:put(key, value)
+  local a = type(self) == "table" and self.writable and self.anchor
+  if not (a and V_alive(a)) then check_handle(self, "btree:put", true) end
+  check_key(self, "btree:put", key)
+  if type(value) ~= "string" then
+    raise("btree:put", 1, "value must be a string (got %s)", type(value))
+  end
+  if txn_seq(self.pager) then return put_op(self, key, value) end
+  return atomic(self.pager, put_op, self, key, value)
+end
+
+--- The value under key, or nil.
+function Tree:get(key)
+  local a = type(self) == "table" and self.anchor
+  if not (a and V_alive(a)) then check_handle(self, "btree:get") end
+  check_key(self, "btree:get", key)
+  local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
+  if root == 0 then return nil end
+  local seq = txn_seq(self.pager)
+  local m = seq and mirror(self, seq)
+  local leaf = descend(self, m, root, height, key)
+  local keys, n = leaf.keys, leaf.n
+  local i = lower_bound(keys, n, key)
+  if i <= n and keys[i] == key then
+    local v = leaf.vals[i]
+    if type(v) == "table" then return large_get(self, v) end
+    return v
+  end
+  return nil
+end
+
+local function delete_op(self, key)
+  local pager = self.pager
+  local root, height, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
+  if root == 0 then return false end
+  local seq = txn_seq(pager)
+  local m, cache = mirror(self, seq)
+  local path, idx = {}, {}
+  local leaf = descend(self, m, root, height, key, path, idx)
+  local keys, n = leaf.keys, leaf.n
+  local i = lower_bound(keys, n, key)
+  if not (i <= n and keys[i] == key) then return false end
+  local aw, msg, code = writer_of(pager, cache, self.pid, seq)
+  if not aw then return nil, msg, code end
+  local old = leaf.vals[i]
+  local offs = leaf.offs
+  local size = offs[i + 1] - offs[i]
+  local dbytes = -(#key + value_size(old))
+  local large = type(old) == "table"
+  local bytes = leaf.used - HDR - size
+  if (bytes < self.low and height > 1) or n == 1 then
+    local t = draft(leaf)
+    remove(t.keys, i)
+    remove(t.vals, i)
+    local made = {}
+    local drafts, frees, r, h = plan(self, m, path, idx, t, made)
+    if not drafts then return give_back(pager, made, frees, r) end
+    local ok
+    ok, msg, code = apply(self, seq, m, cache, aw, drafts, frees, made, r, h, -1, dbytes,
+                          large and store, self, aw, old, "", false)
+    if not ok then return nil, msg, code end
+    return true
+  end
+  local w
+  w, msg, code = writer_of(pager, cache, leaf.pid, seq)
+  if not w then return nil, msg, code end
+  if large then
+    local ok
+    ok, msg, code = store(self, aw, old, "", false)
+    if ok == nil then return nil, msg, code end
+  end
+  leaf = own(m, leaf, w, txn_number(pager, seq))
+  offs = leaf.offs
+  local used, from = leaf.used, offs[i + 1]
+  if from < used then W_write(w, offs[i], W_read(w, from, used - from)) end
+  W_fill(w, 0, used - size, size)
+  local lk, lv = leaf.keys, leaf.vals
+  for j = i, n - 1 do
+    lk[j], lv[j], offs[j] = lk[j + 1], lv[j + 1], offs[j + 1] - size
+  end
+  lk[n], lv[n] = nil, nil
+  offs[n], offs[n + 1] = offs[n + 1] - size, nil
+  leaf.n, leaf.used = n - 1, used - size
+  W_pack(w, N_INFO + 2, "<I2 I4", n - 1, used - size)
+  W_pack(aw, A_COUNT, COUNTS_FMT, count - 1, changes + 1, nodes, 0, abytes + dbytes)
+  return true
+end
+
+--- Delete key. @return true (it was there), false, or `nil, msg, code`
+function Tree:delete(key)
+  local a = type(self) == "table" and self.writable and self.anchor
+  if not (a and V_alive(a)) then check_handle(self, "btree:delete", true) end
+  check_key(self, "btree:delete", key)
+  if txn_seq(self.pager) then return delete_op(self, key) end
+  return atomic(self.pager, delete_op, self, key)
+end
+
+---------------------------------------------------------------------------
+-- first, last, range
+
+local function edge(self, fname, last)
+  check_handle(self, fname)
+  local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
+  if root == 0 then return nil end
+  local seq = txn_seq(self.pager)
+  local m = seq and mirror(self, seq)
+  local pid = root - 1
+  for _ = 1, height - 1 do
+    local d = node(self, pid, m)
+    pid = d.kids[last and d.n + 1 or 1]
+  end
+  local leaf = node(self, pid, m)
+  local i = last and leaf.n or 1
+  local v = leaf.vals[i]
+  if type(v) == "table" then v = large_get(self, v) end
+  return leaf.keys[i], v
+end
+
+--- The smallest key and its value (nil: empty).
+function Tree:first() return edge(self, "btree:first", false) end
+--- The largest key and its value (nil: empty).
+function Tree:last() return edge(self, "btree:last", true) end
+
+-- An iterator's state: the nodes from the root to a leaf (nodes[lvl]) and
+-- the position in each (pos[lvl]: a child index, or in the leaf a cell).
+
+--- Position `it` at the first key >= x (> x when strict), or for a
+-- reverse iterator the last key < x (x nil: the last key). Returns false
+-- when there is none.
+local function seek(self, it, x, strict)
+  local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
+  local nodes, pos = {}, {}
+  it.nodes, it.pos, it.h = nodes, pos, height
+  if root == 0 then return false end
+  local m = it.seq and mirror(self, it.seq)
+  it.m = m
+  local pid = root - 1
+  for lvl = 1, height - 1 do
+    local d = node(self, pid, m)
+    local c
+    if x == nil then c = d.n + 1 else c = child_index(d.keys, d.n, x) end
+    nodes[lvl], pos[lvl] = d, c
+    pid = d.kids[c]
+  end
+  local leaf = node(self, pid, m)
+  nodes[height] = leaf
+  if it.reverse then
+    pos[height] = x == nil and leaf.n or lower_bound(leaf.keys, leaf.n, x) - 1
+  else
+    local i = lower_bound(leaf.keys, leaf.n, x)
+    if strict and i <= leaf.n and leaf.keys[i] == x then i = i + 1 end
+    pos[height] = i
+  end
+  return true
+end
+
+--- Move to the next cell (the previous one when reverse); false at the end.
+local function step(self, it, dir)
+  local nodes, pos, h = it.nodes, it.pos, it.h
+  local i = pos[h] + dir
+  local leaf = nodes[h]
+  if i >= 1 and i <= leaf.n then
+    pos[h] = i
+    return true
+  end
+  local lvl = h - 1
+  while lvl >= 1 do
+    local c = pos[lvl] + dir
+    if c >= 1 and c <= nodes[lvl].n + 1 then break end
+    lvl = lvl - 1
+  end
+  if lvl < 1 then return false end
+  pos[lvl] = pos[lvl] + dir
+  local m = it.m
+  for l = lvl + 1, h do
+    local d = node(self, nodes[l - 1].kids[pos[l - 1]], m)
+    nodes[l] = d
+    if l < h then pos[l] = dir > 0 and 1 or d.n + 1 else pos[l] = dir > 0 and 1 or d.n end
+  end
+  return true
+end
+
+--- Is the position valid (inside its leaf)? Else step.
+local function settle(self, it, dir)
+  local h = it.h
+  local i, leaf = it.pos[h], it.nodes[h]
+  if i >= 1 and i <= leaf.n then return true end
+  return step(self, it, dir)
+end
+
+local function range_next(it)
+  if it.done then return nil end
+  local self = it.tree
+  check_handle(self, "btree:range")
+  local seq = txn_seq(self.pager)
+  local changes = V_unpack(self.anchor, A_CHANGES, "<i8")
+  local dir = it.reverse and -1 or 1
+  local ok
+  if it.nodes == nil or changes ~= it.changes or seq ~= it.seq then
+    it.changes, it.seq = changes, seq
+    if it.last == nil then
+      if it.reverse then ok = seek(self, it, it.hi) else ok = seek(self, it, it.lo or "") end
+    else
+      ok = seek(self, it, it.last, true)
+    end
+    ok = ok and settle(self, it, dir)
+  else
+    ok = step(self, it, dir)
+  end
+  if ok then
+    local leaf, i = it.nodes[it.h], it.pos[it.h]
+    local k = leaf.keys[i]
+    if it.reverse then
+      if it.lo and k < it.lo then ok = false end
+    elseif it.hi and k >= it.hi then
+      ok = false
+    end
+    if ok then
+      it.last = k
+      local v = leaf.vals[i]
+      if type(v) == "table" then v = large_get(self, v) end
+      return k, v
+    end
+  end
+  it.done, it.nodes = true, nil
+  return nil
+end
+
+--- Iterate `k, v` with lo <= k < hi (either bound nil: open), ascending,
+-- or descending with opts.reverse. Bounds are any strings.
+function Tree:range(lo, hi, opts)
+  check_handle(self, "btree:range")
+  if lo ~= nil and type(lo) ~= "string" then
+    raise("btree:range", 1, "lo must be a string or nil (got %s)", type(lo))
+  end
+  if hi ~= nil and type(hi) ~= "string" then
+    raise("btree:range", 1, "hi must be a string or nil (got %s)", type(hi))
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("btree:range", 1, "opts must be a table or nil (got %s)", type(opts))
+  end
+  local it = {tree = self, lo = lo, hi = hi, reverse = opts and opts.reverse and true or false}
+  return range_next, it
+end
+
+---------------------------------------------------------------------------
+-- the tree's pages: drop, destroy, check, stats
+
+--- Walk the tree: calls visit(d, lvl, lo, hi) for every node (lo, hi: the
+-- bounds its keys must keep), and returns the pids of the nodes, the large
+-- values' cells ({ref =, size =}), and the problems met (damage ends a
+-- branch).
+local function walk(self, visit)
+  local problems, nodes, larges = {}, {}, {}
+  local root = V_unpack(self.anchor, A_ROOT, "<I4")
+  if root == 0 then return nodes, larges, problems end
+  local seen = {}
+  local function go(pid, lvl, lo, hi)
+    if seen[pid] then
+      problems[#problems + 1] = format("node %d is reached twice", pid)
+      return
+    end
+    seen[pid] = true
+    local okv, v = pcall(view, self.pager, pid)
+    if not okv then
+      problems[#problems + 1] = format("node %d is not an allocated protected page", pid)
+      return
+    end
+    local magic, owner = V_unpack(v, 0, "<c4 I4")
+    if magic ~= NODE_MAGIC or owner ~= self.pid then
+      problems[#problems + 1] = format("page %d has a bad magic or owner for a node", pid)
+      return
+    end
+    nodes[#nodes + 1] = pid
+    local ok, d = pcall(decode, self, v, pid, 0)
+    if not ok then
+      problems[#problems + 1] = format("node %d cannot be decoded: %s", pid, tostring(d))
+      return
+    end
+    if visit then visit(d, lvl, lo, hi, v) end
+    if d.level == 0 then
+      for i = 1, d.n do
+        local val = d.vals[i]
+        if type(val) == "table" then larges[#larges + 1] = val end
+      end
+    else
+      for c = 1, d.n + 1 do
+        go(d.kids[c], lvl + 1, c > 1 and d.keys[c - 1] or lo, c <= d.n and d.keys[c] or hi)
+      end
+    end
+  end
+  go(root - 1, 1, nil, nil)
+  return nodes, larges, problems
+end
+
+--- Every page the tree owns: its anchor, its nodes and its heap's
+-- protected pages; and, second, its heap's regular pages (large values'
+-- bytes).
+function Tree:page_ids()
+  check_handle(self, "btree:page_ids")
+  local nodes = walk(self)
+  local ids, regular = {self.pid}, {}
+  for _, p in ipairs(nodes) do ids[#ids + 1] = p end
+  local h = heap_of(self)
+  if h then
+    local owned = h:owned()
+    for _, p in ipairs(owned.protected) do ids[#ids + 1] = p end
+    for _, p in ipairs(owned.regular) do regular[#regular + 1] = p end
+  end
+  return ids, regular
+end
+
+-- Free the heap (if any) and return the nodes' pids (for drop, destroy).
+local function free_contents(self)
+  local nodes = walk(self)
+  local hp = V_unpack(self.anchor, A_HEAP, "<I4") - 1
+  if hp >= 0 then
+    local ok, msg, code = heaps.destroy(self.pager, hp)
+    if not ok then return nil, msg, code end
+  end
+  for _, pid in ipairs(nodes) do self.cc[pid] = nil end
+  return nodes
+end
+
+--- Drop the tree `name`: every page it owns and its name.
+function M.drop(pager, name)
+  return object.drop(pager, name, KIND, "btree.drop", function(pid)
+    local self = make_handle(pager, name, pid, "btree.drop")
+    cache_of(pager, txn_seq(pager))[self.mkey] = nil
+    return free_contents(self)
+  end)
+end
+
+--- Free every page of a tree made by create, its anchor last.
+function Tree:destroy()
+  check_handle(self, "btree:destroy", true)
+  return atomic(self.pager, function()
+    local pids, msg, code = free_contents(self)
+    if not pids then return nil, msg, code end
+    pids[#pids + 1] = self.pid
+    cache_of(self.pager, txn_seq(self.pager))[self.mkey] = nil
+    return access.free_pages(self.pager, pids)
+  end)
+end
+
+--- Check the tree: every node's header and cells, keys strictly ascending
+-- and inside their parent's separators, every leaf at the same depth, no
+-- empty node, every large value a value of its size in the heap (and the
+-- heap's own check), the anchor's count, bytes and node count, every page
+-- reached once, and no node page (its magic and owner) the tree does not
+-- reach.
+-- @return true, or false and a list of problems
+function Tree:check()
+  check_handle(self, "btree:check")
+  local bad, verdict = object.problems()
+  local a = self.anchor
+  local root, height, count = V_unpack(a, A_ROOT, HOT_FMT)
+  local nodes_n = V_unpack(a, A_NODES, "<I4")
+  local bytes_a = V_unpack(a, A_BYTES, "<i8")
+  local keys_n, bytes = 0, 0
+  local nodes, larges, problems = walk(self, function(d, lvl, lo, hi, v)
+    if d.level ~= height - lvl then
+      bad("node %d: level %d at depth %d of %d", d.pid, d.level, lvl, height)
+    end
+    if d.n == 0 then bad("node %d is empty", d.pid) end
+    if d.used - HDR > self.cap then bad("node %d: %d bytes overfill it", d.pid, d.used) end
+    local used = d.level == 0 and d.offs[d.n + 1] or d.used
+    if used ~= d.used then bad("node %d: its cells end at %d, used says %d", d.pid, used, d.used) end
+    if d.level > 0 then
+      local s = HDR
+      for i = 1, d.n do s = s + INNER_FIXED + #d.keys[i] end
+      if s ~= d.used then bad("node %d: its cells end at %d, used says %d", d.pid, s, d.used) end
+    end
+    if d.used < self.psize and V_read(v, d.used, self.psize - d.used) ~= ("\0"):rep(self.psize - d.used) then
+      bad("node %d: bytes after its cells are not zero", d.pid)
+    end
+    local prev = lo
+    for i = 1, d.n do
+      local k = d.keys[i]
+      if #k < 1 or (d.level == 0 and #k > self.maxkey) then bad("node %d: key %d has %d bytes", d.pid, i, #k) end
+      if prev and (k < prev or (k == prev and (i > 1 or d.level > 0))) then
+        bad("node %d: key %d is out of order", d.pid, i)
+      end
+      if hi and k >= hi then bad("node %d: key %d is not below its parent's bound", d.pid, i) end
+      prev = k
+      if d.level == 0 then
+        keys_n = keys_n + 1
+        local val = d.vals[i]
+        bytes = bytes + #k + value_size(val)
+        if type(val) == "table" and LEAF_FIXED + #k + val.size <= self.cmax then
+          bad("node %d: key %d's value of %d bytes should be in its cell", d.pid, i, val.size)
+        elseif type(val) == "string" and LEAF_FIXED + #k + #val > self.cmax then
+          bad("node %d: key %d's cell is too large", d.pid, i)
+        end
+      end
+    end
+  end)
+  for _, p in ipairs(problems) do bad("%s", p) end
+  if (root == 0) ~= (height == 0) then bad("root %d with height %d", root, height) end
+  if keys_n ~= count then bad("the anchor counts %d keys, the leaves hold %d", count, keys_n) end
+  if bytes ~= bytes_a then bad("the anchor counts %d bytes, the tree holds %d", bytes_a, bytes) end
+  if #nodes ~= nodes_n then bad("the anchor counts %d nodes, the tree has %d", nodes_n, #nodes) end
+  local reached = {[self.pid] = true}
+  for _, p in ipairs(nodes) do reached[p] = true end
+  local hp = V_unpack(a, A_HEAP, "<I4") - 1
+  if hp >= 0 then
+    local okh, h = pcall(heap_of, self)
+    if not okh then
+      bad("the heap at %d cannot be opened: %s", hp, tostring(h))
+    else
+      local good, why = h:check()
+      if not good then bad("the heap: %s", concat(why or {}, "; ")) end
+      for _, val in ipairs(larges) do
+        local oks, size = pcall(h.size, h, val.ref)
+        if not oks or size ~= val.size then
+          bad("a large value's ref %d is not a value of %d bytes in the heap", val.ref, val.size)
+        end
+      end
+      local st = h:stats()
+      if st.values ~= #larges then
+        bad("the heap holds %d values, the leaves name %d", st.values, #larges)
+      end
+      local okp, owned = pcall(h.owned, h)
+      if okp then
+        for _, p in ipairs(owned.protected) do
+          if reached[p] then bad("page %d is owned twice", p) end
+          reached[p] = true
+        end
+      end
+    end
+  elseif #larges > 0 then
+    bad("%d large values and no heap", #larges)
+  end
+  for pid in self.pager:protected_pages() do
+    if not reached[pid] then
+      local v = view(self.pager, pid)
+      local magic, owner = V_unpack(v, 0, "<c4 I4")
+      if magic == NODE_MAGIC and owner == self.pid then
+        bad("page %d is the tree's (magic %q) but the tree does not reach it", pid, magic)
+      end
+    end
+  end
+  return verdict()
+end
+
+--- objects (keys), bytes (keys' and values' sizes), pages (the anchor,
+-- nodes, the heap's pages), page_bytes, efficiency; height, nodes,
+-- heap_pages, large_values, max_key.
+function Tree:stats()
+  check_handle(self, "btree:stats")
+  local a = self.anchor
+  local _, height, count = V_unpack(a, A_ROOT, HOT_FMT)
+  local nodes = V_unpack(a, A_NODES, "<I4")
+  local h = heap_of(self)
+  local hs = h and h:stats()
+  local hpages, large = hs and hs.pages or 0, hs and hs.values or 0
+  return object.stats(count, V_unpack(a, A_BYTES, "<i8"), 1 + nodes + hpages, self.psize,
+                      {height = height, nodes = nodes, heap_pages = hpages, large_values = large,
+                       max_key = self.maxkey})
+end
+
+Tree.__tostring = object.describe("mappedpages.btree", "keys")
+
+return M

@@ -53,30 +53,7 @@ local SCHEMA = [[
 ---------------------------------------------------------------------------
 -- scratch directory (a real disk), cleanup on every exit path
 
-local function sh(cmd)
-  local f = io.popen(cmd)
-  local out = f:read("a")
-  f:close()
-  return (out:gsub("%s+$", ""))
-end
-
-local base = os.getenv("TMPDIR") or "/tmp"
-if sh("stat -f -c %T " .. base .. " 2>/dev/null") == "tmpfs" then base = "." end
-local dir = sh("mktemp -d " .. base .. "/mpbench-records-XXXXXX")
-assert(dir ~= "", "cannot make a scratch directory")
-local open_pagers, open_dbs = {}, {}
-
-local function cleanup()
-  for p in pairs(open_pagers) do pcall(p.close, p) end
-  for db in pairs(open_dbs) do pcall(db.close, db) end
-  os.execute("rm -rf '" .. dir .. "'")
-end
-
-local counter = 0
-local function newpath(ext)
-  counter = counter + 1
-  return fmt("%s/f%d.%s", dir, counter, ext)
-end
+local dir, newpath, cleanup, open_pagers, open_dbs = kit.scratch("records")
 
 local function row_of(i)
   return {a = i, b = i * 3, c = -i, d = i * 7, e = i * 0.5, f = i * 0.25, g = -i * 1.5, h = i / 3}

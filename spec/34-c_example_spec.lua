@@ -3,12 +3,7 @@
 
 local H = require "helpers"
 
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1"))
-  local out = f:read("a")
-  local _, _, status = f:close()
-  return status, out
-end
+local sh = H.sh
 
 describe("examples/hello.c", function()
   after_each(function() H.cleanup() end)

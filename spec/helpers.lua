@@ -245,6 +245,15 @@ function H.truncate(path, size)
   end
 end
 
+--- Run a shell command: its exit status and its output (stdout and
+-- stderr together).
+function H.sh(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1"))
+  local out = f:read("a")
+  local _, _, status = f:close()
+  return status, out
+end
+
 function H.copy(src, dst)
   H.write_file(dst, H.read_file(src))
 end

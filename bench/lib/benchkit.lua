@@ -6,6 +6,7 @@
 --     local kit = require "benchkit"
 
 local sort = table.sort
+local format = string.format
 local huge, min, max = math.huge, math.min, math.max
 
 local M = {}
@@ -46,6 +47,39 @@ function M.rng(seed)
     x = x * 6364136223846793005 + 1442695040888963407
     return ((x >> 33) % n) + 1
   end
+end
+
+--- The output of a shell command, trailing white space removed.
+function M.sh(cmd)
+  local f = io.popen(cmd)
+  local out = f:read("a")
+  f:close()
+  return (out:gsub("%s+$", ""))
+end
+
+--- A scratch directory on a real disk ($TMPDIR, or the current directory
+-- when that is a tmpfs: a benchmark of durable commits must hit a disk).
+-- Returns the directory, newpath(ext) (a fresh file name in it), cleanup()
+-- (closes what is registered in the two tables, removes the directory:
+-- call it on every exit path), and the tables to register open pagers and
+-- database handles in (as keys).
+function M.scratch(name)
+  local base = os.getenv("TMPDIR") or "/tmp"
+  if M.sh("stat -f -c %T " .. base .. " 2>/dev/null") == "tmpfs" then base = "." end
+  local dir = M.sh("mktemp -d " .. base .. "/mpbench-" .. name .. "-XXXXXX")
+  assert(dir ~= "", "cannot make a scratch directory")
+  local open_pagers, open_dbs = {}, {}
+  local function cleanup()
+    for p in pairs(open_pagers) do pcall(p.close, p) end
+    for db in pairs(open_dbs) do pcall(db.close, db) end
+    os.execute("rm -rf '" .. dir .. "'")
+  end
+  local counter = 0
+  local function newpath(ext)
+    counter = counter + 1
+    return format("%s/f%d.%s", dir, counter, ext)
+  end
+  return dir, newpath, cleanup, open_pagers, open_dbs
 end
 
 return M

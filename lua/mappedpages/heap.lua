@@ -74,7 +74,6 @@ local error, ipairs, pcall, tostring, type = error, ipairs, pcall, tostring, typ
 local mtype = math.type
 local format, spack, sunpack, srep = string.format, string.pack, string.unpack, string.rep
 local concat, sort, tunpack = table.concat, table.sort, table.unpack
-local getinfo = debug.getinfo
 
 local atomic, writer, view = access.atomic, access.writer, access.view
 
@@ -93,30 +92,9 @@ local INDEX_HDR = 16
 local SMALL, LARGE = 0, 1
 
 -- Misuse errors name the function and point at the caller's line: the
--- first frame outside this file.
-local THIS = getinfo(1, "S").source
-
-local function user_level()
-  local level = 3
-  while true do
-    local info = getinfo(level, "S")
-    if not info then return 0 end
-    if info.source ~= THIS then return level - 1 end
-    level = level + 1
-  end
-end
-
-local function raise(fname, fmt, ...)
-  error(fname .. ": " .. format(fmt, ...), user_level())
-end
-
-local function check_handle(self, fname, mutating)
-  local ok, err = pcall(object.check_handle, self, fname, mutating)
-  if not ok then
-    if type(err) == "string" then err = err:gsub("^[^\n]-:%d+: ", "") end
-    error(err, user_level())
-  end
-end
+-- first frame outside this file (the public methods reach the checks
+-- through tail calls, so no fixed level would do).
+local raise, check_handle, user_level = object.misuse(debug.getinfo(1, "S").source)
 
 local function what(v)
   if type(v) == "number" then return tostring(v) end

@@ -21,6 +21,7 @@
 --     return object.stats(objects, bytes, pages, page_size, extra)   -- stats()
 --     MyKind.__tostring = object.describe("mod", "objects")
 --     local bad, verdict = object.problems()     -- check(): bad(fmt, ...), verdict()
+--     local raise, check, level = object.misuse(debug.getinfo(1, "S").source)
 --     object.drop(pager, name, "mykind", "mod.drop" [, owned])
 --
 -- How objects read and change their pages is mappedpages.access.
@@ -29,8 +30,10 @@
 local access = require "mappedpages.access"
 local catalog = require "mappedpages.catalog"
 
-local pcall, select, setmetatable, tostring, type = pcall, select, setmetatable, tostring, type
+local error, pcall, select, setmetatable, tostring, type =
+      error, pcall, select, setmetatable, tostring, type
 local format = string.format
+local getinfo = debug.getinfo
 
 local raise, atomic, readonly = access.raise, access.atomic, access.readonly
 
@@ -140,6 +143,40 @@ function M.check_handle(self, fname, mutating)
   end
   raise(fname, 2, "%q no longer exists (it was dropped, or its creation was rolled back)",
         self.object_name)
+end
+
+-- This file's source, which misuse() skips like the module's own.
+local OBJECT = getinfo(1, "S").source
+
+--- Misuse errors for a module whose public methods reach their checks
+-- through tail calls and helpers, where no fixed error level would point
+-- at the user's line. `source` is the module file's own
+-- (`debug.getinfo(1, "S").source` there). Returns
+-- `raise(fname, fmt, ...)` (raises "fname: message"), `check(self, fname
+-- [, mutating])` (check_handle) and `level()` (the level to pass to
+-- `error` from a function of the module), all reporting at the first frame
+-- outside the module and this file.
+function M.misuse(source)
+  local function level()
+    local k = 3              -- 1: this function, 2: its caller (raises)
+    while true do
+      local info = getinfo(k, "S")
+      if not info then return 0 end
+      if info.source ~= source and info.source ~= OBJECT then return k - 1 end
+      k = k + 1
+    end
+  end
+  local function raise_at(fname, fmt, ...)
+    error(fname .. ": " .. format(fmt, ...), level())
+  end
+  local function check(self, fname, mutating)
+    local ok, err = pcall(M.check_handle, self, fname, mutating)
+    if not ok then
+      if type(err) == "string" then err = err:gsub("^[^\n]-:%d+: ", "") end
+      error(err, level())
+    end
+  end
+  return raise_at, check, level
 end
 
 --- Raise (naming `fname`) unless `v` is an integer from `min` to `max`

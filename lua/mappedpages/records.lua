@@ -106,32 +106,7 @@ local M = {}
 -- Misuse errors name the function and point at the caller's line: the
 -- first frame outside this file (the public methods reach the checks
 -- through tail calls, so no fixed level would do).
-local THIS = debug.getinfo(1, "S").source
-local getinfo = debug.getinfo
-
-local function user_level()
-  local level = 3
-  while true do
-    local info = getinfo(level, "S")
-    if not info then return 0 end
-    if info.source ~= THIS then return level - 1 end
-    level = level + 1
-  end
-end
-
---- Raise "fname: message" at the caller's line.
-local function raise(fname, fmt, ...)
-  error(fname .. ": " .. format(fmt, ...), user_level())
-end
-
---- check_handle, raising at the caller's line.
-local function check_handle(self, fname, mutating)
-  local ok, err = pcall(object.check_handle, self, fname, mutating)
-  if not ok then
-    if type(err) == "string" then err = err:gsub("^[^\n]-:%d+: ", "") end
-    error(err, user_level())
-  end
-end
+local raise, check_handle = object.misuse(debug.getinfo(1, "S").source)
 
 local KIND = "records"
 M.KIND = KIND

@@ -129,22 +129,10 @@ end
 ---------------------------------------------------------------------------
 -- SQLite
 
-local function db_exec(db, sql)
-  local st = assert(db:prepare(sql))
-  assert(st:execute())
-  st:close()
-end
 
 local function sqlite_new()
-  local db = assert(DBI.Connect("SQLite3", newpath("sqlite")))
+  local db = kit.sqlite_open(DBI, newpath("sqlite"), "CREATE TABLE t (k BLOB PRIMARY KEY, v BLOB)")
   open_dbs[db] = true
-  db:autocommit(true)
-  local st = assert(db:prepare("PRAGMA journal_mode=WAL"))
-  assert(st:execute())
-  st:fetch()
-  st:close()
-  db_exec(db, "PRAGMA synchronous=FULL")
-  db_exec(db, "CREATE TABLE t (k BLOB PRIMARY KEY, v BLOB)")
   return db
 end
 

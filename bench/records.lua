@@ -74,24 +74,12 @@ local function ours_close(p)
   open_pagers[p] = nil
 end
 
-local function db_exec(db, sql)
-  local st = assert(db:prepare(sql))
-  assert(st:execute())
-  st:close()
-end
 
 local function sqlite_open()
-  local path = newpath("sqlite")
-  local db = assert(DBI.Connect("SQLite3", path))
+  local db = kit.sqlite_open(DBI, newpath("sqlite"),
+                             "CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, "
+                             .. "c INTEGER, d INTEGER, e REAL, f REAL, g REAL, h REAL)")
   open_dbs[db] = true
-  db:autocommit(true)
-  local st = assert(db:prepare("PRAGMA journal_mode=WAL"))
-  assert(st:execute())
-  st:fetch()
-  st:close()
-  db_exec(db, "PRAGMA synchronous=FULL")
-  db_exec(db, "CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, c INTEGER, "
-              .. "d INTEGER, e REAL, f REAL, g REAL, h REAL)")
   return db
 end
 

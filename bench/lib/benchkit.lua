@@ -82,4 +82,27 @@ function M.scratch(name)
   return dir, newpath, cleanup, open_pagers, open_dbs
 end
 
+--- Run one SQL statement through a LuaDBI connection (prepared, executed,
+-- closed), raising on failure.
+function M.db_exec(db, sql)
+  local st = assert(db:prepare(sql))
+  assert(st:execute())
+  st:close()
+end
+
+--- A new SQLite database at path through LuaDBI (`DBI`, the module), set
+-- up as the peers are measured: autocommit, WAL, synchronous=FULL; then
+-- `create` (an SQL statement) is run.
+function M.sqlite_open(DBI, path, create)
+  local db = assert(DBI.Connect("SQLite3", path))
+  db:autocommit(true)
+  local st = assert(db:prepare("PRAGMA journal_mode=WAL"))   -- it returns a row
+  assert(st:execute())
+  st:fetch()
+  st:close()
+  M.db_exec(db, "PRAGMA synchronous=FULL")
+  M.db_exec(db, create)
+  return db
+end
+
 return M

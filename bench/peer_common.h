@@ -1,9 +1,11 @@
 /*
  * peer_common.h -- what the peer benchmarks (peer_lmdb.c, peer_sqlite.c)
  * share: their command line, the mappedpages variant (mp_alloc outside a
- * transaction: one durable commit per call, 4 KiB pages) and the
- * interleaved comparison of a peer with it and with the raw
- * pwrite+fdatasync limit (medians, and medians of per-round ratios).
+ * transaction: one durable commit per call, 4 KiB pages), the timing of a
+ * peer's one-commit function, the interleaved comparison of a peer with
+ * mappedpages and with the raw pwrite+fdatasync limit (medians, and
+ * medians of per-round ratios), and `--count N`: N peer commits and
+ * nothing else, for bench/count_barriers.sh to count under strace.
  */
 #ifndef PEER_COMMON_H
 #define PEER_COMMON_H
@@ -39,26 +41,52 @@ static inline double peer_mp_rate(double seconds)
     return (double)n / (t - t0);
 }
 
-/* [--seconds S] [--rounds R]: 1, or 0 after printing the usage. */
-static inline int peer_args(int argc, char **argv, double *seconds, int *rounds)
+/* One durable commit of the peer (it dies on failure). */
+typedef void peer_commit_fn(void);
+
+/* The peer's commits for `seconds`: commits per second. */
+static inline double peer_rate(peer_commit_fn *commit, double seconds)
+{
+    uint64_t n = 0;
+    double t0 = bench_now(), t;
+    do {
+        commit();
+        n++;
+        t = bench_now();
+    } while (t - t0 < seconds);
+    return (double)n / (t - t0);
+}
+
+/* --count N: N of the peer's commits and nothing else, so that a run
+ * under strace minus a run with N = 0 counts the syscalls of N commits. */
+static inline void peer_count(peer_commit_fn *commit, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        commit();
+}
+
+/* [--seconds S] [--rounds R] [--count N]: 1, or 0 after printing the
+ * usage.  *count stays negative without --count. */
+static inline int peer_args(int argc, char **argv, double *seconds, int *rounds, double *count)
 {
     double rounds_d = *rounds;
     for (int i = 1; i < argc; i++) {
         if (bench_opt_double(argc, argv, &i, "--seconds", seconds) ||
-            bench_opt_double(argc, argv, &i, "--rounds", &rounds_d))
+            bench_opt_double(argc, argv, &i, "--rounds", &rounds_d) ||
+            bench_opt_double(argc, argv, &i, "--count", count))
             continue;
-        fprintf(stderr, "usage: %s [--seconds S] [--rounds R]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--seconds S] [--rounds R] [--count N]\n", argv[0]);
         return 0;
     }
     *rounds = rounds_d < 1 ? 1 : rounds_d > PEER_MAX_ROUNDS ? PEER_MAX_ROUNDS : (int)rounds_d;
     return 1;
 }
 
-/* Run raw, the peer (peer_rate) and mappedpages interleaved, `rounds`
- * slices of `seconds` each after a warm-up, in the directory bench_dir()
- * made, and print the table.  peer_row names the peer's row, peer_name
- * the peer in the final ratio. */
-static inline void peer_compare(double (*peer_rate)(double), const char *peer_row, const char *peer_name,
+/* Run raw, the peer (one `commit` at a time) and mappedpages
+ * interleaved, `rounds` slices of `seconds` each after a warm-up, in the
+ * directory bench_dir() made, and print the table.  peer_row names the
+ * peer's row, peer_name the peer in the final ratio. */
+static inline void peer_compare(peer_commit_fn *commit, const char *peer_row, const char *peer_name,
                                 int rounds, double seconds)
 {
     int rawfd = bench_raw_open();
@@ -66,7 +94,7 @@ static inline void peer_compare(double (*peer_rate)(double), const char *peer_ro
     mp_error err;
     if (mp_create(bench_file("peer.mp"), &o, &peer_mp, &err) != MP_OK)
         bench_die("%s", err.msg);
-    peer_rate(0.2);   /* warm-up */
+    peer_rate(commit, 0.2);   /* warm-up */
     peer_mp_rate(0.2);
     bench_raw_rate(rawfd, 0.2);
 
@@ -74,7 +102,7 @@ static inline void peer_compare(double (*peer_rate)(double), const char *peer_ro
     double r_peer[PEER_MAX_ROUNDS], r_mp[PEER_MAX_ROUNDS], r_mp_peer[PEER_MAX_ROUNDS];
     for (int k = 0; k < rounds; k++) {
         raw[k] = bench_raw_rate(rawfd, seconds);
-        peer[k] = peer_rate(seconds);
+        peer[k] = peer_rate(commit, seconds);
         mpr[k] = peer_mp_rate(seconds);
         if (peer_nids) {   /* keep the file bounded: free this round's pages (untimed) */
             if (mp_free_bulk(peer_mp, peer_nids, peer_ids) != MP_OK)

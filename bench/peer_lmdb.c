@@ -19,7 +19,8 @@
  *                descriptor, i.e. two barriers per commit
  *   mappedpages  mp_alloc outside a transaction (auto-commit), 4 KiB pages
  *
- * Usage: peer_lmdb [--seconds S] [--rounds R]
+ * Usage: peer_lmdb [--seconds S] [--rounds R] [--count N]
+ *   --count N: N commits and nothing else (bench/count_barriers.sh)
  */
 #include "peer_common.h"
 
@@ -86,29 +87,23 @@ static void lcheck(int rc, const char *what)
         bench_die("lmdb %s: %s", what, L.strerror(rc));
 }
 
-static double lmdb_rate(double seconds)
+static void lmdb_commit(void)
 {
     static char val[100] = "a value of 100 bytes";
-    uint64_t n = 0;
-    double t0 = bench_now(), t;
-    do {
-        MDB_txn *txn;
-        uint64_t key = next_key++;
-        MDB_val k = { sizeof key, &key }, v = { sizeof val, val };
-        lcheck(L.txn_begin(env, NULL, 0, &txn), "txn_begin");
-        lcheck(L.put(txn, dbi, &k, &v, 0), "put");
-        lcheck(L.txn_commit(txn), "txn_commit");
-        n++;
-        t = bench_now();
-    } while (t - t0 < seconds);
-    return (double)n / (t - t0);
+    MDB_txn *txn;
+    uint64_t key = next_key++;
+    MDB_val k = { sizeof key, &key }, v = { sizeof val, val };
+    lcheck(L.txn_begin(env, NULL, 0, &txn), "txn_begin");
+    lcheck(L.put(txn, dbi, &k, &v, 0), "put");
+    lcheck(L.txn_commit(txn), "txn_commit");
 }
 
 int main(int argc, char **argv)
 {
     double seconds = 0.5;
+    double count = -1;
     int rounds = 8;
-    if (!peer_args(argc, argv, &seconds, &rounds))
+    if (!peer_args(argc, argv, &seconds, &rounds, &count))
         return 2;
     if (!load_lmdb()) {
         printf("peer_lmdb: liblmdb.so.0 not found (apt-get install liblmdb0); skipped\n");
@@ -127,10 +122,15 @@ int main(int argc, char **argv)
         lcheck(L.txn_commit(txn), "txn_commit");
     }
 
+    if (count >= 0) {
+        peer_count(lmdb_commit, (uint64_t)count);
+        L.env_close(env);
+        return 0;
+    }
     printf("peer_lmdb: %s (default durable commits, one mdb_put per transaction) vs mappedpages "
            "auto-commit alloc vs raw pwrite+fdatasync; %d rounds x %.2f s, interleaved\n",
            L.version(NULL, NULL, NULL), rounds, seconds);
-    peer_compare(lmdb_rate, "LMDB, 1 put per txn, default sync", "LMDB", rounds, seconds);
+    peer_compare(lmdb_commit, "LMDB, 1 put per txn, default sync", "LMDB", rounds, seconds);
 
     L.env_close(env);
     return 0;

@@ -17,7 +17,8 @@
  *                default automatic checkpoints
  *   mappedpages  mp_alloc outside a transaction (auto-commit), 4 KiB pages
  *
- * Usage: peer_sqlite [--seconds S] [--rounds R]
+ * Usage: peer_sqlite [--seconds S] [--rounds R] [--count N]
+ *   --count N: N commits and nothing else (bench/count_barriers.sh)
  */
 #include "peer_common.h"
 
@@ -86,28 +87,22 @@ static void sql(const char *q)
         bench_die("sqlite: %s: %s", q, msg ? msg : "?");
 }
 
-static double sqlite_rate(double seconds)
+static void sqlite_commit(void)
 {
     static const char val[100] = "a value of 100 bytes";
-    uint64_t n = 0;
-    double t0 = bench_now(), t;
-    do {
-        S.bind_int64(ins, 1, next_key++);
-        S.bind_blob(ins, 2, val, (int)sizeof val, NULL);
-        if (S.step(ins) != SQLITE_DONE)
-            bench_die("sqlite insert: %s", S.errmsg(db));
-        S.reset(ins);
-        n++;
-        t = bench_now();
-    } while (t - t0 < seconds);
-    return (double)n / (t - t0);
+    S.bind_int64(ins, 1, next_key++);
+    S.bind_blob(ins, 2, val, (int)sizeof val, NULL);
+    if (S.step(ins) != SQLITE_DONE)
+        bench_die("sqlite insert: %s", S.errmsg(db));
+    S.reset(ins);
 }
 
 int main(int argc, char **argv)
 {
     double seconds = 0.5;
+    double count = -1;
     int rounds = 8;
-    if (!peer_args(argc, argv, &seconds, &rounds))
+    if (!peer_args(argc, argv, &seconds, &rounds, &count))
         return 2;
     if (!load_sqlite()) {
         printf("peer_sqlite: libsqlite3.so.0 not found (apt-get install libsqlite3-0); skipped\n");
@@ -126,10 +121,16 @@ int main(int argc, char **argv)
     if (S.prepare_v2(db, "INSERT INTO t(k, v) VALUES (?1, ?2)", -1, &ins, NULL) != SQLITE_OK)
         bench_die("sqlite prepare: %s", S.errmsg(db));
 
+    if (count >= 0) {
+        peer_count(sqlite_commit, (uint64_t)count);
+        S.finalize(ins);
+        S.close(db);
+        return 0;
+    }
     printf("peer_sqlite: SQLite %s (WAL, synchronous=FULL, one-row INSERT per commit) vs mappedpages "
            "auto-commit alloc vs raw pwrite+fdatasync; %d rounds x %.2f s, interleaved\n",
            S.libversion(), rounds, seconds);
-    peer_compare(sqlite_rate, "SQLite WAL, synchronous=FULL, 1-row INSERT", "SQLite", rounds, seconds);
+    peer_compare(sqlite_commit, "SQLite WAL, synchronous=FULL, 1-row INSERT", "SQLite", rounds, seconds);
 
     S.finalize(ins);
     S.close(db);

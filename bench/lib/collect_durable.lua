@@ -3,8 +3,9 @@
 -- with the raw pwrite 4 KiB + fdatasync limit, medians of rounds), keeps
 -- their rows and writes them to bench/lib/durable_run.lua, which
 -- bench/lib/write_results.lua turns into bench/RESULTS.md's first table
--- and bench/durable.svg. `make bench` runs it; it changes nothing on the
--- machine but its own scratch files.
+-- and bench/durable.svg. The peers' barriers per commit are counted by the
+-- kernel (bench/count_barriers.sh, strace). `make bench` runs it; it
+-- changes nothing on the machine but its own scratch files.
 --
 --   lua5.4 bench/lib/collect_durable.lua BUILD_DIR [SECONDS [ROUNDS]]
 
@@ -61,14 +62,26 @@ if out then
 else
   data.notes[#data.notes + 1] = "commit_rate: " .. tostring(why)
 end
+-- a peer's barriers per commit, counted by the kernel (bench/count_barriers.sh
+-- under strace): "-" when strace is missing
+local function peer_barriers(name)
+  local p = io.popen(format("BUILD=%s sh %s/../count_barriers.sh 1000 %s 2>/dev/null", build, here, name))
+  local text = p and p:read("a") or ""
+  if p then p:close() end
+  local n = tonumber(text:match("barriers per commit: ([%d.]+)"))
+  return n and format("%.2f", n) or "-"
+end
+
 for _, peer in ipairs({{"peer_sqlite", "SQLite"}, {"peer_lmdb", "LMDB"}}) do
   out, why = run(peer[1])
   if out then
+    local barriers = peer_barriers(peer[1])
     for _, c in ipairs(table_rows(out)) do
       -- variant, commits/s, vs raw
       local system = c[1]:match("^raw") and "raw" or c[1]:match("^mappedpages") and "mappedpages"
                      or peer[2]
-      add(system, c[1], c[2], system == "mappedpages" and "1.00" or "-", c[3], peer[1])
+      add(system, c[1], c[2], system == "mappedpages" and "1.00" or system == "raw" and "-" or barriers,
+          c[3], peer[1])
     end
   else
     data.notes[#data.notes + 1] = peer[1] .. ": " .. tostring(why)

@@ -316,6 +316,39 @@ describe("a record table", function()
     assert.equal(1, t:count())
   end)
 
+  it("inserts inside a transaction what only the full check accepts, and refuses what it refuses", function()
+    -- the quick check (rec.quick) leaves these to flatten
+    local t, p = new_table(nil, [[
+      record r { i: i64  u: u64  d: f64  f: f32  s: char[4]  b: bool  e: enum { x, y } = y  w: u8 }
+    ]])
+    local big = 2.0 ^ 63
+    local id
+    assert(p:transaction(function()
+      id = assert(t:insert{i = 3.0, u = big, d = 0 / 0, f = math.huge, s = "ab", b = false, w = 255.0})
+      H.raises_with({"records:insert", "r.w", "256"}, t.insert, t, {w = 256})
+      H.raises_with({"records:insert", "r.i", "1.5"}, t.insert, t, {i = 1.5})
+      H.raises_with({"records:insert", "r.i", "\"3\""}, t.insert, t, {i = "3"})
+      H.raises_with({"records:insert", "r.d", "not a number"}, t.insert, t, {d = "1.5"})
+      H.raises_with({"records:insert", "r.e"}, t.insert, t, {e = "z"})
+      H.raises_with({"records:insert", "r.b"}, t.insert, t, {b = 0})
+      H.raises_with({"records:insert", "r.s"}, t.insert, t, {s = "abcde"})
+      H.raises_with({"records:insert", "colour"}, t.insert, t, {i = 1, colour = 1})
+      -- a field read through __index does not hide an unknown raw key
+      local odd = setmetatable({colour = 1}, {__index = {i = 1}})
+      H.raises_with({"records:insert", "colour"}, t.insert, t, odd)
+      return true
+    end))
+    local row = t:get(id)
+    assert.equal(3, row.i)
+    assert.equal("integer", math.type(row.i))
+    assert.equal(math.mininteger, row.u)
+    assert.is_true(row.d ~= row.d)
+    assert.equal(math.huge, row.f)
+    assert.same({"ab", false, "y", 255}, {row.s, row.b, row.e, row.w})
+    assert.equal(1, t:count())
+    assert_check(t)
+  end)
+
   it("checks every value of an update before changing any", function()
     local t = new_table()
     local id = assert(t:insert{gold = 5})

@@ -446,10 +446,15 @@ end
 
 local flatten_error
 
--- insert_work(self, seq, ok, v1, ..., vN): ok and the values are what
--- pcall(flatten, t) returned.
-local function insert_work(self, seq, ok, ...)
-  if not ok then flatten_error("records:insert", ...) end
+-- insert_work(self, seq, t, ok, v1, ..., vN): ok and the values are what
+-- pcall(quick, t) returned (the record's quick flatten: when it fails,
+-- flatten says why, or accepts what quick was not sure of; t is nil when
+-- flatten already ran).
+local function insert_work(self, seq, t, ok, ...)
+  if not ok then
+    if t ~= nil then return insert_work(self, seq, nil, pcall(self.flatten, t)) end
+    flatten_error("records:insert", ...)
+  end
   local pager = self.pager
   local cache = cache_of(pager, seq)
   local aw, msg, code = cache[self.pid]
@@ -515,7 +520,7 @@ local function insert_work(self, seq, ok, ...)
 end
 
 local function insert_auto(self, ...)
-  return insert_work(self, P_in_txn(self.pager), true, ...)
+  return insert_work(self, P_in_txn(self.pager), nil, true, ...)
 end
 
 local function delete_work(self, seq, id, pid, off)
@@ -615,7 +620,7 @@ function Records:insert(t)
   if self.readonly then raise("records:insert", "pager is read-only") end
   if type(t) ~= "table" then raise("records:insert", "record must be a table (got %s)", type(t)) end
   local seq = P_in_txn(self.pager)
-  if seq then return insert_work(self, seq, pcall(self.flatten, t)) end
+  if seq then return insert_work(self, seq, t, pcall(self.quick, t)) end
   return insert_outside(self, pcall(self.flatten, t))
 end
 
@@ -1098,7 +1103,7 @@ local function make_handle(pager, name, pid, rec)
   self.gen = V_unpack(a, A_HOT + 40, "<i8")
   self.E, self.M = dir_sizes(psize)
   self.fmt = "<B" .. rec.format
-  self.flatten, self.build = rec.flatten, rec.build
+  self.flatten, self.build, self.quick = rec.flatten, rec.build, rec.quick or rec.flatten
   self.pad = S > R + 1
   local fields = {}
   for _, f in ipairs(rec.fields) do fields[f.name] = f end

@@ -191,11 +191,16 @@ local function strip(s)
   return ssub(s, 1, sfind(s, "%z*$") - 1)   -- one scan in C, however many zeros
 end
 
-local H = {type = type, next = next, mtype = mtype, sbyte = sbyte,
+-- The binding's key count (mappedpages.core._keys_in), when it is there:
+-- this module is pure Lua and works without it, walking the keys in Lua.
+local okcore, core = pcall(require, "mappedpages.core")
+local keys_in = okcore and type(core) == "table" and core._keys_in or nil
+
+local H = {keys_in = keys_in, type = type, next = next, mtype = mtype, sbyte = sbyte,
            spack = spack, sunpack = sunpack, unpack = unpack, strip = strip,
            check = check, notable = notable, extra = extra, badarg = badarg,
            baddecode = baddecode, INF = huge, NAN = 0.0 / 0.0}
-local PRELUDE = "local H, K = ...\n" ..
+local PRELUDE = "local H, K = ...\nlocal keys_in = H.keys_in\n" ..
   "local type, next, mtype, sbyte, spack, sunpack, unpack, strip, check, " ..
   "notable, extra, badarg, baddecode, INF, NAN = H.type, H.next, H.mtype, " ..
   "H.sbyte, H.spack, H.sunpack, H.unpack, H.strip, H.check, H.notable, " ..
@@ -443,6 +448,64 @@ local function finish(g, name)
   return chunk(H, g.K)
 end
 
+--- The quick flatten of a record whose fields are all leaves (no
+-- embedded record or array), or nil. It reads each field once (`x.name`)
+-- and tests it with operators instead of calls (an integer `v | 0 == v`,
+-- a float `v + 0.0 == v`), then walks the keys once only to count them
+-- and see that each is a field. Any value it is not sure of, and any
+-- other key, raises a bare error: the caller (records:insert, under
+-- pcall) then runs flatten, which accepts the value or raises naming the
+-- field. Reads go through __index like flatten's nil fields do not: the
+-- key count (every raw key a field, as many as the non-nil reads) keeps a
+-- table with a metatable from being read differently.
+local function quick_function(rec)
+  local T = rec.T
+  local fields = T.rec.fields
+  if T.leaves ~= #fields or T.leaves > MAX_LOCALS then return nil end
+  local g = new_gen()
+  local names, outs = {}, {}
+  for i, f in ipairs(fields) do
+    local k = f.t.kind
+    if k == "record" or k == "array" then return nil end
+    names[f.name] = true
+    outs[i] = "o" .. i
+  end
+  local list = concat(outs, ", ")
+  local F = g:ref(names)
+  g:emit("function(x)\nlocal ", list, "\nlocal c, v, r = 0\n")
+  for i, f in ipairs(fields) do
+    local t, o = f.t, outs[i]
+    local fill = flat(t, rec.fill[f.name], {})[1]
+    g:emit("v = x[", lit(f.name), "] if v == nil then ", o, " = ", lit(fill), " else ")
+    local kind = t.kind
+    if kind == "int" then
+      g:emit("r = v | 0 if r ~= v")
+      if t.size < 8 then g:emit(" or r < ", lit(t.min), " or r > ", lit(t.max)) end
+      g:emit(" then error() end ", o, " = r ")
+    elseif kind == "float" then
+      g:emit("r = v + 0.0 if r ~= v")
+      if t.size == 4 then g:emit(" or r > ", lit(FLT_MAX), " or r < -", lit(FLT_MAX)) end
+      g:emit(" then error() end ", o, " = v ")
+    elseif kind == "bool" then
+      g:emit("if v == true then ", o, " = 1 elseif v == false then ", o, " = 0 else error() end ")
+    elseif kind == "char" then
+      g:emit("if type(v) ~= 'string' or #v > ", t.n, " then error() end ", o, " = v ")
+    elseif kind == "enum" then
+      g:emit(o, " = ", g:ref(t.index), "[v] if ", o, " == nil then error() end ")
+    else
+      return nil
+    end
+    g:emit("c = c + 1 end\n")
+  end
+  if keys_in then
+    g:emit("if keys_in(x, ", F, ") ~= c then error() end\nreturn ", list, "\nend")
+  else
+    g:emit("local n = 0 for k in next, x do if ", F, "[k] == nil then error() end n = n + 1 end\n",
+           "if n ~= c then error() end\nreturn ", list, "\nend")
+  end
+  return finish(g, rec.name)
+end
+
 --- The functions of a record description: flatten, encode, build, decode.
 -- `rec` has name, format, fields (with .t) and its type rec.T.
 local function record_functions(rec, force_big)
@@ -496,6 +559,7 @@ function M.compile(rec)
   local fl, en, bu, de = record_functions(rec, false)
   if not fl then fl, en, bu, de = assert(record_functions(rec, true)) end
   rec.flatten, rec.build, rec.encode, rec.decode = fl, bu, en, de
+  rec.quick = quick_function(rec) or fl
   for _, f in ipairs(rec.fields) do
     local ffl, fbu = field_functions(rec, f, false)
     if not ffl then ffl, fbu = assert(field_functions(rec, f, true)) end

@@ -106,13 +106,10 @@ describe("records.open", function()
     assert.equal(1, t:stats().per_page)
   end)
 
-  it("refuses index options clearly (not supported yet) and unknown options", function()
+  it("refuses unknown options (indexes: spec/28)", function()
     local p = H.create()
-    H.raises_with({"records.open", "indexes", "not supported"}, records.open, p, "t", PLAYER,
-                  {unique = {"name"}})
-    H.raises_with({"records.open", "indexes", "not supported"}, records.open, p, "t", PLAYER, "player",
-                  {index = {"score"}})
     H.raises_with({"records.open", "unknown option"}, records.open, p, "t", PLAYER, {colour = 1})
+    H.raises_with({"records.open", "unknown option"}, records.open, p, "t", PLAYER, "player", {colour = 1})
     assert.equal(0, p:root())
   end)
 

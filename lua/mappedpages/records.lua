@@ -1130,6 +1130,7 @@ local function make_handle(pager, name, pid, rec)
   self.row = make_row(rec.build, nv)
   self.pages, self.pids = {}, {}
   self.readonly = access.readonly(pager)
+  self.indexes = false              -- rindex.attach sets the list, if any
   rindex.register(self)
   local _ = magic
   return self

@@ -243,8 +243,9 @@ local function names_of(fname, rec, opts, which, seen, out, unique)
     local f = rec.by_name[name]
     if not f then raise(fname, "opts.%s: record %s has no field %q", which, rec.name, name) end
     if not INDEXABLE[f.kind] then
-      raise(fname, "opts.%s: field %s is a %s: only scalar fields (numbers, bool, char[N], "
-            .. "enum) can be indexed, not arrays or embedded records", which, name, f.type)
+      raise(fname, "opts.%s: field %s is a %s, which cannot be indexed: only scalar fields "
+            .. "(numbers, bool, char[N], enum) can, not arrays or embedded records", which, name,
+            f.type)
     end
     if seen[name] then
       raise(fname, "opts.%s: field %s is named twice (in opts.%s too)", which, name, seen[name])

@@ -1165,7 +1165,7 @@ local function open_existing(pager, name, pid, stored, rec, spec, d)
   local done, msg, code = atomic(pager, function()
     local st, m, c
     if plan.changed then
-      st, m, c = rindex.prepare(pager, name, pid, stored, rec, plan)
+      st, m, c = rindex.prepare(pager, name, pid, stored, plan)
       if not st then return nil, m, c end
     end
     if d ~= nil then
@@ -1250,7 +1250,7 @@ function M.open(pager, name, src, recname, opts)
     local done, m, c = init_table(pager, apid, rec)
     if not done or #spec == 0 then return done, m, c end
     local st
-    st, m, c = rindex.prepare(pager, name, apid, rec, rec, assert(rindex.plan(pager, apid, spec)))
+    st, m, c = rindex.prepare(pager, name, apid, rec, assert(rindex.plan(pager, apid, spec)))
     if not st then return nil, m, c end
     return rindex.commit(st)
   end)

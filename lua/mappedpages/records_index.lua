@@ -318,11 +318,12 @@ local function destroy_all(trees)
 end
 
 --- Inside a transaction: build the plan's new trees from the rows (read
--- with record `stored`; fields it lacks take their defaults in `rec`),
+-- with record `stored`; fields it lacks, appended by a migration in the same
+-- transaction, take their defaults),
 -- checking unique ones for duplicates first, and get the pages the list
 -- needs. Nothing is visible yet (commit writes the list). @return a state
 -- for commit or abandon, or nil, msg, code having changed nothing
-function M.prepare(pager, name, apid, stored, rec, plan)
+function M.prepare(pager, name, apid, stored, plan)
   local builds = {}
   for i, s in ipairs(plan.spec) do
     if not plan.keep[i] then

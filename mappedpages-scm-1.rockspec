@@ -68,6 +68,7 @@ build = {
       ["mappedpages.heap"] = "lua/mappedpages/heap.lua",
       ["mappedpages.object"] = "lua/mappedpages/object.lua",
       ["mappedpages.records"] = "lua/mappedpages/records.lua",
+      ["mappedpages.records_index"] = "lua/mappedpages/records_index.lua",
       ["mappedpages.schema"] = "lua/mappedpages/schema.lua",
       ["mappedpages.schema_codegen"] = "lua/mappedpages/schema_codegen.lua",
       ["mappedpages.slab"] = "lua/mappedpages/slab.lua",

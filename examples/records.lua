@@ -1,5 +1,5 @@
 -- examples/records.lua -- a game's players table with mappedpages.records:
--- create it, insert, query, update in a transaction, reopen.
+-- create it, insert, query, update in a transaction, reopen, index.
 -- Run from the repository root after `make`:  lua5.4 examples/records.lua
 
 if arg and arg[0] and debug.getinfo(1, "S").source == "@" .. arg[0] then
@@ -61,5 +61,12 @@ players = assert(mp.records.open(pager, "players", v2))
 print("after reopen:", players:get(ada).name, players:field(ada, "xp"), players:count())
 players:delete(ada)
 print("deleted:", players:get(ada), players:count(), players:check())
+
+-- Indexes: a unique one finds a record by name, a plain one walks gold in
+-- order; both change with the rows, in the same transactions.
+players = assert(mp.records.open(pager, "players", v2, {unique = {"name"}, index = {"gold"}}))
+print("npc3 is id", players:find("name", "npc3"))
+for id, p in players:range("gold", 30, 50) do print("30 <= gold < 50:", id, p.name, p.gold) end
+print(players:insert{name = "npc3"})     -- nil, msg, "duplicate": names are unique
 pager:close()
 os.remove(path)

@@ -1373,7 +1373,25 @@ local function table_state(name, rec, list)
   return concat(t, "\n")
 end
 
-local function records_state(p)
+-- records_indexed: the same with indexes (records.open's opts): a unique
+-- one on a (an insert, update or set of a taken value must return
+-- "duplicate") and a plain one on c; state() adds each table's ids in
+-- index order (range), and check() the tables' checks of their indexes.
+local IX_OPTS = { unique = { "a" }, index = { "c" } }
+
+local function index_state(rows)
+  local ids = sorted_keys(rows)
+  local by_a, by_c = {}, {}
+  for i, id in ipairs(ids) do by_a[i], by_c[i] = id, id end
+  sort(by_a, function(x, y) return rows[x].a < rows[y].a end)
+  sort(by_c, function(x, y)
+    if rows[x].c ~= rows[y].c then return rows[x].c < rows[y].c end
+    return x < y
+  end)
+  return fmt("  by a: %s\n  by c: %s", concat(by_a, " "), concat(by_c, " "))
+end
+
+local function records_state(p, indexed)
   if p:root() == 0 then return "no catalog" end
   local cat, msg, code = catalog.open(p)
   if not cat then return "catalog.open: " .. tostring(code) .. ": " .. tostring(msg) end
@@ -1387,6 +1405,18 @@ local function records_state(p)
         local list = {}
         for id, row in h:scan() do list[#list + 1] = { id = id, row = row } end
         out[#out + 1] = table_state(name, h:record(), list)
+        if indexed then
+          local by_a, by_c = {}, {}
+          local ok, err = pcall(function()
+            for id in h:range("a") do by_a[#by_a + 1] = id end
+            for id in h:range("c") do by_c[#by_c + 1] = id end
+          end)
+          if ok then
+            out[#out + 1] = fmt("  by a: %s\n  by c: %s", concat(by_a, " "), concat(by_c, " "))
+          else
+            out[#out + 1] = "  indexes: " .. tostring(err)
+          end
+        end
       end
     else
       out[#out + 1] = "unknown kind " .. kind
@@ -1465,7 +1495,7 @@ end
 
 function Rec:handles(p)
   self.h = {}
-  for name, tb in pairs(self.tab_w) do self.h[name] = assert(records.open(p, name, rec_src(tb.v))) end
+  for name, tb in pairs(self.tab_w) do self.h[name] = assert(records.open(p, name, rec_src(tb.v), self.opts)) end
 end
 
 function Rec:commit()
@@ -1491,6 +1521,7 @@ function Rec:expect()
     local list = {}
     for _, id in ipairs(sorted_keys(tb.rows)) do list[#list + 1] = { id = id, row = tb.rows[id] } end
     out[#out + 1] = table_state(name, rec_of(tb.v), list)
+    if self.opts then out[#out + 1] = index_state(tb.rows) end
   end
   return concat(out, "\n")
 end
@@ -1500,7 +1531,7 @@ function Rec:setup(p)
   assert(p:transaction(function()
     self.cat = assert(catalog.open(p))
     for _, name in ipairs(REC_TABLES) do
-      self.h[name] = assert(records.open(p, name, rec_src(0)))
+      self.h[name] = assert(records.open(p, name, rec_src(0), self.opts))
       self.tab_w[name] = { v = 0, rows = {} }
     end
     return true
@@ -1536,7 +1567,7 @@ function Rec:op(p, rng, inside)
   local names = sorted_keys(self.tab_w)
   if #names == 0 then
     local name = REC_TABLES[1 + rng:below(#REC_TABLES)]
-    self.h[name] = assert(records.open(p, name, rec_src(0)))
+    self.h[name] = assert(records.open(p, name, rec_src(0), self.opts))
     self.tab_w[name] = { v = 0, rows = {} }
     return "create " .. name
   end
@@ -1552,14 +1583,24 @@ function Rec:op(p, rng, inside)
   end
   if r < 5 and tb.v < REC_MAX_VERSION then
     local v = tb.v + 1
-    self.h[name] = assert(records.open(p, name, rec_src(v)))
+    self.h[name] = assert(records.open(p, name, rec_src(v), self.opts))
     for rid, row in pairs(tb.rows) do tb.rows[rid] = full_row(v, row) end
     tb.v = v
     self.counters.migrations = self.counters.migrations + 1
     return "migrate " .. name .. " to v" .. v
   end
+  -- with a unique index on a: the id holding value a, if any
+  local function taken(a)
+    if not self.opts or a == nil then return nil end
+    for rid, row in pairs(tb.rows) do if row.a == a then return rid end end
+  end
   if id == nil or r < 45 then
     local row = random_row(rng, tb.v)
+    if self.opts and taken(full_row(tb.v, row).a) then
+      local got, _, code = h:insert(row)
+      assert(got == nil and code == "duplicate", "a duplicate insert did not return 'duplicate'")
+      return "insert (duplicate)"
+    end
     local new = assert(h:insert(row))
     assert(tb.rows[new] == nil, "insert gave a live id")
     assert(self.tab_c[name] == nil or self.tab_c[name].rows[new] == nil,
@@ -1570,6 +1611,12 @@ function Rec:op(p, rng, inside)
   end
   if r < 65 then
     local fields = random_row(rng, tb.v, true)
+    local o = taken(fields.a)
+    if o and o ~= id then
+      local ok, _, code = h:update(id, fields)
+      assert(ok == nil and code == "duplicate", "a duplicate update did not return 'duplicate'")
+      return "update (duplicate)"
+    end
     assert(h:update(id, fields))
     for k, v in pairs(fields) do tb.rows[id][k] = v end
     tb.rows[id] = full_row(tb.v, tb.rows[id])
@@ -1578,6 +1625,12 @@ function Rec:op(p, rng, inside)
   end
   if r < 75 then
     local a = rng:int(-5, 5)
+    local o = taken(a)
+    if o and o ~= id then
+      local ok, _, code = h:set(id, "a", a)
+      assert(ok == nil and code == "duplicate", "a duplicate set did not return 'duplicate'")
+      return "set (duplicate)"
+    end
     assert(h:set(id, "a", a))
     tb.rows[id].a = a
     assert(h:field(id, "a") == a, "field disagrees with set")
@@ -1632,6 +1685,16 @@ function Rec:step(p, rng, variant)
 end
 
 M.records = records_subject
+
+local records_indexed = { name = "records_indexed", page_size = 1024, check = records_check,
+                          available = records_subject.available }
+function records_indexed.state(p) return records_state(p, true) end
+function records_indexed.new()
+  local self = records_subject.new()
+  self.opts = IX_OPTS
+  return self
+end
+M.records_indexed = records_indexed
 
 ---------------------------------------------------------------------------
 -- heap: mappedpages.heap, two heaps in one file, values of every kind
@@ -2099,7 +2162,8 @@ M.btree_large = btree_large
 ---------------------------------------------------------------------------
 -- which subjects can run here
 
-local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records", "heap", "btree" }
+local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records", "records_indexed",
+                "heap", "btree" }
 
 --- Names of the subjects whose modules load (besides the planted ones).
 function M.available()

@@ -155,14 +155,17 @@ local OBJECT = getinfo(1, "S").source
 -- `raise(fname, fmt, ...)` (raises "fname: message"), `check(self, fname
 -- [, mutating])` (check_handle) and `level()` (the level to pass to
 -- `error` from a function of the module), all reporting at the first frame
--- outside the module and this file.
-function M.misuse(source)
+-- outside the module and this file. More sources after the first (a
+-- module split over files) are skipped too.
+function M.misuse(source, ...)
+  local skip = {[source] = true, [OBJECT] = true}
+  for i = 1, select("#", ...) do skip[(select(i, ...))] = true end
   local function level()
     local k = 3              -- 1: this function, 2: its caller (raises)
     while true do
       local info = getinfo(k, "S")
       if not info then return 0 end
-      if info.source ~= source and info.source ~= OBJECT then return k - 1 end
+      if not skip[info.source] then return k - 1 end
       k = k + 1
     end
   end

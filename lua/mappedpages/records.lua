@@ -12,8 +12,12 @@
 --     mp.records.open(pager, "players")   -- an existing table, with its stored schema
 --     mp.records.drop(pager, "players")
 --
--- open's last argument, opts, is kept for indexes ({unique = ..., index =
--- ...}), which this version does not have: any option raises.
+-- Indexes: open's last argument, opts = {unique = {fields}, index =
+-- {fields}}, keeps B-tree indexes of those fields in the table's
+-- transactions: t:find(field, value) -> id for a unique field, t:range(field,
+-- lo, hi) for any. mappedpages.records_index does that work and tells
+-- what can be indexed; this file calls it where a table with indexes needs
+-- it (one `if self.indexes` on insert, update, set and delete).
 --
 -- Every mutating call joins the pager's open transaction or is a durable
 -- transaction of its own; a rollback restores every row. A handle caches
@@ -39,10 +43,12 @@
 --     48  i8       free queue head: the oldest deleted id (0: empty)
 --     56  i8       the head's stamp: the transaction that deleted it
 --     64  i8       free queue tail: the newest deleted id
---     72  i8       generation: 0 at creation, + 1 at each migration
+--     72  i8       generation: 0 at creation, + 1 at each migration, + 2^32
+--                  at each change of the indexes (data pages hold the low 32 bits)
 --     80  u32      data pages
 --     84  u32      source bytes
---     88  40 bytes zero
+--     88  u32      pid + 1 of the index list page (0: no index; see records_index)
+--     92  36 bytes zero
 --     128 u32 [M]  top of the directory, M = (page size - 128) // 4: pid + 1 of
 --                  level-2 directory pages (0: none)
 --
@@ -87,6 +93,7 @@
 local access = require "mappedpages.access"
 local object = require "mappedpages.object"
 local core = require "mappedpages.core"
+local rindex = require "mappedpages.records_index"
 
 local error, ipairs, load, pairs, pcall, select, tostring, type =
       error, ipairs, load, pairs, pcall, select, tostring, type
@@ -106,14 +113,15 @@ local M = {}
 -- Misuse errors name the function and point at the caller's line: the
 -- first frame outside this file (the public methods reach the checks
 -- through tail calls, so no fixed level would do).
-local raise, check_handle = object.misuse(debug.getinfo(1, "S").source)
+local SOURCE = debug.getinfo(1, "S").source
+local raise, check_handle = object.misuse(SOURCE, rindex.SOURCE)
 
 local KIND = "records"
 M.KIND = KIND
 
 -- anchor
 local ANCHOR_MAGIC = "mprecs1\0"
-local A_SRC, A_HOT, A_SRCLEN, A_TOP = 8, 32, 84, 128
+local A_SRC, A_HOT, A_SRCLEN, A_INDEX, A_TOP = 8, 32, 84, 88, 128
 local GEOM_FMT = "<c8 I4 I4 I4 I4 I4"       -- magic, source head, page size, R, S, n
 local HOT_FMT = "<i8 i8 i8 i8 i8 i8 I4"     -- count, fresh, head, hstamp, tail, gen, pages
 -- directory and data pages
@@ -523,6 +531,13 @@ local function insert_auto(self, ...)
   return insert_work(self, P_in_txn(self.pager), nil, true, ...)
 end
 
+--- The id insert_work would take now (for the indexes, which need it first).
+local function next_id(self, seq)
+  local _, fresh, head, hstamp = V_unpack(self.anchor, A_HOT, "<i8 i8 i8 i8")
+  if head ~= 0 and hstamp < txn_number(self.pager, seq) then return head end
+  return fresh
+end
+
 local function delete_work(self, seq, id, pid, off)
   local pager = self.pager
   local cache = cache_of(pager, seq)
@@ -619,6 +634,7 @@ function Records:insert(t)
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:insert") end
   if self.readonly then raise("records:insert", "pager is read-only") end
   if type(t) ~= "table" then raise("records:insert", "record must be a table (got %s)", type(t)) end
+  if self.indexes then return rindex.insert(self, t) end
   local seq = P_in_txn(self.pager)
   if seq then return insert_work(self, seq, t, pcall(self.quick, t)) end
   return insert_outside(self, pcall(self.flatten, t))
@@ -646,6 +662,7 @@ function Records:update(id, t)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:update") end
   if self.readonly then raise("records:update", "pager is read-only") end
+  if self.indexes and type(t) == "table" then return rindex.update(self, id, t) end
   local _, pid, off = live_slot(self, id, "records:update")
   if type(t) ~= "table" then raise("records:update", "fields must be a table (got %s)", type(t)) end
   local fields, vals, byname = {}, {}, self.fields
@@ -668,6 +685,7 @@ function Records:delete(id)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:delete") end
   if self.readonly then raise("records:delete", "pager is read-only") end
+  if self.indexes then return rindex.delete(self, id) end
   local _, pid, off = live_slot(self, id, "records:delete")
   local seq = self.pager:in_transaction()
   if seq then return delete_work(self, seq, id, pid, off) end
@@ -703,6 +721,7 @@ function Records:set(id, name, value)
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:set") end
   if self.readonly then raise("records:set", "pager is read-only") end
   local f = field_of(self, "records:set", name)
+  if self.indexes then return rindex.set(self, id, f, value) end
   local _, pid, off = live_slot(self, id, "records:set")
   return set_values(self, pid, off + 1 + f.offset, f.format, pcall(f.flatten, value))
 end
@@ -801,7 +820,7 @@ function Records:page_ids()
   for idx = 0, all.npages - 1 do
     if all.data[idx] then list[#list + 1] = all.data[idx] end
   end
-  return list
+  return rindex.page_ids(self, list)
 end
 
 --- Counts: {objects = records, bytes = records * record size, pages =
@@ -817,12 +836,14 @@ function Records:stats()
   -- directory pages: one level-1 page per E data pages, one level-2 per E^2
   local l1 = (npages + E - 1) // E
   local l2 = (npages + E * E - 1) // (E * E)
-  local pages = 1 + #src + l1 + l2 + npages
+  local ipages = rindex.page_count(self)
+  local pages = 1 + #src + l1 + l2 + npages + ipages
   local psize = self.page_size
   return {objects = count, bytes = count * self.size, pages = pages, page_bytes = pages * psize,
           efficiency = count * self.size / (pages * psize), page_size = psize,
           record_size = self.size, slot_size = self.S, per_page = self.n, data_pages = npages,
-          directory_pages = l1 + l2, source_pages = #src, generation = gen}
+          directory_pages = l1 + l2, source_pages = #src, index_pages = ipages,
+          generation = gen}
 end
 
 function Records:__tostring()
@@ -868,7 +889,7 @@ function Records:check()
   if R ~= self.size or S ~= self.S or n ~= self.n then bad("anchor: the layout differs from this handle's") end
   local count, fresh, head, hstamp, tail, gen, npages = V_unpack(a, A_HOT, HOT_FMT)
   if gen ~= self.gen then bad("anchor: generation %d, this handle's is %d", gen, self.gen) end
-  if V_unpack(a, 28, "<I4") ~= 0 or a:read(88, 40) ~= srep("\0", 40) then bad("anchor: reserved bytes are not zero") end
+  if V_unpack(a, 28, "<I4") ~= 0 or a:read(92, 36) ~= srep("\0", 36) then bad("anchor: reserved bytes are not zero") end
   if fresh < 1 or fresh - 1 > npages * n or (npages > 0 and fresh - 1 <= (npages - 1) * n) then
     bad("anchor: %d ids handed out do not need %d data pages of %d", fresh - 1, npages, n)
   end
@@ -964,6 +985,8 @@ function Records:check()
   for k, st in pairs(states) do
     if type(st) == "table" and not seen[k] then bad("id %d is deleted but not on the free queue", k) end
   end
+  local okx, err = pcall(rindex.check, self, bad, own, states, live)
+  if not okx then bad("indexes: %s", tostring(err)) end
   return verdict()
 end
 
@@ -1112,13 +1135,62 @@ local function make_handle(pager, name, pid, rec)
   self.row = make_row(rec.build, nv)
   self.pages, self.pids = {}, {}
   self.readonly = access.readonly(pager)
+  self.indexes = false              -- rindex.attach sets the list, if any
+  rindex.register(self)
   local _ = magic
   return self
 end
 
+--- make_handle and the table's indexes: the handle, or nil, msg, "corrupt".
+-- `changed`: open changed the indexes (mark the other handles).
+local function handle_of(pager, name, pid, rec, changed, in_txn)
+  local self = make_handle(pager, name, pid, rec)
+  local ok, why = rindex.attach(self)
+  if not ok then return nil, format("records.open: %q: %s", name, why), "corrupt" end
+  if changed then rindex.changed(self, in_txn) end
+  return self
+end
+
+--- Open the table at pid (record `stored` in the file) as record `rec`
+-- with the indexes of spec: migrate when rec appends fields (d =
+-- "appends"), build and drop indexes, in one transaction.
+local function open_existing(pager, name, pid, stored, rec, spec, d)
+  local plan, why = rindex.plan(pager, pid, spec)
+  if not plan then return nil, format("records.open: %q: %s", name, why), "corrupt" end
+  if d == nil and not plan.changed then return handle_of(pager, name, pid, rec) end
+  if access.readonly(pager) then
+    if d ~= nil then
+      return nil, format("records.open: %q: the schema appends fields, which needs a migration, "
+                         .. "and the pager is read-only", name), "schema"
+    end
+    return nil, format("records.open: %q: the indexes asked for differ from the table's (%s), "
+                       .. "and the pager is read-only", name, plan.what), "readonly"
+  end
+  local in_txn = P_in_txn(pager) ~= nil
+  local done, msg, code = atomic(pager, function()
+    local st, m, c
+    if plan.changed then
+      st, m, c = rindex.prepare(pager, name, pid, stored, plan)
+      if not st then return nil, m, c end
+    end
+    if d ~= nil then
+      local ok
+      ok, m, c = migrate(pager, pid, stored, rec)
+      if not ok then
+        if st then rindex.abandon(st) end
+        return nil, m, c
+      end
+    end
+    if st then return rindex.commit(st) end
+    return true
+  end)
+  if not done then return nil, msg, code end
+  return handle_of(pager, name, pid, rec, plan.changed, in_txn)
+end
+
 --- Open an existing table with the record stored in it (records.open
 -- without a schema).
-local function open_stored(pager, name)
+local function open_stored(pager, name, opts)
   if pager:root() == 0 then
     return nil, format("records.open: no object named %q (and no schema to create it)", name), "not_found"
   end
@@ -1137,7 +1209,10 @@ local function open_stored(pager, name)
   end
   local rec, why = stored_record(pager, e.pid)
   if not rec then return nil, format("records.open: %q: %s", name, why), "corrupt" end
-  return make_handle(pager, name, e.pid, rec)
+  if opts == nil then return handle_of(pager, name, e.pid, rec) end
+  local spec, msg2, code2 = rindex.spec("records.open", rec, opts, pager:page_size(), name)
+  if not spec then return nil, msg2, code2 end
+  return open_existing(pager, name, e.pid, rec, rec, spec, nil)
 end
 
 local OPTS = {unique = true, index = true}
@@ -1163,24 +1238,29 @@ function M.open(pager, name, src, recname, opts)
   if opts ~= nil then
     if type(opts) ~= "table" then raise("records.open", "opts must be a table (got %s)", type(opts)) end
     for k in pairs(opts) do
-      if OPTS[k] then
-        raise("records.open", "indexes (opts.%s) are not supported yet: open the table without them", k)
-      end
-      raise("records.open", "unknown option %s", what(k))
+      if not OPTS[k] then raise("records.open", "unknown option %s", what(k)) end
     end
   end
-  if src == nil then return open_stored(pager, name) end
+  if src == nil then return open_stored(pager, name, opts) end
   local rec, msg = resolve("records.open", src, recname)
   if not rec then return nil, msg, "schema" end
   local psize = pager:page_size()
   local ok, m2, c2 = check_fits("records.open", rec, psize, name)
   if not ok then return nil, m2, c2 end
+  local spec
+  spec, m2, c2 = rindex.spec("records.open", rec, opts, psize, name)
+  if not spec then return nil, m2, c2 end
   local pid, created
   pid, created, c2 = object.open(pager, name, KIND, "records.open", function(apid)
-    return init_table(pager, apid, rec)
+    local done, m, c = init_table(pager, apid, rec)
+    if not done or #spec == 0 then return done, m, c end
+    local st
+    st, m, c = rindex.prepare(pager, name, apid, rec, assert(rindex.plan(pager, apid, spec)))
+    if not st then return nil, m, c end
+    return rindex.commit(st)
   end)
   if not pid then return nil, created, c2 end
-  if created then return make_handle(pager, name, pid, rec) end
+  if created then return handle_of(pager, name, pid, rec) end
   local a = view(pager, pid)
   local magic, _, ps = a:unpack(0, GEOM_FMT)
   if magic ~= ANCHOR_MAGIC or ps ~= psize then
@@ -1189,17 +1269,10 @@ function M.open(pager, name, src, recname, opts)
   local stored, why = stored_record(pager, pid)
   if not stored then return nil, format("records.open: %q: %s", name, why), "corrupt" end
   local d = schema().diff(stored, rec)
-  if d == nil then return make_handle(pager, name, pid, rec) end
-  if d ~= "appends" then
+  if d ~= nil and d ~= "appends" then
     return nil, format("records.open: %q: the schema differs from the table's: %s", name, d), "schema"
   end
-  if access.readonly(pager) then
-    return nil, format("records.open: %q: the schema appends fields, which needs a migration, "
-                       .. "and the pager is read-only", name), "schema"
-  end
-  local done, m3, c3 = atomic(pager, migrate, pager, pid, stored, rec)
-  if not done then return nil, m3, c3 end
-  return make_handle(pager, name, pid, rec)
+  return open_existing(pager, name, pid, stored, rec, spec, d)
 end
 
 --- Drop the record table `name`: free every page it owns and its name,
@@ -1212,7 +1285,8 @@ function M.drop(pager, name)
   return object.drop(pager, name, KIND, "records.drop", function(apid)
     local ok, pg = pcall(all_pages, pager, apid)
     if not ok then return nil, "records.drop: " .. tostring(pg), "corrupt" end
-    local list = {}
+    local list, msg, code = rindex.drop(pager, apid)
+    if not list then return nil, msg, code end
     for _, l in ipairs {pg.source, pg.l2, pg.l1} do
       for _, pid in ipairs(l) do list[#list + 1] = pid end
     end
@@ -1220,5 +1294,10 @@ function M.drop(pager, name)
     return list
   end)
 end
+
+rindex.bind {A_INDEX = A_INDEX, A_GEN = A_HOT + 40, source = SOURCE, class = Records,
+             make_handle = make_handle, live_slot = live_slot, next_id = next_id,
+             insert_work = insert_work, delete_work = delete_work, write_fields = write_fields,
+             stale = stale, flatten_error = flatten_error}
 
 return M

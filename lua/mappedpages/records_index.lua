@@ -576,7 +576,7 @@ local function insert_op(self, vals)
     if not ok then return undo(done, msg, code) end
     done[#done + 1] = {ix.tree, k}
   end
-  local got, msg, code = R.insert_work(self, seq, tunpack(vals, 1, vals.n))
+  local got, msg, code = R.insert_work(self, seq, nil, tunpack(vals, 1, vals.n))
   if not got then return undo(done, msg, code) end
   if got ~= id then error(format("records %q: insert took id %d, not %d", self.object_name, got, id)) end
   return got

@@ -13,9 +13,11 @@
 -- Objects are transactional like protected pages: every mutating call joins
 -- the open transaction or is a durable transaction of its own, and a
 -- rollback restores them. A handle caches nothing mutable (only the size
--- classes, fixed when the slab is made): every call reads the file, or the
--- open transaction's mirror of it (see "the transaction's mirror" below),
--- which dies with the transaction; so after a rollback every handle shows
+-- classes, fixed when the slab is made, and which table is the open
+-- transaction's cache, checked against its number at each call): every
+-- call reads the file, or the open transaction's mirror of it (see "the
+-- transaction's mirror" below; it holds the writes of the page headers
+-- until the commit), which dies with the transaction; so after a rollback every handle shows
 -- the rolled-back slab, and two handles of one name see each other's
 -- changes at once.
 --
@@ -117,8 +119,7 @@ local check_handle, check_span = object.check_handle, object.check_span
 -- the userdata's metatable): views' for the anchor, writers' for pages.
 local V_unpack = core._View_methods.unpack
 local txn_seq = core._txn_seq
-local W_unpack, W_pack, W_fill =
-      core._Writer_methods.unpack, core._Writer_methods.pack, core._Writer_methods.fill
+local W_pack, W_fill = core._Writer_methods.pack, core._Writer_methods.fill
 
 local M = {}
 
@@ -727,13 +728,13 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
   return true
 end
 
-local function free_auto(self, pid, slot, c, size, v, P)
+local function free_auto(self, pid, slot, c, size, v)
   local pager = self.pager
   local seq = pager:in_transaction()
   local cache = cache_of(pager, seq)
   local st = mirror_of(self, cache)
-  -- read by locate just before the transaction: again, now with its entries
-  P = mirror_page(self, st, cache[pid] or v, pid)
+  -- locate read the page just before the transaction: again, with its entries
+  local P = mirror_page(self, st, cache[pid] or v, pid)
   return free_work(self, seq, cache, st, pid, slot, c, size, v, P)
 end
 

@@ -131,6 +131,10 @@ typedef struct mpl_pager {
     int txopen;            /* the transaction txseq is still open */
     int txfreed;           /* the open transaction freed something: its
                             * commit sweeps the registry */
+    uint64_t hookseq;      /* txseq of the transaction whose commit runs the
+                            * commit hook (core._want_commit_hook), or 0 */
+    int inhook;            /* the commit hook is running: tx:commit() and
+                            * tx:rollback() raise */
     int readonly;
     uint32_t page_size;
     mpl_entry *reg;        /* registry: cap slots (0 or a power of two) */
@@ -311,6 +315,8 @@ void mpl_open_txn(lua_State *L, int modidx);
 int mpl_pager_begin(lua_State *L);
 int mpl_pager_in_transaction(lua_State *L);
 int mpl_l_txn_seq(lua_State *L);                /* core._txn_seq */
+int mpl_l_commit_hook(lua_State *L);            /* core._commit_hook */
+int mpl_l_want_commit_hook(lua_State *L);       /* core._want_commit_hook */
 
 /* ---- lua_testhook.c (test-only: core._barrier_hook) --------------- */
 

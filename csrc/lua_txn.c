@@ -134,15 +134,113 @@ int mpl_l_txn_seq(lua_State *L)
     return 1;
 }
 
+/* ---- the commit hook ----------------------------------------------------
+ *
+ * core._commit_hook(fn) registers one Lua function for this Lua state (the
+ * Lua layer's: mappedpages.access); core._want_commit_hook(pager) asks
+ * that the open transaction's tx:commit() call fn(pager) first, before the
+ * core's commit, so that what fn writes (through the transaction's
+ * writers) is part of the same atomic commit.  A module that keeps some
+ * writes of a transaction in Lua until its end (the slab's header words)
+ * writes them there.  fn returns true, or nil, msg, code: then, and when
+ * it raises, the transaction is rolled back and commit returns nil, msg,
+ * code (raises again).  Nothing to undo after a rollback: fn's pending
+ * writes die with the transaction, like the writes it would have made.
+ * While fn runs, tx:commit() and tx:rollback() raise. */
+static const char HOOK_KEY[] = "mappedpages.commit_hook";
+
+int mpl_l_commit_hook(lua_State *L)
+{
+    if (!lua_isnil(L, 1))
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, HOOK_KEY);
+    return 0;
+}
+
+int mpl_l_want_commit_hook(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    if (!pg->txopen)
+        return mpl_argerror(L, 1, "no transaction is open");
+    pg->hookseq = pg->txseq;
+    return 0;
+}
+
+/* The transaction failed before the core's commit: roll it back. */
+static void txn_failed(mpl_txn *t)
+{
+    mpl_pager *pg = t->pg;
+    if (pg->p != NULL && mp_in_txn(pg->p))
+        mp_rollback(pg->p);
+    t->state = MPL_TX_FAILED;
+    txn_ended(pg);
+}
+
+/* Run the hook for t (index 1) if its transaction asked for it: 0 to go
+ * on with the commit, else the number of results to return. */
+static int run_hook(lua_State *L, mpl_txn *t)
+{
+    mpl_pager *pg = t->pg;
+    int status;
+    if (pg->hookseq != pg->txseq)
+        return 0;
+    pg->hookseq = 0;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, HOOK_KEY) != LUA_TFUNCTION) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_getiuservalue(L, 1, 1);               /* the pager */
+    pg->inhook = 1;
+    status = lua_pcall(L, 1, 3, 0);
+    pg->inhook = 0;
+    if (status != LUA_OK) {
+        if (txn_live(t))
+            txn_failed(t);
+        return lua_error(L);
+    }
+    if (!txn_live(t)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "the transaction ended in its commit hook");
+        lua_pushliteral(L, "transaction");
+        return 3;
+    }
+    if (lua_toboolean(L, -3)) {
+        lua_pop(L, 3);
+        return 0;
+    }
+    txn_failed(t);
+    if (lua_isnil(L, -2)) {
+        lua_pushliteral(L, "the commit hook failed");
+        lua_replace(L, -3);
+    }
+    lua_pushnil(L);
+    lua_replace(L, -4);
+    return 3;
+}
+
+/* Raise if the commit hook of t's pager is running. */
+static void check_not_in_commit_hook(lua_State *L, const mpl_txn *t)
+{
+    if (t->pg->inhook)
+        mpl_argerror(L, 1, "attempt to end a transaction inside its commit hook");
+}
+
 /* tx:commit() -> true | nil, msg, code.  On failure the transaction is
  * over (rolled back in memory) and the pager refuses later commits. */
 static int txn_commit(lua_State *L)
 {
     mpl_txn *t = checktxn(L);
     mpl_pager *pg = t->pg;
-    mp_err e = mp_commit(pg->p);
+    mp_err e;
     const char *msg;
     char buf[512];
+    int n;
+    check_not_in_commit_hook(L, t);
+    n = run_hook(L, t);
+    if (n > 0)
+        return n;
+    e = mp_commit(pg->p);
     if (e == MP_OK) {
         pg->txopen = 0;
         if (pg->txfreed) {
@@ -183,7 +281,9 @@ static int txn_rollback(lua_State *L)
 {
     mpl_txn *t = checktxn(L);
     mpl_pager *pg = t->pg;
-    mp_err e = mp_rollback(pg->p);
+    mp_err e;
+    check_not_in_commit_hook(L, t);
+    e = mp_rollback(pg->p);
     t->state = MPL_TX_ROLLEDBACK;
     txn_ended(pg);
     if (e != MP_OK)

@@ -565,3 +565,76 @@ describe("durability barriers and commit counters", function()
     assert.are.equal(c0, p:info().commits)
   end)
 end)
+
+describe("access.before_commit", function()
+  local access = require "mappedpages.access"
+  after_each(H.cleanup)
+
+  it("runs its function inside the commit, whose writes commit with the transaction", function()
+    local p, path = H.create({ page_size = 1024 })
+    local pid = p:alloc_protected()
+    local tx = p:begin()
+    local runs = 0
+    access.before_commit(p, "k", function()
+      runs = runs + 1
+      assert.is_true(p:in_transaction() ~= false)
+      assert(access.writer(p, pid)):pack(0, "<i8", 77)
+      return true
+    end)
+    access.before_commit(p, "k", function() runs = runs + 100 return true end)   -- same key: ignored
+    assert.are.equal(0, runs)
+    assert.is_true(tx:commit())
+    assert.are.equal(1, runs)
+    p:close()
+    p = H.open(path)
+    assert.are.equal(77, p:protected(pid):unpack(0, "<i8"))
+  end)
+
+  it("runs nothing on rollback, nor in the next transaction", function()
+    local p = H.create({ page_size = 1024 })
+    local runs = 0
+    local tx = p:begin()
+    access.before_commit(p, "k", function() runs = runs + 1 return true end)
+    tx:rollback()
+    assert.is_true(p:transaction(function() p:set_root(3) return true end))
+    assert.are.equal(3, p:root())
+    assert.are.equal(0, runs)
+  end)
+
+  it("rolls the transaction back when its function fails or raises", function()
+    local p = H.create({ page_size = 1024 })
+    local pid = p:alloc_protected()
+    local tx = p:begin()
+    assert(access.writer(p, pid)):pack(0, "<i8", 5)
+    access.before_commit(p, "k", function() return nil, "no room", "no_space" end)
+    local ok, msg, code = tx:commit()
+    assert.is_nil(ok)
+    assert.are.equal("no room", msg)
+    assert.are.equal("no_space", code)
+    assert.is_false(tx:active())
+    assert.is_false(p:in_transaction())
+    assert.are.equal(0, p:protected(pid):unpack(0, "<i8"))
+    tx = p:begin()
+    p:set_root(9)
+    access.before_commit(p, "k", function() error("boom", 0) end)
+    assert.has_error(function() tx:commit() end, "boom")
+    assert.is_false(tx:active())
+    assert.are.equal(0, p:root())
+    assert.is_true(p:transaction(function() p:set_root(4) return true end))   -- the pager goes on
+    assert.are.equal(4, p:root())
+  end)
+
+  it("refuses to end the transaction from inside its function", function()
+    local p = H.create({ page_size = 1024 })
+    local tx = p:begin()
+    local err
+    access.before_commit(p, "k", function()
+      local ok, e = pcall(tx.rollback, tx)
+      assert.is_false(ok)
+      err = e
+      return true
+    end)
+    assert.is_true(tx:commit())
+    assert.matches("inside its commit hook", err)
+  end)
+end)

@@ -11,6 +11,7 @@
 --     access.view(pager, pid)         -- a read-only view of pid (cached)
 --     access.txn_number(pager)        -- the number the open transaction commits as
 --     access.cache(pager)             -- this transaction's writers, for hot paths
+--     access.before_commit(pager, key, fn)   -- fn() inside this transaction's commit
 --     access.new_page(pager)          -- a new protected page and its writer
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
 --     access.free_pages(pager, pids)  -- free each of a list of pids
@@ -43,6 +44,7 @@
 local error, ipairs, pairs, pcall, select, setmetatable =
       error, ipairs, pairs, pcall, select, setmetatable
 local format = string.format
+local core = require "mappedpages.core"
 
 local M = {}
 
@@ -118,6 +120,47 @@ function M.cache(pager, seq)
   end
   return cache
 end
+
+--- Have `fn()` run when the open transaction commits, inside
+-- `tx:commit()` (and so `pager:transaction` and `atomic`) before the
+-- core commits: what fn writes through the transaction's writers is part
+-- of the same atomic commit. For a hot path that keeps some of its writes
+-- in the transaction's cache (as a mirror, see docs/ALLOCATORS.md) and
+-- writes them to the file only at the end. fn returns true, or `nil,
+-- msg, code`: then (and when it raises) the transaction is rolled back
+-- and the commit returns `nil, msg, code` (raises again). One fn per
+-- `key` and transaction (a second call with the key is ignored); they
+-- run in the order they were given. A rollback or a failed commit runs
+-- none: the cache and its pending writes die with the transaction.
+-- Inside fn, ending the transaction raises. `seq` as for `cache`.
+function M.before_commit(pager, key, fn, seq)
+  local cache = M.cache(pager, seq)
+  local hooks = cache.before_commit
+  if hooks == nil then
+    hooks = {}
+    cache.before_commit = hooks
+    core._want_commit_hook(pager)
+  end
+  if hooks[key] == nil then
+    hooks[key] = fn
+    hooks[#hooks + 1] = fn
+  end
+end
+
+-- tx:commit() calls this first when the transaction asked for it
+-- (core._want_commit_hook): the functions given to before_commit.
+core._commit_hook(function(pager)
+  local cache = writers_of[pager]
+  local hooks = cache and cache.before_commit
+  if hooks == nil or cache.seq ~= pager:in_transaction() then return true end
+  local i = 1
+  while hooks[i] do
+    local ok, msg, code = hooks[i]()
+    if not ok then return nil, msg, code end
+    i = i + 1
+  end
+  return true
+end)
 
 --- The open transaction's writer of protected page pid (one per page and
 -- transaction, reused; made again if someone ended it with

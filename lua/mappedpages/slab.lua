@@ -13,9 +13,11 @@
 -- Objects are transactional like protected pages: every mutating call joins
 -- the open transaction or is a durable transaction of its own, and a
 -- rollback restores them. A handle caches nothing mutable (only the size
--- classes, fixed when the slab is made): every call reads the file, or the
--- open transaction's mirror of it (see "the transaction's mirror" below),
--- which dies with the transaction; so after a rollback every handle shows
+-- classes, fixed when the slab is made, and which table is the open
+-- transaction's cache, checked against its number at each call): every
+-- call reads the file, or the open transaction's mirror of it (see "the
+-- transaction's mirror" below; it holds the writes of the page headers
+-- until the commit), which dies with the transaction; so after a rollback every handle shows
 -- the rolled-back slab, and two handles of one name see each other's
 -- changes at once.
 --
@@ -106,18 +108,18 @@ local error, ipairs, pairs, pcall, setmetatable, tostring, type =
 local mtype, tointeger = math.type, math.tointeger
 local format, sunpack, srep =
       string.format, string.unpack, string.rep
-local concat, sort, tinsert = table.concat, table.sort, table.insert
+local concat, sort, tinsert, unpack = table.concat, table.sort, table.insert, table.unpack
 local traceback = debug.traceback
 
-local raise, atomic, writer, view, txn_number, cache_of =
-      access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
+local raise, atomic, writer, view, txn_number, cache_of, before_commit =
+      access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache,
+      access.before_commit
 local check_handle, check_span = object.check_handle, object.check_span
 -- The hot paths call the binding's methods directly (no lookup through
 -- the userdata's metatable): views' for the anchor, writers' for pages.
 local V_unpack = core._View_methods.unpack
 local txn_seq = core._txn_seq
-local W_unpack, W_pack, W_fill =
-      core._Writer_methods.unpack, core._Writer_methods.pack, core._Writer_methods.fill
+local W_pack, W_fill = core._Writer_methods.pack, core._Writer_methods.fill
 
 local M = {}
 
@@ -275,56 +277,145 @@ end
 ---------------------------------------------------------------------------
 -- the transaction's mirror of the header words
 --
--- alloc and free read a page's header words and their class's list heads
--- on every call; reading them costs a call into the binding each. So each
--- transaction keeps a copy, the mirror, in the transaction's writer cache
--- (access.cache: made anew for every transaction, so a rollback or a
--- failed commit leaves no mirror behind, and every handle of the slab
--- shares it). The file stays the truth: every write goes to the file and,
--- where it changes a mirrored word, to the mirror too; code that writes a
--- mirrored word without keeping its copy drops the copy (`forget`), so the
--- next call reads the file again. Mirrored are, for class c, the anchor's
--- heads word (partial head | deferred head << 32) and deferred stamp, and
--- for a page, P = {hot, pending, pending stamp, class links, class|slots}
--- (the words at 12, 20, 28, 36 and 8). A page in the mirror is known to be
--- this slab's page in this transaction (its tag was checked when it was
--- read); a page freed in the transaction leaves the mirror.
+-- alloc and free read and change a page's header words and entries and
+-- their class's list heads on every call; each read or write of the file
+-- costs a call into the binding. So each transaction keeps a copy, the
+-- mirror, in the transaction's writer cache (access.cache: made anew for
+-- every transaction, so a rollback or a failed commit leaves no mirror
+-- behind, and every handle of the slab shares it). Mirrored are, for
+-- class c, the anchor's heads word (partial head | deferred head << 32)
+-- and deferred stamp, and for a page, P = {hot, pending, pending stamp,
+-- class links, class|slots, entries, dirty} (the words at 12, 20, 28, 36
+-- and 8, and the page's entries: entries[slot + 1]). A page in the mirror
+-- is known to be this slab's page in this transaction (its tag, class and
+-- slot count were checked when it was read); a page freed in the
+-- transaction leaves the mirror.
+--
+-- The links and the anchor's words are written to the file at once, and
+-- to the mirror in the same step. A page's hot, pending and stamp words
+-- and its entries are written to the mirror only (the page is then
+-- dirty; its writer is taken first, so that writing it cannot fail), and
+-- to the file before anything reads them there: by the transaction's
+-- commit (access.before_commit: inside tx:commit(), before the core
+-- commits, so they are part of the same atomic commit), and by every
+-- method that reads the file's header words (`sync`). A rollback or a
+-- failed commit drops them with the rest of the transaction: nothing to
+-- undo.
 
 local function mirror_key(apid) return "slab mirror " .. apid end
+
+local efmts = {}
+--- The format of a page's n entries.
+local function efmt(n)
+  local f = efmts[n]
+  if not f then
+    f = "<" .. srep("I2", n)
+    efmts[n] = f
+  end
+  return f
+end
+
+--- Write the mirror st's dirty pages to the file: true, or nil, msg, code.
+local function flush(pager, st)
+  local pages, dirty = st.pages, st.dirty
+  for i = 1, st.ndirty do
+    local pid = dirty[i]
+    local P = pages[pid]
+    if P and P[7] then
+      local w, msg, code = writer(pager, pid)
+      if not w then return nil, msg, code end
+      local A = P[1]
+      local fresh = (A >> 16) & 0xFFFF      -- the entries from fresh on stay 0
+      W_pack(w, P_HOT, "<i8 i8 i8", A, P[2], P[3])
+      if fresh > 0 then W_pack(w, HDR, efmt(fresh), unpack(P[6], 1, fresh)) end
+      P[7] = nil
+    end
+    dirty[i] = nil
+  end
+  st.ndirty = 0
+  return true
+end
 
 local function mirror_of(self, cache)
   local st = cache[self.mkey]
   if not st then
-    st = {heads = {}, stamps = {}, pages = {}}
+    st = {heads = {}, stamps = {}, pages = {}, dirty = {}, ndirty = 0}
     cache[self.mkey] = st
+    local pager = self.pager
+    before_commit(pager, self.mkey, function() return flush(pager, st) end, cache.seq)
   end
   return st
 end
 
---- Page pid's mirror record P, read through v (a view or a writer) and
--- kept in the mirror st when given; nil when pid is not this slab's page.
+--- Page pid becomes dirty (see above).
+local function dirty(st, pid, P)
+  P[7] = true
+  local n = st.ndirty + 1
+  st.ndirty = n
+  st.dirty[n] = pid
+end
+
+--- Write the open transaction's mirror of this slab to the file, for a
+-- method that reads header words or entries there. Raises if that fails
+-- (only when memory runs out).
+local function sync(self)
+  local pager = self.pager
+  local seq = txn_seq(pager)
+  if not seq then return end
+  local st = cache_of(pager, seq)[self.mkey]
+  if st and st.ndirty > 0 then
+    local ok, msg = flush(pager, st)
+    if not ok then error(format("slab %q: %s", self.object_name, msg), 0) end
+  end
+end
+
+--- Page pid's mirror record P, read through v (a view or a writer); kept
+-- in the mirror st (with its entries) when given; nil when pid is not
+-- this slab's page, or (given st) its class or slot count is wrong.
 local function mirror_page(self, st, v, pid)
   local id, cs, A, B, ps, L = v:unpack(0, FULL_FMT)
   if id ~= self.tag then return nil, id end
   local P = {A, B, ps, L, cs}
-  if st then st.pages[pid] = P end
+  if st then
+    local c, n = (cs & 0xFF) + 1, cs >> 16
+    local cls = self.cls
+    if c > cls.n or n ~= cls.nslots[c] then return nil, id end
+    P[6] = {v:unpack(HDR, efmt(n))}
+    st.pages[pid] = P
+  end
   return P
 end
 
-local function forget(st, p1, p2, p3)     -- pages given as pid + 1 (0 skipped)
-  local pages = st.pages
-  if p1 ~= 0 then pages[p1 - 1] = nil end
-  if p2 and p2 ~= 0 then pages[p2 - 1] = nil end
-  if p3 and p3 ~= 0 then pages[p3 - 1] = nil end
+--- Set page p's (pid + 1) class list prev or next, in the file and the
+-- mirror.
+local function set_prev(cache, st, p, value)
+  cache[p - 1]:pack(P_LINKS, "<I4", value)
+  local P = st.pages[p - 1]
+  if P then P[4] = (P[4] & ~0xFFFFFFFF) | value end
+end
+
+local function set_next(cache, st, p, value)
+  cache[p - 1]:pack(P_LINKS + 4, "<I4", value)
+  local P = st.pages[p - 1]
+  if P then P[4] = (P[4] & 0xFFFFFFFF) | (value << 32) end
 end
 
 --- Find a live object. Returns pid, slot, class, size, the page (a writer
 -- of this transaction from `cache` if there is one, else a view) and its
--- mirror record P (see above; stored in the mirror st when given). Raises
--- (at the method's caller) for anything but a live object of this slab.
+-- mirror record P (see above; stored in the mirror st when given). Without
+-- a cache, the open transaction's (and its mirror, if it has one) is used.
+-- Raises (at the method's caller) for anything but a live object of this
+-- slab.
 local function locate(self, ref, fname, cache, st)
   if mtype(ref) ~= "integer" or ref <= 0 then ref = bad_ref(fname, ref) end
   local pid, slot = ref >> 16, (ref & 0xFFFF) - 1
+  if not cache then
+    local seq = txn_seq(self.pager)
+    if seq then
+      cache = cache_of(self.pager, seq)
+      st = cache[self.mkey]
+    end
+  end
   local v = cache and cache[pid]
   if not v then
     local ok
@@ -336,13 +427,14 @@ local function locate(self, ref, fname, cache, st)
     local id
     P, id = mirror_page(self, st, v, pid)
     if not P then
-      if id & 0xFFFFFFFF ~= PAGE_MAGIC then not_live(fname, ref) end
+      if id == self.tag or id & 0xFFFFFFFF ~= PAGE_MAGIC then not_live(fname, ref) end
       raise(fname, 2, "ref %d belongs to another slab", ref)
     end
   end
   local cs = P[5]
   if slot < 0 or slot >= cs >> 16 then not_live(fname, ref) end
-  local e = v:unpack(HDR + 2 * slot, "<I2")
+  local E = P[6]
+  local e = E and E[slot + 1] or v:unpack(HDR + 2 * slot, "<I2")
   local c = (cs & 0xFF) + 1
   local cls = self.cls
   if e < LIVE or c > cls.n then not_live(fname, ref) end
@@ -404,12 +496,11 @@ local function fold(self, seq, cache, st, c, rec, phead, dhead)
   if dhead ~= dtail then after = view(pager, dhead - 1):unpack(P_LINKS + 4, "<I4") end
   local ok, msg, code = need(pager, seq, cache, self.pid + 1, dtail, phead, dhead, after)
   if not ok then return nil, msg, code end
-  cache[dtail - 1]:pack(P_LINKS + 4, "<I4", phead)
-  if phead ~= 0 then cache[phead - 1]:pack(P_LINKS, "<I4", dtail) end
+  set_next(cache, st, dtail, phead)
+  if phead ~= 0 then set_prev(cache, st, phead, dtail) end
   local aw = cache[self.pid]
   aw:pack(rec + R_HEADS, "<I4 I4", dhead, 0)
   aw:pack(rec + R_TAIL, "<I4", 0)
-  forget(st, dtail, phead)
   st.heads[c] = dhead
   return true
 end
@@ -484,7 +575,8 @@ local function alloc_work(self, seq, c, size, pool, cache, st)
   end
   local P = st.pages[pid] or mirror_page(self, st, w, pid)
   if not P then damaged(self, pid, "a page of the partial list is not this slab's") end
-  local A, B, ps, links = P[1], P[2], P[3], P[4]
+  if not P[7] then dirty(st, pid, P) end
+  local A, B, ps, links, E = P[1], P[2], P[3], P[4], P[6]
   local used, fresh, fhead = A & 0xFFFF, (A >> 16) & 0xFFFF, (A >> 32) & 0xFFFF
   local nslots = cls.nslots[c]
   local pc = (B >> 32) & 0xFFFF
@@ -498,7 +590,7 @@ local function alloc_work(self, seq, c, size, pool, cache, st)
   if fhead ~= 0 then
     slot = fhead - 1
     if slot >= fresh then damaged(self, pid, "free list") end
-    nfree = W_unpack(w, HDR + 2 * slot, "<I2")
+    nfree = E[fhead]
     if nfree > fresh then damaged(self, pid, "free list") end
   else
     slot, nfree = fresh, 0
@@ -513,13 +605,13 @@ local function alloc_work(self, seq, c, size, pool, cache, st)
     local defer = used < nslots
     local ok, msg, code = need(pager, seq, cache, self.pid + 1, cnext, defer and dhead or 0)
     if not ok then return nil, msg, code end
-    if cnext ~= 0 then cache[cnext - 1]:pack(P_LINKS, "<I4", 0) end
+    if cnext ~= 0 then set_prev(cache, st, cnext, 0) end
     local aw = cache[self.pid]
     if defer then
       w:pack(P_LINKS, "<I4 I4", 0, dhead)
       P[4] = dhead << 32
       if dhead ~= 0 then
-        cache[dhead - 1]:pack(P_LINKS, "<I4", phead)
+        set_prev(cache, st, dhead, phead)
       else
         aw:pack(rec + R_TAIL, "<I4", phead)
       end
@@ -531,18 +623,11 @@ local function alloc_work(self, seq, c, size, pool, cache, st)
       aw:pack(rec + R_HEADS, "<I4", cnext)
       st.heads[c] = cnext | (dhead << 32)
     end
-    forget(st, cnext, defer and dhead or 0)
   end
-  W_pack(w, HDR + 2 * slot, "<I2", LIVE | (cls.slot[c] - size))
+  E[slot + 1] = LIVE | (cls.slot[c] - size)
   -- the hot word: used, fresh, free head, bytes + size
-  A = used | (fresh << 16) | (nfree << 32) | (((A >> 48) + size) << 48)
-  P[1] = A
-  if merged then
-    W_pack(w, P_HOT, "<i8 i8", A, B)
-    P[2] = B
-  else
-    W_pack(w, P_HOT, "<i8", A)
-  end
+  P[1] = used | (fresh << 16) | (nfree << 32) | (((A >> 48) + size) << 48)
+  if merged then P[2] = B end
   return pid * 65536 + slot + 1
 end
 
@@ -562,17 +647,17 @@ local function release_page(self, seq, cache, st, pid, c)
   local aw = cache[apid]
   local p0, d0, ds, t0, pages = aw:unpack(rec + R_HEADS, LISTS_FMT)
   local me = pid + 1
-  if cprev ~= 0 then cache[cprev - 1]:pack(P_LINKS + 4, "<I4", cnext)
+  if cprev ~= 0 then set_next(cache, st, cprev, cnext)
   elseif p0 == me then p0 = cnext
   elseif d0 == me then d0 = cnext end
-  if cnext ~= 0 then cache[cnext - 1]:pack(P_LINKS, "<I4", cprev)
+  if cnext ~= 0 then set_prev(cache, st, cnext, cprev)
   elseif t0 == me then t0 = cprev end
   aw:pack(rec + R_HEADS, LISTS_FMT, p0, d0, ds, t0, pages - 1)
   local total, head = aw:unpack(A_PAGES, "<I4 I4")
   if aprev ~= 0 then cache[aprev - 1]:pack(P_LINKS + 12, "<I4", anext) else head = anext end
   if anext ~= 0 then cache[anext - 1]:pack(P_LINKS + 8, "<I4", aprev) end
   aw:pack(A_PAGES, "<I4 I4", total - 1, head)
-  forget(st, me, cprev, cnext)
+  st.pages[pid] = nil
   st.heads[c] = nil
   return true
 end
@@ -607,34 +692,33 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
     w, msg, code = wr(pager, pid, seq)
     if not w then return nil, msg, code end
   end
+  if not P[7] then dirty(st, pid, P) end
+  local E = P[6]
   local ph, pt, pc = B & 0xFFFF, (B >> 16) & 0xFFFF, (B >> 32) & 0xFFFF
   W_fill(w, 0, cls.data[c] + slot * cls.slot[c], size)
   if pc > 0 and ps < T then                       -- older pending slots become free
-    W_pack(w, HDR + 2 * (pt - 1), "<I2", fhead)
+    E[pt] = fhead
     fhead, ph, pt, pc = ph, 0, 0, 0
   end
-  W_pack(w, HDR + 2 * slot, "<I2", ph)
+  E[slot + 1] = ph
   if pc == 0 then pt = slot + 1 end
   -- used - 1, fresh as it was, the free head, bytes - size; the pending
   -- list with slot at its head
-  A = (used - 1) | (A & 0xFFFF0000) | (fhead << 32) | (((A >> 48) - size) << 48)
-  B = (slot + 1) | (pt << 16) | ((pc + 1) << 32)
-  W_pack(w, P_HOT, "<i8 i8 i8", A, B, T)
-  P[1], P[2], P[3] = A, B, T
+  P[1] = (used - 1) | (A & 0xFFFF0000) | (fhead << 32) | (((A >> 48) - size) << 48)
+  P[2] = (slot + 1) | (pt << 16) | ((pc + 1) << 32)
+  P[3] = T
   if was_full then
     local me = pid + 1
     local aw = cache[self.pid]
     if folding then
-      cache[t0 - 1]:pack(P_LINKS + 4, "<I4", p0)
-      if p0 ~= 0 then cache[p0 - 1]:pack(P_LINKS, "<I4", t0) end
-      forget(st, t0, p0)
+      set_next(cache, st, t0, p0)
+      if p0 ~= 0 then set_prev(cache, st, p0, t0) end
       p0, d0 = d0, 0
     end
     w:pack(P_LINKS, "<I4 I4", 0, d0)
     P[4] = d0 << 32
     if d0 ~= 0 then
-      cache[d0 - 1]:pack(P_LINKS, "<I4", me)
-      forget(st, d0)
+      set_prev(cache, st, d0, me)
     else
       aw:pack(rec + R_TAIL, "<I4", me)
     end
@@ -644,12 +728,13 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
   return true
 end
 
-local function free_auto(self, pid, slot, c, size, v, P)
+local function free_auto(self, pid, slot, c, size, v)
   local pager = self.pager
   local seq = pager:in_transaction()
   local cache = cache_of(pager, seq)
   local st = mirror_of(self, cache)
-  st.pages[pid] = P               -- read by locate just before the transaction
+  -- locate read the page just before the transaction: again, with its entries
+  local P = mirror_page(self, st, cache[pid] or v, pid)
   return free_work(self, seq, cache, st, pid, slot, c, size, v, P)
 end
 
@@ -690,16 +775,54 @@ local function alloc_checked(self, size)
   return atomic(pager, alloc_auto, self, c, size)
 end
 
+--- The open transaction's cache (seq: its number), kept in the handle
+-- between calls (a memo: seq names one transaction of the pager, and its
+-- cache is made once).
+local function txn_cache(self, pager, seq)
+  local cache = self.txc
+  if cache == nil or cache.seq ~= seq then
+    cache = cache_of(pager, seq)
+    self.txc = cache
+  end
+  return cache
+end
+
 --- Allocate an object of size bytes (1 to max_size()), reading as zeros.
 -- @return its ref, or nil, msg, code
 function Slab:alloc(size)
   local pager = type(self) == "table" and self.pager
   local seq = pager and txn_seq(pager)
   if seq then
-    local cache = cache_of(pager, seq)
+    local cache = self.txc
+    if cache == nil or cache.seq ~= seq then cache = txn_cache(self, pager, seq) end
     local st = cache[self.mkey]
-    local c = st and self.cls.class_of[size]
-    if c then return alloc_work(self, seq, c, size | 0, nil, cache, st) end
+    local cls = self.cls
+    local c = st and cls.class_of[size]
+    if c then
+      -- The common case, in place: the head page of the class's partial
+      -- list is mirrored and dirty, its deferred list is not due, and the
+      -- page keeps a usable slot after this alloc.
+      local heads, T = st.heads[c], cache.number
+      local P = heads and T and st.pages[(heads & 0xFFFFFFFF) - 1]
+      if P and P[7] and (heads >> 32 == 0 or st.stamps[c] >= T) then
+        local A = P[1]
+        local fhead, fresh = (A >> 32) & 0xFFFF, (A >> 16) & 0xFFFF
+        local E = P[6]
+        if fhead ~= 0 then
+          local nfree = E[fhead]
+          if fhead <= fresh and nfree <= fresh and (nfree ~= 0 or fresh < cls.nslots[c]) then
+            E[fhead] = LIVE | (cls.slot[c] - size)
+            P[1] = ((A & ~0xFFFF00000000) | (nfree << 32)) + 1 + (size << 48)
+            return (heads & 0xFFFFFFFF) * 65536 - 65536 + fhead
+          end
+        elseif fresh + 1 < cls.nslots[c] then
+          E[fresh + 1] = LIVE | (cls.slot[c] - size)
+          P[1] = A + 0x10001 + (size << 48)
+          return (heads & 0xFFFFFFFF) * 65536 - 65536 + fresh + 1
+        end
+      end
+      return alloc_work(self, seq, c, size | 0, nil, cache, st)
+    end
   end
   return alloc_checked(self, size)
 end
@@ -722,18 +845,40 @@ function Slab:free(ref)
   local pager = type(self) == "table" and self.pager
   local seq = pager and txn_seq(pager)
   if seq and mtype(ref) == "integer" and ref > 0 then
-    local cache = cache_of(pager, seq)
+    local cache = self.txc
+    if cache == nil or cache.seq ~= seq then cache = txn_cache(self, pager, seq) end
     local st = cache[self.mkey]
     -- a page this transaction has written and mirrored
     local pid = ref >> 16
     local P, w = st and st.pages[pid], cache[pid]
     if P and w then
       local slot, cs = (ref & 0xFFFF) - 1, P[5]
-      local c = (cs & 0xFF) + 1
-      if slot >= 0 and slot < cs >> 16 and c <= self.cls.n then
-        local e = W_unpack(w, HDR + 2 * slot, "<I2")
+      local nslots = cs >> 16
+      if slot >= 0 and slot < nslots then
+        local E = P[6]
+        local e = E[slot + 1]
         if e >= LIVE then
-          return free_work(self, seq, cache, st, pid, slot, c, self.cls.slot[c] - (e & 0x7FFF), w, P)
+          local c = (cs & 0xFF) + 1
+          local cls = self.cls
+          local size = cls.slot[c] - (e & 0x7FFF)
+          local A, B, T = P[1], P[2], cache.number
+          local used, pc = A & 0xFFFF, (B >> 32) & 0xFFFF
+          -- The common case, in place: the page keeps objects, was not
+          -- full, is dirty, and its pending slots (if any) are this
+          -- transaction's.
+          if used > 1 and used < nslots and P[7] and T and (pc == 0 or P[3] >= T) then
+            W_fill(w, 0, cls.data[c] + slot * cls.slot[c], size)
+            E[slot + 1] = B & 0xFFFF
+            P[1] = A - 1 - (size << 48)
+            if pc == 0 then
+              P[2] = (slot + 1) * 0x10001 | 0x100000000
+            else
+              P[2] = ((B & ~0xFFFF) + 0x100000000) | (slot + 1)
+            end
+            P[3] = T
+            return true
+          end
+          return free_work(self, seq, cache, st, pid, slot, c, size, w, P)
         end
       end
     end
@@ -870,6 +1015,7 @@ end
 -- the new pages, allocate them, take every writer, then fill.
 local function alloc_bulk_work(self, seq, n, c, size)
   local pager, cls, anchor, apid = self.pager, self.cls, self.anchor, self.pid
+  sync(self)                                   -- the walk reads the header words
   local T = txn_number(pager, seq)
   local rec, nslots = cls.rec[c], cls.nslots[c]
   local p0, d0, ds, t0 = anchor:unpack(rec + R_HEADS, LISTS_FMT)
@@ -1056,6 +1202,7 @@ function Slab:objects()
   if not (anchor and anchor:alive()) then check_handle(self, "slab:objects") end
   local pids = page_list(self, "slab:objects")
   sort(pids)
+  local me = self
   local pager, tag, cls = self.pager, self.tag, self.cls
   local i, slot, fresh, ents, base, slots = 0, 0, 0, nil, 0, nil
   return function()
@@ -1071,6 +1218,7 @@ function Slab:objects()
       i = i + 1
       local pid = pids[i]
       if not pid then return nil end
+      sync(me)                      -- the loop's body may alloc and free
       local ok, v = pcall(view, pager, pid)
       if ok then
         local id, cs, A = v:unpack(0, "<i8 I4 i8")
@@ -1108,6 +1256,7 @@ function Slab:stats()
                   pages = 0, objects = 0, bytes = 0}
   end
   local objects, bytes = 0, 0
+  sync(self)
   local list = page_list(self, "slab:stats")
   for _, pid in ipairs(list) do
     local cs, A = view(pager, pid):unpack(8, "<I4 i8")
@@ -1233,6 +1382,7 @@ function Slab:check()
   local function bad(fmt, ...) problems[#problems + 1] = format(fmt, ...) end
   local cls, why = load_classes(anchor)
   if not cls then return false, {"anchor: " .. why} end
+  sync(self)
   if cls.max ~= self.cls.max or cls.n ~= self.cls.n then
     bad("the anchor's size classes changed since the slab was opened")
   end
@@ -1376,7 +1526,11 @@ end
 local function free_pages(pager, name, apid, fname)
   local h = object.handle(Slab, pager, name, apid)
   h.tag = PAGE_MAGIC | (apid << 32)
-  cache_of(pager)[mirror_key(apid)] = nil   -- its pages leave the transaction's mirror
+  -- its pages leave the transaction's mirror, their pending writes with them
+  local cache = cache_of(pager)
+  local st = cache[mirror_key(apid)]
+  if st then st.ndirty = 0 end
+  cache[mirror_key(apid)] = nil
   local ok, list = pcall(page_list, h, fname)
   if not ok then return nil, list, "corrupt" end
   for _, pid in ipairs(list) do

@@ -40,6 +40,7 @@ build = {
       -- default dialect (gnu17) accepts the C11 code.
       ["mappedpages.core"] = {
          sources = {
+            "csrc/check.c",
             "csrc/commit.c",
             "csrc/crc32c.c",
             "csrc/fsm.c",

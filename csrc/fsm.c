@@ -14,7 +14,7 @@
  *            pending pages become free only when the transaction commits,
  *            so a page freed by transaction N is reused no earlier than N+1.
  *
- * Invariants (checked by mp_audit):
+ * Invariants (checked by mp_check, check.c):
  *   F1  the working bitmaps are in memory; a group's first change in a
  *       transaction saves its words to the undo list (mp_fsm_touch), so a
  *       rollback needs no I/O.  The commit writes a changed bitmap to slot

@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -886,16 +887,49 @@ static int pager_root(lua_State *L)
     return 1;
 }
 
-/* pager:check() -> true | nil, msg, "corrupt".  Audits the file's
- * structures (mp_check). */
+/* pager:check() -> true | false, {problem, ...}.  The audit (mp_check_each)
+ * keeps going after a problem; each problem is copied into a box (a
+ * userdata, so a memory error raised while the list is built leaks
+ * nothing) and listed, the first CHECK_LISTED of them one by one. */
+#define CHECK_LISTED 256
+
+typedef struct check_box {
+    lua_Integer n;                     /* problems found */
+    char msg[CHECK_LISTED][256];
+} check_box;
+
+static void check_collect(void *ud, const char *problem)
+{
+    check_box *b = (check_box *)ud;
+    if (b->n < CHECK_LISTED)
+        snprintf(b->msg[b->n], sizeof b->msg[0], "%s", problem);
+    b->n++;
+}
+
 static int pager_check(lua_State *L)
 {
     mpl_pager *pg = mpl_checkpager(L, 1);
-    mp_err e = mp_check(pg->p);
-    if (e != MP_OK)
+    check_box *b = (check_box *)lua_newuserdatauv(L, sizeof *b, 0);
+    b->n = 0;
+    mp_err e = mp_check_each(pg->p, check_collect, b);
+    if (e == MP_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (e != MP_ECORRUPT)
         return mpl_fail(L, pg, e, 1);
-    lua_pushboolean(L, 1);
-    return 1;
+    lua_pushboolean(L, 0);
+    lua_Integer listed = b->n < CHECK_LISTED ? b->n : CHECK_LISTED;
+    lua_createtable(L, (int)listed + 1, 0);
+    for (lua_Integer i = 0; i < listed; i++) {
+        lua_pushstring(L, b->msg[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (b->n > listed) {
+        lua_pushfstring(L, "and %I more problems", (LUAI_UACINT)(b->n - listed));
+        lua_rawseti(L, -2, listed + 1);
+    }
+    return 2;
 }
 
 /* ---- registration ----------------------------------------------------- */

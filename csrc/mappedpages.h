@@ -236,9 +236,27 @@ uint64_t mp_root(const mp_pager *p);
 
 /* ---- diagnostics ------------------------------------------------------ */
 
-/* Audit the in-memory and on-disk structures (every page accounted for
- * exactly once, checksums of durable metadata).  MP_OK or MP_ECORRUPT with
- * a message. */
+/* Audit the file and the pager's memory: the durable root, every index
+ * node, bitmap and page-table page it reaches (header and CRC, entries
+ * against memory), every protected page's content against the CRC in its
+ * page-table entry, every page accounted for exactly once (each page the
+ * page table uses is a system page outside the reserved runs, used once;
+ * no other system page), and the in-memory invariants.  It does not stop
+ * at a problem: each page is checked on its own, so every bad checksum and
+ * every page owned twice or not at all is its own problem.  Pages are read
+ * from the file (pread), so damage under an open pager is seen.  Inside a
+ * transaction the entries it changed are checked at its commit instead.
+ *
+ * mp_check_each calls fn(ud, problem) for each problem found, problem a
+ * line naming the page and what is wrong with it, e.g. "page 9
+ * (page-table leaf 0): checksum mismatch" or "page 12 (protected page 3):
+ * content does not match its checksum" (the string lives only during the
+ * call; fn may be NULL).  Returns MP_OK when there is none, MP_ECORRUPT
+ * when there is at least one (mp_errmsg: the first, and how many more), or
+ * MP_ENOMEM when it could not start.  mp_check(p) is
+ * mp_check_each(p, NULL, NULL). */
+typedef void (*mp_problem_fn)(void *ud, const char *problem);
+mp_err mp_check_each(mp_pager *p, mp_problem_fn fn, void *ud);
 mp_err mp_check(mp_pager *p);
 
 /* ---- fault injection (tests only) ------------------------------------ */

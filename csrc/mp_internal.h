@@ -367,7 +367,9 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
                mp_ptload *ld, uint64_t **refs, uint64_t *nrefs, char *why, size_t wl);
 void mp_pt_install(mp_pager *p, mp_ptload *ld);
 void mp_ptload_free(mp_ptload *ld);
-mp_err mp_pt_audit(mp_pager *p);
+/* NULL when a metadata page passes its checks, else why not (open, audit). */
+const char *mp_meta_problem(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
+                            uint64_t index, uint32_t want_crc, uint64_t root_txn);
 /* Bytes at the end of the root that the page-table deltas take (so the
  * free-space map's top entries must end before them). */
 uint64_t mp_pt_root_tail(const unsigned char *root, uint32_t P);
@@ -379,6 +381,5 @@ mp_err mp_txn_commit(mp_pager *p);
 void mp_txn_rollback(mp_pager *p);
 mp_err mp_recover(mp_pager *p, mp_error *err);
 mp_err mp_write_initial(mp_pager *p);
-mp_err mp_audit(mp_pager *p);
 
 #endif /* MP_INTERNAL_H */

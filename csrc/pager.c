@@ -537,8 +537,3 @@ mp_err mp_rollback(mp_pager *p)
     p->in_txn = 0;
     return MP_OK;
 }
-
-mp_err mp_check(mp_pager *p)
-{
-    return mp_audit(p);
-}

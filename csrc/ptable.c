@@ -601,21 +601,31 @@ void mp_pt_rollback(mp_pager *p)
 
 /* ---- open -------------------------------------------------------------- */
 
-static int check_header(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
-                        uint64_t index, uint32_t want_crc, uint64_t root_txn)
+/* Why a metadata page fails the rules of "Checksums and verification"
+ * (docs/FORMAT.md): its header names another type, level or index, it is
+ * newer than the root that names it, or its CRC is wrong or not the one
+ * its parent records.  NULL when it passes. */
+const char *mp_meta_problem(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
+                            uint64_t index, uint32_t want_crc, uint64_t root_txn)
 {
     if (mp_ld32(page + MP_H_TYPE) != type || mp_ld32(page + MP_H_LEVEL) != level ||
-        mp_ld32(page + MP_H_INDEX) != (uint32_t)index || mp_ld64(page + MP_H_TXN) > root_txn)
-        return 0;
+        mp_ld32(page + MP_H_INDEX) != (uint32_t)index)
+        return "bad header";
     for (int i = 24; i < 32; i++)
         if (page[i])
-            return 0;
+            return "bad header";
+    if (mp_ld64(page + MP_H_TXN) > root_txn)
+        return "written by a newer transaction";
     uint32_t stored = mp_ld32(page + MP_H_CRC);
     static const unsigned char zero4[4];
     uint32_t crc = mp_crc32c(0, page, MP_H_CRC);
     crc = mp_crc32c(crc, zero4, 4);
     crc = mp_crc32c(crc, page + MP_H_CRC + 4, P - MP_H_CRC - 4);
-    return crc == stored && crc == want_crc;
+    if (crc != stored)
+        return "checksum mismatch";
+    if (crc != want_crc)
+        return "checksum differs from the one its parent records";
+    return NULL;
 }
 
 void mp_ptload_free(mp_ptload *ld)
@@ -701,10 +711,12 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
         for (uint64_t n = 0; n < counts[l]; n++) {
             const mp_ptnode *nd_ = &ld->ptn[l][n];
             int e = mp_os_read_page(p, nd_->pgno, p->iobuf);
-            if (e || !check_header(p->iobuf, ge->P, l ? MP_TYPE_PTNODE : MP_TYPE_PTLEAF, l, n,
-                                   nd_->crc, root_txn)) {
-                mp_msg(why, wl, "page table %s %llu (level %u): %s", l ? "node" : "leaf",
-                       (unsigned long long)n, l, e ? strerror(e) : "bad header or checksum");
+            const char *bad = e ? strerror(e)
+                                : mp_meta_problem(p->iobuf, ge->P, l ? MP_TYPE_PTNODE : MP_TYPE_PTLEAF, l, n,
+                                                  nd_->crc, root_txn);
+            if (bad) {
+                mp_msg(why, wl, "page table %s %llu (level %u, page %u): %s", l ? "node" : "leaf",
+                       (unsigned long long)n, l, nd_->pgno, bad);
                 goto fail;
             }
             ref_add(refs, nrefs, cap, nd_->pgno);
@@ -840,38 +852,3 @@ mp_err mp_pt_init_free(mp_pager *p)
     return MP_OK;
 }
 
-/* ---- audit ------------------------------------------------------------- */
-
-/* The in-memory table agrees with itself and with the working bitmaps:
- * counts, every content page a system page, T3 and T4. */
-mp_err mp_pt_audit(mp_pager *p)
-{
-    uint64_t count = 0, pages = 0, cur = cur_txn(p);
-    for (uint64_t pid = 0; pid < p->pid_limit; pid++) {
-        const mp_ptent *e = &p->pt[pid];
-        int is_free_bit = !!(p->pid_free.lv[0][pid >> 6] & ((uint64_t)1 << (pid & 63)));
-        if (e->pgno == MP_PT_FREE) {
-            int pending = e->txn == cur;   /* freed by the open transaction */
-            if (is_free_bit == pending && pid < p->d_pid_limit)
-                return mp_fail(p, MP_ECORRUPT, "pid %llu: free set wrong (T4)", (unsigned long long)pid);
-            continue;
-        }
-        if (is_free_bit)
-            return mp_fail(p, MP_ECORRUPT, "pid %llu: allocated but in the free set (T4)",
-                           (unsigned long long)pid);
-        count++;
-        if (e->pgno > MP_PT_ZERO) {
-            pages++;
-            unsigned st = ST_FREE;
-            if (mp_fsm_state(p, e->pgno, &st) != MP_OK || st != ST_SYSTEM)
-                return mp_fail(p, MP_ECORRUPT, "pid %llu: its page %u is not a system page (T1)",
-                               (unsigned long long)pid, e->pgno);
-        }
-    }
-    if (count != p->prot_count || pages != p->prot_pages)
-        return mp_fail(p, MP_ECORRUPT, "page table counts disagree with its entries");
-    for (uint64_t k = 0; k < p->ptundo_len; k++)
-        if (p->pt[p->ptundo[k].pid].txn != cur)
-            return mp_fail(p, MP_ECORRUPT, "undo list names an unchanged pid (T3)");
-    return MP_OK;
-}

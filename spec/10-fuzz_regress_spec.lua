@@ -46,8 +46,11 @@ local mp = require "mappedpages"
 local path = %q
 
 local function walk(p, when)
-  local ok, msg = p:check()
-  assert(ok, when .. ": check after a successful open: " .. tostring(msg))
+  local ok, problems = p:check()
+  if not ok then
+    error(when .. ": check after a successful open: " .. tostring(ok == nil and problems
+      or table.concat(problems, "; ")))
+  end
   local info = p:info()
   local n = 0
   for id in p:pages() do

@@ -125,8 +125,9 @@ end
 -- fingerprint reads the first and last bytes of every protected page, or
 -- of `pids`: with 1 KiB pages that touches every page of the mapping.)
 function C.walk(p, pids)
-  local ok, msg = p:check()
-  if not ok then return "check() failed: " .. tostring(msg) end
+  local ok, problems = p:check()
+  if ok == nil then return "check() could not run: " .. tostring(problems) end
+  if not ok then return "check() failed: " .. table.concat(problems, "; ") end
   local info = p:info()
   local n = 0
   for id in p:pages() do

@@ -379,3 +379,125 @@ describe("mappedpages check on more files", function()
     assert.matches("^mappedpages: [^\n]+%(is_dir%)\n$", err)
   end)
 end)
+
+describe("pager:check() and mappedpages check on damaged pages", function()
+  after_each(function() H.cleanup() end)
+
+  local P = 4096
+  local PT_HEIGHT, PT_TOP = 52, 72      -- root fields (docs/FORMAT.md): page-table height, top page
+
+  local function newest_slot(path)
+    return H.root_field(path, P, 0, "txn") > H.root_field(path, P, 1, "txn") and 0 or 1
+  end
+
+  -- A closed file whose page table is a tree (a transaction of more
+  -- protected pages than a root carries flushes it), with one protected
+  -- page holding recognisable content written before the last commit, so
+  -- that open does not read it.  Returns path, the victim's pid, its page,
+  -- and the page-table leaf the newest root names.
+  local function damaged_sample()
+    local p, path = H.create({page_size = P})
+    local pids = {}
+    p:transaction(function()
+      for i = 1, H.MORE_THAN_CARRIED do pids[i] = p:alloc_protected() end
+    end)
+    local victim = pids[7]
+    H.pset(p, victim, H.pcontent(P, "victim"))
+    p:set_root(42)                      -- a later commit that writes no protected page
+    p:close()
+    local pages = H.find_pages(path, P, H.pcontent(P, "victim"):sub(1, 16))
+    assert.equal(1, #pages)
+    local slot = newest_slot(path)
+    assert.equal(0, H.u32(path, slot * P + PT_HEIGHT), "one leaf")
+    local leaf = H.u32(path, slot * P + PT_TOP)
+    assert.equal("PMPT", H.read_at(path, leaf * P, 4), "the page-table leaf")
+    return path, victim, pages[1], leaf
+  end
+
+  it("pager:check() is true for a clean file, inside a transaction too", function()
+    local path = damaged_sample()
+    local p = H.open(path)
+    assert.same({true}, {p:check()})
+    p:transaction(function()
+      local pid = p:alloc_protected()
+      H.pset(p, pid, H.pcontent(P, "in txn"))
+      p:free_protected(pid - 1)
+      p:free(p:alloc())
+      assert.same({true}, {p:check()})
+    end)
+    assert.same({true}, {p:check()})
+  end)
+
+  it("pager:check() names a page-table page whose byte changed under an open pager", function()
+    local path, _, _, leaf = damaged_sample()
+    local p = H.open(path)
+    H.flip(path, leaf * P + 200)
+    local ok, problems = p:check()
+    assert.is_false(ok)
+    assert.equal(1, #problems, table.concat(problems, "\n"))
+    assert.equal(("page %d (page-table leaf 0): checksum mismatch"):format(leaf), problems[1])
+  end)
+
+  it("pager:check() names a protected page whose content changed", function()
+    local path, victim, page = damaged_sample()
+    local p = H.open(path)
+    H.flip(path, page * P + 1000, 0x01)
+    local ok, problems = p:check()
+    assert.is_false(ok)
+    assert.same({("page %d (protected page %d): content does not match its checksum"):format(page, victim)},
+                problems)
+  end)
+
+  it("pager:check() lists every problem of a file, not only the first", function()
+    local path, victim, page, leaf = damaged_sample()
+    local p = H.open(path)
+    H.flip(path, page * P + 1000, 0x01)
+    H.flip(path, leaf * P + 200)
+    local bitmap = H.bitmap_page(path, P, newest_slot(path))   -- group 0's, as the newest root names it
+    H.flip(path, bitmap * P + 100)
+    local ok, problems = p:check()
+    assert.is_false(ok)
+    local all = table.concat(problems, "\n")
+    assert.equal(3, #problems, all)
+    assert.matches(("page %d (page-table leaf 0): checksum mismatch"):format(leaf), all, 1, true)
+    assert.matches(("page %d (protected page %d): content does not match"):format(page, victim), all, 1, true)
+    assert.matches(("page %d (bitmap of group 0, slot %d): checksum mismatch"):format(bitmap, bitmap - 2),
+                   all, 1, true)
+  end)
+
+  it("mappedpages check exits 1 naming a protected page whose content changed", function()
+    local path, victim, page = damaged_sample()
+    H.flip(path, page * P + 1000, 0x01)
+    local status, out = run("check", path)
+    assert.equal(1, status, out)
+    assert.matches(("%s: file: page %d (protected page %d): content does not match its checksum\n")
+                   :format(path, page, victim), out, 1, true)
+    assert.matches("1 problem\n$", out)
+  end)
+
+  it("mappedpages check exits 1 listing two damaged protected pages", function()
+    local p, path = H.create({page_size = P})
+    local a, b = p:alloc_protected(), p:alloc_protected()
+    H.pset(p, a, H.pcontent(P, "first"))
+    H.pset(p, b, H.pcontent(P, "second"))
+    p:set_root(1)
+    p:close()
+    local pa = H.find_pages(path, P, H.pcontent(P, "first"):sub(1, 16))[1]
+    local pb = H.find_pages(path, P, H.pcontent(P, "second"):sub(1, 16))[1]
+    H.flip(path, pa * P + 50)
+    H.flip(path, pb * P + P - 1)
+    local status, out = run("check", path)
+    assert.equal(1, status, out)
+    assert.matches(("page %d (protected page %d): content does not match"):format(pa, a), out, 1, true)
+    assert.matches(("page %d (protected page %d): content does not match"):format(pb, b), out, 1, true)
+    assert.matches("2 problems\n$", out)
+  end)
+
+  it("mappedpages check exits 2 naming the page-table leaf and its page when open rejects it", function()
+    local path, _, _, leaf = damaged_sample()
+    H.flip(path, leaf * P + 200)
+    local status, out, err = run("check", path)
+    assert.equal(2, status, out)
+    assert.matches(("page table leaf 0 (level 0, page %d): checksum mismatch"):format(leaf), err, 1, true)
+  end)
+end)

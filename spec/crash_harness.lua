@@ -108,6 +108,13 @@ local Rng = {}
 Rng.__index = Rng
 
 --- A random stream from an integer seed.
+-- pager:check()'s second result as one line: the problems joined, or
+-- the message of a check that could not run.
+function CH.problems(list)
+  if type(list) == "table" then return table.concat(list, "; ") end
+  return tostring(list)
+end
+
 function CH.rng(seed)
   return setmetatable({ s = seed }, Rng)
 end
@@ -225,8 +232,9 @@ local function observe(p, subject, live)
     return { full = "?", core = "?", subj = "?", txn = info.txn, problems = problems }
   end
   local commits = info.commits
-  local ok, msg = p:check()
-  if not ok then problems[#problems + 1] = "pager:check(): " .. tostring(msg) end
+  local ok, list = p:check()
+  if ok == nil then problems[#problems + 1] = "pager:check() could not run: " .. tostring(list) end
+  for _, m in ipairs(ok == false and list or {}) do problems[#problems + 1] = "pager:check(): " .. m end
   local cs, txn, cprob = CH.core_state(p)
   for _, m in ipairs(cprob) do problems[#problems + 1] = m end
   local oks, s = pcall(subject.state, p)
@@ -773,8 +781,8 @@ function CH.run(opts)
     S_prev, S_cur = S_cur, now
     check_records(S_prev, S_cur, "commit", true, 0)
     if st.commits % 16 == 0 then
-      local good, msg = live:check()
-      if not good then fatal("audit of the live pager: " .. tostring(msg)) end
+      local good, list = live:check()
+      if not good then fatal("audit of the live pager: " .. CH.problems(list)) end
     end
   end
 
@@ -825,8 +833,8 @@ function CH.run(opts)
         run_step(function() return inst:step(live, r, false) end)
       end
     end
-    local good, why = live:check()
-    if not good then fatal("final audit: " .. tostring(why)) end
+    local good, list = live:check()
+    if not good then fatal("final audit: " .. CH.problems(list)) end
     -- a final clean reopen without the hook shows the last state
     live:close()
     core._barrier_hook(nil)

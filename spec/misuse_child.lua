@@ -1996,8 +1996,10 @@ end
 
 local function c_check_file(readonly)
   local q = c_open(readonly)
-  local ok, msg = q:check()
-  if not ok then fail("chaos: check() of the file failed: " .. tostring(msg)) end
+  local ok, problems = q:check()
+  if not ok then
+    fail("chaos: check() of the file failed: " .. tostring(ok == nil and problems or table.concat(problems, "; ")))
+  end
   for id in q:pages() do q:page(id):read() end
   for pid in q:protected_pages() do
     if #q:protected(pid):read() ~= P then fail("chaos: short protected page") end

@@ -135,8 +135,12 @@ function M.check(pager, opts)
   local total, done = #objects + 3, 0
   local function step(what) progress(done, total, what) done = done + 1 end
   step("the file's checksums and pages")
-  local ok, msg = pager:check()
-  if not ok then problems[#problems + 1] = "file: " .. tostring(msg) end
+  local ok, found = pager:check()
+  if ok == nil then
+    problems[#problems + 1] = "file: not checked: " .. tostring(found)
+  elseif not ok then
+    for _, p in ipairs(found) do problems[#problems + 1] = "file: " .. p end
+  end
   step("the catalog")
   if cat then
     local cok, list = cat:check()

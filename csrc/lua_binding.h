@@ -311,6 +311,7 @@ void mpl_open_txn(lua_State *L, int modidx);
 int mpl_pager_begin(lua_State *L);
 int mpl_pager_in_transaction(lua_State *L);
 int mpl_l_txn_seq(lua_State *L);                /* core._txn_seq */
+int mpl_l_commit_hook(lua_State *L);            /* core._commit_hook */
 
 /* ---- lua_testhook.c (test-only: core._barrier_hook) --------------- */
 

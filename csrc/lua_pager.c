@@ -941,6 +941,7 @@ static const luaL_Reg module_funcs[] = {
     {"crc32c", l_crc32c},
     {"_inject_fault", l_inject_fault},
     {"_txn_seq", mpl_l_txn_seq},                    /* lua_txn.c */
+    {"_commit_hook", mpl_l_commit_hook},
     {"_barrier_hook", mpl_l_barrier_hook},          /* lua_testhook.c */
     {"_barrier_hook_error", mpl_l_barrier_hook_error},
     {NULL, NULL}

@@ -134,15 +134,79 @@ int mpl_l_txn_seq(lua_State *L)
     return 1;
 }
 
+/* The commit hook: a Lua function set by core._commit_hook, kept in the
+ * registry under this address. */
+static const char commit_hook_key = 'h';
+
+/* core._commit_hook(fn | nil): fn(pager, seq, true) runs at every
+ * tx:commit() before the core commits, inside the transaction (a Lua layer
+ * writes out what it kept in Lua: mappedpages.access.on_commit); it
+ * returns true, or nil, msg, code (or raises) to fail the commit, which
+ * then rolls back.  After a commit that succeeded, fn(pager, seq, false)
+ * runs outside any transaction (its errors are ignored: the commit
+ * stands). */
+int mpl_l_commit_hook(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1))
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &commit_hook_key);
+    return 0;
+}
+
+/* Run the hook (phase: before = 1, after = 0) for transaction t at stack
+ * index 1.  Returns 0 when it passed (or there is none); else leaves the
+ * failure's message and code name on the stack top (two values). */
+static int run_commit_hook(lua_State *L, const mpl_txn *t, int before)
+{
+    int top = lua_gettop(L);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &commit_hook_key) != LUA_TFUNCTION) {
+        lua_settop(L, top);
+        return 0;
+    }
+    lua_getiuservalue(L, 1, 1);
+    lua_pushinteger(L, (lua_Integer)t->seq);
+    lua_pushboolean(L, before);
+    if (lua_pcall(L, 3, 3, 0) != LUA_OK) {
+        if (!before) {
+            lua_settop(L, top);
+            return 0;
+        }
+        lua_pushliteral(L, "hook");
+        return 1;
+    }
+    if (!before || lua_toboolean(L, -3)) {
+        lua_settop(L, top);
+        return 0;
+    }
+    lua_remove(L, -3);
+    return 1;
+}
+
 /* tx:commit() -> true | nil, msg, code.  On failure the transaction is
  * over (rolled back in memory) and the pager refuses later commits. */
 static int txn_commit(lua_State *L)
 {
     mpl_txn *t = checktxn(L);
     mpl_pager *pg = t->pg;
-    mp_err e = mp_commit(pg->p);
+    mp_err e;
     const char *msg;
     char buf[512];
+    if (run_commit_hook(L, t, 1)) {
+        /* The hook failed: roll back, answer nil, its message, its code. */
+        t = checktxn(L);
+        pg = t->pg;
+        if (mp_in_txn(pg->p))
+            mp_rollback(pg->p);
+        t->state = MPL_TX_FAILED;
+        txn_ended(pg);
+        lua_pushnil(L);
+        lua_insert(L, -3);
+        return 3;
+    }
+    t = checktxn(L);   /* the hook may not end it; raise if it did */
+    pg = t->pg;
+    e = mp_commit(pg->p);
     if (e == MP_OK) {
         pg->txopen = 0;
         if (pg->txfreed) {
@@ -152,6 +216,7 @@ static int txn_commit(lua_State *L)
             mpl_reg_sweep(pg);
         }
         t->state = MPL_TX_COMMITTED;
+        run_commit_hook(L, t, 0);
         lua_pushboolean(L, 1);
         return 1;
     }

@@ -11,6 +11,7 @@
 --     access.view(pager, pid)         -- a read-only view of pid (cached)
 --     access.txn_number(pager)        -- the number the open transaction commits as
 --     access.cache(pager)             -- this transaction's writers, for hot paths
+--     access.on_commit(pager, key, fn) -- fn(true) before this transaction commits
 --     access.new_page(pager)          -- a new protected page and its writer
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
 --     access.free_pages(pager, pids)  -- free each of a list of pids
@@ -43,6 +44,7 @@
 local error, ipairs, pairs, pcall, select, setmetatable =
       error, ipairs, pairs, pcall, select, setmetatable
 local format = string.format
+local core = require "mappedpages.core"
 
 local M = {}
 
@@ -118,6 +120,37 @@ function M.cache(pager, seq)
   end
   return cache
 end
+
+--- Run `fn(true)` when the open transaction commits, before the commit
+-- (a module that keeps changes in Lua writes them out there: the pages'
+-- writers must be taken when the change is made, so that this step only
+-- writes and cannot fail), and `fn(false)` after the commit succeeded.
+-- Once per `key` and transaction; a rollback or failed commit forgets it
+-- with the transaction's cache. `seq` as for `cache`.
+function M.on_commit(pager, key, fn, seq)
+  local cache = M.cache(pager, seq)
+  local hooks = cache.hooks
+  if hooks == nil then
+    hooks = {}
+    cache.hooks = hooks
+  end
+  if hooks[key] == nil then
+    hooks[key] = fn
+    hooks[#hooks + 1] = key
+  end
+end
+
+core._commit_hook(function(pager, seq, before)
+  local cache = writers_of[pager]
+  local hooks = cache and cache.seq == seq and cache.hooks
+  if not hooks then return true end
+  for _, key in ipairs(hooks) do
+    local ok, msg, code = hooks[key](before)
+    if before and not ok then return nil, msg, code end
+  end
+  if not before then cache.hooks = nil end
+  return true
+end)
 
 --- The open transaction's writer of protected page pid (one per page and
 -- transaction, reused; made again if someone ended it with

@@ -444,15 +444,13 @@ local function leaf_cell_size(k, v)
   return LEAF_FIXED + #k + (type(v) == "table" and REF_SIZE or #v)
 end
 
-local function copy(t)
-  local c = {}
-  for i = 1, #t do c[i] = t[i] end
-  return c
-end
+local function copy(t) return move(t, 1, #t, 1, {}) end
 
+--- A copy of node d to plan on; size: its cells' bytes, kept up to date
+-- by the planning (nil: count them again, size_of).
 local function draft(d)
   if d.unsorted then sort_leaf(d) end
-  local c = {pid = d.pid, level = d.level, keys = copy(d.keys)}
+  local c = {pid = d.pid, level = d.level, keys = copy(d.keys), size = d.used - HDR}
   if d.level == 0 then c.vals = copy(d.vals) else c.kids = copy(d.kids) end
   return c
 end
@@ -462,9 +460,17 @@ local function cell_size(t, i)
   return INNER_FIXED + #t.keys[i]
 end
 
-local function size_of(t)
+local function count_size(t)
   local s = 0
   for i = 1, #t.keys do s = s + cell_size(t, i) end
+  return s
+end
+
+local function size_of(t)
+  local s = t.size
+  if s then return s end
+  s = count_size(t)
+  t.size = s
   return s
 end
 
@@ -480,7 +486,8 @@ end
 -- returns the separator for the parent.
 local function divide(t, r)
   local keys, n = t.keys, #t.keys
-  local half, acc, j = size_of(t) / 2, 0, n
+  local total = size_of(t)
+  local half, acc, j = total / 2, 0, n
   for i = 1, n do
     local s = cell_size(t, i)
     if acc + s > half then j = i break end
@@ -490,13 +497,18 @@ local function divide(t, r)
   if j > (t.level == 0 and n or n - 1) then j = t.level == 0 and n or n - 1 end
   if j < 2 then j = 2 end
   r.level = t.level
+  acc = 0
+  for i = 1, j - 1 do acc = acc + cell_size(t, i) end
+  t.size = acc
   if t.level == 0 then
+    r.size = total - acc
     r.keys = move(keys, j, n, 1, {})
     r.vals = move(t.vals, j, n, 1, {})
     for i = n, j, -1 do keys[i], t.vals[i] = nil, nil end
     return separator(keys[j - 1], r.keys[1])
   end
   local sep = keys[j]
+  r.size = total - acc - INNER_FIXED - #sep
   r.keys = move(keys, j + 1, n, 1, {})
   r.kids = move(t.kids, j + 1, n + 1, 1, {})
   for i = n + 1, j + 1, -1 do t.kids[i] = nil end
@@ -537,6 +549,7 @@ local function plan(self, m, path, idx, leaf, made)
         top, msg, code = new_draft()
         if not top then return nil, msg, code end
         top.level, top.keys, top.kids = t.level + 1, {sep}, {t.pid, r.pid}
+        top.size = INNER_FIXED + #sep
         root, height = top.pid, h + 1
       elseif #t.keys == 0 then
         t.freed = true
@@ -552,8 +565,10 @@ local function plan(self, m, path, idx, leaf, made)
       local r, msg, code = new_draft()
       if not r then return nil, msg, code end
       local sep = divide(t, r)
+      local psize = size_of(parent)
       insert(parent.keys, ci, sep)
       insert(parent.kids, ci + 1, r.pid)
+      parent.size = psize + INNER_FIXED + #sep
     elseif size < low then
       local li = ci > 1 and ci - 1 or ci         -- merge children li and li + 1
       local left, right
@@ -566,6 +581,7 @@ local function plan(self, m, path, idx, leaf, made)
       want(right)
       local lk, rk = left.keys, right.keys
       local nl = #lk
+      left.size, parent.size = nil, nil
       if left.level == 0 then
         move(rk, 1, #rk, nl + 1, lk)
         move(right.vals, 1, #rk, nl + 1, left.vals)
@@ -731,7 +747,7 @@ local function apply(self, seq, m, cache, a, drafts, frees, made, root, height, 
   end
   local T, dirty = m.T, m.dirty
   for _, t in ipairs(drafts) do
-    t.n, t.used, t.stamp, t.want = #t.keys, HDR + size_of(t), T, nil
+    t.n, t.used, t.stamp, t.want, t.size = #t.keys, HDR + size_of(t), T, nil, nil
     m[t.pid] = t
     dirty[t.pid] = true
   end
@@ -807,6 +823,7 @@ local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
   local dcount = found and 0 or 1
   local dbytes = #value - (found and value_size(old) or -#key)
   local t = draft(leaf)
+  t.size = t.size - (found and leaf_cell_size(key, old) or 0) + leaf_cell_size(key, stored)
   if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end
   local made = {}
   local drafts, frees, r, h = plan(self, m, path, idx, t, made)
@@ -935,6 +952,7 @@ local function delete_op(self, key)
   local bytes = leaf.used - HDR - size
   if (bytes < self.low and height > 1) or n == 1 then
     local t = draft(leaf)
+    t.size = t.size - size
     remove(t.keys, i)
     remove(t.vals, i)
     local made = {}
@@ -1248,7 +1266,7 @@ function Tree:check()
     end
     if d.n == 0 then bad("node %d is empty", d.pid) end
     if d.used - HDR > self.cap then bad("node %d: %d bytes overfill it", d.pid, d.used) end
-    local s = HDR + size_of(d)
+    local s = HDR + count_size(d)
     if s ~= d.used then bad("node %d: its cells end at %d, used says %d", d.pid, s, d.used) end
     if d.used < self.psize and V_read(v, d.used, self.psize - d.used) ~= ("\0"):rep(self.psize - d.used) then
       bad("node %d: bytes after its cells are not zero", d.pid)

@@ -62,10 +62,11 @@
 --
 -- Caches, and why a rollback needs no hook (see mappedpages.access). A
 -- handle decodes the nodes it reads into Lua tables (keys, values,
--- children, cell offsets) and keeps two caches of them:
+-- children) and keeps two caches of them:
 --   * the transaction's mirror (in access.cache, so it dies with the
---     transaction): every node the open transaction wrote, changed in
---     place with the page, and the only place such a node is looked up;
+--     transaction, and shared by every handle of the tree): every node the
+--     open transaction changed, and the anchor's counters as it has them;
+--     the only place such a node is looked up;
 --   * the committed cache, per pager and tree: nodes as the last commits
 --     left them, each with the stamp read from its page. A node's stamp is
 --     the number of the transaction that wrote it; a committed state never
@@ -73,17 +74,26 @@
 --     outside the mirror is committed (the open transaction's own are all
 --     in the mirror), so a cached node is used only while its page's stamp
 --     is the one it was decoded with: one `view:unpack` per node visited.
+--     After a commit it takes the mirror's nodes (access.on_commit).
 -- A lookup thus costs a few binding calls per level and a binary search in
 -- Lua, whatever the page size.
 --
--- Writes. Every page a transaction changes is copied once (one writer per
--- page and transaction: access.writer). A put or delete that keeps its
--- leaf between a quarter and all of its page changes the leaf in place
--- (the cells after the change move) and the anchor. Any other plans the
--- whole change on copies of the nodes first (splits, merges, shares,
--- height), takes every new page and every writer it needs, and only then
--- writes the planned nodes whole: a failure (a full disk) returns nil,
--- msg, code and changes nothing, inside the caller's transaction too.
+-- Writes. Every page a transaction changes is written once per
+-- transaction: a change is made to the mirror's Lua tables, and the commit
+-- writes each changed node whole and the anchor's counters
+-- (access.on_commit; check, stats, page_ids, drop and destroy write them
+-- out first, as they read the pages). What can fail is done when the
+-- change is made: the first change of a page takes its writer (one per
+-- page and transaction: access.writer), so the commit's writing out only
+-- writes. A put into a leaf appends the key (its idx, key -> position,
+-- finds it again; the leaf is sorted when something needs the order: a
+-- split, an iterator, the commit). A put or delete that keeps its leaf
+-- between a quarter and all of its page changes the leaf in place. Any
+-- other plans the whole change on copies of the nodes first (splits,
+-- merges, shares, height), takes every new page and every writer it
+-- needs, and only then makes the planned nodes the mirror's: a failure (a
+-- full disk) returns nil, msg, code and changes nothing, inside the
+-- caller's transaction too.
 --
 -- Iterating while the tree changes: allowed. A range iterator goes on
 -- after the last key it returned in the tree as it is at each step (it

@@ -544,6 +544,11 @@ local function new_page(self, seq, cache, st, c, pool)
   aw:pack(rec + R_HEADS, "<I4", pid + 1)
   aw:pack(rec + R_PAGES, "<I4", aw:unpack(rec + R_PAGES, "<I4") + 1)
   st.heads[c], st.cur[c] = nil, nil
+  -- its mirror record, as mirror_page would read it: the new page is zeros
+  -- past the words written above (its entries: none read yet)
+  local n, slot = cls.nslots[c], cls.slot[c]
+  st.pages[pid] = {0, 0, 0, 0, (c - 1) | (n << 16), {}, nil, n, slot, cls.data[c] - slot,
+                   pid * 65536}
   return pid
 end
 
@@ -686,8 +691,13 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
   if was_full then
     -- It joins the deferred list (folded first when that is due).
     rec = cls.rec[c]
-    p0, d0, ds, t0 = self.anchor:unpack(rec + R_HEADS, "<I4 I4 i8 I4")
-    folding = d0 ~= 0 and ds < T
+    local heads = st.heads[c]
+    if heads and (heads >> 32 == 0 or st.stamps[c] >= T) then   -- mirrored, no fold due
+      p0, d0, folding = heads & 0xFFFFFFFF, heads >> 32, false
+    else
+      p0, d0, ds, t0 = self.anchor:unpack(rec + R_HEADS, "<I4 I4 i8 I4")
+      folding = d0 ~= 0 and ds < T
+    end
     local ok, msg, code
     if folding then
       ok, msg, code = need(pager, seq, cache, self.pid + 1, t0, p0)
@@ -733,7 +743,10 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
       aw:pack(rec + R_TAIL, "<I4", me)
     end
     aw:pack(rec + R_HEADS, "<I4 I4 i8", p0, me, T)
-    st.heads[c], st.stamps[c], st.cur[c] = p0 | (me << 32), T, nil
+    st.heads[c], st.stamps[c] = p0 | (me << 32), T
+    -- the partial list changed only by a fold; the deferred list (stamp T)
+    -- is not due in this transaction
+    if folding then st.cur[c] = nil end
   end
   return true
 end

@@ -285,11 +285,17 @@ end
 -- behind, and every handle of the slab shares it). Mirrored are, for
 -- class c, the anchor's heads word (partial head | deferred head << 32)
 -- and deferred stamp, and for a page, P = {hot, pending, pending stamp,
--- class links, class|slots, entries, dirty} (the words at 12, 20, 28, 36
--- and 8, and the page's entries: entries[slot + 1]). A page in the mirror
--- is known to be this slab's page in this transaction (its tag, class and
--- slot count were checked when it was read); a page freed in the
--- transaction leaves the mirror.
+-- class links, class|slots, entries, dirty, slots, slot size, data offset
+-- - slot size, pid * 65536} (the words at 12, 20, 28, 36 and 8, the
+-- page's entries: entries[slot + 1], nil past fresh on a page made in the
+-- transaction; dirty: the page's writer, or nil; the rest are constants
+-- of the page, so that the hot paths find them in one lookup). A page in
+-- the mirror is known to be this slab's page in this transaction (its
+-- tag, class and slot count were checked when it was read); a page freed
+-- in the transaction leaves the mirror. cur[c] is class c's page that
+-- Slab:alloc may take in place: the head of its partial list, dirty, with
+-- the deferred list not due (see alloc_work); every change of the class's
+-- heads and every flush forget it.
 --
 -- The links and the anchor's words are written to the file at once, and
 -- to the mirror in the same step. A page's hot, pending and stamp words

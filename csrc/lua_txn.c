@@ -121,10 +121,20 @@ int mpl_pager_in_transaction(lua_State *L)
 /* core._txn_seq(pager) -> integer | false | nil: pager:in_transaction()
  * for the Lua layer's hot paths, which must not raise on a closed pager:
  * nil there, so the caller can check its handle and raise naming itself
- * (one call where in_transaction() and view:alive() were two). */
+ * (one call where in_transaction() and view:alive() were two).  Its type
+ * check compares the metatable with upvalue 1, the Pager metatable (set by
+ * mpl_open_txn), as the View methods do: a call costs about half of
+ * luaL_testudata's name lookup; anything else takes the full check. */
 int mpl_l_txn_seq(lua_State *L)
 {
-    const mpl_pager *pg = mpl_topager(L, 1);
+    const mpl_pager *pg = (const mpl_pager *)lua_touserdata(L, 1);
+    int same = 0;
+    if (pg != NULL && lua_getmetatable(L, 1)) {
+        same = lua_rawequal(L, -1, lua_upvalueindex(1));
+        lua_pop(L, 1);
+    }
+    if (!same)
+        pg = mpl_topager(L, 1);
     if (pg->p == NULL)
         lua_pushnil(L);
     else if (pg->txopen)
@@ -380,6 +390,11 @@ static const luaL_Reg txn_meta[] = {
 
 void mpl_open_txn(lua_State *L, int modidx)
 {
+    modidx = lua_absindex(L, modidx);
     mpl_newclass(L, modidx, MPL_TXN_MT, txn_methods, txn_meta, 0,
                  "_Transaction_methods");
+    /* core._txn_seq again, with the Pager metatable as its upvalue */
+    luaL_getmetatable(L, MPL_PAGER_MT);
+    lua_pushcclosure(L, mpl_l_txn_seq, 1);
+    lua_setfield(L, modidx, "_txn_seq");
 }

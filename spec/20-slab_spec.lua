@@ -776,6 +776,23 @@ describe("a slab", function()
     assert_check(s)
   end)
 
+  it("raises for alloc and free after a drop in the transaction of their earlier calls", function()
+    local s, p = new_slab()
+    local kept = s:alloc(40)
+    local tx = p:begin()
+    local refs = {}
+    for i = 1, 20 do refs[i] = s:alloc(40) end     -- the calls' in-place paths warmed
+    assert.is_true(s:free(refs[1]))
+    assert.is_true(slab.drop(p, "objects"))
+    H.raises_with({"slab:alloc", "no longer exists"}, s.alloc, s, 40)
+    H.raises_with({"slab:free", "no longer exists"}, s.free, s, refs[2])
+    tx:rollback()
+    assert.same({[kept] = 40}, objects(s))          -- the handle is good again
+    local ref = s:alloc(40)
+    assert.is_true(s:free(ref))
+    assert_check(s)
+  end)
+
   it("opens and reads on a read-only pager, where every mutation raises", function()
     local s, p, path = new_slab()
     local ref = s:alloc(10)

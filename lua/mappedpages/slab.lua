@@ -285,11 +285,17 @@ end
 -- behind, and every handle of the slab shares it). Mirrored are, for
 -- class c, the anchor's heads word (partial head | deferred head << 32)
 -- and deferred stamp, and for a page, P = {hot, pending, pending stamp,
--- class links, class|slots, entries, dirty} (the words at 12, 20, 28, 36
--- and 8, and the page's entries: entries[slot + 1]). A page in the mirror
--- is known to be this slab's page in this transaction (its tag, class and
--- slot count were checked when it was read); a page freed in the
--- transaction leaves the mirror.
+-- class links, class|slots, entries, dirty, slots, slot size, data offset
+-- - slot size, pid * 65536} (the words at 12, 20, 28, 36 and 8, the
+-- page's entries: entries[slot + 1], nil past fresh on a page made in the
+-- transaction; dirty: the page's writer, or nil; the rest are constants
+-- of the page, so that the hot paths find them in one lookup). A page in
+-- the mirror is known to be this slab's page in this transaction (its
+-- tag, class and slot count were checked when it was read); a page freed
+-- in the transaction leaves the mirror. cur[c] is class c's page that
+-- Slab:alloc may take in place: the head of its partial list, dirty, with
+-- the deferred list not due (see alloc_work); every change of the class's
+-- heads and every flush forget it.
 --
 -- The links and the anchor's words are written to the file at once, and
 -- to the mirror in the same step. A page's hot, pending and stamp words
@@ -333,23 +339,27 @@ local function flush(pager, st)
     dirty[i] = nil
   end
   st.ndirty = 0
+  local cur = st.cur                        -- their pages are no longer dirty
+  for c in pairs(cur) do cur[c] = nil end
   return true
 end
 
 local function mirror_of(self, cache)
   local st = cache[self.mkey]
   if not st then
-    st = {heads = {}, stamps = {}, pages = {}, dirty = {}, ndirty = 0}
+    local pager, seq = self.pager, cache.seq
+    st = {heads = {}, stamps = {}, pages = {}, dirty = {}, ndirty = 0, cur = {},
+          pager = pager, seq = seq, cache = cache, T = txn_number(pager, seq),
+          class_of = self.cls.class_of}
     cache[self.mkey] = st
-    local pager = self.pager
-    before_commit(pager, self.mkey, function() return flush(pager, st) end, cache.seq)
+    before_commit(pager, self.mkey, function() return flush(pager, st) end, seq)
   end
   return st
 end
 
---- Page pid becomes dirty (see above).
-local function dirty(st, pid, P)
-  P[7] = true
+--- Page pid becomes dirty (see above): w is its writer.
+local function dirty(st, pid, P, w)
+  P[7] = w
   local n = st.ndirty + 1
   st.ndirty = n
   st.dirty[n] = pid
@@ -375,14 +385,14 @@ end
 local function mirror_page(self, st, v, pid)
   local id, cs, A, B, ps, L = v:unpack(0, FULL_FMT)
   if id ~= self.tag then return nil, id end
-  local P = {A, B, ps, L, cs}
-  if st then
-    local c, n = (cs & 0xFF) + 1, cs >> 16
-    local cls = self.cls
-    if c > cls.n or n ~= cls.nslots[c] then return nil, id end
-    P[6] = {v:unpack(HDR, efmt(n))}
-    st.pages[pid] = P
-  end
+  if not st then return {A, B, ps, L, cs} end
+  local c, n = (cs & 0xFF) + 1, cs >> 16
+  local cls = self.cls
+  if c > cls.n or n ~= cls.nslots[c] then return nil, id end
+  local slot = cls.slot[c]
+  local P = {A, B, ps, L, cs, {v:unpack(HDR, efmt(n))}, nil, n, slot, cls.data[c] - slot,
+             pid * 65536}
+  st.pages[pid] = P
   return P
 end
 
@@ -501,7 +511,7 @@ local function fold(self, seq, cache, st, c, rec, phead, dhead)
   local aw = cache[self.pid]
   aw:pack(rec + R_HEADS, "<I4 I4", dhead, 0)
   aw:pack(rec + R_TAIL, "<I4", 0)
-  st.heads[c] = dhead
+  st.heads[c], st.cur[c] = dhead, nil
   return true
 end
 
@@ -539,7 +549,12 @@ local function new_page(self, seq, cache, st, c, pool)
   local rec = cls.rec[c]
   aw:pack(rec + R_HEADS, "<I4", pid + 1)
   aw:pack(rec + R_PAGES, "<I4", aw:unpack(rec + R_PAGES, "<I4") + 1)
-  st.heads[c] = nil
+  st.heads[c], st.cur[c] = nil, nil
+  -- its mirror record, as mirror_page would read it: the new page is zeros
+  -- past the words written above (its entries: none read yet)
+  local n, slot = cls.nslots[c], cls.slot[c]
+  st.pages[pid] = {0, 0, 0, 0, (c - 1) | (n << 16), {}, nil, n, slot, cls.data[c] - slot,
+                   pid * 65536}
   return pid
 end
 
@@ -565,6 +580,7 @@ local function alloc_work(self, seq, c, size, pool, cache, st)
     local pid, msg, code = new_page(self, seq, cache, st, c, pool)
     if not pid then return nil, msg, code end
     phead = pid + 1
+    st.heads[c] = phead | (dhead << 32)     -- (the deferred list is as it was)
   end
   local pid = phead - 1
   local w = cache[pid]
@@ -575,7 +591,7 @@ local function alloc_work(self, seq, c, size, pool, cache, st)
   end
   local P = st.pages[pid] or mirror_page(self, st, w, pid)
   if not P then damaged(self, pid, "a page of the partial list is not this slab's") end
-  if not P[7] then dirty(st, pid, P) end
+  if not P[7] then dirty(st, pid, P, w) end
   local A, B, ps, links, E = P[1], P[2], P[3], P[4], P[6]
   local used, fresh, fhead = A & 0xFFFF, (A >> 16) & 0xFFFF, (A >> 32) & 0xFFFF
   local nslots = cls.nslots[c]
@@ -623,6 +639,11 @@ local function alloc_work(self, seq, c, size, pool, cache, st)
       aw:pack(rec + R_HEADS, "<I4", cnext)
       st.heads[c] = cnext | (dhead << 32)
     end
+    st.cur[c] = nil
+  else
+    -- the page stays the head of the partial list, and the deferred list
+    -- is not due (folded above): Slab:alloc's next call takes it in place
+    st.cur[c] = P
   end
   E[slot + 1] = LIVE | (cls.slot[c] - size)
   -- the hot word: used, fresh, free head, bytes + size
@@ -658,7 +679,7 @@ local function release_page(self, seq, cache, st, pid, c)
   if anext ~= 0 then cache[anext - 1]:pack(P_LINKS + 8, "<I4", aprev) end
   aw:pack(A_PAGES, "<I4 I4", total - 1, head)
   st.pages[pid] = nil
-  st.heads[c] = nil
+  st.heads[c], st.cur[c] = nil, nil
   return true
 end
 
@@ -676,8 +697,13 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
   if was_full then
     -- It joins the deferred list (folded first when that is due).
     rec = cls.rec[c]
-    p0, d0, ds, t0 = self.anchor:unpack(rec + R_HEADS, "<I4 I4 i8 I4")
-    folding = d0 ~= 0 and ds < T
+    local heads = st.heads[c]
+    if heads and (heads >> 32 == 0 or st.stamps[c] >= T) then   -- mirrored, no fold due
+      p0, d0, folding = heads & 0xFFFFFFFF, heads >> 32, false
+    else
+      p0, d0, ds, t0 = self.anchor:unpack(rec + R_HEADS, "<I4 I4 i8 I4")
+      folding = d0 ~= 0 and ds < T
+    end
     local ok, msg, code
     if folding then
       ok, msg, code = need(pager, seq, cache, self.pid + 1, t0, p0)
@@ -692,7 +718,7 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
     w, msg, code = wr(pager, pid, seq)
     if not w then return nil, msg, code end
   end
-  if not P[7] then dirty(st, pid, P) end
+  if not P[7] then dirty(st, pid, P, w) end
   local E = P[6]
   local ph, pt, pc = B & 0xFFFF, (B >> 16) & 0xFFFF, (B >> 32) & 0xFFFF
   W_fill(w, 0, cls.data[c] + slot * cls.slot[c], size)
@@ -724,6 +750,9 @@ local function free_work(self, seq, cache, st, pid, slot, c, size, _, P)
     end
     aw:pack(rec + R_HEADS, "<I4 I4 i8", p0, me, T)
     st.heads[c], st.stamps[c] = p0 | (me << 32), T
+    -- the partial list changed only by a fold; the deferred list (stamp T)
+    -- is not due in this transaction
+    if folding then st.cur[c] = nil end
   end
   return true
 end
@@ -752,10 +781,15 @@ end
 ---------------------------------------------------------------------------
 -- public methods
 
--- alloc and free: while a transaction is open and has this slab's mirror
--- (made by an earlier call in it, after checking the handle), the handle
--- is known to be good: its slab was not dropped (drop removes the mirror)
--- and its pager is open. So the hot path checks nothing more about it.
+-- alloc and free: `hot[handle]` is the mirror of the transaction that the
+-- handle's last checked alloc or free ran in (its handle and pager
+-- checked, the pager writable). While that transaction is still open
+-- (core._txn_seq(pager) is still mirror.seq) and the mirror still the
+-- slab's (drop sets its seq to -1, which no transaction has), the handle
+-- is known to be good: so the hot paths check nothing more about it, and
+-- a value that is not a handle finds no mirror (weak keys: a handle's
+-- entry goes with it).
+local hot = setmetatable({}, {__mode = "kv"})
 
 local function alloc_checked(self, size)
   local anchor = type(self) == "table" and self.anchor
@@ -771,57 +805,42 @@ local function alloc_checked(self, size)
   if self.readonly then raise("slab:alloc", 1, "pager is read-only") end
   local pager = self.pager
   local seq = pager:in_transaction()
-  if seq then return alloc_work(self, seq, c, size) end
-  return atomic(pager, alloc_auto, self, c, size)
-end
-
---- The open transaction's cache (seq: its number), kept in the handle
--- between calls (a memo: seq names one transaction of the pager, and its
--- cache is made once).
-local function txn_cache(self, pager, seq)
-  local cache = self.txc
-  if cache == nil or cache.seq ~= seq then
-    cache = cache_of(pager, seq)
-    self.txc = cache
-  end
-  return cache
+  if not seq then return atomic(pager, alloc_auto, self, c, size) end
+  local cache = cache_of(pager, seq)
+  local st = mirror_of(self, cache)
+  hot[self] = st
+  return alloc_work(self, seq, c, size, nil, cache, st)
 end
 
 --- Allocate an object of size bytes (1 to max_size()), reading as zeros.
 -- @return its ref, or nil, msg, code
 function Slab:alloc(size)
-  local pager = type(self) == "table" and self.pager
-  local seq = pager and txn_seq(pager)
-  if seq then
-    local cache = self.txc
-    if cache == nil or cache.seq ~= seq then cache = txn_cache(self, pager, seq) end
-    local st = cache[self.mkey]
-    local cls = self.cls
-    local c = st and cls.class_of[size]
+  local st = hot[self]
+  if st and txn_seq(st.pager) == st.seq then
+    local c = st.class_of[size]
     if c then
       -- The common case, in place: the head page of the class's partial
-      -- list is mirrored and dirty, its deferred list is not due, and the
-      -- page keeps a usable slot after this alloc.
-      local heads, T = st.heads[c], cache.number
-      local P = heads and T and st.pages[(heads & 0xFFFFFFFF) - 1]
-      if P and P[7] and (heads >> 32 == 0 or st.stamps[c] >= T) then
+      -- list is mirrored and dirty, its deferred list is not due (st.cur,
+      -- see alloc_work), and the page keeps a usable slot after this alloc.
+      local P = st.cur[c]
+      if P then
         local A = P[1]
         local fhead, fresh = (A >> 32) & 0xFFFF, (A >> 16) & 0xFFFF
-        local E = P[6]
         if fhead ~= 0 then
+          local E = P[6]
           local nfree = E[fhead]
-          if fhead <= fresh and nfree <= fresh and (nfree ~= 0 or fresh < cls.nslots[c]) then
-            E[fhead] = LIVE | (cls.slot[c] - size)
+          if fhead <= fresh and nfree <= fresh and (nfree ~= 0 or fresh < P[8]) then
+            E[fhead] = LIVE | (P[9] - size)
             P[1] = ((A & ~0xFFFF00000000) | (nfree << 32)) + 1 + (size << 48)
-            return (heads & 0xFFFFFFFF) * 65536 - 65536 + fhead
+            return P[11] + fhead
           end
-        elseif fresh + 1 < cls.nslots[c] then
-          E[fresh + 1] = LIVE | (cls.slot[c] - size)
+        elseif fresh + 1 < P[8] then
+          P[6][fresh + 1] = LIVE | (P[9] - size)
           P[1] = A + 0x10001 + (size << 48)
-          return (heads & 0xFFFFFFFF) * 65536 - 65536 + fresh + 1
+          return P[11] + fresh + 1
         end
       end
-      return alloc_work(self, seq, c, size | 0, nil, cache, st)
+      return alloc_work(self, st.seq, c, size | 0, nil, st.cache, st)
     end
   end
   return alloc_checked(self, size)
@@ -836,52 +855,48 @@ local function free_checked(self, ref)
   if not seq then return atomic(pager, free_auto, self, locate(self, ref, "slab:free")) end
   local cache = cache_of(pager, seq)
   local st = mirror_of(self, cache)
+  hot[self] = st
   return free_work(self, seq, cache, st, locate(self, ref, "slab:free", cache, st))
 end
 
 --- Free the object ref.
 -- @return true, or nil, msg, code
 function Slab:free(ref)
-  local pager = type(self) == "table" and self.pager
-  local seq = pager and txn_seq(pager)
-  if seq and mtype(ref) == "integer" and ref > 0 then
-    local cache = self.txc
-    if cache == nil or cache.seq ~= seq then cache = txn_cache(self, pager, seq) end
-    local st = cache[self.mkey]
-    -- a page this transaction has written and mirrored
-    local pid = ref >> 16
-    local P, w = st and st.pages[pid], cache[pid]
-    if P and w then
-      local slot, cs = (ref & 0xFFFF) - 1, P[5]
-      local nslots = cs >> 16
-      if slot >= 0 and slot < nslots then
-        local E = P[6]
-        local e = E[slot + 1]
-        if e >= LIVE then
-          local c = (cs & 0xFF) + 1
-          local cls = self.cls
-          local size = cls.slot[c] - (e & 0x7FFF)
-          local A, B, T = P[1], P[2], cache.number
-          local used, pc = A & 0xFFFF, (B >> 32) & 0xFFFF
-          -- The common case, in place: the page keeps objects, was not
-          -- full, is dirty, and its pending slots (if any) are this
-          -- transaction's.
-          if used > 1 and used < nslots and P[7] and T and (pc == 0 or P[3] >= T) then
-            W_fill(w, 0, cls.data[c] + slot * cls.slot[c], size)
-            E[slot + 1] = B & 0xFFFF
-            P[1] = A - 1 - (size << 48)
-            if pc == 0 then
-              P[2] = (slot + 1) * 0x10001 | 0x100000000
-            else
-              P[2] = ((B & ~0xFFFF) + 0x100000000) | (slot + 1)
-            end
-            P[3] = T
-            return true
-          end
-          return free_work(self, seq, cache, st, pid, slot, c, size, w, P)
+  local st = hot[self]
+  if st and txn_seq(st.pager) == st.seq and mtype(ref) == "integer" then
+    -- a page this transaction has mirrored and written (P[7]: its writer);
+    -- a ref that is not positive finds no page or no entry
+    local P = st.pages[ref >> 16]
+    local w = P and P[7]
+    if w then
+      local i = ref & 0xFFFF                      -- the slot + 1
+      local E = P[6]
+      local e = E[i]
+      local A = P[1]
+      local used = A & 0xFFFF
+      -- The common case, in place: a live object of a page that keeps
+      -- objects and was not full, whose pending slots (if any) are this
+      -- transaction's; the slot goes to the head of the pending list.
+      if e and e >= LIVE and used > 1 and used < P[8] then
+        local B, pend = P[2], nil
+        if B >> 32 == 0 then                      -- none pending yet
+          pend = i * 0x10001 | 0x100000000
+          P[3] = st.T
+        elseif P[3] == st.T then
+          pend = ((B & ~0xFFFF) + 0x100000000) | i
+        end
+        if pend then
+          local slot_size = P[9]
+          local size = slot_size - (e & 0x7FFF)
+          W_fill(w, 0, P[10] + i * slot_size, size)
+          E[i] = B & 0xFFFF
+          P[1] = A - 1 - (size << 48)
+          P[2] = pend
+          return true
         end
       end
     end
+    return free_work(self, st.seq, st.cache, st, locate(self, ref, "slab:free", st.cache, st))
   end
   return free_checked(self, ref)
 end
@@ -1529,7 +1544,7 @@ local function free_pages(pager, name, apid, fname)
   -- its pages leave the transaction's mirror, their pending writes with them
   local cache = cache_of(pager)
   local st = cache[mirror_key(apid)]
-  if st then st.ndirty = 0 end
+  if st then st.ndirty, st.seq = 0, -1 end     -- and no handle's hot path finds it
   cache[mirror_key(apid)] = nil
   local ok, list = pcall(page_list, h, fname)
   if not ok then return nil, list, "corrupt" end

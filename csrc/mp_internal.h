@@ -94,6 +94,7 @@ static inline uint64_t mp_root_room(uint32_t P, uint64_t used, uint32_t size, ui
 #define MP_H_TXN 8
 #define MP_H_LEVEL 16
 #define MP_H_INDEX 20
+#define MP_H_RESERVED 24            /* bytes [24, 32) are reserved, zero */
 
 /* bitmap states, 2 bits per page */
 enum { ST_FREE = 0, ST_REGULAR = 1, ST_SYSTEM = 2, ST_PENDING = 3 };
@@ -115,6 +116,79 @@ static inline uint64_t mp_ld64(const unsigned char *p) {
 }
 static inline void mp_st32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void mp_st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* Whether v is among the n values of list (short lists: carried entries). */
+static inline int mp_u64_in(const uint64_t *list, uint64_t n, uint64_t v) {
+    for (uint64_t i = 0; i < n; i++)
+        if (list[i] == v)
+            return 1;
+    return 0;
+}
+
+/* ---- format.c: encoding of metadata pages and roots --------------------
+ * Every byte of a metadata page or root is written and read through these
+ * (and the field offsets above); docs/FORMAT.md is the reference. */
+
+int mp_all_zero(const unsigned char *b, size_t n);
+
+/* A metadata page: zeros, then the header {type, txn, level, index};
+ * sealed (its CRC put in the header, returned) once its body is written. */
+void mp_meta_init(unsigned char *page, uint32_t P, uint32_t type, uint64_t txn, uint32_t level,
+                  uint64_t index);
+uint32_t mp_meta_seal(unsigned char *page, uint32_t P);
+/* NULL when a metadata page passes its checks (header, CRC, not newer than
+ * root_txn, the CRC its parent records), else why not (open, audit). */
+const char *mp_meta_problem(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
+                            uint64_t index, uint32_t want_crc, uint64_t root_txn);
+
+/* The root's header fields. */
+typedef struct mp_rootfields {
+    int magic;                         /* got only: the magic is there */
+    uint32_t version, page_size;       /* got only (mp_root_init puts them) */
+    uint32_t flags;                    /* zero in version 1 */
+    uint64_t txn, page_count, user_root;
+    uint32_t height;                   /* index levels above the bitmaps */
+    uint32_t pt_height;                /* page-table levels above the leaves */
+    uint64_t pt_pids, pt_count, pt_tree_pids;
+    uint32_t pt_top, pt_top_crc;       /* the top page-table page */
+    uint32_t pt_ndelta;                /* page-table entries carried */
+    uint32_t fm_ncarry;                /* free-map entries carried */
+} mp_rootfields;
+/* A root page: zeros, then magic, version and page size. */
+void mp_root_init(unsigned char *root, uint32_t P);
+void mp_root_put(unsigned char *root, const mp_rootfields *f);
+void mp_root_get(const unsigned char *root, mp_rootfields *f);
+uint32_t mp_root_seal(unsigned char *root, uint32_t P);
+int mp_root_sealed(const unsigned char *root, uint32_t P);   /* its CRC is right */
+/* NULL when the header rules that need only the root hold, else why not. */
+const char *mp_root_problem(const unsigned char *root, const mp_rootfields *f);
+/* Bytes at the end of the root that the page-table entries take (the
+ * free-map entries come before them, the top entries end before both). */
+uint64_t mp_root_pt_tail(const mp_rootfields *f, uint32_t P);
+
+/* Entries.  {crc, slot}: index-node and root top entries, naming a child
+ * bitmap or node slot. */
+static inline void mp_put_entry(unsigned char *at, uint32_t crc, unsigned slot) {
+    mp_st32(at, crc); mp_st32(at + 4, slot);
+}
+static inline uint32_t mp_entry_crc(const unsigned char *at) { return mp_ld32(at); }
+static inline uint32_t mp_entry_slot(const unsigned char *at) { return mp_ld32(at + 4); }
+/* {pgno, crc}: page-table node children and the root's top page-table page. */
+static inline void mp_put_ptref(unsigned char *at, uint32_t pgno, uint32_t crc) {
+    mp_st32(at, pgno); mp_st32(at + 4, crc);
+}
+static inline uint32_t mp_ptref_pgno(const unsigned char *at) { return mp_ld32(at); }
+static inline uint32_t mp_ptref_crc(const unsigned char *at) { return mp_ld32(at + 4); }
+/* Offset of the i-th page-table entry a root carries ({pid u64, entry},
+ * from the page's end), and of its i-th free-map entry (u64 page << 2 |
+ * state, before the ndelta page-table entries). */
+static inline uint64_t mp_delta_off(uint32_t P, uint64_t i) { return P - MP_PT_DELTA_SIZE * (i + 1); }
+static inline uint64_t mp_carry_off(uint32_t P, uint64_t ndelta, uint64_t i) {
+    return P - MP_PT_DELTA_SIZE * ndelta - MP_FM_CARRY_SIZE * (i + 1);
+}
+static inline void mp_put_carry(unsigned char *at, uint64_t pgno, unsigned st) { mp_st64(at, pgno << 2 | st); }
+static inline uint64_t mp_carry_pgno(const unsigned char *at) { return mp_ld64(at) >> 2; }
+static inline unsigned mp_carry_state(const unsigned char *at) { return (unsigned)(mp_ld64(at) & 3); }
 
 /* ---- geometry ---------------------------------------------------------- */
 
@@ -182,6 +256,17 @@ typedef struct mp_ptent {
     uint64_t txn;      /* transaction that last changed the entry; d_txn + 1
                         * while the open transaction has changed it */
 } mp_ptent;
+/* (format.c) A page-table entry on disk, in a leaf or after the pid of an
+ * entry the root carries; a free pid is all zeros, whatever its txn. */
+static inline void mp_put_ptent(unsigned char *at, const mp_ptent *e) {
+    int used = e->pgno != MP_PT_FREE;
+    mp_st32(at, e->pgno);
+    mp_st32(at + 4, used ? e->crc : 0);
+    mp_st64(at + 8, used ? e->txn : 0);
+}
+static inline mp_ptent mp_get_ptent(const unsigned char *at) {
+    return (mp_ptent){ mp_ld32(at), mp_ld32(at + 4), mp_ld64(at + 8) };
+}
 
 typedef struct mp_ptnode {    /* a page-table page (leaf or node) */
     uint32_t pgno, crc;       /* durable */
@@ -339,6 +424,22 @@ mp_err mp_fsm_alloc_system(mp_pager *p, mp_pgno *out);
  * that follow cannot fail half-way. */
 mp_err mp_fsm_reserve(mp_pager *p, uint64_t undo_n, uint64_t pending_n);
 mp_err mp_fsm_release_system(mp_pager *p, mp_pgno id);
+/* open: verify the free-space map a root names (top entries, index nodes,
+ * bitmaps, carried entries) into ld; install makes it the pager's. */
+typedef struct mp_fsmload {     /* a verified map, before it becomes the pager's */
+    uint64_t page_count, ngroups;
+    uint32_t height;
+    mp_group *groups;
+    uint64_t *bm;               /* the bitmaps with the carried entries applied */
+    mp_node *nodes[MP_LMAX_LIMIT + 1];
+    uint64_t ncount[MP_LMAX_LIMIT + 1];
+    uint64_t carry[MP_FM_CARRY_MAX], ncarry;   /* pages of the carried entries */
+    uint64_t extra_system;      /* system pages outside the reserved runs */
+} mp_fsmload;
+int mp_fsm_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f, mp_fsmload *ld,
+                char *why, size_t wl);
+void mp_fsm_install(mp_pager *p, mp_fsmload *ld);
+void mp_fsmload_free(mp_fsmload *ld);
 mp_err mp_hbits_init(mp_hbits *h, uint64_t nbits);
 mp_err mp_hbits_grow(mp_hbits *h, uint64_t nbits);
 void mp_hbits_free(mp_hbits *h);
@@ -357,22 +458,18 @@ typedef struct mp_ptload {      /* a verified table, before it becomes the pager
 uint64_t mp_pt_leaf_cap(const mp_geom *g);
 void mp_pt_free_all(mp_pager *p);
 mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn);   /* before the bitmaps */
-void mp_pt_put_root(const mp_pager *p, unsigned char *root);
+/* The page-table fields of the root this commit writes into f, and the
+ * entries it carries at the end of root. */
+void mp_pt_put_root(const mp_pager *p, unsigned char *root, mp_rootfields *f);
 void mp_pt_committed(mp_pager *p);
 void mp_pt_rollback(mp_pager *p);
 /* open: verify the page table a root names; on success the pager's
  * in-memory table is replaced.  refs collects every page it references
  * (node pages and contents) for the bitmap cross-check. */
-int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64_t page_count,
+int mp_pt_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f,
                mp_ptload *ld, uint64_t **refs, uint64_t *nrefs, char *why, size_t wl);
 void mp_pt_install(mp_pager *p, mp_ptload *ld);
 void mp_ptload_free(mp_ptload *ld);
-/* NULL when a metadata page passes its checks, else why not (open, audit). */
-const char *mp_meta_problem(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
-                            uint64_t index, uint32_t want_crc, uint64_t root_txn);
-/* Bytes at the end of the root that the page-table deltas take (so the
- * free-space map's top entries must end before them). */
-uint64_t mp_pt_root_tail(const unsigned char *root, uint32_t P);
 mp_err mp_pt_init_free(mp_pager *p);
 int mp_pt_changed(const mp_pager *p);
 

@@ -367,11 +367,6 @@ struct mp_pager {
 /* pager.c */
 mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* A mutation may start (not read-only, not poisoned); names fn in errors. */
-mp_err mp_writable(mp_pager *p, const char *fn);
-/* End of a mutating call: outside a transaction commit it, or roll it back
- * if rc is an error. */
-mp_err mp_finish(mp_pager *p, mp_err rc);
 /* snprintf for messages: truncation is acceptable, never an overflow */
 void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -454,6 +449,14 @@ typedef struct mp_ptload {      /* a verified table, before it becomes the pager
     mp_ptnode *ptn[MP_PT_LEVELS + 1];
     uint64_t ptn_count[MP_PT_LEVELS + 1];
 } mp_ptload;
+/* The working table's changes under mp_alloc_protected, mp_free_protected
+ * and the writes (pager.c checks the arguments and auto-commits): take the
+ * lowest free pid (it reads as zeros); free an allocated pid; give pid a
+ * page of its own in this transaction (T1), copying its content unless
+ * `whole` (then *out is NULL: the caller writes all of page *pgno). */
+mp_err mp_pt_alloc(mp_pager *p, mp_pgno *out);
+mp_err mp_pt_free(mp_pager *p, mp_pgno pid);
+mp_err mp_pt_cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_pgno *pgno);
 /* Entries a page-table leaf holds (fewer in MP_TEST_FANOUT builds). */
 uint64_t mp_pt_leaf_cap(const mp_geom *g);
 void mp_pt_free_all(mp_pager *p);

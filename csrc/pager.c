@@ -333,7 +333,8 @@ int mp_next_page(const mp_pager *p, mp_pgno from, mp_pgno *out)
 
 /* ---- mutation ---------------------------------------------------------- */
 
-mp_err mp_writable(mp_pager *p, const char *fn)
+/* A mutation may start (not read-only, not poisoned); names fn in errors. */
+static mp_err writable(mp_pager *p, const char *fn)
 {
     if (p->readonly)
         return mp_fail(p, MP_EREADONLY, "%s: pager is read-only", fn);
@@ -343,9 +344,9 @@ mp_err mp_writable(mp_pager *p, const char *fn)
     return MP_OK;
 }
 
-/* End of a mutating call: outside an explicit transaction, commit it or,
- * if it failed, drop it. */
-mp_err mp_finish(mp_pager *p, mp_err rc)
+/* Auto-commit, the one place: the end of every mutating call.  Outside an
+ * explicit transaction, commit it or, if it failed, drop it. */
+static mp_err finish(mp_pager *p, mp_err rc)
 {
     if (p->in_txn)
         return rc;
@@ -377,21 +378,21 @@ static mp_err page_error(mp_pager *p, const char *fn, mp_pgno id, mp_err rc)
 
 mp_err mp_alloc(mp_pager *p, mp_pgno *out)
 {
-    mp_err rc = mp_writable(p, "alloc");
+    mp_err rc = writable(p, "alloc");
     if (rc != MP_OK)
         return rc;
-    return mp_finish(p, mp_fsm_alloc(p, out));
+    return finish(p, mp_fsm_alloc(p, out));
 }
 
 mp_err mp_free(mp_pager *p, mp_pgno id)
 {
-    mp_err rc = mp_writable(p, "free");
+    mp_err rc = writable(p, "free");
     if (rc != MP_OK)
         return rc;
     rc = mp_check_page(p, id);
     if (rc != MP_OK)
         return page_error(p, "free", id, rc);
-    return mp_finish(p, mp_fsm_mark_free(p, id));
+    return finish(p, mp_fsm_mark_free(p, id));
 }
 
 /* Pages growth may add: within MP_MAX_PAGES and the address reservation
@@ -417,7 +418,7 @@ uint64_t mp_alloc_room(const mp_pager *p)
 
 mp_err mp_alloc_check(mp_pager *p, uint64_t n)
 {
-    mp_err rc = mp_writable(p, "alloc_bulk");
+    mp_err rc = writable(p, "alloc_bulk");
     if (rc != MP_OK)
         return rc;
     uint64_t limit, disk;
@@ -454,12 +455,12 @@ mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out)
     if (rc != MP_OK)
         while (done > 0)
             mp_fsm_unalloc(p, out[--done]);
-    return mp_finish(p, rc);
+    return finish(p, rc);
 }
 
 mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids)
 {
-    mp_err rc = mp_writable(p, "free_bulk");
+    mp_err rc = writable(p, "free_bulk");
     if (rc != MP_OK || n == 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -479,31 +480,129 @@ mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids)
         if (rc != MP_OK)
             break;
     }
-    if (rc != MP_OK) {
+    if (rc != MP_OK)
         while (done > 0)
             mp_fsm_unmark_free(p, ids[--done]);
-        if (!p->in_txn)
-            mp_txn_rollback(p);
-        return rc;
-    }
-    return mp_finish(p, MP_OK);
+    return finish(p, rc);
 }
 
 mp_err mp_set_root(mp_pager *p, uint64_t value)
 {
-    mp_err rc = mp_writable(p, "set_root");
+    mp_err rc = writable(p, "set_root");
     if (rc != MP_OK)
         return rc;
     p->user_root = value;
     p->changed = 1;
-    return mp_finish(p, MP_OK);
+    return finish(p, MP_OK);
+}
+
+/* ---- protected pages (the mechanism: ptable.c) -------------------------- */
+
+static mp_err pid_error(mp_pager *p, const char *fn, mp_pgno pid, mp_err rc)
+{
+    if (rc == MP_ERANGE)
+        return mp_fail(p, rc, "%s: protected page %llu does not exist (pids are below %llu)", fn,
+                       (unsigned long long)pid, (unsigned long long)p->pid_limit);
+    return mp_fail(p, rc, "%s: protected page %llu is not allocated%s", fn, (unsigned long long)pid,
+                   pid < p->pid_limit && p->pt[pid].txn == p->d_txn + 1
+                       ? " (freed in this transaction)" : " (double free?)");
+}
+
+mp_err mp_check_protected(const mp_pager *p, mp_pgno pid)
+{
+    if (pid >= p->pid_limit)
+        return MP_ERANGE;
+    return p->pt[pid].pgno == MP_PT_FREE ? MP_ENOTALLOC : MP_OK;
+}
+
+const void *mp_protected_ptr(const mp_pager *p, mp_pgno pid)
+{
+    if (pid >= p->pid_limit)
+        return NULL;
+    uint32_t pg = p->pt[pid].pgno;
+    if (pg == MP_PT_FREE)
+        return NULL;
+    if (pg == MP_PT_ZERO)
+        return p->zeros;
+    return mp_page(p, pg);
+}
+
+int mp_next_protected(const mp_pager *p, mp_pgno from, mp_pgno *out)
+{
+    for (uint64_t pid = from; pid < p->pid_limit; pid++)
+        if (p->pt[pid].pgno != MP_PT_FREE) {
+            *out = pid;
+            return 1;
+        }
+    return 0;
+}
+
+mp_err mp_alloc_protected(mp_pager *p, mp_pgno *out)
+{
+    mp_err rc = writable(p, "alloc_protected");
+    if (rc != MP_OK)
+        return rc;
+    return finish(p, mp_pt_alloc(p, out));
+}
+
+mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
+{
+    mp_err rc = writable(p, "free_protected");
+    if (rc != MP_OK)
+        return rc;
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, "free_protected", pid, rc);
+    return finish(p, mp_pt_free(p, pid));
+}
+
+mp_err mp_protected_write_ptr(mp_pager *p, mp_pgno pid, void **out)
+{
+    mp_err rc = writable(p, "write_protected");
+    if (rc != MP_OK)
+        return rc;
+    if (!p->in_txn)
+        return mp_fail(p, MP_ETXN, "write_protected: in-place writes need an open transaction");
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, "write_protected", pid, rc);
+    unsigned char *page;
+    mp_pgno pg;
+    rc = mp_pt_cow(p, pid, 0, &page, &pg);
+    if (rc == MP_OK)
+        *out = page;
+    return rc;
+}
+
+mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf)
+{
+    mp_err rc = writable(p, "write_protected");
+    if (rc != MP_OK)
+        return rc;
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, "write_protected", pid, rc);
+    /* The whole page is replaced: nothing to copy, and pwrite spares the
+     * mapping a write fault now and write-protection at the barrier. */
+    unsigned char *page;
+    mp_pgno pg;
+    rc = mp_pt_cow(p, pid, 1, &page, &pg);
+    if (rc == MP_OK) {
+        int e = mp_os_write_page(p, pg, buf);
+        if (e && p->in_txn)   /* the transaction's copy of pid is unknown now: it must not commit */
+            p->poisoned = 1;
+        if (e)
+            rc = mp_fail(p, mp_err_from_errno(e), "%s: write_protected: %s%s", p->path, strerror(e),
+                         p->in_txn ? "; the transaction can only roll back, reopen the file" : "");
+    }
+    return finish(p, rc);
 }
 
 /* ---- transactions ------------------------------------------------------ */
 
 mp_err mp_begin(mp_pager *p)
 {
-    mp_err rc = mp_writable(p, "begin");
+    mp_err rc = writable(p, "begin");
     if (rc != MP_OK)
         return rc;
     if (p->in_txn)

@@ -8,6 +8,10 @@
  * pages: leaves of (P-32)/16 entries, nodes of (P-32)/8 {pgno, crc}
  * children, the top named by the root (docs/FORMAT.md, "Protected pages").
  *
+ * The public functions (mp_alloc_protected...) are in pager.c, with the
+ * other API calls' checks and auto-commit; this file is the mechanism
+ * under them: the table in memory, copy-on-write, commit, rollback, load.
+ *
  * Invariants:
  *   T1  The content of a pid is never written in place once durable: the
  *       first write of a transaction copies it to a fresh page (state
@@ -159,52 +163,10 @@ void mp_pt_free_all(mp_pager *p)
     p->zeros = NULL;
 }
 
-/* ---- the API ----------------------------------------------------------- */
+/* ---- the mechanism under the API (pager.c) ------------------------------ */
 
-static mp_err pid_error(mp_pager *p, const char *fn, mp_pgno pid, mp_err rc)
+mp_err mp_pt_alloc(mp_pager *p, mp_pgno *out)
 {
-    if (rc == MP_ERANGE)
-        return mp_fail(p, rc, "%s: protected page %llu does not exist (pids are below %llu)", fn,
-                       (unsigned long long)pid, (unsigned long long)p->pid_limit);
-    return mp_fail(p, rc, "%s: protected page %llu is not allocated%s", fn, (unsigned long long)pid,
-                   pid < p->pid_limit && p->pt[pid].txn == cur_txn(p)
-                       ? " (freed in this transaction)" : " (double free?)");
-}
-
-mp_err mp_check_protected(const mp_pager *p, mp_pgno pid)
-{
-    if (pid >= p->pid_limit)
-        return MP_ERANGE;
-    return p->pt[pid].pgno == MP_PT_FREE ? MP_ENOTALLOC : MP_OK;
-}
-
-const void *mp_protected_ptr(const mp_pager *p, mp_pgno pid)
-{
-    if (pid >= p->pid_limit)
-        return NULL;
-    uint32_t pg = p->pt[pid].pgno;
-    if (pg == MP_PT_FREE)
-        return NULL;
-    if (pg == MP_PT_ZERO)
-        return p->zeros;
-    return mp_page(p, pg);
-}
-
-int mp_next_protected(const mp_pager *p, mp_pgno from, mp_pgno *out)
-{
-    for (uint64_t pid = from; pid < p->pid_limit; pid++)
-        if (p->pt[pid].pgno != MP_PT_FREE) {
-            *out = pid;
-            return 1;
-        }
-    return 0;
-}
-
-mp_err mp_alloc_protected(mp_pager *p, mp_pgno *out)
-{
-    mp_err rc = mp_writable(p, "alloc_protected");
-    if (rc != MP_OK)
-        return rc;
     if (reserve_ptundo(p, 1) != MP_OK)
         return MP_ENOMEM;
     uint64_t pid = mp_hbits_first(&p->pid_free);
@@ -222,17 +184,11 @@ mp_err mp_alloc_protected(mp_pager *p, mp_pgno *out)
     p->pt[pid] = (mp_ptent){ MP_PT_ZERO, 0, cur_txn(p) };
     p->prot_count++;
     *out = pid;
-    return mp_finish(p, MP_OK);
+    return MP_OK;
 }
 
-mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
+mp_err mp_pt_free(mp_pager *p, mp_pgno pid)
 {
-    mp_err rc = mp_writable(p, "free_protected");
-    if (rc != MP_OK)
-        return rc;
-    rc = mp_check_protected(p, pid);
-    if (rc != MP_OK)
-        return pid_error(p, "free_protected", pid, rc);
     if (reserve_ptundo(p, 1) != MP_OK || reserve_pid_pending(p) != MP_OK ||
         mp_fsm_reserve(p, 2, 1) != MP_OK)
         return MP_ENOMEM;
@@ -245,13 +201,13 @@ mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
     *e = (mp_ptent){ MP_PT_FREE, 0, cur_txn(p) };
     p->prot_count--;
     p->pid_pending[p->pid_pending_len++] = pid;
-    return mp_finish(p, MP_OK);
+    return MP_OK;
 }
 
 /* T1: the page holding pid's content for this transaction, copied on the
  * transaction's first write (unless `whole`: the caller replaces all of it,
  * so nothing is copied and *out is NULL: write the page yourself). */
-static mp_err cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_pgno *pgno)
+mp_err mp_pt_cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_pgno *pgno)
 {
     mp_ptent *e = &p->pt[pid];
     if (e->txn == cur_txn(p) && e->pgno > MP_PT_ZERO) {
@@ -281,48 +237,6 @@ static mp_err cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_p
     *out = dst;
     *pgno = np;
     return MP_OK;
-}
-
-mp_err mp_protected_write_ptr(mp_pager *p, mp_pgno pid, void **out)
-{
-    mp_err rc = mp_writable(p, "write_protected");
-    if (rc != MP_OK)
-        return rc;
-    if (!p->in_txn)
-        return mp_fail(p, MP_ETXN, "write_protected: in-place writes need an open transaction");
-    rc = mp_check_protected(p, pid);
-    if (rc != MP_OK)
-        return pid_error(p, "write_protected", pid, rc);
-    unsigned char *page;
-    mp_pgno pg;
-    rc = cow(p, pid, 0, &page, &pg);
-    if (rc == MP_OK)
-        *out = page;
-    return rc;
-}
-
-mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf)
-{
-    mp_err rc = mp_writable(p, "write_protected");
-    if (rc != MP_OK)
-        return rc;
-    rc = mp_check_protected(p, pid);
-    if (rc != MP_OK)
-        return pid_error(p, "write_protected", pid, rc);
-    /* The whole page is replaced: nothing to copy, and pwrite spares the
-     * mapping a write fault now and write-protection at the barrier. */
-    unsigned char *page;
-    mp_pgno pg;
-    rc = cow(p, pid, 1, &page, &pg);
-    if (rc == MP_OK) {
-        int e = mp_os_write_page(p, pg, buf);
-        if (e && p->in_txn)   /* the transaction's copy of pid is unknown now: it must not commit */
-            p->poisoned = 1;
-        if (e)
-            rc = mp_fail(p, mp_err_from_errno(e), "%s: write_protected: %s%s", p->path, strerror(e),
-                         p->in_txn ? "; the transaction can only roll back, reopen the file" : "");
-    }
-    return mp_finish(p, rc);
 }
 
 /* ---- commit ------------------------------------------------------------ */

@@ -19,16 +19,8 @@
  *       bitmap pages it names, until they no longer fit; then the commit
  *       writes every bitmap with carried or changed pages and carries none.
  *
- * States of a pager (fields valid in each):
- *   CLEAN     changed == 0: working state == durable state; no group dirty,
- *             undo and pending lists empty.
- *   CHANGED   changed == 1: some groups dirty (undo list), pending frees,
- *             page_count/user_root may differ from the d_* fields.
- *             -> CLEAN by mp_txn_commit (success) or mp_txn_rollback.
- *   POISONED  poisoned == 1: a commit's write or barrier failed; the caller
- *             (mp_finish) rolled the working state back to the durable one,
- *             though index nodes may keep the failed commit's CRCs (never
- *             used again: only reads and close are allowed).
+ * The pager's states and which call moves it from one to another: the
+ * table at the top of pager.c.
  */
 #include "mp_internal.h"
 

@@ -2,15 +2,27 @@
  * mp_internal.h -- structures shared by the core's files (not installed).
  *
  * Who owns what:
- *   layout.c  geometry derived from the page size, page positions, header
- *             and root encoding, bitmap state helpers
- *   osfile.c  the file: open, lock, address reservation, mapping, growth,
- *             the one durability barrier
- *   fsm.c     the in-memory free-space map over the group bitmaps:
- *             alloc, free, pending frees, growth, iteration
- *   commit.c  transactions: commit, rollback, and open-time recovery
- *             (root selection and verification of everything below it)
- *   pager.c   the public C API, errors, auto-commit
+ *   crc32c.c  CRC32C (SSE4.2 or a table)
+ *   layout.c  geometry derived from the page size: reserved runs, where each
+ *             bitmap and index node lives, the index tree's shape, counting
+ *             bitmap states (pure arithmetic)
+ *   format.c  the on-disk encoding: metadata page headers, seals and checks,
+ *             the root's fields, seal and header rules; the entries' inline
+ *             accessors are in this header (pure byte work)
+ *   osfile.c  the file: address reservation, mapping, growth, the one
+ *             durability barrier, whole-page pread/pwrite, the test I/O hook,
+ *             errno -> mp_err
+ *   fsm.c     the free-space map over the group bitmaps, in memory: alloc,
+ *             free, pending frees, growth, iteration; loading it at open
+ *   ptable.c  the page table: protected-page entries, copy-on-write, its part
+ *             of a commit and of a rollback, loading it at open
+ *   commit.c  transactions: commit, rollback, and open-time recovery (root
+ *             selection, verify_root: root header, free-space map and page
+ *             table loads, their cross-check; clearing a rejected root)
+ *   check.c   the audit (mp_check, mp_check_each)
+ *   pager.c   the public C API but the audit: create/open/close, errors,
+ *             regular and protected pages, transactions and the user root;
+ *             the pager's states, argument checks, auto-commit
  *
  * See docs/FORMAT.md for the on-disk format these files implement.
  */

@@ -1,10 +1,56 @@
 /*
  * pager.c -- the public C API (mappedpages.h): create/open/close, errors,
- * info, regular pages, transactions and the user root.
+ * info, regular pages, protected pages, transactions and the user root.
  *
- * Every mutation runs in the working state (fsm.c); outside an explicit
- * transaction it is committed at once ("auto-commit") or, if it failed,
- * rolled back, so a failed call changes nothing.
+ * Every mutation runs in the working state (fsm.c, ptable.c); outside an
+ * explicit transaction it is committed at once ("auto-commit", finish())
+ * or, if it failed, rolled back, so a failed call changes nothing.
+ *
+ * The pager's states (mp_pager fields that tell them apart):
+ *
+ *   state      in_txn  changed  poisoned   what holds
+ *   CLEAN        0        0        0       working state == durable state:
+ *                                          no dirty group, undo and pending
+ *                                          lists empty (fsm.c F5, ptable.c T3)
+ *   CHANGED      0        1        0       inside one mutating call outside
+ *                                          a transaction (auto-commit)
+ *   TXN          1       0|1       0       an explicit transaction is open;
+ *                                          changed once it changed anything
+ *   POISONED    0|1      0|1       1       a write or barrier of a commit
+ *                                          failed (C4, commit.c): memory was
+ *                                          rolled back to the durable state
+ *                                          (index nodes may keep the failed
+ *                                          commit's CRCs, never used again);
+ *                                          reads, rollback and close only
+ *   A read-only pager is CLEAN for good: writable() refuses every mutation.
+ *   The order_writes request (mp_order_writes) is not a state: it stays
+ *   until the next barrier covers it.
+ *
+ * Transitions, and the function behind each:
+ *
+ *   (none)   -> CLEAN     mp_create: mp_write_initial (commit.c), the
+ *                         creating commit; mp_open: mp_recover (commit.c),
+ *                         root selection, verification, clearing (C5)
+ *   CLEAN    -> CHANGED   any mutation outside a transaction (mp_alloc,
+ *                         mp_free, mp_alloc_bulk, mp_free_bulk, mp_set_root,
+ *                         mp_alloc_protected, mp_free_protected,
+ *                         mp_write_protected), after writable()
+ *   CHANGED  -> CLEAN     finish(): mp_txn_commit (commit.c) when the call
+ *                         succeeded, mp_txn_rollback when it or the commit
+ *                         failed
+ *   CLEAN    -> TXN       mp_begin
+ *   TXN      -> TXN       mutations (finish() leaves the transaction open;
+ *                         a failing call alone has no effect)
+ *   TXN      -> CLEAN     mp_commit: mp_txn_commit, and mp_txn_rollback if
+ *                         it failed; mp_rollback: mp_txn_rollback
+ *   CHANGED  -> POISONED  mp_txn_commit when a write or the barrier fails
+ *   TXN      -> POISONED  (then finish() or mp_commit rolls memory back);
+ *                         mp_write_protected when its pwrite fails inside
+ *                         a transaction
+ *   POISONED -> POISONED  mutations and commits fail with MP_EPOISONED
+ *                         (writable(), mp_txn_commit); mp_rollback ends
+ *                         the transaction
+ *   any      -> (none)    mp_close (mp_txn_rollback first when changed)
  */
 #include "mp_internal.h"
 

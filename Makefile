@@ -12,7 +12,7 @@
 #   make test-crash   the long crash simulation (mk/crash.mk, test/crash_sim.c)
 #   make test-crash-lua   the long crash simulation of the Lua layer
 #                     (mk/crash.mk, spec/crash_lua.lua): >= 20,000 images
-#   make lint         luacheck lua spec examples bench
+#   make lint         luacheck lua spec examples bench fuzz
 #   make deps         install missing Debian packages (as root), else say how
 #   make check-rockspec   the rockspec lists every csrc/*.c and lua module
 #   make clean
@@ -198,7 +198,7 @@ check-rockspec:
 
 lint:
 	$(call ensure_debs,$(DEB_LINT_PACKAGES))
-	luacheck $(wildcard lua spec examples bench) bin/mappedpages
+	luacheck $(wildcard lua spec examples bench fuzz) bin/mappedpages
 
 # ---- trying it -----------------------------------------------------------
 

@@ -50,11 +50,13 @@ build = {
             "csrc/pager.c",
             "csrc/ptable.c",
             -- the Lua binding
+            "csrc/lua_binding.c",
             "csrc/lua_pack.c",
             "csrc/lua_pager.c",
             "csrc/lua_span.c",
             "csrc/lua_testhook.c",
             "csrc/lua_txn.c",
+            "csrc/lua_util.c",
             "csrc/lua_view.c",
          },
          incdirs = { "csrc" },

@@ -2,12 +2,22 @@
  * lua_binding.h -- shared declarations of the Lua binding (mappedpages.core).
  *
  * The binding is split by object type, like liolib.c keeps one accessor pair
- * per type:
- *   lua_pager.c  the module table, option parsing, error conventions, Pager
- *   lua_view.c   View and Writer objects (regular pages, protected pages)
- *                and the per-pager registry of viewed pages
- *   lua_txn.c    Transaction objects
- *   lua_span.c   pager:gather and pager:scatter (byte spans over pages)
+ * per type, over two layers of helpers.  Each file uses only those listed
+ * before it (no file calls into one listed after it):
+ *   lua_util.c      argument checks and errors that name the function,
+ *                   classes (lua_util.h; the Lua API only)
+ *   lua_pack.c      the view:pack / view:unpack engine (lua_pack.h; uses
+ *                   lua_util.h only)
+ *   lua_testhook.c  test-only hooks: core._barrier_hook, _inject_fault,
+ *                   the io hook (lua_testhook.h)
+ *   lua_binding.c   error conventions (mpl_fail), Pager accessors, page-id
+ *                   and pid checking, the per-pager registry of viewed
+ *                   pages (this header)
+ *   lua_view.c      View and Writer objects (regular pages, protected pages)
+ *   lua_txn.c       Transaction objects
+ *   lua_span.c      pager:gather and pager:scatter (byte spans over pages)
+ *   lua_pager.c     the module table, option parsing, the Pager type; it
+ *                   calls the entry points of view, txn and span below
  *
  * Object lifetimes
  *  - A Pager userdata (mpl_pager) owns the mp_pager and the view registry.
@@ -97,12 +107,9 @@
 #include "lauxlib.h"
 
 #include "mappedpages.h"
-#include "lua_pack.h"
-
-#define MPL_PAGER_MT "mappedpages.Pager"
-#define MPL_VIEW_MT "mappedpages.View"
-#define MPL_TXN_MT "mappedpages.Transaction"
-#define MPL_WRITER_MT "mappedpages.Writer"
+#include "lua_util.h"       /* MPL_*_MT, mpl_argerror, mpl_check*, mpl_newclass */
+#include "lua_pack.h"       /* mp_fmtcache */
+#include "lua_testhook.h"   /* mpl_check_not_in_hook, mpl_in_barrier_hook */
 
 /* Registry key of protected page pid (page ids and pids are below 2^32). */
 #define MPL_PKEY(pid) ((mp_pgno)(pid) | ((mp_pgno)1 << 63))
@@ -194,67 +201,19 @@ typedef struct mpl_txn {
     int state;
 } mpl_txn;
 
-/* ---- lua_pager.c ---------------------------------------------------- */
+/* ---- lua_binding.c -------------------------------------------------- */
 
-/* Argument errors that always name the function.  luaL_argerror names a
- * function from the calling instruction, so pcall(pager.free, pager, 0)
- * gives "bad argument #2 to '?'"; these look the running function up in
- * our method tables and metatables (and the module table) first, so the
- * message says 'free' however the method was called.  A method called
- * with ':' gets luaL_argerror's numbering (self not counted, "calling
- * 'alloc' on bad self (...)").  Only the error path pays for the lookup. */
-int mpl_argerror(lua_State *L, int arg, const char *extramsg);
-int mpl_typeerror(lua_State *L, int arg, const char *tname);
-void *mpl_checkudata(lua_State *L, int arg, const char *tname);
-
-#define mpl_argcheck(L, cond, arg, extramsg) \
-    ((void)((cond) || mpl_argerror(L, (arg), (extramsg))))
-
-static inline lua_Integer mpl_checkinteger(lua_State *L, int arg)
+/* A uint64 as the Lua integer with the same two's complement bits. */
+static inline lua_Integer mpl_u64_to_integer(uint64_t v)
 {
-    int isnum;
-    lua_Integer d = lua_tointegerx(L, arg, &isnum);
-    if (!isnum) {
-        if (lua_isnumber(L, arg))
-            mpl_argerror(L, arg, "number has no integer representation");
-        else
-            mpl_typeerror(L, arg, "integer");
-    }
-    return d;
+    if (v <= (uint64_t)LUA_MAXINTEGER)
+        return (lua_Integer)v;
+    return -(lua_Integer)(~v) - 1;
 }
 
-static inline lua_Number mpl_checknumber(lua_State *L, int arg)
-{
-    int isnum;
-    lua_Number d = lua_tonumberx(L, arg, &isnum);
-    if (!isnum)
-        mpl_typeerror(L, arg, "number");
-    return d;
-}
-
-static inline lua_Integer mpl_optinteger(lua_State *L, int arg,
-                                         lua_Integer def)
-{
-    return lua_isnoneornil(L, arg) ? def : mpl_checkinteger(L, arg);
-}
-
-static inline const char *mpl_checklstring(lua_State *L, int arg,
-                                           size_t *len)
-{
-    const char *s = lua_tolstring(L, arg, len);
-    if (s == NULL)
-        mpl_typeerror(L, arg, "string");
-    return s;
-}
-
-static inline void mpl_checktype(lua_State *L, int arg, int t)
-{
-    if (lua_type(L, arg) != t)
-        mpl_typeerror(L, arg, lua_typename(L, t));
-}
-
-MPL_EXPORT int luaopen_mappedpages_core(lua_State *L);
-
+/* Is e a misuse code (raised, naming the function) rather than an
+ * environment failure (nil, msg, code)? */
+int mpl_is_misuse(mp_err e);
 /* Pager accessors: type only (may be closed) / open pager, else raises
  * "attempt to use a closed pager". */
 mpl_pager *mpl_topager(lua_State *L, int idx);
@@ -281,13 +240,24 @@ int mpl_pid_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno pid,
                   mp_err e);
 /* Push nil, mp_strerror(e), mp_errname(e) and return 3. */
 int mpl_pushfail(lua_State *L, mp_err e);
-/* Register a methods table and a metatable (safe to call twice per state),
- * store the methods table as module[export_name] when not NULL, and leave
- * the stack as it was.  with_mt_upvalue gives every function the metatable
- * as upvalue 1 (a cheap exact type check, see lua_view.c). */
-void mpl_newclass(lua_State *L, int modidx, const char *name,
-                  const luaL_Reg *methods, const luaL_Reg *meta,
-                  int with_mt_upvalue, const char *export_name);
+
+/* The registry (see "View validity"), keys being page ids or MPL_PKEY(pid).
+ * find: the entry of key, or NULL.  acquire: take a reference for a new
+ * view, *gen being the key's generation; 0, or -1 out of memory.
+ * release: drop a view's reference.  allocated: is the page or pid behind
+ * key allocated?  bump: key was freed.  sweep: after a rollback.  free: at
+ * close. */
+mpl_entry *mpl_reg_find(const mpl_pager *pg, mp_pgno key);
+int mpl_reg_acquire(mpl_pager *pg, mp_pgno key, uint64_t *gen);
+void mpl_reg_release(mpl_pager *pg, mp_pgno key);
+int mpl_reg_allocated(const mpl_pager *pg, mp_pgno key);
+void mpl_reg_bump(mpl_pager *pg, mp_pgno key);
+void mpl_reg_sweep(mpl_pager *pg);
+void mpl_reg_free(mpl_pager *pg);
+
+/* ---- entry points of the object files, for lua_pager.c --------------- */
+
+MPL_EXPORT int luaopen_mappedpages_core(lua_State *L);   /* lua_pager.c */
 
 /* ---- lua_view.c ----------------------------------------------------- */
 
@@ -296,11 +266,6 @@ void mpl_open_view(lua_State *L, int modidx);
 int mpl_pager_page(lua_State *L);
 int mpl_pager_protected(lua_State *L);
 int mpl_pager_write_protected(lua_State *L);
-/* Registry maintenance by the pager. */
-void mpl_reg_bump(mpl_pager *pg, mp_pgno key);  /* page id or MPL_PKEY(pid)
-                                                 * was freed */
-void mpl_reg_sweep(mpl_pager *pg);              /* after a rollback */
-void mpl_reg_free(mpl_pager *pg);               /* at close */
 
 /* ---- lua_span.c ---------------------------------------------------- */
 
@@ -317,24 +282,5 @@ int mpl_pager_in_transaction(lua_State *L);
 int mpl_l_txn_seq(lua_State *L);                /* core._txn_seq */
 int mpl_l_commit_hook(lua_State *L);            /* core._commit_hook */
 int mpl_l_want_commit_hook(lua_State *L);       /* core._want_commit_hook */
-
-/* ---- lua_testhook.c (test-only: core._barrier_hook) --------------- */
-
-/* Nonzero while a core._barrier_hook callback runs: the binding's
- * accessors then raise (mpl_check_not_in_hook) instead of reentering the
- * pager that is in the middle of its barrier. */
-extern int mpl_in_barrier_hook;
-void mpl_check_not_in_hook(lua_State *L);
-/* Is a barrier hook set?  Called by mpl_update_io_hook. */
-int mpl_barrier_hook_active(void);
-/* Run the callback before a barrier on fd: 0, or the errno the barrier
- * must fail with (the callback raised). */
-int mpl_barrier_callback(int fd);
-/* core._barrier_hook(fn | nil), core._barrier_hook_error() */
-int mpl_l_barrier_hook(lua_State *L);
-int mpl_l_barrier_hook_error(lua_State *L);
-/* lua_pager.c: install the binding's io hook if a fault is armed or a
- * barrier hook is set, else restore the real operations. */
-void mpl_update_io_hook(void);
 
 #endif /* MAPPEDPAGES_LUA_BINDING_H */

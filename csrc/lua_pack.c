@@ -31,7 +31,7 @@
  *     overflow.
  */
 #include "lua_pack.h"
-#include "lua_binding.h"   /* mpl_argerror: errors name the function however it was called */
+#include "lua_util.h"     /* mpl_argerror: errors name the function however it was called */
 
 #include <lauxlib.h>
 

@@ -2,25 +2,15 @@
  * lua_pager.c -- the mappedpages.core module and the Pager type.
  *
  * Owns: luaopen_mappedpages_core, create/open and their options, crc32c,
- * the error conventions shared by the whole binding (mpl_fail), page-id and
- * pid checking, and every Pager method except page(), protected() and
- * write_protected() (lua_view.c) and begin() and in_transaction()
- * (lua_txn.c).
- *
- * Error conventions (docs/API.md, introduction):
- *  - environment failures (file missing or bad, lock held, I/O, disk full,
- *    poisoned pager...) return nil, message, code; code is mp_errname();
- *  - misuse raises through mpl_argerror (luaL_argerror that always finds
- *    the function name), so the message names the function:
- *    "bad argument #1 to 'free' (page 5 is not allocated)", or for the
- *    object itself "calling 'alloc' on bad self (pager is read-only)".
+ * and every Pager method except page(), protected() and write_protected()
+ * (lua_view.c), begin() and in_transaction() (lua_txn.c) and gather() and
+ * scatter() (lua_span.c).  The top of the binding: the error conventions
+ * and accessors it shares with those files are in lua_binding.c.
  */
-#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "lua.h"
 #include "lauxlib.h"
@@ -29,171 +19,7 @@
 #include "crc32c.h"
 #include "lua_binding.h"
 
-/* ---- shared helpers --------------------------------------------------- */
-
-/* Search table t for a string key whose value is rawequal to the value at
- * fn; pushes that key and returns it, or pushes nothing and returns NULL. */
-static const char *key_of(lua_State *L, int t, int fn)
-{
-    if (lua_type(L, t) != LUA_TTABLE)
-        return NULL;
-    lua_pushnil(L);
-    while (lua_next(L, t) != 0) {
-        if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fn)) {
-            lua_pop(L, 1);          /* the key stays on the stack */
-            return lua_tostring(L, -1);
-        }
-        lua_pop(L, 1);
-    }
-    return NULL;
-}
-
-/* The name under which the function at fn is registered by this module:
- * pushes it and returns it, or returns NULL (pushing garbage the caller
- * does not care about: an error is raised right after). */
-static const char *binding_name(lua_State *L, int fn)
-{
-    static const char *const types[] = { MPL_PAGER_MT, MPL_VIEW_MT,
-                                         MPL_WRITER_MT, MPL_TXN_MT, NULL };
-    const char *name;
-    int i;
-    for (i = 0; types[i] != NULL; i++) {
-        int mt;
-        luaL_getmetatable(L, types[i]);
-        mt = lua_gettop(L);
-        lua_getfield(L, mt, "__index");
-        if ((name = key_of(L, mt + 1, fn)) != NULL
-            || (name = key_of(L, mt, fn)) != NULL)
-            return name;
-        lua_settop(L, mt - 1);
-    }
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_getfield(L, -1, "mappedpages.core");
-    return key_of(L, lua_gettop(L), fn);
-}
-
-int mpl_argerror(lua_State *L, int arg, const char *extramsg)
-{
-    lua_Debug ar;
-    const char *name = NULL;
-    int method = 0;
-    luaL_checkstack(L, 8, NULL);
-    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "nf", &ar)) {
-        method = ar.namewhat != NULL && strcmp(ar.namewhat, "method") == 0;
-        name = binding_name(L, lua_gettop(L));
-        if (name == NULL)
-            name = ar.name;
-    }
-    if (name == NULL)
-        name = "?";
-    if (method) {
-        arg--;                    /* do not count self */
-        if (arg == 0)
-            return luaL_error(L, "calling '%s' on bad self (%s)", name,
-                              extramsg);
-    }
-    return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, name, extramsg);
-}
-
-int mpl_typeerror(lua_State *L, int arg, const char *tname)
-{
-    const char *got;
-    if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING)
-        got = lua_tostring(L, -1);
-    else if (lua_type(L, arg) == LUA_TLIGHTUSERDATA)
-        got = "light userdata";
-    else
-        got = luaL_typename(L, arg);
-    return mpl_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s",
-                                                tname, got));
-}
-
-void *mpl_checkudata(lua_State *L, int arg, const char *tname)
-{
-    void *p = luaL_testudata(L, arg, tname);
-    if (p == NULL)
-        mpl_typeerror(L, arg, tname);
-    return p;
-}
-
-static int is_misuse(mp_err e)
-{
-    switch (e) {
-    case MP_EINVAL: case MP_EREADONLY: case MP_ERANGE: case MP_ERESERVED:
-    case MP_ENOTALLOC: case MP_EDUP: case MP_ETXN:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-/* A uint64 as the Lua integer with the same two's complement bits. */
-static lua_Integer u64_to_integer(uint64_t v)
-{
-    if (v <= (uint64_t)LUA_MAXINTEGER)
-        return (lua_Integer)v;
-    return -(lua_Integer)(~v) - 1;
-}
-
-int mpl_fail(lua_State *L, mpl_pager *pg, mp_err e, int arg)
-{
-    const char *msg = (pg->p != NULL) ? mp_errmsg(pg->p) : NULL;
-    if (msg == NULL || *msg == '\0')
-        msg = mp_strerror(e);
-    if (is_misuse(e)) {
-        /* The core prefixes its messages with its function name ("begin:
-         * ..."); ours comes from mpl_argerror already. */
-        const char *s = msg;
-        while ((*s >= 'a' && *s <= 'z') || *s == '_')
-            s++;
-        if (s > msg && s[0] == ':' && s[1] == ' ')
-            msg = s + 2;
-        if (e == MP_EREADONLY)
-            msg = "pager is read-only";
-        return mpl_argerror(L, arg, msg);
-    }
-    /* The failed call may have rolled back (an auto-commit that failed, or
-     * the open transaction): views of pages that vanished must die, and
-     * writers of a transaction the core no longer has.  No Lua call before
-     * this. */
-    if (pg->p != NULL) {
-        if (pg->txopen && !mp_in_txn(pg->p))
-            pg->txopen = 0;
-        if (pg->txopen) {
-            pg->txfreed = 1;        /* sweep at commit, see mpl_freed */
-            pg->epoch++;
-        } else {
-            mpl_reg_sweep(pg);
-        }
-    }
-    lua_pushnil(L);
-    lua_pushstring(L, msg);     /* copied before any GC step */
-    lua_pushstring(L, mp_errname(e));
-    return 3;
-}
-
-void mpl_freed(mpl_pager *pg, mp_pgno key)
-{
-    if (pg->txopen)
-        pg->txfreed = 1;
-    else
-        mpl_reg_bump(pg, key);
-    pg->epoch++;
-}
-
-mpl_pager *mpl_topager(lua_State *L, int idx)
-{
-    return (mpl_pager *)mpl_checkudata(L, idx, MPL_PAGER_MT);
-}
-
-mpl_pager *mpl_checkpager(lua_State *L, int idx)
-{
-    mpl_pager *pg = mpl_topager(L, idx);
-    mpl_check_not_in_hook(L);
-    if (pg->p == NULL)
-        mpl_argerror(L, idx, "attempt to use a closed pager");
-    return pg;
-}
+/* ---- helpers ---------------------------------------------------------- */
 
 static mpl_pager *checkwritable(lua_State *L, int idx)
 {
@@ -201,101 +27,6 @@ static mpl_pager *checkwritable(lua_State *L, int idx)
     if (pg->readonly)
         mpl_argerror(L, idx, "pager is read-only");
     return pg;
-}
-
-mp_pgno mpl_checkpgno(lua_State *L, int arg, const mpl_pager *pg)
-{
-    lua_Integer id = mpl_checkinteger(L, arg);
-    uint64_t count = mp_page_count(pg->p);
-    if (id < 0 || (uint64_t)id >= count)
-        mpl_argerror(L, arg, lua_pushfstring(L,
-            "page %I is out of range (the file has %I pages)",
-            id, u64_to_integer(count)));
-    return (mp_pgno)id;
-}
-
-int mpl_pushfail(lua_State *L, mp_err e)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, mp_strerror(e));
-    lua_pushstring(L, mp_errname(e));
-    return 3;
-}
-
-mp_pgno mpl_checkpid(lua_State *L, int arg)
-{
-    lua_Integer pid = mpl_checkinteger(L, arg);
-    if (pid < 0)
-        mpl_argerror(L, arg, lua_pushfstring(L,
-            "protected page %I is out of range (pids are non-negative)",
-            pid));
-    return (mp_pgno)pid;
-}
-
-int mpl_pid_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno pid,
-                  mp_err e)
-{
-    lua_Integer n = u64_to_integer(pid);
-    if (e == MP_ERANGE) {
-        mp_info i;
-        mp_get_info(pg->p, &i);
-        if (i.pid_limit == 0)
-            return mpl_argerror(L, arg, lua_pushfstring(L,
-                "protected page %I is out of range (no protected page was "
-                "ever allocated)", n));
-        return mpl_argerror(L, arg, lua_pushfstring(L,
-            "protected page %I is out of range (pids are below %I)",
-            n, u64_to_integer(i.pid_limit)));
-    }
-    return mpl_argerror(L, arg, lua_pushfstring(L,
-        "protected page %I is not allocated", n));
-}
-
-int mpl_pgno_error(lua_State *L, int arg, const mpl_pager *pg, mp_pgno id,
-                   mp_err e)
-{
-    lua_Integer n = u64_to_integer(id);
-    switch (e) {
-    case MP_ERANGE:
-        return mpl_argerror(L, arg, lua_pushfstring(L,
-            "page %I is out of range (the file has %I pages)",
-            n, u64_to_integer(mp_page_count(pg->p))));
-    case MP_ERESERVED:
-        return mpl_argerror(L, arg, lua_pushfstring(L,
-            "page %I is reserved for the file's own structures", n));
-    default:
-        return mpl_argerror(L, arg, lua_pushfstring(L,
-            "page %I is not allocated", n));
-    }
-}
-
-void mpl_newclass(lua_State *L, int modidx, const char *name,
-                  const luaL_Reg *methods, const luaL_Reg *meta,
-                  int with_mt_upvalue, const char *export_name)
-{
-    int nup = with_mt_upvalue ? 1 : 0;
-    modidx = lua_absindex(L, modidx);
-    luaL_newmetatable(L, name);   /* 0 on a second luaopen: reuse it */
-    /* The methods table: reuse the existing one, so that methods added in
-     * Lua (pager:transaction) survive a reload of the C module. */
-    if (lua_getfield(L, -1, "__index") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "__index");
-    }
-    if (nup)
-        lua_pushvalue(L, -2);
-    luaL_setfuncs(L, methods, nup);
-    if (export_name != NULL) {
-        lua_pushvalue(L, -1);
-        lua_setfield(L, modidx, export_name);
-    }
-    lua_pop(L, 1);                /* methods */
-    if (nup)
-        lua_pushvalue(L, -1);
-    luaL_setfuncs(L, meta, nup);  /* into the metatable */
-    lua_pop(L, 1);                /* metatable */
 }
 
 /* ---- options ---------------------------------------------------------- */
@@ -387,7 +118,7 @@ static int create_or_open(lua_State *L, int create)
         const char *msg = err.msg[0] != '\0' ? err.msg : mp_strerror(e);
         if (p != NULL)
             mp_close(p);   /* defensive: the API promises *out untouched */
-        if (is_misuse(e))
+        if (mpl_is_misuse(e))
             return mpl_argerror(L, 2, msg);
         lua_pushnil(L);
         lua_pushstring(L, msg);
@@ -422,67 +153,6 @@ static int l_crc32c(lua_State *L)
                   "crc must be an integer from 0 to 0xFFFFFFFF");
     lua_pushinteger(L, (lua_Integer)mp_crc32c((uint32_t)crc, s, len));
     return 1;
-}
-
-/* Test support: inject I/O faults through mp_set_io_hook.
- * core._inject_fault(op, code [, after]) with op "barrier", "grow" or
- * "write" and code "eio" or "enospc" lets `after` (default 0) operations
- * of that kind succeed, then fails every later one with that errno (until
- * cleared); faults of different kinds can be armed at once.  With code nil
- * every fault is cleared and the real operations are restored.
- * Process-wide, like the hook.  The same io hook calls the barrier hook
- * (core._barrier_hook, lua_testhook.c) before each barrier, fault or not. */
-static struct { int err; lua_Integer after; } io_fault[3];
-
-static int fault_hook(mp_io_op op, int fd, void *ctx)
-{
-    (void)ctx;
-    if (op == MP_IO_BARRIER) {
-        int e = mpl_barrier_callback(fd);
-        if (e != 0)
-            return e;
-    }
-    if ((unsigned)op < 3 && io_fault[op].err) {
-        if (io_fault[op].after > 0)
-            io_fault[op].after--;
-        else
-            return io_fault[op].err;
-    }
-    if (op != MP_IO_BARRIER)
-        return 0;                     /* the real operation runs */
-    while (fdatasync(fd) != 0)
-        if (errno != EINTR)
-            return errno;
-    return 0;
-}
-
-void mpl_update_io_hook(void)
-{
-    int armed = io_fault[0].err || io_fault[1].err || io_fault[2].err;
-    mp_set_io_hook(armed || mpl_barrier_hook_active() ? fault_hook : NULL,
-                   NULL);
-}
-
-static int l_inject_fault(lua_State *L)
-{
-    static const char *const ops[] = { "barrier", "grow", "write", NULL };
-    static const char *const codes[] = { "eio", "enospc", NULL };
-    static const mp_io_op opv[] = { MP_IO_BARRIER, MP_IO_GROW, MP_IO_WRITE };
-    if (lua_isnoneornil(L, 2)) {
-        if (!lua_isnoneornil(L, 1))
-            (void)luaL_checkoption(L, 1, NULL, ops);
-        memset(io_fault, 0, sizeof io_fault);
-        mpl_update_io_hook();
-        return 0;
-    }
-    mp_io_op op = opv[luaL_checkoption(L, 1, NULL, ops)];
-    int err = luaL_checkoption(L, 2, NULL, codes) == 0 ? EIO : ENOSPC;
-    lua_Integer after = mpl_optinteger(L, 3, 0);
-    mpl_argcheck(L, after >= 0, 3, "must be non-negative");
-    io_fault[op].err = err;
-    io_fault[op].after = after;
-    mpl_update_io_hook();
-    return 0;
 }
 
 /* ---- Pager methods ---------------------------------------------------- */
@@ -531,7 +201,7 @@ static int pager_page_size(lua_State *L)
 static int pager_page_count(lua_State *L)
 {
     mpl_pager *pg = mpl_checkpager(L, 1);
-    lua_pushinteger(L, u64_to_integer(mp_page_count(pg->p)));
+    lua_pushinteger(L, mpl_u64_to_integer(mp_page_count(pg->p)));
     return 1;
 }
 
@@ -539,12 +209,12 @@ static int pager_page_count(lua_State *L)
 static int pager_free_count(lua_State *L)
 {
     mpl_pager *pg = mpl_checkpager(L, 1);
-    lua_pushinteger(L, u64_to_integer(mp_free_count(pg->p)));
+    lua_pushinteger(L, mpl_u64_to_integer(mp_free_count(pg->p)));
     return 1;
 }
 
 #define SETINT(name, v) \
-    (lua_pushinteger(L, u64_to_integer(v)), lua_setfield(L, -2, name))
+    (lua_pushinteger(L, mpl_u64_to_integer(v)), lua_setfield(L, -2, name))
 #define SETBOOL(name, v) \
     (lua_pushboolean(L, (v) != 0), lua_setfield(L, -2, name))
 
@@ -596,8 +266,8 @@ static int pager_tostring(lua_State *L)
     lua_pushfstring(L, "mappedpages.Pager: %s (%d-byte pages, %I pages, "
                     "%I free, txn %I%s%s%s)",
                     i.path != NULL ? i.path : "?", (int)i.page_size,
-                    u64_to_integer(i.page_count), u64_to_integer(i.free_count),
-                    u64_to_integer(i.txn),
+                    mpl_u64_to_integer(i.page_count), mpl_u64_to_integer(i.free_count),
+                    mpl_u64_to_integer(i.txn),
                     i.readonly ? ", read-only" : "",
                     i.in_txn ? ", in transaction" : "",
                     i.poisoned ? ", poisoned" : "");
@@ -612,7 +282,7 @@ static int pager_alloc(lua_State *L)
     mp_err e = mp_alloc(pg->p, &id);
     if (e != MP_OK)
         return mpl_fail(L, pg, e, 1);
-    lua_pushinteger(L, u64_to_integer(id));
+    lua_pushinteger(L, mpl_u64_to_integer(id));
     return 1;
 }
 
@@ -657,7 +327,7 @@ static int pager_alloc_bulk(lua_State *L)
     if (e != MP_OK)
         return mpl_fail(L, pg, e, 2);
     for (i = 0; i < n; i++) {
-        lua_pushinteger(L, u64_to_integer(ids[i]));
+        lua_pushinteger(L, mpl_u64_to_integer(ids[i]));
         lua_rawseti(L, -2, i + 1);
     }
     return 1;
@@ -704,8 +374,8 @@ static int pager_free_bulk(lua_State *L)
         if (ids[i] >= count)
             mpl_argerror(L, 2, lua_pushfstring(L,
                 "page %I (element %I) is out of range (the file has %I pages)",
-                u64_to_integer(ids[i]), (lua_Integer)i + 1,
-                u64_to_integer(count)));
+                mpl_u64_to_integer(ids[i]), (lua_Integer)i + 1,
+                mpl_u64_to_integer(count)));
     if (n == 0) {
         lua_pushboolean(L, 1);
         return 1;
@@ -724,7 +394,7 @@ static int pager_free_bulk(lua_State *L)
         for (i = 1; i < n; i++)
             if (ids[i] == ids[i - 1])
                 return mpl_argerror(L, 2, lua_pushfstring(L,
-                    "page %I is listed twice", u64_to_integer(ids[i])));
+                    "page %I is listed twice", mpl_u64_to_integer(ids[i])));
         return mpl_fail(L, pg, e, 2);
     }
     if (e != MP_OK)
@@ -750,7 +420,7 @@ static int iter_step(lua_State *L, int (*next_id)(const mp_pager *, mp_pgno, mp_
         from = last < 0 ? 0 : (mp_pgno)last + 1;
     }
     if (next_id(pg->p, from, &next))
-        lua_pushinteger(L, u64_to_integer(next));
+        lua_pushinteger(L, mpl_u64_to_integer(next));
     else
         lua_pushnil(L);
     return 1;
@@ -779,7 +449,7 @@ static int pager_alloc_protected(lua_State *L)
     mp_err e = mp_alloc_protected(pg->p, &pid);
     if (e != MP_OK)
         return mpl_fail(L, pg, e, 1);
-    lua_pushinteger(L, u64_to_integer(pid));
+    lua_pushinteger(L, mpl_u64_to_integer(pid));
     return 1;
 }
 
@@ -855,8 +525,8 @@ static int pager_page_kinds(lua_State *L)
             uint64_t at = (uint64_t)(d - base) / ps;
             if (k[at] == 'S') {
                 k[at] = 'P';
-                lua_pushinteger(L, u64_to_integer(pid));
-                lua_rawseti(L, holders, u64_to_integer(at));
+                lua_pushinteger(L, mpl_u64_to_integer(pid));
+                lua_rawseti(L, holders, mpl_u64_to_integer(at));
             }
         }
         from = pid + 1;
@@ -883,7 +553,7 @@ static int pager_set_root(lua_State *L)
 static int pager_root(lua_State *L)
 {
     mpl_pager *pg = mpl_checkpager(L, 1);
-    lua_pushinteger(L, u64_to_integer(mp_root(pg->p)));
+    lua_pushinteger(L, mpl_u64_to_integer(mp_root(pg->p)));
     return 1;
 }
 
@@ -998,7 +668,7 @@ static const luaL_Reg module_funcs[] = {
     {"create", l_create},
     {"open", l_open},
     {"crc32c", l_crc32c},
-    {"_inject_fault", l_inject_fault},
+    {"_inject_fault", mpl_l_inject_fault},          /* lua_testhook.c */
     {"_txn_seq", mpl_l_txn_seq},                    /* lua_txn.c */
     {"_commit_hook", mpl_l_commit_hook},            /* lua_txn.c */
     {"_want_commit_hook", mpl_l_want_commit_hook},  /* lua_txn.c */

@@ -1,6 +1,10 @@
 /*
- * lua_testhook.c -- test-only: core._barrier_hook(fn | nil) and
- * core._barrier_hook_error().
+ * lua_testhook.c -- test-only: core._barrier_hook(fn | nil),
+ * core._barrier_hook_error() and core._inject_fault(op, code [, after]).
+ *
+ * Owns the binding's io hook (mp_set_io_hook): installed while a fault is
+ * armed or a barrier hook is set, else the real operations run.  Uses
+ * lua_util.h and the core only; declared in lua_testhook.h.
  *
  * Not part of the API (the leading underscore says so): these exist for the
  * crash harness of the Lua layer (spec/crash_harness.lua, spec/16), which
@@ -45,9 +49,11 @@
 #include "lauxlib.h"
 
 #include "mappedpages.h"
-#include "lua_binding.h"
+#include "lua_testhook.h"
 
 int mpl_in_barrier_hook;
+
+static void update_io_hook(void);
 
 static struct {
     lua_State *T;      /* the thread fn runs on; NULL: no hook */
@@ -58,7 +64,7 @@ static struct {
 static const char ERRKEY[] = "mappedpages.core._barrier_hook_error";
 static const char SENTINEL[] = "mappedpages.core._barrier_hook_sentinel";
 
-int mpl_barrier_hook_active(void)
+static int barrier_hook_active(void)
 {
     return bh.T != NULL;
 }
@@ -103,9 +109,9 @@ static int hook_run(lua_State *T)
     return 1;
 }
 
-/* Called by the binding's io hook (lua_pager.c) before every barrier:
+/* Called by the io hook (fault_hook, below) before every barrier:
  * 0 to go on with the barrier, or the errno it must fail with. */
-int mpl_barrier_callback(int fd)
+static int barrier_callback(int fd)
 {
     lua_State *T = bh.T;
     int stopped, status, failed;
@@ -145,7 +151,7 @@ static void hook_clear(lua_State *L)
     bh.T = NULL;
     bh.owner = NULL;
     bh.fnref = bh.thref = LUA_NOREF;
-    mpl_update_io_hook();
+    update_io_hook();
 }
 
 static lua_State *main_thread(lua_State *L)
@@ -201,7 +207,7 @@ int mpl_l_barrier_hook(lua_State *L)
     bh.thref = thref;
     bh.T = T;
     bh.owner = main_thread(L);
-    mpl_update_io_hook();
+    update_io_hook();
     return 0;
 }
 
@@ -216,4 +222,67 @@ int mpl_l_barrier_hook_error(lua_State *L)
     lua_pushboolean(L, 0);
     lua_setfield(L, LUA_REGISTRYINDEX, ERRKEY);
     return 1;
+}
+
+/* ---- fault injection (core._inject_fault) ---------------------------- */
+
+/* Test support: inject I/O faults through mp_set_io_hook.
+ * core._inject_fault(op, code [, after]) with op "barrier", "grow" or
+ * "write" and code "eio" or "enospc" lets `after` (default 0) operations
+ * of that kind succeed, then fails every later one with that errno (until
+ * cleared); faults of different kinds can be armed at once.  With code nil
+ * every fault is cleared and the real operations are restored.
+ * Process-wide, like the hook.  The same io hook calls the barrier hook
+ * (core._barrier_hook, above) before each barrier, fault or not. */
+static struct { int err; lua_Integer after; } io_fault[3];
+
+static int fault_hook(mp_io_op op, int fd, void *ctx)
+{
+    (void)ctx;
+    if (op == MP_IO_BARRIER) {
+        int e = barrier_callback(fd);
+        if (e != 0)
+            return e;
+    }
+    if ((unsigned)op < 3 && io_fault[op].err) {
+        if (io_fault[op].after > 0)
+            io_fault[op].after--;
+        else
+            return io_fault[op].err;
+    }
+    if (op != MP_IO_BARRIER)
+        return 0;                     /* the real operation runs */
+    while (fdatasync(fd) != 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
+}
+
+static void update_io_hook(void)
+{
+    int armed = io_fault[0].err || io_fault[1].err || io_fault[2].err;
+    mp_set_io_hook(armed || barrier_hook_active() ? fault_hook : NULL,
+                   NULL);
+}
+
+int mpl_l_inject_fault(lua_State *L)
+{
+    static const char *const ops[] = { "barrier", "grow", "write", NULL };
+    static const char *const codes[] = { "eio", "enospc", NULL };
+    static const mp_io_op opv[] = { MP_IO_BARRIER, MP_IO_GROW, MP_IO_WRITE };
+    if (lua_isnoneornil(L, 2)) {
+        if (!lua_isnoneornil(L, 1))
+            (void)luaL_checkoption(L, 1, NULL, ops);
+        memset(io_fault, 0, sizeof io_fault);
+        update_io_hook();
+        return 0;
+    }
+    mp_io_op op = opv[luaL_checkoption(L, 1, NULL, ops)];
+    int err = luaL_checkoption(L, 2, NULL, codes) == 0 ? EIO : ENOSPC;
+    lua_Integer after = mpl_optinteger(L, 3, 0);
+    mpl_argcheck(L, after >= 0, 3, "must be non-negative");
+    io_fault[op].err = err;
+    io_fault[op].after = after;
+    update_io_hook();
+    return 0;
 }

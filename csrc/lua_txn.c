@@ -138,15 +138,19 @@ int mpl_l_txn_seq(lua_State *L)
  *
  * core._commit_hook(fn) registers one Lua function for this Lua state (the
  * Lua layer's: mappedpages.access); core._want_commit_hook(pager) asks
- * that the open transaction's tx:commit() call fn(pager) first, before the
- * core's commit, so that what fn writes (through the transaction's
- * writers) is part of the same atomic commit.  A module that keeps some
- * writes of a transaction in Lua until its end (the slab's header words)
- * writes them there.  fn returns true, or nil, msg, code: then, and when
- * it raises, the transaction is rolled back and commit returns nil, msg,
- * code (raises again).  Nothing to undo after a rollback: fn's pending
- * writes die with the transaction, like the writes it would have made.
- * While fn runs, tx:commit() and tx:rollback() raise. */
+ * that the open transaction's tx:commit() call fn(pager, true) first,
+ * before the core's commit, so that what fn writes (through the
+ * transaction's writers) is part of the same atomic commit.  A module that
+ * keeps some writes of a transaction in Lua until its end (the slab's
+ * header words, the B-tree's changed nodes) writes them there.  fn returns
+ * true, or nil, msg, code: then, and when it raises, the transaction is
+ * rolled back and commit returns nil, msg, code (raises again).  Nothing
+ * to undo after a rollback: fn's pending writes die with the transaction,
+ * like the writes it would have made.  While fn runs, tx:commit() and
+ * tx:rollback() raise.  After the core's commit succeeded, fn(pager,
+ * false) runs once more, outside any transaction (a module moves what it
+ * wrote into its cache of committed state); the commit stands whatever it
+ * does, so its errors are dropped: it must not be able to fail. */
 static const char HOOK_KEY[] = "mappedpages.commit_hook";
 
 int mpl_l_commit_hook(lua_State *L)
@@ -178,11 +182,13 @@ static void txn_failed(mpl_txn *t)
 }
 
 /* Run the hook for t (index 1) if its transaction asked for it: 0 to go
- * on with the commit, else the number of results to return. */
-static int run_hook(lua_State *L, mpl_txn *t)
+ * on with the commit, else the number of results to return.  *ran is set
+ * when it ran (and so runs again after the commit). */
+static int run_hook(lua_State *L, mpl_txn *t, int *ran)
 {
     mpl_pager *pg = t->pg;
     int status;
+    *ran = 0;
     if (pg->hookseq != pg->txseq)
         return 0;
     pg->hookseq = 0;
@@ -190,9 +196,11 @@ static int run_hook(lua_State *L, mpl_txn *t)
         lua_pop(L, 1);
         return 0;
     }
+    *ran = 1;
     lua_getiuservalue(L, 1, 1);               /* the pager */
+    lua_pushboolean(L, 1);                    /* before the commit */
     pg->inhook = 1;
-    status = lua_pcall(L, 1, 3, 0);
+    status = lua_pcall(L, 2, 3, 0);
     pg->inhook = 0;
     if (status != LUA_OK) {
         if (txn_live(t))
@@ -219,6 +227,19 @@ static int run_hook(lua_State *L, mpl_txn *t)
     return 3;
 }
 
+/* After a commit that succeeded: fn(pager, false), its errors dropped
+ * (the commit is durable; nothing it does can change that). */
+static void run_hook_after(lua_State *L)
+{
+    int top = lua_gettop(L);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, HOOK_KEY) == LUA_TFUNCTION) {
+        lua_getiuservalue(L, 1, 1);
+        lua_pushboolean(L, 0);
+        (void)lua_pcall(L, 2, 0, 0);
+    }
+    lua_settop(L, top);
+}
+
 /* Raise if the commit hook of t's pager is running. */
 static void check_not_in_commit_hook(lua_State *L, const mpl_txn *t)
 {
@@ -235,9 +256,9 @@ static int txn_commit(lua_State *L)
     mp_err e;
     const char *msg;
     char buf[512];
-    int n;
+    int n, hooked;
     check_not_in_commit_hook(L, t);
-    n = run_hook(L, t);
+    n = run_hook(L, t, &hooked);
     if (n > 0)
         return n;
     e = mp_commit(pg->p);
@@ -250,6 +271,8 @@ static int txn_commit(lua_State *L)
             mpl_reg_sweep(pg);
         }
         t->state = MPL_TX_COMMITTED;
+        if (hooked)
+            run_hook_after(L);
         lua_pushboolean(L, 1);
         return 1;
     }

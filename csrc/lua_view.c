@@ -1,13 +1,12 @@
 /*
- * lua_view.c -- the View type (a regular or protected page seen from Lua),
- * the Writer type (a protected page being written) and the per-pager
- * registry of viewed pages.
+ * lua_view.c -- the View type (a regular or protected page seen from Lua)
+ * and the Writer type (a protected page being written).
  *
  * Owns: pager:page(id), pager:protected(pid), pager:write_protected(pid),
- * every View and Writer method (windows, view:sub, included), and the
+ * every View and Writer method (windows, view:sub, included).  The
  * registry that makes a view of a freed page die even when the id is
- * allocated again (see "View validity", "Protected pages" and "Windows"
- * in lua_binding.h).
+ * allocated again is lua_binding.c's (see "View validity", "Protected
+ * pages" and "Windows" in lua_binding.h).
  *
  * Regular page data is read and written in place in the mapping
  * (mp_page_ptr); the only copies are the strings read() and unpack()
@@ -75,7 +74,6 @@
  * the page, and touches it no more after a Lua allocation; the pack engine
  * (lua_pack.c) keeps the same rule inside pack/unpack.
  */
-#include <stdlib.h>
 #include <string.h>
 
 #include "lua.h"
@@ -84,141 +82,6 @@
 #include "mappedpages.h"
 #include "lua_binding.h"
 #include "lua_pack.h"
-
-/* ---- registry --------------------------------------------------------- */
-
-#define REG_MIN 16
-
-static size_t reg_hash(mp_pgno id, size_t mask)
-{
-    return (size_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & mask;
-}
-
-static mpl_entry *reg_find(const mpl_pager *pg, mp_pgno id)
-{
-    size_t mask, i;
-    if (pg->regcap == 0)
-        return NULL;
-    mask = pg->regcap - 1;
-    for (i = reg_hash(id, mask); pg->reg[i].refs != 0; i = (i + 1) & mask)
-        if (pg->reg[i].id == id)
-            return &pg->reg[i];
-    return NULL;
-}
-
-/* Insert into a table known to have room (no duplicates). */
-static mpl_entry *reg_insert(mpl_entry *tab, size_t cap, mp_pgno id)
-{
-    size_t mask = cap - 1, i = reg_hash(id, mask);
-    while (tab[i].refs != 0)
-        i = (i + 1) & mask;
-    tab[i].id = id;
-    return &tab[i];
-}
-
-/* Grow to keep the load at most 1/2.  0 on success, -1 out of memory. */
-static int reg_reserve(mpl_pager *pg)
-{
-    size_t cap, i;
-    mpl_entry *tab;
-    if ((pg->regcount + 1) * 2 <= pg->regcap)
-        return 0;
-    cap = pg->regcap ? pg->regcap * 2 : REG_MIN;
-    if (cap > SIZE_MAX / sizeof *tab)
-        return -1;
-    tab = (mpl_entry *)calloc(cap, sizeof *tab);
-    if (tab == NULL)
-        return -1;
-    for (i = 0; i < pg->regcap; i++)
-        if (pg->reg[i].refs != 0)
-            *reg_insert(tab, cap, pg->reg[i].id) = pg->reg[i];
-    free(pg->reg);
-    pg->reg = tab;
-    pg->regcap = cap;
-    return 0;
-}
-
-/* Take a reference on page id for a new view: *gen is its generation.
- * 0 on success, -1 out of memory. */
-static int reg_acquire(mpl_pager *pg, mp_pgno id, uint64_t *gen)
-{
-    mpl_entry *e = reg_find(pg, id);
-    if (e == NULL) {
-        if (reg_reserve(pg) != 0)
-            return -1;
-        e = reg_insert(pg->reg, pg->regcap, id);
-        e->gen = ++pg->gencount;
-        e->refs = 0;
-        pg->regcount++;
-    }
-    e->refs++;
-    *gen = e->gen;
-    return 0;
-}
-
-/* Drop a view's reference; the last one removes the entry (backward-shift
- * deletion keeps linear probing correct without tombstones). */
-static void reg_release(mpl_pager *pg, mp_pgno id)
-{
-    mpl_entry *e = reg_find(pg, id);
-    size_t mask, i, j;
-    if (e == NULL || --e->refs > 0)
-        return;
-    pg->regcount--;
-    mask = pg->regcap - 1;
-    i = (size_t)(e - pg->reg);
-    j = i;
-    for (;;) {
-        size_t k;
-        pg->reg[i].refs = 0;
-        for (;;) {
-            j = (j + 1) & mask;
-            if (pg->reg[j].refs == 0)
-                return;
-            k = reg_hash(pg->reg[j].id, mask);
-            /* Entry j may move to i unless its home k lies in (i, j]. */
-            if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
-                continue;
-            break;
-        }
-        pg->reg[i] = pg->reg[j];
-        i = j;
-    }
-}
-
-void mpl_reg_bump(mpl_pager *pg, mp_pgno key)
-{
-    mpl_entry *e = reg_find(pg, key);
-    if (e != NULL)
-        e->gen = ++pg->gencount;
-}
-
-/* Is the page or pid behind registry key `key` allocated? */
-static int key_allocated(const mpl_pager *pg, mp_pgno key)
-{
-    if (MPL_IS_PKEY(key))
-        return mp_check_protected(pg->p, key & ~MPL_PKEY(0)) == MP_OK;
-    return mp_check_page(pg->p, key) == MP_OK;
-}
-
-void mpl_reg_sweep(mpl_pager *pg)
-{
-    size_t i;
-    pg->epoch++;
-    if (pg->p == NULL)
-        return;
-    for (i = 0; i < pg->regcap; i++)
-        if (pg->reg[i].refs != 0 && !key_allocated(pg, pg->reg[i].id))
-            pg->reg[i].gen = ++pg->gencount;
-}
-
-void mpl_reg_free(mpl_pager *pg)
-{
-    free(pg->reg);
-    pg->reg = NULL;
-    pg->regcap = 0;
-    pg->regcount = 0;
-}
 
 /* ---- accessors -------------------------------------------------------- */
 
@@ -268,7 +131,7 @@ static void view_kill(mpl_view *v, int state)
         return;
     }
     if (v->state == MPL_VIEW_ALIVE && v->pg != NULL && v->pg->p != NULL)
-        reg_release(v->pg, view_key(v));
+        mpl_reg_release(v->pg, view_key(v));
     v->state = state;
     if (view_is_writer(v))
         v->data = NULL;
@@ -307,7 +170,7 @@ static int root_valid(mpl_view *v)
     }
     if (v->epoch == pg->epoch)
         return 1;
-    e = reg_find(pg, view_key(v));
+    e = mpl_reg_find(pg, view_key(v));
     ok = e != NULL && e->gen == v->gen;
     if (!ok) {
         view_kill(v, MPL_VIEW_STALE);
@@ -316,7 +179,7 @@ static int root_valid(mpl_view *v)
     /* Not allocated under the same generation: freed by the open
      * transaction, whose rollback would bring the page back.  Raise, but
      * stay registered. */
-    if (!key_allocated(pg, view_key(v)))
+    if (!mpl_reg_allocated(pg, view_key(v)))
         return 0;
     v->epoch = pg->epoch;
     return 1;
@@ -564,7 +427,7 @@ static mpl_view *newview(lua_State *L, const char *tname, int kind, int nuv)
 static int view_start(lua_State *L, mpl_pager *pg, mpl_view *v, mp_pgno id)
 {
     uint64_t gen;
-    if (reg_acquire(pg, v->kind == MPL_KIND_REGULAR ? id : MPL_PKEY(id),
+    if (mpl_reg_acquire(pg, v->kind == MPL_KIND_REGULAR ? id : MPL_PKEY(id),
                     &gen) != 0)
         return mpl_pushfail(L, MP_ENOMEM);
     v->pg = pg;
@@ -939,7 +802,7 @@ static int writer_commit(lua_State *L)
             recheck(L, v);          /* finalizers may have run */
         }
         pg = r->pg;
-        ent = reg_find(pg, MPL_PKEY(r->id));
+        ent = mpl_reg_find(pg, MPL_PKEY(r->id));
         if (ent == NULL || ent->gen != r->gen)
             return mpl_argerror(L, 1, lua_pushfstring(L,
                 "protected page %I was freed since the writer was made",

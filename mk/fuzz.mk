@@ -4,8 +4,10 @@
 #                        FUZZ_SECONDS (default 60), one process each
 #   make fuzz-smoke      the same, FUZZ_SMOKE_SECONDS (default 10) each: for CI
 #   make fuzz-regress    replay fuzz/regress/<target>/* through each target once
+#                        (and fuzz_pack's seeds)
 #   make fuzz-build      only build the targets
-#   make fuzz-corpus     regenerate the seed corpus fuzz/corpus/ (make_corpus)
+#   make fuzz-corpus     regenerate the seed corpus fuzz/corpus/ (make_corpus,
+#                        make_pack_corpus.lua)
 #   make fuzz-clean      remove build/fuzz/ (the working corpora too)
 #
 # Targets (fuzz/README.md):
@@ -16,6 +18,8 @@
 #   fuzz_open_fixed_f8, fuzz_ops_f8
 #                        the same built with -DMP_TEST_FANOUT=8 (tiny index and
 #                        page-table nodes: deep trees in small files)
+#   fuzz_pack            input = a view:pack / view:unpack format, values and
+#                        a buffer; csrc/lua_pack.c against string.pack/unpack
 #
 # Each run starts from build/fuzz/corpus/<target>/ (kept between runs, so
 # coverage accumulates) plus the committed seeds fuzz/corpus/<set>/, never
@@ -54,7 +58,8 @@ FUZZ_SAN      = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 
 FUZZ_STD_TARGETS = fuzz_open fuzz_open_fixed fuzz_ops
 FUZZ_F8_TARGETS  = fuzz_open_fixed_f8 fuzz_ops_f8
-FUZZ_TARGETS     = $(FUZZ_STD_TARGETS) $(FUZZ_F8_TARGETS)
+FUZZ_LUA_TARGETS = fuzz_pack
+FUZZ_TARGETS     = $(FUZZ_STD_TARGETS) $(FUZZ_F8_TARGETS) $(FUZZ_LUA_TARGETS)
 
 # per target: seed set (fuzz/corpus/<set>) and largest input
 FUZZ_SEEDS_fuzz_open          = open
@@ -62,11 +67,13 @@ FUZZ_SEEDS_fuzz_open_fixed    = open_fixed
 FUZZ_SEEDS_fuzz_open_fixed_f8 = open_fixed
 FUZZ_SEEDS_fuzz_ops           = ops
 FUZZ_SEEDS_fuzz_ops_f8        = ops
+FUZZ_SEEDS_fuzz_pack          = pack
 FUZZ_LEN_fuzz_open            = 70000
 FUZZ_LEN_fuzz_open_fixed      = 512
 FUZZ_LEN_fuzz_open_fixed_f8   = 512
 FUZZ_LEN_fuzz_ops             = 1024
 FUZZ_LEN_fuzz_ops_f8          = 1024
+FUZZ_LEN_fuzz_pack            = 512
 
 .PHONY: fuzz fuzz-smoke fuzz-regress fuzz-build fuzz-corpus fuzz-clean fuzz-deps
 
@@ -81,6 +88,15 @@ $(addprefix $(FUZZ_DIR)/,$(FUZZ_F8_TARGETS)): $(FUZZ_DIR)/%_f8: fuzz/%.c $(FUZZ_
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -DMP_TEST_FANOUT=8 $(FUZZ_SAN) -o $@ $< fuzz/fuzz_common.c $(FUZZ_CORE_SRC)
 
+# The pack engine and the helpers it uses (nothing else of the binding),
+# with liblua5.4's static library (not instrumented: the engine is what
+# coverage follows) for the Lua state and the reference string.pack.
+FUZZ_PACK_SRC = csrc/lua_pack.c csrc/lua_util.c
+FUZZ_LUA_LIBS = $(shell pkg-config --variable=libdir lua5.4 2>/dev/null || echo /usr/lib/x86_64-linux-gnu)/liblua5.4.a -lm
+$(FUZZ_DIR)/fuzz_pack: fuzz/fuzz_pack.c $(FUZZ_PACK_SRC) csrc/lua_pack.h csrc/lua_util.h fuzz/coverage_ignore.txt | fuzz-deps deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(LUA_CFLAGS) $(FUZZ_SAN) -o $@ $< $(FUZZ_PACK_SRC) $(FUZZ_LUA_LIBS)
+
 # The corpus generator is an ordinary program (no libFuzzer, no sanitizer).
 $(FUZZ_DIR)/make_corpus: fuzz/make_corpus.c $(FUZZ_DEPS)
 	@mkdir -p $(@D)
@@ -90,6 +106,7 @@ fuzz-build: $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
 
 fuzz-corpus: $(FUZZ_DIR)/make_corpus
 	$(FUZZ_DIR)/make_corpus fuzz/corpus
+	mkdir -p fuzz/corpus/pack && $(LUA) fuzz/make_pack_corpus.lua fuzz/corpus/pack
 
 # $(call fuzz_run,SECONDS): run every target for SECONDS; print a summary
 # line per target; fail at the end if any found something.
@@ -130,11 +147,16 @@ fuzz-smoke: fuzz-build
 
 # Replays every kept finding (fuzz/regress/<target>/*) once; in the
 # fuzz_open_fixed* directories NAME.mp is the file NAME's patches produced
-# (for spec/10-fuzz_regress_spec.lua), not an input.
+# (for spec/10-fuzz_regress_spec.lua), not an input.  The targets of
+# FUZZ_REGRESS_SEEDS replay their seeds too (fuzz_pack: no spec replays its
+# inputs, so its oracles run on them here).
+FUZZ_REGRESS_SEEDS = fuzz_pack
 fuzz-regress: fuzz-build
-	@failed=; for t in $(FUZZ_TARGETS); do \
+	@failed=; $(foreach t,$(FUZZ_REGRESS_SEEDS),seeds_$(t)="fuzz/corpus/$(FUZZ_SEEDS_$(t))/*";) \
+	for t in $(FUZZ_TARGETS); do \
 	  case $$t in fuzz_open_fixed*) skip='\.mp$$';; *) skip='^$$';; esac; \
-	  files=$$(ls fuzz/regress/$$t/* 2>/dev/null | grep -v "$$skip" || true); \
+	  eval "seeds=\$${seeds_$$t:-}"; \
+	  files=$$(ls fuzz/regress/$$t/* $$seeds 2>/dev/null | grep -v "$$skip" || true); \
 	  for f in $$files; do \
 	    if $(FUZZ_DIR)/$$t -runs=1 $$f > $(FUZZ_DIR)/regress.log 2>&1; then echo "ok      $$t $$f"; \
 	    else echo "FAILED  $$t $$f:"; grep -E 'ERROR: |FUZZ ORACLE|SUMMARY: ' $(FUZZ_DIR)/regress.log | sed 's/^/    /'; failed=1; fi; \

@@ -30,7 +30,6 @@
 -- MP_MISUSE_STEPS their length), for longer hunts.
 
 local H = require "helpers"
-local sq = H.shell_quote
 
 local SPEC_DIR = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "spec"
 local CHILD = SPEC_DIR .. "/misuse_child.lua"
@@ -38,23 +37,8 @@ local CHILD = SPEC_DIR .. "/misuse_child.lua"
 -- A scratch directory for one child: on a tmpfs when there is one (the
 -- run does thousands of commits; misuse is not about the disk, and a
 -- failing barrier is simulated by core._inject_fault), else in /tmp.
-local scratch_dirs = {}
-local function scratch()
-  local f = io.popen("mktemp -d /dev/shm/mp-misuse.XXXXXX 2>/dev/null")
-  local dir = f and f:read("l")
-  if f then f:close() end
-  if not dir or dir == "" then dir = H.tmpdir() .. "/run"; os.execute("mkdir " .. sq(dir)) end
-  scratch_dirs[#scratch_dirs + 1] = dir
-  return dir
-end
-
-local function cleanup()
-  for i = #scratch_dirs, 1, -1 do
-    os.execute("rm -rf " .. sq(scratch_dirs[i]))
-    scratch_dirs[i] = nil
-  end
-  H.cleanup()
-end
+local function scratch() return (H.scratch("mp-misuse")) end
+local cleanup = H.cleanup
 
 -- Run the child; returns its first output line ("ok ...").
 local function run_child(seed, steps, max_bytes, page_size, mode)

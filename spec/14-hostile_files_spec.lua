@@ -45,14 +45,12 @@
 -- tool, forgeries, garbage and non-files, unusual valid files.
 
 local H = require "helpers"
-local mp = H.mp
 
 local P = 1024
 local G = 4 * (P - 32)            -- pages per group
 local E = (P - 32) // 8           -- entries per index / page-table node
 local EL = (P - 32) // 16         -- entries per page-table leaf
-local K = (P - 128) // 8          -- entries the root holds directly
-local LEAF_TYPE, NODE_TYPE = 0x54504d50, 0x4e504d50
+local K = (P - 128) // 8          -- entries the root holds directly (ROOT.entries, TOP_ENTRY)
 local su, sp = string.unpack, string.pack
 local sq = H.shell_quote
 
@@ -72,218 +70,31 @@ local fast_dirs = {}
 local function fast_path(name)
   local dir = fast_dirs[1]
   if not dir then
-    local f = io.popen("mktemp -d -p /dev/shm mp-hostile.XXXXXX 2>/dev/null")
-    dir = f and f:read("l")
-    if f then f:close() end
-    if not dir or dir == "" then dir = H.dir() end
+    dir = H.scratch("mp-hostile")
     fast_dirs[1] = dir
   end
   return dir .. "/" .. name
 end
 
 local function cleanup()
-  for i = #fast_dirs, 1, -1 do
-    if fast_dirs[i]:find("^/dev/shm/mp%-hostile%.") then os.execute("rm -rf " .. sq(fast_dirs[i])) end
-    fast_dirs[i] = nil
-  end
+  fast_dirs[1] = nil
   H.cleanup()
 end
 
 ---------------------------------------------------------------------------
 -- code shared by this process and the children
 
-local LIB = [==[
-local mp = require "mappedpages"
-local C = {}
 
--- What a commit defines, as one string (see the top of the spec).  With
--- `pids`, only those pids' contents are read (files with many pids).
-function C.fingerprint(p, pids)
-  local i = p:info()
-  local t = { i.txn, i.root, i.page_count, i.free_count, i.regular_count,
-              i.system_count, i.protected_count, i.protected_pages, i.pid_limit }
-  local ids = {}
-  for id in p:pages() do ids[#ids + 1] = id end
-  table.sort(ids)
-  t[#t + 1] = table.concat(ids, ",")
-  local parts = {}
-  local function add(pid)
-    local v = p:protected(pid)
-    parts[#parts + 1] = pid .. "=" .. v:read(0, 16) .. v:read(#v - 16, 16)
-  end
-  if pids then
-    for _, pid in ipairs(pids) do add(pid) end
-  else
-    for pid in p:protected_pages() do add(pid) end
-  end
-  t[#t + 1] = ("%08x"):format(mp.crc32c(table.concat(parts, ";")))
-  return table.concat(t, " ")
-end
+local C = require "children.hostile_lib"
 
--- What every successful open must allow: check() passes, every regular
--- page reads in full, and protected_pages() agrees with info().  (The
--- fingerprint reads the first and last bytes of every protected page, or
--- of `pids`: with 1 KiB pages that touches every page of the mapping.)
-function C.walk(p, pids)
-  local ok, problems = p:check()
-  if ok == nil then return "check() could not run: " .. tostring(problems) end
-  if not ok then return "check() failed: " .. table.concat(problems, "; ") end
-  local info = p:info()
-  local n = 0
-  for id in p:pages() do
-    if #p:page(id):read() ~= info.page_size then return "short read of page " .. id end
-    n = n + 1
-  end
-  if n ~= info.regular_count then
-    return ("pages() lists %d pages, info() says %d"):format(n, info.regular_count)
-  end
-  if pids then return nil end
-  local k = 0
-  for _ in p:protected_pages() do k = k + 1 end
-  if k ~= info.protected_count then
-    return ("protected_pages() lists %d pids, info() says %d"):format(k, info.protected_count)
-  end
-  return nil
-end
-
--- Open path and classify what it shows against S = {S1 =, S2 =, pids =}:
--- "older" (S1, recovered), "S1" (S1, not flagged recovered), "latest"
--- (S2), "fail" (then the code and message follow) or "bad: ...".  With
--- keep, an open pager is returned as the second value instead of closed.
-function C.classify(path, readonly, S, keep)
-  local p, msg, code = mp.open(path, readonly and { readonly = true } or nil)
-  if not p then
-    if p ~= nil or type(msg) ~= "string" or msg == "" or type(code) ~= "string" then
-      return "bad: a failed open must return nil, msg, code (got " ..
-        tostring(p) .. ", " .. tostring(msg) .. ", " .. tostring(code) .. ")"
-    end
-    return "fail", code, msg
-  end
-  local ok, cls = pcall(function()
-    local err = C.walk(p, S.pids)
-    if err then return "bad: " .. err end
-    local fp = C.fingerprint(p, S.pids)
-    local rec = p:info().recovered
-    if fp == S.S2 then return "latest" end
-    if fp == S.S1 then return rec and "older" or "S1" end
-    return "bad: another state: " .. fp
-  end)
-  if not ok then cls = "bad: raised: " .. tostring(cls) end
-  if keep and (cls == "older" or cls == "latest" or cls == "S1") then return cls, p end
-  p:close()
-  return cls
-end
-
--- nil when class cls (and code) is what `expect` allows, else why not.
--- expect: "older", "latest", "S1" or "fail:code1,code2".
-function C.judge(cls, code, expect)
-  local want, codes = expect:match("^(%a+%d?):?(.*)$")
-  if cls ~= want then
-    return ("%s%s, expected %s"):format(cls, code and (" (" .. tostring(code) .. ")") or "", expect)
-  end
-  if cls == "fail" and not ("," .. codes .. ","):find("," .. code .. ",", 1, true) then
-    return "failed with code " .. tostring(code) .. ", expected " .. expect
-  end
-  return nil
-end
-
--- After a successful writer open: the pager must keep working.  Allocates
--- a regular page, writes a new protected page, sets the root, closes, and
--- the file must reopen at exactly that commit.  nil, or what went wrong.
-function C.carry_on(p, path, S)
-  local ok, err = pcall(function()
-    local base = p:info().txn
-    local id = assert(p:alloc())
-    p:page(id):write(0, "carry on")
-    local pid = assert(p:alloc_protected())
-    local w = p:write_protected(pid)
-    w:write(0, "carry on")
-    assert(w:commit())
-    assert(p:set_root(4242))
-    local want = C.fingerprint(p, S.pids)
-    p:close()
-    local q = assert(mp.open(path, { readonly = true }))
-    local werr = C.walk(q, S.pids)
-    local fp = C.fingerprint(q, S.pids)
-    local txn, root = q:info().txn, q:root()
-    local a, b = q:page(id):read(0, 8), q:protected(pid):read(0, 8)
-    q:close()
-    assert(not werr, werr)
-    assert(txn == base + 4 and root == 4242, "reopened at txn " .. txn .. ", root " .. root)
-    assert(a == "carry on" and b == "carry on", "the new pages lost their bytes")
-    assert(S.pids or fp == want, "reopened at another state")
-  end)
-  if p then pcall(p.close, p) end
-  return not ok and tostring(err) or nil
-end
-
--- file I/O: the helpers' (children load spec/helpers.lua too)
-local H = require "helpers"
-C.read_at, C.write_at = H.read_at, H.write_at
-
--- Findings of a child: BAD lines (the first few kept), counters.
-local bad, nbad, counts = {}, 0, {}
-function C.complain(what)
-  nbad = nbad + 1
-  if #bad < 12 then bad[#bad + 1] = what end
-end
-function C.count(k, n) counts[k] = (counts[k] or 0) + (n or 1) end
-function C.report()
-  local ks = {}
-  for k in pairs(counts) do ks[#ks + 1] = k end
-  table.sort(ks)
-  for _, k in ipairs(ks) do io.write("COUNT ", k, "=", counts[k], "\n") end
-  for _, s in ipairs(bad) do io.write("BAD ", s, "\n") end
-  if nbad > #bad then io.write("BAD ... and ", nbad - #bad, " more\n") end
-  io.write("done\n")
-end
-
--- Mark what the child is doing, so a crash or a hang can be named.
-local progress
-function C.at(what)
-  if not progress then
-    progress = assert(io.open(ARGS.progress, "w"))
-    progress:setvbuf("no")
-  end
-  progress:seek("set")
-  progress:write(what, string.rep(" ", 60))
-end
-
-return C
-]==]
-
--- Serialize a value as a Lua expression (integers in hex, so that every
--- 64-bit value survives).
-local function ser(v)
-  local t = type(v)
-  if t == "table" then
-    local parts = {}
-    for k, x in pairs(v) do parts[#parts + 1] = "[" .. ser(k) .. "]=" .. ser(x) end
-    return "{" .. table.concat(parts, ",") .. "}"
-  elseif t == "string" then
-    return ("%q"):format(v)
-  elseif math.type(v) == "integer" then
-    return ("0x%x"):format(v)
-  else
-    return tostring(v)
-  end
-end
-
-local C = assert(load(LIB, "=LIB"))()
-
--- Run body in a child lua5.4 with LIB as C and args as ARGS; fail the test
--- with what the child was doing if it crashed, hung or raised, and with
--- its BAD lines if it found anything.  Returns the counters it reported.
-local function run_child(body, args)
+-- Run spec/children/hostile_<name>.lua in a child lua5.4 with args (its
+-- C.args()); fail the test with what the child was doing if it crashed,
+-- hung or raised, and with its BAD lines if it found anything.  Returns
+-- the counters it reported.
+local function run_child(name, args)
   args.progress = H.path("progress.txt")
   H.write_file(args.progress, "(not started)")
-  local script = H.path("child.lua")
-  H.write_file(script, table.concat({
-    ("package.path = %q"):format(package.path), ("package.cpath = %q"):format(package.cpath),
-    "ARGS = " .. ser(args), "local C = (function()", LIB, "end)()", body, "C.report()", "" }, "\n"))
-  local f = assert(io.popen(("timeout -s KILL %d lua5.4 %s 2>&1"):format(CHILD_LIMIT, sq(script))))
-  local out = f:read("a")
-  local _, _, status = f:close()
+  local out, status = H.run_child("hostile_" .. name, args, { timeout = CHILD_LIMIT })
   if status ~= 0 or not out:find("\ndone\n$") then
     error(("the child crashed, hung or raised (exit status %s%s) at: %s\n%s"):format(
       tostring(status), status == 137 and ", killed after " .. CHILD_LIMIT .. " s" or "",
@@ -299,191 +110,23 @@ local function run_child(body, args)
 end
 
 ---------------------------------------------------------------------------
--- reading the format (docs/FORMAT.md)
+-- reading the format and forging behind valid checksums: spec/format.lua
 
-local function base(g) return g * G + (g == 0 and 2 or 0) end
-
--- ceil(a / b)
-local function cdiv(a, b) return (a + b - 1) // b end
-
--- Page-table level sizes for `tree` pids: counts[0] leaves, ... up to a
--- level of one page; returns counts, height.
-local function pt_shape(tree)
-  local counts = { [0] = cdiv(tree, EL) }
-  local h = 0
-  while counts[h] > 1 do
-    counts[h + 1] = cdiv(counts[h], E)
-    h = h + 1
-  end
-  return counts, h
-end
-
--- Parse the root in slot `slot` of the file at path: its fields, the
--- metadata pages it references (refs: page -> what), its page-table pages
--- (pt[l][n] = page), its entries (pid -> {page, crc, txn, off}) and the
--- content pages it verifies (entries written by its own transaction).
-local function parse(path, slot)
-  local root = H.read_at(path, slot * P, P)
-  local function u32(o) return (su("<I4", root, o + 1)) end
-  local function i64(o) return (su("<i8", root, o + 1)) end
-  local r = { slot = slot, txn = i64(24), page_count = i64(32), user_root = i64(40),
-              fsm_h = u32(48), pt_h = u32(52), pids = i64(56), pcount = i64(64),
-              top = u32(72), top_crc = u32(76), tree = i64(80), D = u32(88), C = u32(92),
-              refs = {}, bitmaps = {}, index = {}, pt = {}, entries = {}, verified = {},
-              fm = {}, fm_state = {} }
-  r.ngroups = cdiv(r.page_count, G)
-  -- the tail: carried page-table entries at the end, the carried free-map
-  -- entries just before them, and the top entries must end before both
-  r.tail = 24 * r.D + 8 * r.C
-  assert(128 + 8 * cdiv(r.ngroups, r.fsm_h == 0 and 1 or E) + r.tail <= P, "parse: the tail overlaps the top entries")
-  -- carried free-map entries: entry i at P - 24*D - 8*(i+1), page << 2 | state
-  for i = 0, r.C - 1 do
-    local at = P - 24 * r.D - 8 * (i + 1)
-    local v = i64(at)
-    local e = { page = v >> 2, state = v & 3, i = i, off = slot * P + at }
-    r.fm[i + 1] = e
-    assert(not r.fm_state[e.page], "parse: two free-map entries for page " .. e.page)
-    r.fm_state[e.page] = e.state
-  end
-  local function ref(pg, what)
-    assert(not r.refs[pg], "page " .. pg .. " referenced twice")
-    r.refs[pg] = what
-  end
-  -- free-space map
-  local function group_entry(g, crc_slot_page, at)
-    local s = su("<I4", crc_slot_page, at + 5)
-    r.bitmaps[g] = base(g) + s
-    ref(base(g) + s, "bitmap " .. g)
-  end
-  if r.fsm_h == 0 then
-    for g = 0, r.ngroups - 1 do group_entry(g, root, 128 + 8 * g) end
-  else
-    assert(r.fsm_h == 1, "parse: FSM height " .. r.fsm_h)
-    for n = 0, cdiv(r.ngroups, E) - 1 do
-      local pg = base(n * E) + 2 + su("<I4", root, 128 + 8 * n + 5)
-      r.index[n] = pg
-      ref(pg, "index node " .. n)
-      local node = H.read_at(path, pg * P, P)
-      for g = n * E, math.min(r.ngroups, (n + 1) * E) - 1 do
-        group_entry(g, node, 32 + 8 * (g - n * E))
-      end
-    end
-  end
-  -- page table
-  if r.tree > 0 then
-    local counts, h = pt_shape(r.tree)
-    assert(h == r.pt_h)
-    r.pt[h] = { [0] = r.top }
-    for l = h, 0, -1 do
-      if l > 0 then r.pt[l - 1] = {} end
-      for n = 0, counts[l] - 1 do
-        local pg = r.pt[l][n]
-        ref(pg, (l == 0 and "page-table leaf " or "page-table node ") .. l .. "." .. n)
-        local page = H.read_at(path, pg * P, P)
-        if l > 0 then
-          for c = n * E, math.min(counts[l - 1], (n + 1) * E) - 1 do
-            r.pt[l - 1][c] = su("<I4", page, 32 + 8 * (c - n * E) + 1)
-          end
-        else
-          for pid = n * EL, math.min(r.tree, (n + 1) * EL) - 1 do
-            local at = 32 + 16 * (pid - n * EL)
-            local e = { page = su("<I4", page, at + 1), crc = su("<I4", page, at + 5),
-                        txn = su("<i8", page, at + 9), off = pg * P + at }
-            if e.page ~= 0 then r.entries[pid] = e end
-          end
-        end
-      end
-    end
-  end
-  for i = 0, r.D - 1 do
-    local at = P - 24 * (i + 1)
-    local pid = su("<i8", root, at + 1)
-    local e = { page = su("<I4", root, at + 9), crc = su("<I4", root, at + 13),
-                txn = su("<i8", root, at + 17), off = slot * P + at, carried = i }
-    r.entries[pid] = e.page ~= 0 and e or nil
-  end
-  for pid, e in pairs(r.entries) do
-    if e.page > 1 then
-      ref(e.page, "content of pid " .. pid)
-      if e.txn == r.txn then r.verified[pid] = e.page end
-    end
-  end
-  return r
-end
-
--- The newest and the previous root of the file.
-local function roots(path)
-  local a, b = parse(path, 0), parse(path, 1)
-  if a.txn > b.txn then return a, b end
-  return b, a
-end
-
----------------------------------------------------------------------------
--- forging behind valid checksums
-
-local function set_u32(path, off, v) H.write_at(path, off, sp("<I4", v)) end
-
--- Re-sign page-table page (l, n) of root r and every page above it, the
--- root last.
-local function resign_pt(path, r, l, n)
-  local crc = H.fix_meta_crc(path, P, r.pt[l][n])
-  while l < r.pt_h do
-    local parent = r.pt[l + 1][n // E]
-    set_u32(path, parent * P + 32 + 8 * (n % E) + 4, crc)
-    l, n = l + 1, n // E
-    crc = H.fix_meta_crc(path, P, parent)
-  end
-  set_u32(path, r.slot * P + 76, crc)
-  H.fix_root_crc(path, P, r.slot)
-end
-
--- Rewrite page-table page (l, n) of root r with mutate(page) and re-sign.
-local function forge_pt(path, r, l, n, mutate)
-  local pg = r.pt[l][n]
-  local new = mutate(H.read_at(path, pg * P, P))
-  assert(#new == P)
-  H.write_at(path, pg * P, new)
-  resign_pt(path, r, l, n)
-end
-
--- Rewrite bitmap of group g (root r) with mutate(page) and re-sign it, the
--- index node above it if any, and the root.
-local function forge_bitmap(path, r, g, mutate)
-  local pg = r.bitmaps[g]
-  local new = mutate(H.read_at(path, pg * P, P))
-  assert(#new == P)
-  H.write_at(path, pg * P, new)
-  local crc = H.fix_meta_crc(path, P, pg)
-  if r.fsm_h == 0 then
-    set_u32(path, r.slot * P + 128 + 8 * g, crc)
-  else
-    local n = g // E
-    set_u32(path, r.index[n] * P + 32 + 8 * (g % E), crc)
-    set_u32(path, r.slot * P + 128 + 8 * n, H.fix_meta_crc(path, P, r.index[n]))
-  end
-  H.fix_root_crc(path, P, r.slot)
-end
-
--- Rewrite index node n (root r) with mutate(page) and re-sign it and the root.
-local function forge_index(path, r, n, mutate)
-  local pg = r.index[n]
-  H.write_at(path, pg * P, mutate(H.read_at(path, pg * P, P)))
-  set_u32(path, r.slot * P + 128 + 8 * n, H.fix_meta_crc(path, P, pg))
-  H.fix_root_crc(path, P, r.slot)
-end
-
--- Patch bytes of root r at offset off and re-sign it.
-local function forge_root(path, r, off, bytes)
-  H.forge_root(path, P, r.slot, off, bytes)
-end
-
--- s with bytes at 0-based offset off replaced by rep.
-local function splice(s, off, rep)
-  return s:sub(1, off) .. rep .. s:sub(off + #rep + 1)
-end
+local F = H.format
+local ROOT, META = F.ROOT, F.META
+local TOP, NE, LE, CP = F.TOP_ENTRY, F.NODE_ENTRY, F.LEAF_ENTRY, F.CARRIED_PT
+-- Offset of entry k of a page-table node, and its bytes in page pg.
+local function node_at(k) return META.data + NE.size * k end
+local function node_bytes(pg, k) return pg:sub(node_at(k) + 1, node_at(k) + NE.size) end
+local function base(g) return F.group_base(P, g) end
+local cdiv = F.cdiv
+local function roots(path) return F.roots(path, P) end
+local forge_pt, forge_bitmap, forge_index = F.forge_pt, F.forge_group_bitmap, F.forge_index
+local forge_root = F.forge_parsed_root
+local splice = F.splice
 
 -- A page-table entry, 16 bytes.
-local function entry16(page, crc, txn) return sp("<I4I4i8", page, crc, txn) end
+local function entry16(page, crc, txn) return sp("<I4I4i8", page, crc, txn) end   -- LEAF_ENTRY
 
 ---------------------------------------------------------------------------
 -- the files
@@ -617,11 +260,7 @@ local function forge_fresh(path, pc, extra)
   local h = ngroups <= K and 0 or 1
   assert(ngroups <= K * E)
   assert(os.execute(("truncate -s %d %s"):format(pc * P + (extra or 0), sq(path))))
-  local function meta(type_, level, index, body)
-    local page = sp("<I4I4i8I4I4i8", type_, 0, 1, level, index, 0) .. body
-    page = page .. string.rep("\0", P - #page)
-    return splice(page, 4, sp("<I4", H.meta_crc(page)))
-  end
+  local function meta(type_, level, index, body) return F.meta_page(P, type_, 1, level, index, body) end
   local entries = {}
   for g = 0, ngroups - 1 do
     -- the reserved run: pages 0 and 1 (the roots) in group 0, then the
@@ -632,19 +271,21 @@ local function forge_fresh(path, pc, extra)
     for i = 0, run - 1 do bytes[i // 4 + 1] = bytes[i // 4 + 1] | (2 << (2 * (i % 4))) end
     local page = meta(H.BITMAP_TYPE, 0, g, string.char(table.unpack(bytes)))
     H.write_at(path, base(g) * P, page)
-    entries[#entries + 1] = sp("<I4I4", su("<I4", page, 5), 0)
+    entries[#entries + 1] = sp("<I4I4", su("<I4", page, META.crc + 1), 0)   -- {crc, slot 0}
   end
   if h == 1 then
     local nodes = {}
     for n = 0, cdiv(ngroups, E) - 1 do
       local node = meta(H.INDEX_TYPE, 1, n, table.concat(entries, "", n * E + 1, math.min(ngroups, (n + 1) * E)))
       H.write_at(path, (base(n * E) + 2) * P, node)
-      nodes[#nodes + 1] = sp("<I4I4", su("<I4", node, 5), 0)
+      nodes[#nodes + 1] = sp("<I4I4", su("<I4", node, META.crc + 1), 0)
     end
     entries = nodes
   end
+  -- magic, version, page size, crc, flags, txn, page count, user root, FSM height
   local root = H.MAGIC .. sp("<I4I4I4I4i8i8i8I4", 1, P, 0, 0, 1, pc, 0, h)
-  root = root .. string.rep("\0", 128 - #root) .. table.concat(entries)
+  assert(#root == ROOT.height + 4)
+  root = root .. string.rep("\0", ROOT.entries - #root) .. table.concat(entries)
   H.write_at(path, 0, root .. string.rep("\0", P - #root))
   H.fix_root_crc(path, P, 0)
 end
@@ -722,7 +363,7 @@ end
 
 -- Free-map entries' worth of room a 1 KiB root with one top entry leaves
 -- beside D carried page-table entries.
-local function fm_room(D) return (P - 128 - 8 - 24 * D) // 8 end
+local function fm_room(D) return (P - ROOT.entries - TOP.size - CP.size * D) // F.CARRIED_FM.size end
 
 -- The free-map file: both roots carry free-map entries over one bitmap
 -- page they share (written by an earlier commit whose changes no longer
@@ -789,13 +430,13 @@ end
 -- a page only the newest root uses -> older; only the previous -> latest;
 -- both -> fail.  `only` keeps the pages whose description matches.
 local function root_regions(r, who)
-  local top = 128 + 8 * (r.fsm_h == 0 and r.ngroups or cdiv(r.ngroups, E))
+  local top = ROOT.entries + TOP.size * (r.fsm_h == 0 and r.ngroups or cdiv(r.ngroups, E))
   return {
-    { who .. " header", 0, 128 },
-    { who .. " top entries", 128, top },
+    { who .. " header", 0, ROOT.entries },
+    { who .. " top entries", ROOT.entries, top },
     { who .. " zeros between", top, P - r.tail },
-    { who .. " free-map entries", P - r.tail, P - 24 * r.D },
-    { who .. " page-table entries", P - 24 * r.D, P },
+    { who .. " free-map entries", P - r.tail, P - CP.size * r.D },
+    { who .. " page-table entries", P - CP.size * r.D, P },
   }
 end
 
@@ -841,71 +482,7 @@ end
 -- carry_every (every so many bytes, the writer also commits and reopens).
 -- A page's regions ({name, from, to}) count the bytes flipped in each
 -- ("flipped <name>").
-local FLIP = [==[
-local A = ARGS
-local path, S, P = A.path, A.S, A.P
-local orig = C.read_at(path, 0, A.size)
-local fh = assert(io.open(path, "r+b"))
-fh:setvbuf("no")
-local function put(off, s) fh:seek("set", off) assert(fh:write(s)) end
-local roots = orig:sub(1, 2 * P)
-local saved = {}
-for _, pg in ipairs(A.pages) do saved[pg.page] = C.read_at(path, pg.page * P, P) end
-for _, pg in ipairs(A.pages) do
-  for i = 0, P - 1, pg.step or 1 do
-    local off = pg.page * P + i
-    local where = ("%s (page %d) byte %d"):format(pg.what, pg.page, i)
-    C.at(where)
-    for _, reg in ipairs(pg.regions or {}) do
-      if i >= reg[2] and i < reg[3] then
-        C.count("flipped " .. reg[1])
-        where = where .. " (" .. reg[1] .. ")"
-      end
-    end
-    local b = saved[pg.page]:byte(i + 1)
-    put(off, string.char(b ~ 0xFF))
-    local c1, x1 = C.classify(path, true, S)
-    -- a read-only open writes nothing, not even to clear a rejected root
-    local now = C.read_at(path, 0, 2 * P)
-    if now ~= (off < 2 * P and roots:sub(1, off) .. string.char(b ~ 0xFF) .. roots:sub(off + 2) or roots) then
-      C.complain(where .. ": the read-only open changed a root slot")
-    end
-    local keep = i % A.carry_every == 0
-    local c2, x2 = C.classify(path, false, S, keep)
-    C.count("images", 2)
-    C.count("opened " .. (c1 == "fail" and "fail:" .. tostring(x1) or c1))
-    local why = C.judge(c1, x1, pg.expect)
-    if why then C.complain(where .. ": read-only open: " .. why) end
-    why = C.judge(c2, type(x2) == "string" and x2 or nil, pg.expect)
-    if why then C.complain(where .. ": writer open: " .. why) end
-    if type(x2) == "userdata" then
-      local err = C.carry_on(x2, path, S)
-      C.count("carried on")
-      if err then C.complain(where .. ": carrying on after the writer open: " .. err) end
-      put(0, orig)
-      for page, bytes in pairs(saved) do put(page * P, bytes) end
-    elseif c2 == "older" and off >= 2 * P then
-      -- the writer fell back: it must have invalidated the newest root for
-      -- good, so repairing the damage must not bring it back
-      put(off, string.char(b))
-      local c3 = C.classify(path, true, S)
-      C.count("repaired and reopened")
-      if c3 ~= "S1" then
-        C.complain(where .. ": the writer fell back, the byte was repaired, then: " .. c3)
-      end
-    end
-    put(0, roots)
-    if off >= 2 * P then put(off, string.char(b)) end
-  end
-end
-fh:close()
-local sf = assert(io.open(path, "rb"))
-local size = sf:seek("end")
-sf:close()
-local same = C.read_at(path, 0, A.size) == orig and size == A.file_size
-for page, bytes in pairs(saved) do same = same and C.read_at(path, page * P, P) == bytes end
-if not same then C.complain("the file was not restored") end
-]==]
+-- (the child: spec/children/hostile_flip.lua)
 
 -- Flip the bytes of the planned pages of file f in one child (every byte,
 -- or every step-th where an entry of the plan says so).  Returns the
@@ -913,7 +490,7 @@ if not same then C.complain("the file was not restored") end
 local function flip_all(f, plan, opts)
   opts = opts or {}
   local file_size = H.file_size(f.path)
-  local counts = run_child(FLIP, { path = f.path, S = f.S, pages = plan, P = P,
+  local counts = run_child("flip", { path = f.path, S = f.S, pages = plan, P = P,
                                    carry_every = opts.carry_every or 128,
                                    size = opts.size or file_size, file_size = file_size })
   local want = 0
@@ -1049,44 +626,7 @@ end)
 -- page counts, corrupt; shorter than the newest root's only, the previous
 -- commit; else the newest.  When a writer fell back, the cut-off tail is
 -- put back and the file must still open at the previous commit.
-local TRUNC = [==[
-local A = ARGS
-local path, S, P = A.path, A.S, A.P
-local orig = C.read_at(path, 0, A.file_size)
-local function write_file(s)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(s))
-  f:close()
-end
-for k, size in ipairs(A.sizes) do
-  local where = "cut to " .. size .. " bytes"
-  C.at(where)
-  write_file(orig:sub(1, size))
-  local expect = size < 2 * P and "fail:not_mappedpages" or size < A.pc1 * P and "fail:corrupt"
-                 or size < A.pc2 * P and "older" or "latest"
-  local c1, x1 = C.classify(path, true, S)
-  local c2, x2 = C.classify(path, false, S, k % A.carry_every == 0)
-  C.count("images", 2)
-  C.count("opened " .. (c1 == "fail" and "fail:" .. tostring(x1) or c1))
-  local why = C.judge(c1, x1, expect)
-  if why then C.complain(where .. ": read-only open: " .. why) end
-  why = C.judge(c2, type(x2) == "string" and x2 or nil, expect)
-  if why then C.complain(where .. ": writer open: " .. why) end
-  if type(x2) == "userdata" then
-    C.count("carried on")
-    local err = C.carry_on(x2, path, S)
-    if err then C.complain(where .. ": carrying on after the writer open: " .. err) end
-  elseif c2 == "older" then
-    local f = assert(io.open(path, "ab"))
-    assert(f:write(orig:sub(size + 1)))
-    f:close()
-    local c3 = C.classify(path, true, S)
-    C.count("tail put back and reopened")
-    if c3 ~= "S1" then C.complain(where .. ": the writer fell back, the tail was put back, then: " .. c3) end
-  end
-end
-write_file(orig)
-]==]
+-- (the child: spec/children/hostile_trunc.lua)
 
 describe("a truncated file", function()
   after_each(cleanup)
@@ -1106,7 +646,7 @@ describe("a truncated file", function()
     for _, n in ipairs({ 1, P - 1, P + 1, 2 * P - 1, 2 * P + 1, pc1 * P - 1, pc1 * P + 1, pc2 * P - 1 }) do
       sizes[#sizes + 1] = n
     end
-    local counts = run_child(TRUNC, { path = f.path, S = f.S, P = P, sizes = sizes, pc1 = pc1, pc2 = pc2,
+    local counts = run_child("trunc", { path = f.path, S = f.S, P = P, sizes = sizes, pc1 = pc1, pc2 = pc2,
                                       file_size = H.file_size(f.path), carry_every = 16 })
     assert.are.equal(2 * #sizes, counts.images)
     assert.is_true(counts["opened older"] >= 2 * (pc2 - pc1))
@@ -1125,71 +665,7 @@ end)
 -- a writer must allocate into the grown region (past the old page count,
 -- into a second group when the case is big enough), put a protected page
 -- there, and all of it must survive a reopen.
-local GROWN = [==[
-local H = require "helpers"
-local mp = require "mappedpages"
-local A = ARGS
-local S, P = A.S, A.P
-local function stamp(v, id) v:write(0, string.pack("<I8", id)) v:write(P - 8, string.pack("<I8", id)) end
-local function stamped(v, id)
-  return v:read(0, 8) == string.pack("<I8", id) and v:read(P - 8, 8) == string.pack("<I8", id)
-end
-for _, case in ipairs(A.cases) do
-  local path = case.path
-  C.at(case.what)
-  local f = assert(io.open(path, "ab"))
-  if case.zeros then assert(f:write(string.rep("\0", case.zeros))) end
-  if case.garbage then
-    local block = H.garbage(math.min(case.garbage, 65536), case.garbage)
-    local n = case.garbage
-    while n > 0 do
-      assert(f:write(block:sub(1, math.min(n, #block))))
-      n = n - #block
-    end
-  end
-  f:close()
-  if case.sparse then assert(os.execute(("truncate -s %d '%s'"):format(case.sparse, path))) end
-  local c1, x1 = C.classify(path, true, S)
-  local c2, p = C.classify(path, false, S, true)
-  C.count("images", 2)
-  local why = C.judge(c1, x1, "latest") or C.judge(c2, type(p) == "string" and p or nil, "latest")
-  if why then
-    C.complain(case.what .. ": " .. why)
-  else
-    local ok, err = pcall(function()
-      local pc0 = p:page_count()
-      local ids = assert(p:alloc_bulk(p:free_count() + case.extra))
-      table.sort(ids)
-      assert(ids[#ids] >= pc0, "nothing allocated in the grown region")
-      assert(p:page_count() >= case.min_pages, "grew to " .. p:page_count() .. " pages only")
-      for _, id in ipairs(ids) do stamp(p:page(id), id) end
-      -- free the three highest pages; a protected page then takes one
-      local top = { table.remove(ids), table.remove(ids), table.remove(ids) }
-      assert(p:free_bulk(top))
-      local pid = assert(p:alloc_protected())
-      local w = p:write_protected(pid)
-      w:write(0, "grown region")
-      assert(w:commit())
-      assert(p:set_root(31337))
-      local want = C.fingerprint(p)
-      local pcount = p:page_count()
-      p:close()
-      for _, ro in ipairs({ true, false }) do
-        local q = assert(mp.open(path, { readonly = ro }))
-        local werr = C.walk(q)
-        assert(not werr, werr)
-        assert(C.fingerprint(q) == want, "reopened at another state")
-        assert(q:page_count() == pcount)
-        for _, id in ipairs(ids) do assert(stamped(q:page(id), id), "page " .. id .. " lost its stamp") end
-        assert(q:protected(pid):read(0, 12) == "grown region")
-        q:close()
-      end
-    end)
-    if not ok then C.complain(case.what .. ": " .. tostring(err)) end
-    C.count("grew and reopened")
-  end
-end
-]==]
+-- (the child: spec/children/hostile_grown.lua)
 
 describe("a file grown by another tool", function()
   after_each(cleanup)
@@ -1212,7 +688,7 @@ describe("a file grown by another tool", function()
       case.path = fast_path("grown" .. i .. ".mp")
       H.copy(f.path, case.path)
     end
-    local counts = run_child(GROWN, { S = f.S, P = P, cases = cases })
+    local counts = run_child("grown", { S = f.S, P = P, cases = cases })
     assert.are.equal(2 * #cases, counts.images)
     assert.are.equal(#cases, counts["grew and reopened"])
   end)
@@ -1224,39 +700,7 @@ end)
 -- Open each forged image (ARGS.images: path, what, expect, and S2 when
 -- the forgery is valid and shows a state of its own) read-only and for
 -- writing; a writer that opened must carry on.
-local FORGED = [==[
-local mp = require "mappedpages"
-local A = ARGS
-for _, im in ipairs(A.images) do
-  C.at(im.what)
-  local S = im.S2 and { S1 = A.S.S1, S2 = im.S2, pids = A.S.pids } or A.S
-  local c1, x1 = C.classify(im.path, true, S)
-  local c2, x2 = C.classify(im.path, false, S, true)
-  C.count("images", 2)
-  C.count("opened " .. (c1 == "fail" and "fail:" .. tostring(x1) or c1))
-  local why = C.judge(c1, x1, im.expect)
-  if why then C.complain(im.what .. ": read-only open: " .. why) end
-  why = C.judge(c2, type(x2) == "string" and x2 or nil, im.expect)
-  if why then C.complain(im.what .. ": writer open: " .. why) end
-  if type(x2) == "userdata" then
-    local err = C.carry_on(x2, im.path, S)
-    if err then C.complain(im.what .. ": carrying on after the writer open: " .. err) end
-  end
-  os.remove(im.path)
-  if A.verbose and im.why then
-    -- why the newest root was rejected: open the image with the previous
-    -- root slot made unreadable, and print the reasons open gives
-    local f = assert(io.open(im.why, "r+b"))
-    f:seek("set", im.prev_slot * A.P + 16)
-    f:write("\255\255\255\255")
-    f:close()
-    local p, msg = mp.open(im.why, { readonly = true })
-    io.write("WHY ", im.what, ": ", p and "opened" or tostring(msg):gsub("^.-corrupt", "corrupt"), "\n")
-    if p then p:close() end
-    os.remove(im.why)
-  end
-end
-]==]
+-- (the child: spec/children/hostile_forged.lua)
 
 -- Pages of a and b (strings of whole pages) that differ.
 local function changed_pages(a, b)
@@ -1311,7 +755,7 @@ local function forge_all(f, list, opts)
     end
     images[#images + 1] = im
   end
-  local counts = run_child(FORGED, { S = f.S, images = images, verbose = verbose, P = opts.raw and P4 or P })
+  local counts = run_child("forged", { S = f.S, images = images, verbose = verbose, P = opts.raw and P4 or P })
   assert.are.equal(2 * #list, counts.images)
   return counts, images
 end
@@ -1343,14 +787,14 @@ end
 local function set_leaf_entry(path, r, pid, page, crc, txn)
   local e = r.entries[pid] or { page = 0, crc = 0, txn = 0 }
   forge_pt(path, r, 0, pid // EL, function(pg)
-    return splice(pg, 32 + 16 * (pid % EL), entry16(page or e.page, crc or e.crc, txn or e.txn))
+    return splice(pg, META.data + LE.size * (pid % EL), entry16(page or e.page, crc or e.crc, txn or e.txn))
   end)
 end
 
 -- Rewrite carried entry i of root r: {pid, page, crc, txn} (nil keeps).
 local function set_carried(path, r, i, pid, page, crc, txn)
-  local off = P - 24 * (i + 1)
-  local old = H.read_at(path, r.slot * P + off, 24)
+  local off = F.carried_pt_offset(P, i)
+  local old = H.read_at(path, r.slot * P + off, CP.size)
   local opid, opage, ocrc, otxn = su("<i8I4I4i8", old)
   forge_root(path, r, off, sp("<i8I4I4i8", pid or opid, page or opage, crc or ocrc, txn or otxn))
 end
@@ -1374,7 +818,7 @@ local function page_of(pid) return function(_, r) return r.entries[pid].page end
 
 -- Free-map entry i of root r rewritten as page << 2 | state (re-signed).
 local function set_fm(path, r, i, page, state)
-  forge_root(path, r, P - 24 * r.D - 8 * (i + 1), sp("<i8", page << 2 | state))
+  forge_root(path, r, F.carried_fm_offset(P, r.D, i), sp("<i8", page << 2 | state))
 end
 
 -- A forgery adding the entries of list ({page, state}) after those root r
@@ -1382,7 +826,7 @@ end
 local function add_fm(list)
   return function(path, r)
     for k, e in ipairs(list) do set_fm(path, r, r.C + k - 1, e[1], e[2]) end
-    forge_root(path, r, 92, sp("<I4", r.C + #list))
+    forge_root(path, r, ROOT.fm_ncarry, sp("<I4", r.C + #list))
   end
 end
 
@@ -1458,76 +902,86 @@ local main_forgeries = {
       set_leaf_entry(path, r, 27, nil, r.entries[27].crc ~ 1) end },
   -- leaf headers
   { "a leaf with the node type", function(path, r)
-      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 0, sp("<I4", NODE_TYPE)) end) end },
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, META.type, sp("<I4", F.NODE_TYPE)) end) end },
   { "a leaf claiming level 1", function(path, r)
-      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 16, sp("<I4", 1)) end) end },
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, META.level, sp("<I4", 1)) end) end },
   { "a leaf claiming index 1", function(path, r)
-      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 20, sp("<I4", 1)) end) end },
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, META.index, sp("<I4", 1)) end) end },
   { "a leaf with a reserved header byte set", function(path, r)
-      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 31, "\1") end) end },
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, META.data - 1, "\1") end) end },
   { "a leaf written by a newer transaction", function(path, r)
-      forge_pt(path, r, 0, 0, function(pg) return splice(pg, 8, sp("<i8", r.txn + 1)) end) end },
+      forge_pt(path, r, 0, 0, function(pg) return splice(pg, META.txn, sp("<i8", r.txn + 1)) end) end },
   { "a leaf with an entry past the tree's pids (shared leaf)", function(path, r)
-      forge_pt(path, r, 0, 1, function(pg) return splice(pg, 32 + 16 * (100 - EL), entry16(1, 0, 1)) end) end },
+      forge_pt(path, r, 0, 1, function(pg)
+        return splice(pg, META.data + LE.size * (100 - EL), entry16(1, 0, 1)) end) end },
   { "a leaf with a stray byte past the tree's pids (shared leaf)", function(path, r)
       forge_pt(path, r, 0, 1, function(pg) return splice(pg, P - 1, "\1") end) end },
   -- the node
   { "a node naming page 0 as a child", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", 0)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(0) + NE.page, sp("<I4", 0)) end) end },
   { "a node naming page 1 as a child", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", 1)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(0) + NE.page, sp("<I4", 1)) end) end },
   { "a node naming a bitmap slot as a child", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", r.bitmaps[0])) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(0) + NE.page, sp("<I4", r.bitmaps[0])) end) end },
   { "a node naming the page count as a child", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 40, sp("<I4", r.page_count)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(1) + NE.page, sp("<I4", r.page_count)) end) end },
   { "a node naming page 2^32-1 as a child", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 40, sp("<I4", 0xFFFFFFFF)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(1) + NE.page, sp("<I4", 0xFFFFFFFF)) end) end },
   { "a node with its children swapped", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, pg:sub(41, 48) .. pg:sub(33, 40)) end) end },
+      forge_pt(path, r, 1, 0, function(pg)
+        return splice(pg, node_at(0), node_bytes(pg, 1) .. node_bytes(pg, 0)) end) end },
   { "a node naming the same leaf twice", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, pg:sub(41, 48)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(0), node_bytes(pg, 1)) end) end },
   { "a node naming the previous root's leaf 0 (a valid leaf, free now)", function(path, r, prev)
-      local crc = su("<I4", H.read_at(path, prev.pt[0][0] * P + 4, 4))
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4I4", prev.pt[0][0], crc)) end) end },
+      local crc = su("<I4", H.read_at(path, prev.pt[0][0] * P + META.crc, 4))
+      forge_pt(path, r, 1, 0, function(pg)
+        return splice(pg, node_at(0) + NE.page, sp("<I4I4", prev.pt[0][0], crc)) end) end },
   { "a node naming itself as a child", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 32, sp("<I4", r.pt[1][0])) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(0) + NE.page, sp("<I4", r.pt[1][0])) end) end },
   { "a node with a third child", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 48, pg:sub(41, 48)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, node_at(2), node_bytes(pg, 1)) end) end },
   { "a node with the leaf type", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 0, sp("<I4", LEAF_TYPE)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, META.type, sp("<I4", F.LEAF_TYPE)) end) end },
   { "a node claiming level 2", function(path, r)
-      forge_pt(path, r, 1, 0, function(pg) return splice(pg, 16, sp("<I4", 2)) end) end },
+      forge_pt(path, r, 1, 0, function(pg) return splice(pg, META.level, sp("<I4", 2)) end) end },
   -- the root's page-table fields
-  { "a root with page-table height 0", root_field(52, "<I4", function() return 0 end) },
-  { "a root with page-table height 2", root_field(52, "<I4", function() return 2 end) },
-  { "a root with page-table height 2^32-1", root_field(52, "<I4", function() return 0xFFFFFFFF end) },
-  { "a root with a pid limit below the tree's pids", root_field(56, "<i8", function(r) return r.tree - 1 end) },
-  { "a root with pids past the tree and none carried", root_field(56, "<i8", function(r) return r.tree + 1 end) },
-  { "a root with a pid limit of 2^32", root_field(56, "<i8", function() return 1 << 32 end) },
-  { "a root with a pid limit of 2^63-1", root_field(56, "<i8", function() return math.maxinteger end) },
-  { "a root counting one protected page more", root_field(64, "<i8", function(r) return r.pcount + 1 end) },
-  { "a root counting one protected page less", root_field(64, "<i8", function(r) return r.pcount - 1 end) },
-  { "a root counting more protected pages than pids", root_field(64, "<i8", function(r) return r.pids + 1 end) },
+  { "a root with page-table height 0", root_field(ROOT.pt_height, "<I4", function() return 0 end) },
+  { "a root with page-table height 2", root_field(ROOT.pt_height, "<I4", function() return 2 end) },
+  { "a root with page-table height 2^32-1", root_field(ROOT.pt_height, "<I4", function() return 0xFFFFFFFF end) },
+  { "a root with a pid limit below the tree's pids", root_field(ROOT.pid_limit, "<i8",
+      function(r) return r.tree - 1 end) },
+  { "a root with pids past the tree and none carried", root_field(ROOT.pid_limit, "<i8",
+      function(r) return r.tree + 1 end) },
+  { "a root with a pid limit of 2^32", root_field(ROOT.pid_limit, "<i8", function() return 1 << 32 end) },
+  { "a root with a pid limit of 2^63-1", root_field(ROOT.pid_limit, "<i8", function() return math.maxinteger end) },
+  { "a root counting one protected page more", root_field(ROOT.protected_count, "<i8",
+      function(r) return r.pcount + 1 end) },
+  { "a root counting one protected page less", root_field(ROOT.protected_count, "<i8",
+      function(r) return r.pcount - 1 end) },
+  { "a root counting more protected pages than pids", root_field(ROOT.protected_count, "<i8",
+      function(r) return r.pids + 1 end) },
   { "a root whose top page is a leaf", function(path, r)
-      forge_root(path, r, 72, sp("<I4I4", r.pt[0][0], su("<I4", H.read_at(path, r.pt[0][0] * P + 4, 4)))) end },
+      forge_root(path, r, ROOT.pt_top,
+        sp("<I4I4", r.pt[0][0], su("<I4", H.read_at(path, r.pt[0][0] * P + META.crc, 4)))) end },
   { "a root whose top page is the previous root's node (free now)", function(path, r, prev)
-      forge_root(path, r, 72, sp("<I4I4", prev.top, prev.top_crc)) end },
-  { "a root whose top page is page 0", root_field(72, "<I4", function() return 0 end) },
-  { "a root whose top page is page 1", root_field(72, "<I4", function() return 1 end) },
-  { "a root whose top page is the page count", root_field(72, "<I4", function(r) return r.page_count end) },
-  { "a root with no tree pids but a top page", root_field(80, "<i8", function() return 0 end) },
-  { "a root with one leaf's worth of tree pids", root_field(80, "<i8", function() return EL end) },
-  { "a root with more tree pids than pids", root_field(80, "<i8", function(r) return r.pids + EL end) },
+      forge_root(path, r, ROOT.pt_top, sp("<I4I4", prev.top, prev.top_crc)) end },
+  { "a root whose top page is page 0", root_field(ROOT.pt_top, "<I4", function() return 0 end) },
+  { "a root whose top page is page 1", root_field(ROOT.pt_top, "<I4", function() return 1 end) },
+  { "a root whose top page is the page count", root_field(ROOT.pt_top, "<I4", function(r) return r.page_count end) },
+  { "a root with no tree pids but a top page", root_field(ROOT.pt_tree, "<i8", function() return 0 end) },
+  { "a root with one leaf's worth of tree pids", root_field(ROOT.pt_tree, "<i8", function() return EL end) },
+  { "a root with more tree pids than pids", root_field(ROOT.pt_tree, "<i8", function(r) return r.pids + EL end) },
   { "a root carrying an entry that frees pid 0", function(path, r)
-      forge_root(path, r, 88, sp("<I4", 1))
+      forge_root(path, r, ROOT.pt_ndelta, sp("<I4", 1))
       set_carried(path, r, 0, 0, 0, 0, 0) end },
-  { "a root carrying 65 entries", root_field(88, "<I4", function() return 65 end) },
-  { "a root carrying 2^32-1 entries", root_field(88, "<I4", function() return 0xFFFFFFFF end) },
-  { "a root with its first reserved header byte set", root_field(96, "<I1", function() return 1 end) },
-  { "a root with its last reserved header byte set", root_field(127, "<I1", function() return 1 end) },
+  { "a root carrying 65 entries", root_field(ROOT.pt_ndelta, "<I4", function() return 65 end) },
+  { "a root carrying 2^32-1 entries", root_field(ROOT.pt_ndelta, "<I4", function() return 0xFFFFFFFF end) },
+  { "a root with its first reserved header byte set", root_field(ROOT.reserved, "<I1", function() return 1 end) },
+  { "a root with its last reserved header byte set", root_field(ROOT.entries - 1, "<I1", function() return 1 end) },
   { "a root with a stray byte where carried entries would be", root_field(P - 1, "<I1", function() return 1 end) },
-  { "a root with a stray byte after its top entry", root_field(136, "<I1", function() return 1 end) },
-  { "a root with flags set", root_field(20, "<I4", function() return 1 end) },
+  { "a root with a stray byte after its top entry", root_field(ROOT.entries + TOP.size, "<I1",
+      function() return 1 end) },
+  { "a root with flags set", root_field(ROOT.flags, "<I4", function() return 1 end) },
   -- the bitmap
   { "a bitmap marking a protected content page free", bitmap_set(page_of(0), 0) },
   { "a bitmap marking a protected content page regular", bitmap_set(page_of(0), 1) },
@@ -1556,7 +1010,7 @@ local main_forgeries = {
       end
       return "fail:corrupt" end },
   { "both roots counting one protected page more", function(path, r, prev)
-      for _, root in ipairs({ r, prev }) do forge_root(path, root, 64, sp("<i8", root.pcount + 1)) end
+      for _, root in ipairs({ r, prev }) do forge_root(path, root, ROOT.protected_count, sp("<i8", root.pcount + 1)) end
       return "fail:corrupt" end },
 }
 
@@ -1608,15 +1062,17 @@ local fm_forgeries = {
       local f = r.fm[e.i == 0 and 2 or 1]
       set_fm(path, r, e.i, f.page, f.state == 1 and 0 or 1) end },
   -- the count, and where the entries sit
-  { "a root counting 129 free-map entries", root_field(92, "<I4", const(129)) },
-  { "a root counting 2^32-1 free-map entries", root_field(92, "<I4", const(0xFFFFFFFF)) },
-  { "a root counting one free-map entry more, over its top entry", root_field(92, "<I4", function(r)
+  { "a root counting 129 free-map entries", root_field(ROOT.fm_ncarry, "<I4", const(129)) },
+  { "a root counting 2^32-1 free-map entries", root_field(ROOT.fm_ncarry, "<I4", const(0xFFFFFFFF)) },
+  { "a root counting one free-map entry more, over its top entry", root_field(ROOT.fm_ncarry, "<I4", function(r)
       return r.C + 1 end) },
-  { "a root counting one free-map entry fewer, the last left among the zeros", root_field(92, "<I4", function(r)
+  { "a root counting one free-map entry fewer, the last left among the zeros", root_field(ROOT.fm_ncarry, "<I4",
+      function(r)
       return r.C - 1 end) },
-  { "a root counting no free-map entries, its entries left among the zeros", root_field(92, "<I4", const(0)) },
-  { "a root counting one page-table entry fewer (its free-map entries read 24 bytes on)", root_field(88, "<I4",
-      function(r) return r.D - 1 end) },
+  { "a root counting no free-map entries, its entries left among the zeros", root_field(ROOT.fm_ncarry, "<I4",
+      const(0)) },
+  { "a root counting one page-table entry fewer (its free-map entries read 24 bytes on)",
+    root_field(ROOT.pt_ndelta, "<I4", function(r) return r.D - 1 end) },
   -- what the state contradicts
   { "a free-map entry marking a page-table leaf free", fm_replace(function(_, r) return r.pt[0][0] end, 0) },
   { "a free-map entry marking the page-table node regular", fm_replace(function(_, r) return r.pt[1][0] end, 1) },
@@ -1663,7 +1119,7 @@ local fm_forgeries = {
 -- pages, which alone would be valid.
 local function wide_free(n)
   return function(path, f)
-    for i = 1, n do H.write_at(path, f.slot * P4 + P4 - 8 * i, sp("<i8", f.ids[i] << 2)) end
+    for i = 1, n do H.write_at(path, f.slot * P4 + F.carried_fm_offset(P4, 0, i - 1), sp("<i8", f.ids[i] << 2)) end
     H.forge_root(path, P4, f.slot, H.ROOT.fm_ncarry, sp("<I4", n))
     if n > 128 then return "older" end
     return "latest", fp_with(f.S.S2, table.move(f.ids, 1, n, 1, {}), {})
@@ -1681,7 +1137,7 @@ local carry_forgeries = {
   { "a carried pid of 2^63-1", function(path, r) set_carried(path, r, 0, math.maxinteger) end },
   { "a carried pid of 2^64-1", function(path, r) set_carried(path, r, 0, -1) end },
   { "two carried entries for one pid", function(path, r)
-      set_carried(path, r, 1, su("<i8", H.read_at(path, r.slot * P + P - 24, 8))) end },
+      set_carried(path, r, 1, su("<i8", H.read_at(path, r.slot * P + F.carried_pt_offset(P, 0) + CP.pid, 8))) end },
   { "two carried entries naming one page", function(path, r)
       local i = carried_index(r, 66)
       local j = carried_index(r, 39)
@@ -1715,10 +1171,12 @@ local carry_forgeries = {
       set_carried(path, r, carried_index(r, 39), nil, nil, nil, 0) end },
   { "the newest commit's carried entry with another checksum", function(path, r)
       set_carried(path, r, carried_index(r, 66), nil, nil, r.entries[66].crc ~ 1) end },
-  { "a tail of 38 entries, over the top entry", root_field(88, "<I4", function() return 38 end) },
-  { "a tail of 64 entries", root_field(88, "<I4", function() return 64 end) },
-  { "a tail one entry shorter, the last entry left in the gap", root_field(88, "<I4", function() return 36 end) },
-  { "pids past the tree beyond the carried entries", root_field(56, "<i8", function(r) return r.tree + r.D + 1 end) },
+  { "a tail of 38 entries, over the top entry", root_field(ROOT.pt_ndelta, "<I4", function() return 38 end) },
+  { "a tail of 64 entries", root_field(ROOT.pt_ndelta, "<I4", function() return 64 end) },
+  { "a tail one entry shorter, the last entry left in the gap", root_field(ROOT.pt_ndelta, "<I4",
+      function() return 36 end) },
+  { "pids past the tree beyond the carried entries", root_field(ROOT.pid_limit, "<i8",
+      function(r) return r.tree + r.D + 1 end) },
 }
 
 -- Forgeries of the index file's newest commit: the index node.  Bitmaps
@@ -1727,7 +1185,7 @@ local carry_forgeries = {
 local function index_entry(g, crc, slot)
   return function(path, r)
     forge_index(path, r, 0, function(pg)
-      local at = 32 + 8 * g
+      local at = META.data + TOP.size * g          -- {crc, slot}
       local ocrc, oslot = su("<I4I4", pg, at + 1)
       return splice(pg, at, sp("<I4I4", crc or ocrc, slot or oslot))
     end)
@@ -1767,10 +1225,10 @@ local index_forgeries = {
   { "an index node with a reserved header byte set", older(index_header(24, "<I1", 1)) },
   { "an index node written by a newer transaction",
     older(index_header(8, "<i8", function(r) return r.txn + 1 end)) },
-  { "a root with FSM height 0", older(root_field(48, "<I4", function() return 0 end)) },
-  { "a root with FSM height 2", older(root_field(48, "<I4", function() return 2 end)) },
-  { "a root with a second top entry", older(root_field(136, "<I4I4", function() return 1, 0 end)) },
-  { "a root naming index-node slot 2", older(root_field(132, "<I4", function() return 2 end)) },
+  { "a root with FSM height 0", older(root_field(ROOT.height, "<I4", function() return 0 end)) },
+  { "a root with FSM height 2", older(root_field(ROOT.height, "<I4", function() return 2 end)) },
+  { "a root with a second top entry", older(root_field(ROOT.entries + TOP.size, "<I4I4", function() return 1, 0 end)) },
+  { "a root naming index-node slot 2", older(root_field(ROOT.entries + TOP.slot, "<I4", function() return 2 end)) },
   { "a bitmap of group 50 marking a page system", bitmap_of(50, function(page)
       return H.set_bitmap_state(page, 100, 2) end, "fail:corrupt") },
   { "a bitmap of group 50 not marking its own slot system", bitmap_of(50, function(page)
@@ -1778,7 +1236,7 @@ local index_forgeries = {
   { "a bitmap of the last group marking a page past the page count", bitmap_of(112, function(page)
       return H.set_bitmap_state(page, 64, 1) end, "fail:corrupt") },
   { "a bitmap of group 7 claiming to be group 8's", bitmap_of(7, function(page)
-      return splice(page, 20, sp("<I4", 8)) end, "fail:corrupt") },
+      return splice(page, META.index, sp("<I4", 8)) end, "fail:corrupt") },
   { "a bitmap of group 0 marking a free page system", function(path, r)
       local free = first_in_state(path, r, 0)
       forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, free, 2) end)
@@ -1808,44 +1266,42 @@ local function both(off, bytes, expect)
 end
 
 local header_forgeries = {
-  { "the newest root with another magic", root_field(0, "c8", function() return "MAPPEDPG" end) },
+  { "the newest root with another magic", root_field(ROOT.magic, "c8", function() return "MAPPEDPG" end) },
   { "the previous root with another magic", function(path, _, prev)
-      forge_root(path, prev, 0, "MAPPEDPG")
+      forge_root(path, prev, ROOT.magic, "MAPPEDPG")
       return "latest" end },
-  { "the newest root at version 0", root_field(8, "<I4", function() return 0 end) },
-  { "the newest root at version 2", root_field(8, "<I4", function() return 2 end) },
-  { "the newest root at version 2^32-1", root_field(8, "<I4", function() return 0xFFFFFFFF end) },
+  { "the newest root at version 0", root_field(ROOT.version, "<I4", function() return 0 end) },
+  { "the newest root at version 2", root_field(ROOT.version, "<I4", function() return 2 end) },
+  { "the newest root at version 2^32-1", root_field(ROOT.version, "<I4", function() return 0xFFFFFFFF end) },
   { "the previous root at version 2", function(path, _, prev)
-      forge_root(path, prev, 8, sp("<I4", 2))
+      forge_root(path, prev, ROOT.version, sp("<I4", 2))
       return "latest" end },
-  { "both roots at version 2^32-1", both(8, sp("<I4", 0xFFFFFFFF), "fail:version") },
+  { "both roots at version 2^32-1", both(ROOT.version, sp("<I4", 0xFFFFFFFF), "fail:version") },
   { "one root with another magic, the other at version 2", function(path, r, prev)
-      forge_root(path, r, 0, "MAPPEDPG")
-      forge_root(path, prev, 8, sp("<I4", 2))
+      forge_root(path, r, ROOT.magic, "MAPPEDPG")
+      forge_root(path, prev, ROOT.version, sp("<I4", 2))
       return "fail:version" end },
-  { "the newest root with page size 0", root_field(12, "<I4", function() return 0 end) },
-  { "the newest root with page size 512", root_field(12, "<I4", function() return 512 end) },
-  { "the newest root with page size 2048", root_field(12, "<I4", function() return 2048 end) },
-  { "the newest root with page size 4096", root_field(12, "<I4", function() return 4096 end) },
-  { "the newest root with page size 65536", root_field(12, "<I4", function() return 65536 end) },
-  { "the newest root with page size 2^32-1", root_field(12, "<I4", function() return 0xFFFFFFFF end) },
+  { "the newest root with page size 0", root_field(ROOT.page_size, "<I4", function() return 0 end) },
+  { "the newest root with page size 512", root_field(ROOT.page_size, "<I4", function() return 512 end) },
+  { "the newest root with page size 2048", root_field(ROOT.page_size, "<I4", function() return 2048 end) },
+  { "the newest root with page size 4096", root_field(ROOT.page_size, "<I4", function() return 4096 end) },
+  { "the newest root with page size 65536", root_field(ROOT.page_size, "<I4", function() return 65536 end) },
+  { "the newest root with page size 2^32-1", root_field(ROOT.page_size, "<I4", function() return 0xFFFFFFFF end) },
   -- a root slot signed as a whole page of another size: open reads slot 0
   -- as 2 KiB and 4 KiB too, so these are candidates of another geometry,
   -- newer than both real roots, whose bitmaps cannot be right
   { "slot 0 re-signed as a newer 2 KiB root", function(path, r, prev)
       local root = r.slot == 0 and r or prev
-      H.write_at(path, 12, sp("<I4", 2048))
-      H.write_at(path, 24, sp("<i8", r.txn + 5))
-      local two = H.read_at(path, 0, 2048)
-      H.write_at(path, 16, sp("<I4", mp.crc32c(two:sub(1, 16) .. "\0\0\0\0" .. two:sub(21))))
+      H.write_at(path, ROOT.page_size, sp("<I4", 2048))
+      H.write_at(path, ROOT.txn, sp("<i8", r.txn + 5))
+      H.fix_root_crc(path, 2048, 0)
       return root == r and "older" or "latest" end },
   { "slot 0 re-signed as a newer 4 KiB root with a page count the file holds", function(path, r, prev)
       local root = r.slot == 0 and r or prev
-      H.write_at(path, 12, sp("<I4", 4096))
-      H.write_at(path, 24, sp("<i8", r.txn + 5))
-      H.write_at(path, 32, sp("<i8", 16))
-      local four = H.read_at(path, 0, 4096)
-      H.write_at(path, 16, sp("<I4", mp.crc32c(four:sub(1, 16) .. "\0\0\0\0" .. four:sub(21))))
+      H.write_at(path, ROOT.page_size, sp("<I4", 4096))
+      H.write_at(path, ROOT.txn, sp("<i8", r.txn + 5))
+      H.write_at(path, ROOT.page_count, sp("<i8", 16))
+      H.fix_root_crc(path, 4096, 0)
       return root == r and "older" or "latest" end },
 }
 
@@ -1892,7 +1348,7 @@ describe("a forged file with valid checksums", function()
   -- (this was reported as corrupt, "both root slots fail their checksum":
   -- open took an unsupported version of 0 for "none seen")
   it("reports version when both roots say format version 0", function()
-    forge_all(build_main(), { { "both roots at version 0", both(8, sp("<I4", 0), "fail:version") } })
+    forge_all(build_main(), { { "both roots at version 0", both(ROOT.version, sp("<I4", 0), "fail:version") } })
   end)
 end)
 
@@ -1901,44 +1357,7 @@ end)
 
 -- Write each image (ARGS.images: what, size, kind) and open it; every one
 -- must fail with one of its codes.
-local GARBAGE = [==[
-local H = require "helpers"
-local A = ARGS
-local path = A.path
-local real = C.read_at(A.real, 0, 2 * A.P)
-local function image(size, kind)
-  local s
-  if kind == "zeros" then s = string.rep("\0", size)
-  elseif kind == "ones" then s = string.rep("\255", size)
-  elseif kind == "garbage" then
-    local block = H.garbage(math.min(size, 65536), size + 1)
-    s = size == 0 and "" or string.rep(block, size // #block) .. block:sub(1, size % #block)
-  elseif kind == "magic" then s = ("mappedpg" .. H.garbage(size, size + 2)):sub(1, size)
-  elseif kind == "magic v1" then
-    s = ("mappedpg" .. string.pack("<I4I4", 1, A.P) .. H.garbage(size, size + 3)):sub(1, size)
-  elseif kind == "real roots" then s = (real .. H.garbage(size, size + 4)):sub(1, size)
-  elseif kind == "real roots, zeros" then s = (real .. string.rep("\0", size)):sub(1, size)
-  end
-  assert(#s == size)
-  return s
-end
-for _, im in ipairs(A.images) do
-  local what = ("%d bytes of %s"):format(im.size, im.kind)
-  C.at(what)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(image(im.size, im.kind)))
-  f:close()
-  for _, ro in ipairs({ true, false }) do
-    local cls, code = C.classify(path, ro, A.S)
-    C.count("images")
-    C.count("opened " .. (cls == "fail" and "fail:" .. tostring(code) or cls))
-    local why = C.judge(cls, code, "fail:" .. im.codes)
-    if why then C.complain(what .. (ro and ": read-only open: " or ": writer open: ") .. why) end
-  end
-  local size = C.read_at(path, 0, im.size + 1)
-  if #size ~= im.size then C.complain(what .. ": open changed the file's size") end
-end
-]==]
+-- (the child: spec/children/hostile_garbage.lua)
 
 describe("a file of garbage", function()
   after_each(cleanup)
@@ -1961,7 +1380,7 @@ describe("a file of garbage", function()
         add(n, "real roots, zeros", "corrupt")
       end
     end
-    local counts = run_child(GARBAGE, { path = fast_path("garbage.mp"), real = f.path, P = P,
+    local counts = run_child("garbage", { path = fast_path("garbage.mp"), real = f.path, P = P,
                                         S = f.S, images = images })
     assert.are.equal(2 * #images, counts.images)
   end)
@@ -1970,25 +1389,8 @@ end)
 -- Open path read-only and for writing in a child that must not take
 -- longer than `limit` seconds; returns "ok" or "code,code".
 local function open_special(path, limit, modes)
-  local script = H.path("special.lua")
-  H.write_file(script, ([[
-package.path = %q
-package.cpath = %q
-local mp = require "mappedpages"
-local out = {}
-for _, ro in ipairs(%s) do
-  local p, msg, code = mp.open(%q, { readonly = ro })
-  if p then out[#out + 1] = "ok" p:close()
-  else
-    assert(p == nil and type(msg) == "string" and #msg > 0 and type(code) == "string")
-    out[#out + 1] = code
-  end
-end
-io.write(table.concat(out, ","), "\n")
-]]):format(package.path, package.cpath, modes or "{ true, false }", path))
-  local f = assert(io.popen(("timeout -s KILL %d lua5.4 %s 2>&1"):format(limit or 20, sq(script))))
-  local out = f:read("a")
-  local _, _, status = f:close()
+  local out, status = H.run_child("open_modes", { path = path, modes = modes or { true, false } },
+                                  { timeout = limit or 20 })
   assert(status == 0, ("opening %s crashed or hung (exit status %s): %s"):format(path, tostring(status), out))
   return (out:gsub("%s+$", ""))
 end
@@ -2027,7 +1429,7 @@ describe("something that is not a regular file", function()
   it("is refused cleanly by a writer when it is a FIFO", function()
     local fifo = H.path("fifo.mp")
     assert(os.execute("mkfifo " .. sq(fifo)))
-    assert.are.equal("not_mappedpages", open_special(fifo, 10, "{ false }"))   -- O_RDWR does not block
+    assert.are.equal("not_mappedpages", open_special(fifo, 10, { false }))   -- O_RDWR does not block
   end)
 end)
 
@@ -2039,65 +1441,7 @@ end)
 -- right counts and keep working: a writer allocates (past the end when
 -- `grow`), writes a protected page and sets the root, and a reopen shows
 -- exactly that.  Invalid ones must fail cleanly.
-local VALID = [==[
-local mp = require "mappedpages"
-local A = ARGS
-for _, case in ipairs(A.cases) do
-  C.at(case.what)
-  for _, ro in ipairs({ true, false }) do
-    local mode = ro and "read-only" or "writer"
-    local p, msg, code = mp.open(case.path, { readonly = ro })
-    C.count("images")
-    if case.expect ~= "ok" then
-      if p then
-        p:close()
-        C.complain(case.what .. ": the " .. mode .. " open succeeded, expected " .. case.expect)
-      else
-        local why = C.judge("fail", code, case.expect)
-        if why or type(msg) ~= "string" then C.complain(case.what .. ": " .. mode .. " open: " .. tostring(why)) end
-      end
-    elseif not p then
-      C.complain(case.what .. ": the " .. mode .. " open failed: " .. tostring(msg))
-    else
-      local err = C.walk(p)
-      local i = p:info()
-      p:close()
-      if err then C.complain(case.what .. ": " .. mode .. ": " .. err) end
-      if i.txn ~= 1 or i.page_count ~= case.pc or i.free_count ~= case.free or i.recovered then
-        C.complain(("%s: %s open shows txn %d, %d pages, %d free, recovered %s"):format(case.what, mode,
-          i.txn, i.page_count, i.free_count, tostring(i.recovered)))
-      end
-    end
-  end
-  if case.expect == "ok" then
-    local ok, err = pcall(function()
-      local p = assert(mp.open(case.path))
-      local ids = assert(p:alloc_bulk(case.grow and p:free_count() + 5 or 5))
-      for _, id in ipairs(ids) do p:page(id):write(0, string.pack("<I8", id)) end
-      if case.grow then assert(p:page_count() > case.pc, "did not grow") end
-      local pid = assert(p:alloc_protected())
-      local w = p:write_protected(pid)
-      w:write(0, "valid")
-      assert(w:commit())
-      assert(p:set_root(99))
-      local want = C.fingerprint(p)
-      p:close()
-      for _, ro in ipairs({ true, false }) do
-        local q = assert(mp.open(case.path, { readonly = ro }))
-        local werr = C.walk(q)
-        assert(not werr, werr)
-        assert(C.fingerprint(q) == want, "reopened at another state")
-        for _, id in ipairs(ids) do assert(q:page(id):read(0, 8) == string.pack("<I8", id), "page lost its bytes") end
-        assert(q:protected(pid):read(0, 5) == "valid")
-        q:close()
-      end
-    end)
-    C.count("kept working")
-    if not ok then C.complain(case.what .. ": " .. tostring(err)) end
-  end
-  os.remove(case.path)
-end
-]==]
+-- (the child: spec/children/hostile_valid.lua)
 
 describe("a valid file made by another tool", function()
   after_each(cleanup)
@@ -2133,7 +1477,7 @@ describe("a valid file made by another tool", function()
       case.path = fast_path("valid" .. i .. ".mp")
       forge_fresh(case.path, case.pc, case.extra)
     end
-    local counts = run_child(VALID, { cases = cases })
+    local counts = run_child("valid", { cases = cases })
     assert.are.equal(2 * #cases, counts.images)
     assert.are.equal(12, counts["kept working"])
   end)
@@ -2143,31 +1487,7 @@ end)
 -- rolled it back to an older, shorter state): group 1's stale bitmap
 -- slots, which mark pages allocated, lie past the page count.  Growth
 -- must start group 1 afresh, never take its stale bitmap for real.
-local SHRUNK = [==[
-local mp = require "mappedpages"
-local A = ARGS
-C.at("open the cut-back file")
-local ok, err = pcall(function()
-  local p = assert(mp.open(A.path))
-  assert(p:page_count() == 64 and p:info().regular_count == 0, "opened at another state")
-  local ids = assert(p:alloc_bulk(p:free_count() + A.more))
-  assert(p:page_count() > A.G + 2, "did not grow into group 1")
-  local got = {}
-  for id in p:pages() do got[#got + 1] = id end
-  assert(#got == #ids, ("%d pages allocated, pages() lists %d"):format(#ids, #got))
-  assert(p:check())
-  for _, id in ipairs(ids) do p:page(id):write(0, string.pack("<I8", id)) end
-  local n = #ids
-  p:close()
-  local q = assert(mp.open(A.path, { readonly = true }))
-  assert(q:check())
-  assert(q:info().regular_count == n, "reopened with " .. q:info().regular_count .. " pages")
-  for _, id in ipairs(ids) do assert(q:page(id):read(0, 8) == string.pack("<I8", id)) end
-  q:close()
-end)
-C.count("images")
-if not ok then C.complain(tostring(err)) end
-]==]
+-- (the child: spec/children/hostile_shrunk.lua)
 
 describe("a valid file with stale metadata past its page count", function()
   after_each(cleanup)
@@ -2183,9 +1503,9 @@ describe("a valid file with stale metadata past its page count", function()
     local r = roots(path)
     assert(r.ngroups == 2 and r.C == 0)
     -- the newest root, cut back to 64 pages and one group
-    forge_root(path, r, 32, sp("<i8", 64))
-    forge_root(path, r, 136, sp("<I4I4", 0, 0))
-    local counts = run_child(SHRUNK, { path = path, G = G, more = G })
+    forge_root(path, r, ROOT.page_count, sp("<i8", 64))
+    forge_root(path, r, ROOT.entries + TOP.size, sp("<I4I4", 0, 0))
+    local counts = run_child("shrunk", { path = path, G = G, more = G })
     assert.are.equal(1, counts.images)
   end)
 end)

@@ -29,15 +29,7 @@ local SCALE = tonumber(os.getenv("MP_CRASH_LUA_SCALE") or "") or 1
 
 -- A scratch directory on a tmpfs when there is one: the run makes
 -- thousands of files and barriers, and the disk is not the point here.
-local function scratch_dir()
-  local f = io.popen("mktemp -d /dev/shm/mp-crash-lua.XXXXXX 2>/dev/null")
-  local d = f and f:read("l")
-  if f then f:close() end
-  if d and d ~= "" then
-    return d, function() os.execute("rm -rf " .. H.shell_quote(d)) end
-  end
-  return H.tmpdir(), function() end
-end
+local function scratch_dir() return H.scratch("mp-crash-lua", { keep = true }) end
 
 -- Run seeds of one subject; returns the totals and the log.  The scratch
 -- directory goes away unless there were violations (expect_violations:

@@ -418,6 +418,82 @@ describe("btree transactions", function()
     assert_check(t)
   end)
 
+  it("writes its changes out at commit; a failed commit leaves the committed state", function()
+    local access = require "mappedpages.access"
+    local t, p, path = new_tree()
+    p:transaction(function() for i = 1, 300 do t:put(k4(i), "a") end end)
+    local tx = p:begin()
+    for i = 600, 301, -1 do t:put(k4(i), "b") end   -- appended out of order
+    local it, st = t:range(k4(300))
+    assert.equal(k4(300), (it(st)))
+    assert.equal(k4(301), (it(st)))
+    assert_check(t)                                  -- written out mid-transaction
+    for i = 601, 700 do t:put(k4(i), "c") end
+    assert.is_true(t:delete(k4(1)))
+    assert.equal(699, t:count())
+    assert.equal(k4(2), (t:first()))
+    assert.equal(k4(700), (t:last()))
+    access.before_commit(p, "spec: refuse", function() return nil, "refused", "spec" end)
+    local ok, msg, code = tx:commit()
+    assert.is_nil(ok)
+    assert.equal("refused", msg)
+    assert.equal("spec", code)
+    assert.equal(300, t:count())
+    assert.equal("a", t:get(k4(1)))
+    assert.is_nil(t:get(k4(301)))
+    assert_check(t)
+    assert(p:transaction(function() for i = 301, 400 do t:put(k4(i), "d") end return true end))
+    p:close()
+    local p2 = assert(mp.open(path))
+    local t2 = assert(btree.open(p2, "t"))
+    assert.equal(400, t2:count())
+    assert.equal("d", t2:get(k4(350)))
+    assert.is_nil(t2:get(k4(401)))
+    assert_check(t2)
+    p2:close()
+  end)
+
+  it("fails the commit when a commit hook raises, rolling the tree back", function()
+    local access = require "mappedpages.access"
+    local t, p = new_tree()
+    t:put("a", "1")
+    local tx = p:begin()
+    t:put("b", "2")
+    access.before_commit(p, "spec: raise", function() error("kaput", 0) end)
+    assert.has_error(function() tx:commit() end, "kaput")   -- a bug in a commit step raises again
+    assert.is_false(tx:active())
+    assert.equal(1, t:count())
+    assert.is_nil(t:get("b"))
+    assert(t:put("b", "3"))
+    assert.equal("3", t:get("b"))
+    assert_check(t)
+  end)
+
+  it("keeps keys put out of order in order for ranges, first, last and deletes", function()
+    local t, p = new_tree()
+    local tx = p:begin()
+    local want = {}
+    for i = 1, 400 do
+      local k = k4((i * 7919) % 1000)
+      t:put(k, "v" .. i)
+      want[#want + 1] = k
+      if i % 50 == 0 then
+        table.sort(want)
+        assert.same(want, (all(t)))
+      end
+    end
+    table.sort(want)
+    assert.same(want, (all(t)))
+    assert.equal(want[1], (t:first()))
+    assert.equal(want[#want], (t:last()))
+    for i = 1, #want, 2 do assert.is_true(t:delete(want[i])) end
+    assert(tx:commit())
+    local left = {}
+    for i = 2, #want, 2 do left[#left + 1] = want[i] end
+    assert.same(left, (all(t)))
+    assert_check(t)
+  end)
+
   it("creates the tree inside the open transaction, gone after a rollback", function()
     local _, p = new_tree()
     local tx = p:begin()

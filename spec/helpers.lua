@@ -5,9 +5,8 @@
 -- pager opened through H.create/H.open) by H.cleanup(), which each spec file
 -- calls from after_each, so files go away even when a test fails.
 --
--- Byte helpers patch files in place with io.open(path, "r+b"); format
--- helpers follow docs/FORMAT.md (root slots at pages 0 and 1, group-0
--- bitmap slots at pages 2 and 3, CRC32C fields).
+-- Byte helpers patch files in place with io.open(path, "r+b"); the format
+-- helpers (H.ROOT, H.forge_root...) come from spec/format.lua.
 
 local mp = require "mappedpages"
 
@@ -40,6 +39,21 @@ end
 function H.dir()
   if not current then current = H.tmpdir() end
   return current
+end
+
+-- A fresh scratch directory on a tmpfs (/dev/shm) when there is one, for
+-- runs of thousands of files and barriers where the disk is not the
+-- point; else a fresh H.tmpdir().  Removed by H.cleanup(), unless
+-- opts.keep: then the second result removes it (a no-op for a H.tmpdir(),
+-- which H.cleanup() removes anyway).
+function H.scratch(prefix, opts)
+  local f = io.popen("mktemp -d /dev/shm/" .. (prefix or "mp-spec") .. ".XXXXXX 2>/dev/null")
+  local dir = f and f:read("l")
+  if f then f:close() end
+  if not dir or dir == "" then return H.tmpdir(), function() end end
+  local function remove() os.execute("rm -rf " .. shell_quote(dir)) end
+  if not (opts and opts.keep) then dirs[#dirs + 1] = dir end
+  return dir, remove
 end
 
 -- A fresh file name (not created) in this test's directory.
@@ -275,168 +289,82 @@ function H.garbage(n, seed)
 end
 
 ---------------------------------------------------------------------------
--- on-disk format (docs/FORMAT.md)
+-- on-disk format (docs/FORMAT.md): spec/format.lua, the one reader and
+-- forger of the format; the names the specs use from here
 
-H.MAGIC = "mappedpg"
-H.BITMAP_TYPE = 0x4d424d50
-H.INDEX_TYPE = 0x58494d50
-H.PAGE_SIZES = { 1024, 2048, 4096, 8192, 16384, 32768, 65536 }
-
--- Root fields (offsets within a root slot page).
-H.ROOT = { magic = 0, version = 8, page_size = 12, crc = 16, flags = 20,
-           txn = 24, page_count = 32, user_root = 40, height = 48,
-           pt_ndelta = 88, fm_ncarry = 92, entries = 128 }
--- More page-state changes than any root carries (docs/FORMAT.md, "Carried
--- free-map entries"): a commit of this many changes writes its bitmaps.
-H.MORE_THAN_CARRIED = 200
--- Metadata page header fields.
-H.META = { type = 0, crc = 4, txn = 8, level = 16, index = 20, data = 32 }
-
-function H.geometry(P)
-  local G = 4 * (P - 32)
-  local E = (P - 32) // 8
-  local K = (P - 128) // 8
-  local n = -((-(1 << 32)) // G)        -- ceil(2^32 / G) groups
-  local L = 0
-  while n > K do n = -((-n) // E); L = L + 1 end
-  return { P = P, G = G, E = E, K = K, LMAX = L }
-end
-
--- Number of reserved pages at the start of group 0 (roots + run).
-function H.group0_reserved(P)
-  return 2 + 2 + 2 * H.geometry(P).LMAX
-end
-
--- Reserved page ids of group g (g >= 1).
-function H.group_reserved(P, g)
-  local geo = H.geometry(P)
-  local hosted = 0
-  local span = 1
-  for _ = 1, geo.LMAX do
-    span = span * geo.E
-    if g % span == 0 then hosted = hosted + 1 end
-  end
-  local ids = {}
-  for i = 0, 1 + 2 * hosted do ids[#ids + 1] = g * geo.G + i end
-  return ids
-end
-
--- CRC32C of a root page with its CRC field zeroed.
-function H.root_crc(page)
-  return mp.crc32c(page:sub(1, 16) .. "\0\0\0\0" .. page:sub(21))
-end
-
--- CRC32C of a metadata page with its CRC field zeroed.
-function H.meta_crc(page)
-  return mp.crc32c(page:sub(1, 4) .. "\0\0\0\0" .. page:sub(9))
-end
-
-function H.root_page(path, P, slot) return H.read_at(path, slot * P, P) end
-
-function H.root_field(path, P, slot, field, fmt)
-  return (string.unpack(fmt or "<i8", H.read_at(path, slot * P + H.ROOT[field], 8)))
-end
-
--- Recompute and store the CRC of root slot `slot`.
-function H.fix_root_crc(path, P, slot)
-  local crc = H.root_crc(H.root_page(path, P, slot))
-  H.set_u32(path, slot * P + H.ROOT.crc, crc)
-  return crc
-end
-
--- Recompute and store the CRC of metadata page pgno; returns it.
-function H.fix_meta_crc(path, P, pgno)
-  local crc = H.meta_crc(H.read_at(path, pgno * P, P))
-  H.set_u32(path, pgno * P + H.META.crc, crc)
-  return crc
-end
-
--- Page number of the group-0 bitmap slot named by root slot `slot`
--- (FSM height 0: the first top entry is {crc, slot} of group 0).
-function H.bitmap_page(path, P, slot)
-  return 2 + H.u32(path, slot * P + H.ROOT.entries + 4)
-end
-
--- 2-bit state of page i in a bitmap page string (group 0: i is the id).
-function H.bitmap_state(page, i)
-  local byte = page:byte(H.META.data + i // 4 + 1)
-  return (byte >> (2 * (i % 4))) & 3
-end
-
--- The free-map entries root slot `slot` carries: a list of {page, state}.
-function H.root_carried(path, P, slot)
-  local root = H.root_page(path, P, slot)
-  local nd = string.unpack("<I4", root, H.ROOT.pt_ndelta + 1)
-  local n = string.unpack("<I4", root, H.ROOT.fm_ncarry + 1)
-  local list = {}
-  for i = 1, n do
-    local v = string.unpack("<i8", root, P - 24 * nd - 8 * i + 1)
-    list[i] = { v >> 2, v & 3 }
-  end
-  return list
-end
-
--- The durable 2-bit state of page i of group 0 as root slot `slot` sees
--- it: its bitmap page, overridden by the root's carried entries.
-function H.durable_state(path, P, slot, i)
-  for _, e in ipairs(H.root_carried(path, P, slot)) do
-    if e[1] == i then return e[2] end
-  end
-  return H.bitmap_state(H.read_at(path, H.bitmap_page(path, P, slot) * P, P), i)
-end
-
-function H.set_bitmap_state(page, i, state)
-  local pos = H.META.data + i // 4 + 1
-  local byte = page:byte(pos)
-  local shift = 2 * (i % 4)
-  byte = (byte & ~(3 << shift)) | (state << shift)
-  return page:sub(1, pos - 1) .. string.char(byte) .. page:sub(pos + 1)
-end
-
--- Rewrite the group-0 bitmap named by root slot `slot` with mutate(page)
--- and re-sign it, its root entry and the root, so that every checksum is
--- valid again and only structural checks can catch the change.
-function H.forge_bitmap(path, P, slot, mutate)
-  local pg = H.bitmap_page(path, P, slot)
-  local page = H.read_at(path, pg * P, P)
-  local new = mutate(page)
-  assert(#new == P)
-  H.write_at(path, pg * P, new)
-  local crc = H.fix_meta_crc(path, P, pg)
-  H.set_u32(path, slot * P + H.ROOT.entries, crc)
-  H.fix_root_crc(path, P, slot)
-end
-
--- Patch root slot `slot` at field offset with packed bytes, then re-sign.
-function H.forge_root(path, P, slot, off, bytes)
-  H.write_at(path, slot * P + off, bytes)
-  H.fix_root_crc(path, P, slot)
+local F = require "format"
+H.format = F
+for _, k in ipairs({ "MAGIC", "BITMAP_TYPE", "INDEX_TYPE", "PAGE_SIZES", "ROOT",
+                     "MORE_THAN_CARRIED", "META", "geometry", "group0_reserved",
+                     "group_reserved", "root_crc", "meta_crc", "root_page", "root_field",
+                     "fix_root_crc", "fix_meta_crc", "bitmap_page", "bitmap_state",
+                     "root_carried", "durable_state", "set_bitmap_state", "forge_bitmap",
+                     "forge_root" }) do
+  H[k] = F[k]
 end
 
 ---------------------------------------------------------------------------
 -- child processes
 
--- Run Lua code in a separate lua5.4 process with this process's module
--- paths; returns its output (stdout and stderr) and exit status.
-function H.run_lua(code)
-  local script = H.path("child.lua")
-  H.write_file(script, ("package.path = %q\npackage.cpath = %q\n%s\n")
-    :format(package.path, package.cpath, code))
-  local f = assert(io.popen("lua5.4 " .. shell_quote(script) .. " 2>&1"))
+-- Serialize a value as a Lua expression (integers in hex, so that every
+-- 64-bit value survives): booleans, numbers, strings, tables of them.
+local function serialize(v)
+  local t = type(v)
+  if t == "table" then
+    local parts = {}
+    for k, x in pairs(v) do parts[#parts + 1] = "[" .. serialize(k) .. "]=" .. serialize(x) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif t == "string" then
+    return ("%q"):format(v)
+  elseif math.type(v) == "integer" then
+    return ("0x%x"):format(v)
+  else
+    return tostring(v)
+  end
+end
+H.serialize = serialize
+
+-- The directory of the child programs: spec/children/ next to this file.
+local CHILDREN = (debug.getinfo(1, "S").source:match("^@(.*)helpers%.lua$") or "spec/") .. "children/"
+
+-- The one way the specs start a Lua child: run the Lua file script in a
+-- separate lua5.4 process with this process's module paths, with argv
+-- (strings) as its arg[1], ...; opts.timeout kills it (SIGKILL, status
+-- 137) after that many seconds.  Returns its output (stdout and stderr)
+-- and exit status.
+local function spawn(script, argv, opts)
+  local words = { "lua5.4", "-e",
+    shell_quote(("package.path = %q; package.cpath = %q"):format(package.path, package.cpath)),
+    shell_quote(script) }
+  for _, a in ipairs(argv or {}) do words[#words + 1] = shell_quote(a) end
+  local cmd = table.concat(words, " ")
+  if opts and opts.timeout then cmd = ("timeout -s KILL %d %s"):format(opts.timeout, cmd) end
+  local f = assert(io.popen(cmd .. " 2>&1"))
   local out = f:read("a")
   local _, _, status = f:close()
   return out, status
 end
 
+-- Run spec/children/<name>.lua with args (a table: H.serialize) as the
+-- value of dofile(arg[1]); opts as for spawn.  Returns output, status.
+function H.run_child(name, args, opts)
+  local argfile = H.path(name .. ".args")
+  H.write_file(argfile, "return " .. serialize(args or {}) .. "\n")
+  return spawn(CHILDREN .. name .. ".lua", { argfile }, opts)
+end
+
+-- Run a few lines of Lua code in a child (spawn); returns its output and
+-- exit status.
+function H.run_lua(code, opts)
+  local script = H.path("child.lua")
+  H.write_file(script, code)
+  return spawn(script, nil, opts)
+end
+
 -- In a child process, try to open path (optionally read-only); returns
 -- "ok" or the error code the child saw.
 function H.child_open(path, readonly)
-  local out = H.run_lua(([[
-local mp = require "mappedpages"
-local p, msg, code = mp.open(%q, %s)
-if p then io.write("ok") p:close() else io.write(tostring(code)) end
-]]):format(path, readonly and "{readonly = true}" or "nil"))
-  return out
+  return (H.run_child("open_once", { path = path, readonly = readonly or false }))
 end
 
 -- Deterministic random numbers: r(n) gives an integer in 1..n.
@@ -463,21 +391,7 @@ function H.assert_open_survives(path)
   local ro, rw = path .. ".probe-ro", path .. ".probe-rw"
   H.copy(path, ro)
   H.copy(path, rw)
-  local out, status = H.run_lua(([[
-local mp = require "mappedpages"
-for _, c in ipairs({ { %q, true }, { %q, false } }) do
-  local p, msg, code = mp.open(c[1], { readonly = c[2] })
-  if p then
-    for id in p:pages() do p:page(id):read() end
-    p:info()
-    p:close()
-    io.write("opened ")
-  else
-    io.write(tostring(code), " ")
-  end
-end
-io.write("done")
-]]):format(ro, rw))
+  local out, status = H.run_child("open_survives", { ro = ro, rw = rw })
   os.remove(ro)
   os.remove(rw)
   if status ~= 0 or not out:find("done", 1, true) then

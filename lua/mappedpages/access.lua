@@ -12,6 +12,7 @@
 --     access.txn_number(pager)        -- the number the open transaction commits as
 --     access.cache(pager)             -- this transaction's writers, for hot paths
 --     access.before_commit(pager, key, fn)   -- fn() inside this transaction's commit
+--     access.after_commit(pager, key, fn)    -- fn() once that commit succeeded
 --     access.new_page(pager)          -- a new protected page and its writer
 --     access.free_page(pager, pid)    -- free pid, forgetting its caches
 --     access.free_pages(pager, pids)  -- free each of a list of pids
@@ -126,13 +127,15 @@ end
 -- core commits: what fn writes through the transaction's writers is part
 -- of the same atomic commit. For a hot path that keeps some of its writes
 -- in the transaction's cache (as a mirror, see docs/ALLOCATORS.md) and
--- writes them to the file only at the end. fn returns true, or `nil,
--- msg, code`: then (and when it raises) the transaction is rolled back
--- and the commit returns `nil, msg, code` (raises again). One fn per
--- `key` and transaction (a second call with the key is ignored); they
--- run in the order they were given. A rollback or a failed commit runs
--- none: the cache and its pending writes die with the transaction.
--- Inside fn, ending the transaction raises. `seq` as for `cache`.
+-- writes them to the file only at the end; the pages' writers should be
+-- taken when the change is made, so that fn only writes and cannot fail.
+-- fn returns true, or `nil, msg, code`: then (and when it raises) the
+-- transaction is rolled back and the commit returns `nil, msg, code`
+-- (raises again). One fn per `key` and transaction (a second call with
+-- the key is ignored); they run in the order they were given. A rollback
+-- or a failed commit runs none: the cache and its pending writes die with
+-- the transaction. Inside fn, ending the transaction raises. `seq` as for
+-- `cache`.
 function M.before_commit(pager, key, fn, seq)
   local cache = M.cache(pager, seq)
   local hooks = cache.before_commit
@@ -147,11 +150,41 @@ function M.before_commit(pager, key, fn, seq)
   end
 end
 
--- tx:commit() calls this first when the transaction asked for it
--- (core._want_commit_hook): the functions given to before_commit.
-core._commit_hook(function(pager)
+--- Have `fn()` run once the open transaction's commit has succeeded
+-- (outside any transaction), e.g. to move what `before_commit` wrote into
+-- a cache of committed state. The commit stands whatever fn does: its
+-- results and errors are dropped, so it must not be able to fail. Only
+-- for a transaction that also has a `before_commit` function (which is
+-- what asks tx:commit() to call back); one fn per `key`, in order. A
+-- rollback or failed commit runs none. `seq` as for `cache`.
+function M.after_commit(pager, key, fn, seq)
+  local cache = M.cache(pager, seq)
+  local hooks = cache.after_commit
+  if hooks == nil then
+    hooks = {}
+    cache.after_commit = hooks
+  end
+  if hooks[key] == nil then
+    hooks[key] = fn
+    hooks[#hooks + 1] = fn
+  end
+end
+
+-- tx:commit() calls this when the transaction asked for it
+-- (core._want_commit_hook): with before = true first, the functions given
+-- to before_commit; with before = false after the commit succeeded (no
+-- transaction open then: the cache is still the one that committed), those
+-- given to after_commit.
+core._commit_hook(function(pager, before)
   local cache = writers_of[pager]
-  local hooks = cache and cache.before_commit
+  if cache == nil then return true end
+  if not before then
+    local hooks = cache.after_commit
+    cache.after_commit, cache.before_commit = nil, nil
+    for i = 1, hooks and #hooks or 0 do pcall(hooks[i]) end   -- each on its own: the commit stands
+    return true
+  end
+  local hooks = cache.before_commit
   if hooks == nil or cache.seq ~= pager:in_transaction() then return true end
   local i = 1
   while hooks[i] do

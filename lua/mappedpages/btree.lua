@@ -62,10 +62,11 @@
 --
 -- Caches, and why a rollback needs no hook (see mappedpages.access). A
 -- handle decodes the nodes it reads into Lua tables (keys, values,
--- children, cell offsets) and keeps two caches of them:
+-- children) and keeps two caches of them:
 --   * the transaction's mirror (in access.cache, so it dies with the
---     transaction): every node the open transaction wrote, changed in
---     place with the page, and the only place such a node is looked up;
+--     transaction, and shared by every handle of the tree): every node the
+--     open transaction changed, and the anchor's counters as it has them;
+--     the only place such a node is looked up;
 --   * the committed cache, per pager and tree: nodes as the last commits
 --     left them, each with the stamp read from its page. A node's stamp is
 --     the number of the transaction that wrote it; a committed state never
@@ -73,17 +74,26 @@
 --     outside the mirror is committed (the open transaction's own are all
 --     in the mirror), so a cached node is used only while its page's stamp
 --     is the one it was decoded with: one `view:unpack` per node visited.
+--     After a commit it takes the mirror's nodes (access.after_commit).
 -- A lookup thus costs a few binding calls per level and a binary search in
 -- Lua, whatever the page size.
 --
--- Writes. Every page a transaction changes is copied once (one writer per
--- page and transaction: access.writer). A put or delete that keeps its
--- leaf between a quarter and all of its page changes the leaf in place
--- (the cells after the change move) and the anchor. Any other plans the
--- whole change on copies of the nodes first (splits, merges, shares,
--- height), takes every new page and every writer it needs, and only then
--- writes the planned nodes whole: a failure (a full disk) returns nil,
--- msg, code and changes nothing, inside the caller's transaction too.
+-- Writes. Every page a transaction changes is written once per
+-- transaction: a change is made to the mirror's Lua tables, and the commit
+-- writes each changed node whole and the anchor's counters
+-- (access.before_commit; check, stats, page_ids, drop and destroy write them
+-- out first, as they read the pages). What can fail is done when the
+-- change is made: the first change of a page takes its writer (one per
+-- page and transaction: access.writer), so the commit's writing out only
+-- writes. A put into a leaf appends the key (its idx, key -> position,
+-- finds it again; the leaf is sorted when something needs the order: a
+-- split, an iterator, the commit). A put or delete that keeps its leaf
+-- between a quarter and all of its page changes the leaf in place. Any
+-- other plans the whole change on copies of the nodes first (splits,
+-- merges, shares, height), takes every new page and every writer it
+-- needs, and only then makes the planned nodes the mirror's: a failure (a
+-- full disk) returns nil, msg, code and changes nothing, inside the
+-- caller's transaction too.
 --
 -- Iterating while the tree changes: allowed. A range iterator goes on
 -- after the last key it returned in the tree as it is at each step (it
@@ -101,7 +111,8 @@ local ipairs, pairs, pcall, select, setmetatable, tostring, type =
       ipairs, pairs, pcall, select, setmetatable, tostring, type
 local format, spack, sunpack, sub, byte =
       string.format, string.pack, string.unpack, string.sub, string.byte
-local concat, insert, remove, move = table.concat, table.insert, table.remove, table.move
+local concat, insert, remove, move, sort =
+      table.concat, table.insert, table.remove, table.move, table.sort
 
 local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
@@ -109,8 +120,8 @@ local check_handle = object.check_handle
 local txn_seq = core._txn_seq
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
-local W_read, W_write, W_pack, W_fill =
-      core._Writer_methods.read, core._Writer_methods.write,
+local W_write, W_pack, W_fill =
+      core._Writer_methods.write,
       core._Writer_methods.pack, core._Writer_methods.fill
 
 local M = {}
@@ -123,7 +134,6 @@ local ANCHOR_MAGIC = "mpbtree1"
 local A_ROOT, A_COUNT, A_CHANGES, A_NODES, A_BYTES = 16, 24, 32, 40, 48
 local HOT_FMT = "<I4 I4 i8 i8"           -- root, height, count, changes (at 16)
 local ALL_FMT = "<I4 I4 i8 i8 I4 I4 i8"  -- the same, nodes, zero, bytes
-local COUNTS_FMT = "<i8 i8 I4 I4 i8"     -- from count (at 24) to bytes
 
 -- Nodes.
 local NODE_MAGIC = "mpbn"
@@ -236,6 +246,9 @@ end
 
 function Tree:count()
   check_handle(self, "btree:count")
+  local seq = txn_seq(self.pager)
+  local m = seq and cache_of(self.pager, seq)[self.mkey]
+  if m and m.a then return m.a.count end
   return (V_unpack(self.anchor, A_COUNT, "<i8"))
 end
 
@@ -244,7 +257,9 @@ end
 
 -- A decoded node: {pid =, stamp =, level =, n =, used =, keys = {},
 -- vals = {} (leaf: a string, or {ref =, size =} for a large value),
--- kids = {} (internal: n + 1 pids), offs = {} (leaf: n + 1 cell offsets)}.
+-- kids = {} (internal: n + 1 pids)}. A leaf the open transaction changed
+-- (in the mirror) may also have idx = {[key] = i} and, while its last keys
+-- were appended out of order, unsorted = true (see put_op).
 local function decode(self, v, pid, stamp)
   local level, n, used, left = V_unpack(v, N_INFO, INFO_FMT)
   if used < HDR or used > self.psize then
@@ -254,9 +269,8 @@ local function decode(self, v, pid, stamp)
   local keys, pos = {}, 1
   local d = {pid = pid, stamp = stamp, level = level, n = n, used = used, keys = keys}
   if level == 0 then
-    local vals, offs = {}, {}
+    local vals = {}
     for i = 1, n do
-      offs[i] = pos + HDR - 1
       local flag, k, vb
       flag, k, vb, pos = sunpack(LEAF_CELL, raw, pos)
       keys[i] = k
@@ -267,8 +281,11 @@ local function decode(self, v, pid, stamp)
         vals[i] = {ref = ref, size = size}
       end
     end
-    offs[n + 1] = pos + HDR - 1
-    d.vals, d.offs = vals, offs
+    if pos + HDR - 1 ~= used then
+      raise("btree", 3, "tree %q: node %d is damaged (cells end at %d, used %d)",
+            self.object_name, pid, pos + HDR - 1, used)
+    end
+    d.vals = vals
   else
     local kids = {left - 1}
     for i = 1, n do
@@ -306,7 +323,7 @@ local function mirror(self, seq)
   local cache = cache_of(self.pager, seq)
   local m = cache[self.mkey]
   if not m then
-    m = {}
+    m = {cache = cache}
     cache[self.mkey] = m
   end
   return m, cache
@@ -333,8 +350,31 @@ local function lower_bound(keys, n, key)
   return lo
 end
 
+--- Put a leaf whose last keys were appended out of order (unsorted, see
+-- put_op) back in key order; its idx follows.
+local function sort_leaf(d)
+  local keys, vals, idx = d.keys, d.vals, d.idx
+  sort(keys)
+  local nv = {}
+  for j = 1, d.n do
+    local k = keys[j]
+    nv[j] = vals[idx[k]]
+    idx[k] = j
+  end
+  d.vals, d.unsorted = nv, nil
+  return d
+end
+
+--- The node at pid, in key order.
+local function snode(self, pid, m)
+  local d = node(self, pid, m)
+  if d.unsorted then sort_leaf(d) end
+  return d
+end
+
 --- Descend to key's leaf: the leaf, and the path (nodes and child indexes
--- from the root) when `path` and `idx` are given.
+-- from the root) when `path` and `idx` are given (the leaf then in key
+-- order; without, it may be unsorted: look key up in its idx).
 local function descend(self, m, root, height, key, path, idx)
   local pid = root - 1
   for lvl = 1, height - 1 do
@@ -344,7 +384,10 @@ local function descend(self, m, root, height, key, path, idx)
     pid = d.kids[c]
   end
   local leaf = node(self, pid, m)
-  if path then path[height] = leaf end
+  if path then
+    if leaf.unsorted then sort_leaf(leaf) end
+    path[height] = leaf
+  end
   return leaf
 end
 
@@ -411,14 +454,13 @@ local function leaf_cell_size(k, v)
   return LEAF_FIXED + #k + (type(v) == "table" and REF_SIZE or #v)
 end
 
-local function copy(t)
-  local c = {}
-  for i = 1, #t do c[i] = t[i] end
-  return c
-end
+local function copy(t) return move(t, 1, #t, 1, {}) end
 
+--- A copy of node d to plan on; size: its cells' bytes, kept up to date
+-- by the planning (nil: count them again, size_of).
 local function draft(d)
-  local c = {pid = d.pid, level = d.level, keys = copy(d.keys)}
+  if d.unsorted then sort_leaf(d) end
+  local c = {pid = d.pid, level = d.level, keys = copy(d.keys), size = d.used - HDR}
   if d.level == 0 then c.vals = copy(d.vals) else c.kids = copy(d.kids) end
   return c
 end
@@ -428,9 +470,17 @@ local function cell_size(t, i)
   return INNER_FIXED + #t.keys[i]
 end
 
-local function size_of(t)
+local function count_size(t)
   local s = 0
   for i = 1, #t.keys do s = s + cell_size(t, i) end
+  return s
+end
+
+local function size_of(t)
+  local s = t.size
+  if s then return s end
+  s = count_size(t)
+  t.size = s
   return s
 end
 
@@ -446,7 +496,8 @@ end
 -- returns the separator for the parent.
 local function divide(t, r)
   local keys, n = t.keys, #t.keys
-  local half, acc, j = size_of(t) / 2, 0, n
+  local total = size_of(t)
+  local half, acc, j = total / 2, 0, n
   for i = 1, n do
     local s = cell_size(t, i)
     if acc + s > half then j = i break end
@@ -456,13 +507,18 @@ local function divide(t, r)
   if j > (t.level == 0 and n or n - 1) then j = t.level == 0 and n or n - 1 end
   if j < 2 then j = 2 end
   r.level = t.level
+  acc = 0
+  for i = 1, j - 1 do acc = acc + cell_size(t, i) end
+  t.size = acc
   if t.level == 0 then
+    r.size = total - acc
     r.keys = move(keys, j, n, 1, {})
     r.vals = move(t.vals, j, n, 1, {})
     for i = n, j, -1 do keys[i], t.vals[i] = nil, nil end
     return separator(keys[j - 1], r.keys[1])
   end
   local sep = keys[j]
+  r.size = total - acc - INNER_FIXED - #sep
   r.keys = move(keys, j + 1, n, 1, {})
   r.kids = move(t.kids, j + 1, n + 1, 1, {})
   for i = n + 1, j + 1, -1 do t.kids[i] = nil end
@@ -503,6 +559,7 @@ local function plan(self, m, path, idx, leaf, made)
         top, msg, code = new_draft()
         if not top then return nil, msg, code end
         top.level, top.keys, top.kids = t.level + 1, {sep}, {t.pid, r.pid}
+        top.size = INNER_FIXED + #sep
         root, height = top.pid, h + 1
       elseif #t.keys == 0 then
         t.freed = true
@@ -518,8 +575,10 @@ local function plan(self, m, path, idx, leaf, made)
       local r, msg, code = new_draft()
       if not r then return nil, msg, code end
       local sep = divide(t, r)
+      local psize = size_of(parent)
       insert(parent.keys, ci, sep)
       insert(parent.kids, ci + 1, r.pid)
+      parent.size = psize + INNER_FIXED + #sep
     elseif size < low then
       local li = ci > 1 and ci - 1 or ci         -- merge children li and li + 1
       local left, right
@@ -532,6 +591,7 @@ local function plan(self, m, path, idx, leaf, made)
       want(right)
       local lk, rk = left.keys, right.keys
       local nl = #lk
+      left.size, parent.size = nil, nil
       if left.level == 0 then
         move(rk, 1, #rk, nl + 1, lk)
         move(right.vals, 1, #rk, nl + 1, left.vals)
@@ -557,14 +617,13 @@ local function plan(self, m, path, idx, leaf, made)
   return out, frees, root, height
 end
 
---- Write draft t whole into writer w, stamped T; t becomes a node.
-local function serialize(self, w, t, T)
-  local keys, n = t.keys, #t.keys
+--- Write node t whole into writer w (a leaf in key order).
+local function serialize(self, w, t)
+  local keys, n = t.keys, t.n
   local parts, pos, left = {}, HDR, 0
   if t.level == 0 then
-    local vals, offs = t.vals, {}
+    local vals = t.vals
     for i = 1, n do
-      offs[i] = pos
       local v, c = vals[i]
       if type(v) == "table" then
         c = spack(LEAF_CELL, 1, keys[i], spack(LARGE_REF, v.ref, v.size))
@@ -574,8 +633,6 @@ local function serialize(self, w, t, T)
       parts[i] = c
       pos = pos + #c
     end
-    offs[n + 1] = pos
-    t.offs = offs
   else
     local kids = t.kids
     left = kids[1] + 1
@@ -585,10 +642,9 @@ local function serialize(self, w, t, T)
       pos = pos + #c
     end
   end
-  W_write(w, 0, spack(NODE_HDR_FMT, NODE_MAGIC, self.pid, T, t.level, n, pos, left, 0)
+  W_write(w, 0, spack(NODE_HDR_FMT, NODE_MAGIC, self.pid, t.stamp, t.level, n, pos, left, 0)
                 .. concat(parts))
   if pos < self.psize then W_fill(w, 0, pos, self.psize - pos) end
-  t.n, t.used, t.stamp, t.want = n, pos, T, nil
 end
 
 local function give_back(pager, made, msg, code)
@@ -603,47 +659,140 @@ local function writer_of(pager, cache, pid, seq)
   return writer(pager, pid, seq)
 end
 
+--- Write out the open transaction's changes to this tree (mirror m):
+-- every node it changed, once, and the anchor's counters. Every writer
+-- was taken when its node changed, so this only writes.
+local function flush(self, m)
+  local a = m.a
+  if not (a and a.dirty) then return true end
+  local pager, cache = self.pager, m.cache
+  for pid in pairs(m.dirty) do
+    local d = m[pid]
+    if d then
+      local w, msg, code = writer_of(pager, cache, pid)
+      if not w then return nil, msg, code end
+      if d.unsorted then sort_leaf(d) end
+      serialize(self, w, d)
+    end
+  end
+  m.dirty = {}
+  local aw, msg, code = writer_of(pager, cache, self.pid)
+  if not aw then return nil, msg, code end
+  W_pack(aw, A_ROOT, ALL_FMT, a.root, a.height, a.count, a.changes, a.nodes, 0, a.bytes)
+  a.dirty = false
+  return true
+end
+
+--- After a commit: the nodes the transaction wrote are committed as they
+-- are in the mirror (stamped with its number), so the committed cache
+-- takes them.
+local function promote(self, m)
+  local cc = self.cc
+  for pid, d in pairs(m) do
+    if type(pid) == "number" then
+      if cc.n >= CACHE_LIMIT then
+        for k in pairs(cc) do cc[k] = nil end
+        cc.n = 0
+      end
+      if cc[pid] == nil then cc.n = cc.n + 1 end
+      if d.unsorted then sort_leaf(d) end
+      d.idx = nil
+      cc[pid] = d
+    end
+  end
+end
+
+--- The open transaction's anchor state for a change (m: the mirror):
+-- {root =, height =, count =, changes =, nodes =, bytes =, dirty =}, read
+-- from the anchor at the transaction's first change, which also has the
+-- commit write the changes out (flush) and the committed cache take them.
+local function changing(self, m, seq)
+  local a = m.a
+  if a then return a end
+  local root, height, count, changes, nodes, _, bytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
+  a = {root = root, height = height, count = count, changes = changes, nodes = nodes,
+       bytes = bytes, dirty = false}
+  m.a, m.dirty, m.T = a, {}, txn_number(self.pager, seq)
+  local cache, mkey = m.cache, self.mkey
+  access.before_commit(self.pager, mkey, function()
+    if cache[mkey] ~= m then return true end
+    return flush(self, m)
+  end, seq)
+  access.after_commit(self.pager, mkey, function()
+    if cache[mkey] == m then promote(self, m) end
+  end, seq)
+  return a
+end
+
+--- root, height, count and changes as the open transaction has them.
+local function hot(self, m)
+  local a = m and m.a
+  if a then return a.root, a.height, a.count, a.changes end
+  return V_unpack(self.anchor, A_ROOT, HOT_FMT)
+end
+
+--- Write out this tree's pending changes now (before reading its pages).
+local function sync(self)
+  local seq = txn_seq(self.pager)
+  local m = seq and cache_of(self.pager, seq)[self.mkey]
+  if m and m.a then
+    local ok, msg, code = flush(self, m)
+    if not ok then error(format("btree: writing out failed: %s (%s)", msg, code), 0) end
+  end
+end
+
 --- Carry out a plan: the writers of every draft (new pages too); then
 -- `last(...)` (the heap call, the last step that can fail: on failure the
--- new pages are given back); then the writes, the frees and the anchor.
-local function apply(self, seq, m, cache, aw, drafts, frees, made, root, height, dcount, dbytes,
+-- new pages are given back); then the drafts become the mirror's nodes
+-- (written out at commit), the frees, the anchor's state.
+local function apply(self, seq, m, cache, a, drafts, frees, made, root, height, dcount, dbytes,
                      last, ...)
   local pager = self.pager
-  local ws = {}
-  for i, t in ipairs(drafts) do
+  for _, t in ipairs(drafts) do
     local w, msg, code = writer_of(pager, cache, t.pid, seq)
     if not w then return give_back(pager, made, msg, code) end
-    ws[i] = w
   end
   if last then
     local ok, msg, code = last(...)
     if ok == nil then return give_back(pager, made, msg, code) end
   end
-  local T = txn_number(pager, seq)
-  for i, t in ipairs(drafts) do
-    serialize(self, ws[i], t, T)
+  local T, dirty = m.T, m.dirty
+  for _, t in ipairs(drafts) do
+    t.n, t.used, t.stamp, t.want, t.size = #t.keys, HDR + size_of(t), T, nil, nil
     m[t.pid] = t
+    dirty[t.pid] = true
   end
   for _, pid in ipairs(frees) do
-    m[pid] = nil
+    m[pid], dirty[pid] = nil, nil
     local ok, msg, code = access.free_page(pager, pid)
     if not ok then return nil, msg, code end
   end
-  local _, _, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
-  W_pack(aw, A_ROOT, ALL_FMT, root and root + 1 or 0, height, count + dcount, changes + 1,
-         nodes + #made - #frees, 0, abytes + dbytes)
+  a.root, a.height, a.count, a.changes = root and root + 1 or 0, height, a.count + dcount,
+                                         a.changes + 1
+  a.nodes, a.bytes, a.dirty = a.nodes + #made - #frees, a.bytes + dbytes, true
   return true
 end
 
---- Copy a committed node into the mirror before changing it in place.
-local function own(m, d, w, T)
+--- Copy a committed node into the mirror before changing it in place
+-- (its writer taken already).
+local function own(m, d)
   if m[d.pid] == d then return d end
   local c = draft(d)
-  c.n, c.used, c.stamp = d.n, d.used, T
-  c.offs = copy(d.offs)
+  c.n, c.used, c.stamp = d.n, d.used, m.T
+  c.idx, d.idx = d.idx, nil
   m[d.pid] = c
-  W_pack(w, N_STAMP, "<i8", T)
   return c
+end
+
+--- A leaf's index: key -> position.
+local function index_of(d)
+  local idx = d.idx
+  if idx then return idx end
+  idx = {}
+  local keys = d.keys
+  for j = 1, d.n do idx[keys[j]] = j end
+  d.idx = idx
+  return idx
 end
 
 local function value_size(v)
@@ -673,84 +822,82 @@ local function put_value(self, aw, old, value, slot)
   return true
 end
 
-local function put_op(self, key, value)
-  local pager = self.pager
-  local seq = txn_seq(pager)
-  local m, cache = mirror(self, seq)
-  local aw, msg, code = writer_of(pager, cache, self.pid, seq)
-  if not aw then return nil, msg, code end
-  local root, height, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
-  local slot = LEAF_FIXED + #key + #value > self.cmax and {size = #value} or nil
-  local stored = slot or value
-  local made = {}
-  if root == 0 then
-    local pid
-    pid, msg, code = pager:alloc_protected()
-    if not pid then return nil, msg, code end
-    made[1] = pid
-    local t = {pid = pid, level = 0, keys = {key}, vals = {stored}}
-    return apply(self, seq, m, cache, aw, {t}, {}, made, pid, 1, 1, #key + #value,
-                 put_value, self, aw, nil, value, slot)
-  end
+-- A put that changes the tree's shape (a split, or a merge after a smaller
+-- value): planned on drafts, then applied.
+local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
   local path, idx = {}, {}
-  local leaf = descend(self, m, root, height, key, path, idx)
+  local leaf = descend(self, m, a.root, a.height, key, path, idx)
   local keys, n = leaf.keys, leaf.n
   local i = lower_bound(keys, n, key)
   local found = i <= n and keys[i] == key
   local old = found and leaf.vals[i] or nil
-  local offs = leaf.offs
-  local oldsize = found and offs[i + 1] - offs[i] or 0
-  local newsize = leaf_cell_size(key, stored)
-  local bytes = leaf.used - HDR - oldsize + newsize
   local dcount = found and 0 or 1
   local dbytes = #value - (found and value_size(old) or -#key)
-  if bytes > self.cap or (bytes < self.low and height > 1 and newsize < oldsize) then
-    local t = draft(leaf)
-    if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end
-    local drafts, frees, r, h = plan(self, m, path, idx, t, made)
-    if not drafts then return give_back(pager, made, frees, r) end
-    return apply(self, seq, m, cache, aw, drafts, frees, made, r, h, dcount, dbytes,
-                 put_value, self, aw, old, value, slot)
+  local t = draft(leaf)
+  t.size = t.size - (found and leaf_cell_size(key, old) or 0) + leaf_cell_size(key, stored)
+  if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end
+  local made = {}
+  local drafts, frees, r, h = plan(self, m, path, idx, t, made)
+  if not drafts then return give_back(self.pager, made, frees, r) end
+  return apply(self, seq, m, cache, a, drafts, frees, made, r, h, dcount, dbytes,
+               put_value, self, aw, old, value, slot)
+end
+
+local function put_op(self, key, value, seq)
+  local pager = self.pager
+  local m, cache = mirror(self, seq)
+  local aw, msg, code = writer_of(pager, cache, self.pid, seq)
+  if not aw then return nil, msg, code end
+  local a = m.a or changing(self, m, seq)
+  local slot = LEAF_FIXED + #key + #value > self.cmax and {size = #value} or nil
+  local stored = slot or value
+  local root, height = a.root, a.height
+  if root == 0 then
+    local pid
+    pid, msg, code = pager:alloc_protected()
+    if not pid then return nil, msg, code end
+    local t = {pid = pid, level = 0, keys = {key}, vals = {stored}}
+    return apply(self, seq, m, cache, a, {t}, {}, {pid}, pid, 1, 1, #key + #value,
+                 put_value, self, aw, nil, value, slot)
   end
-  -- in place: the leaf's writer, the heap call, then the writes
+  local leaf = descend(self, m, root, height, key)
+  local i = (leaf.idx or index_of(leaf))[key]
+  local old = i and leaf.vals[i]
+  local oldsize = i and leaf_cell_size(key, old) or 0
+  local newsize = LEAF_FIXED + #key + (slot and REF_SIZE or #value)
+  local used = leaf.used - oldsize + newsize
+  if used - HDR > self.cap or (used - HDR < self.low and height > 1 and newsize < oldsize) then
+    return put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
+  end
+  -- in place: the leaf's writer, the heap call, then the change (in Lua:
+  -- the commit writes the leaf out)
   local pid = leaf.pid
-  local w
-  w, msg, code = writer_of(pager, cache, pid, seq)
-  if not w then return nil, msg, code end
+  if m[pid] ~= leaf then
+    local w
+    w, msg, code = writer_of(pager, cache, pid, seq)
+    if not w then return nil, msg, code end
+  end
   if slot or type(old) == "table" then
     local ok
     ok, msg, code = put_value(self, aw, old, value, slot)
     if not ok then return nil, msg, code end
   end
-  leaf = own(m, leaf, w, txn_number(pager, seq))
-  keys, offs = leaf.keys, leaf.offs
-  local cell = slot and spack(LEAF_CELL, 1, key, spack(LARGE_REF, slot.ref, slot.size))
-               or spack(LEAF_CELL, 0, key, value)
-  local used, off = leaf.used, offs[i]
-  local from = found and offs[i + 1] or off
-  local delta = newsize - oldsize
-  -- the cells after it move by delta (two writes: no concatenation)
-  if delta ~= 0 and from < used then W_write(w, from + delta, W_read(w, from, used - from)) end
-  W_write(w, off, cell)
-  if delta < 0 then W_fill(w, 0, used + delta, -delta) end
-  if found then
+  leaf = own(m, leaf)
+  if i then
     leaf.vals[i] = stored
-    if delta ~= 0 then for j = i + 1, n + 1 do offs[j] = offs[j] + delta end end
+    a.bytes = a.bytes + #value - value_size(old)
   else
-    -- one loop moves the three arrays up (table.insert would be three,
-    -- each through the C API, element by element)
-    local vals = leaf.vals
-    offs[n + 2] = offs[n + 1] + delta
-    for j = n, i, -1 do
-      keys[j + 1], vals[j + 1], offs[j + 1] = keys[j], vals[j], offs[j] + delta
-    end
-    keys[i], vals[i] = key, stored
-    n = n + 1
+    -- appended; put in order when something needs the order (sort_leaf)
+    local keys, n = leaf.keys, leaf.n + 1
+    if n > 1 and keys[n - 1] > key then leaf.unsorted = true end
+    keys[n], leaf.vals[n] = key, stored
+    index_of(leaf)[key] = n
     leaf.n = n
+    a.count, a.bytes = a.count + 1, a.bytes + #key + #value
   end
-  leaf.used = used + delta
-  W_pack(w, N_INFO + 2, "<I2 I4", n, used + delta)
-  W_pack(aw, A_COUNT, COUNTS_FMT, count + dcount, changes + 1, nodes, 0, abytes + dbytes)
+  leaf.used = used
+  m.dirty[pid] = true
+  a.changes, a.dirty = a.changes + 1, true
   return true
 end
 
@@ -763,8 +910,9 @@ function Tree:put(key, value)
   if type(value) ~= "string" then
     raise("btree:put", 1, "value must be a string (got %s)", type(value))
   end
-  if txn_seq(self.pager) then return put_op(self, key, value) end
-  return atomic(self.pager, put_op, self, key, value)
+  local seq = txn_seq(self.pager)
+  if seq then return put_op(self, key, value, seq) end
+  return atomic(self.pager, function() return put_op(self, key, value, txn_seq(self.pager)) end)
 end
 
 --- The value under key, or nil.
@@ -772,14 +920,21 @@ function Tree:get(key)
   local a = type(self) == "table" and self.anchor
   if not (a and V_alive(a)) then check_handle(self, "btree:get") end
   check_key(self, "btree:get", key)
-  local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
-  if root == 0 then return nil end
   local seq = txn_seq(self.pager)
   local m = seq and mirror(self, seq)
+  local root, height = hot(self, m)
+  if root == 0 then return nil end
   local leaf = descend(self, m, root, height, key)
-  local keys, n = leaf.keys, leaf.n
-  local i = lower_bound(keys, n, key)
-  if i <= n and keys[i] == key then
+  local i
+  local ix = leaf.idx
+  if ix then
+    i = ix[key]
+  else
+    local keys, n = leaf.keys, leaf.n
+    i = lower_bound(keys, n, key)
+    if not (i <= n and keys[i] == key) then i = nil end
+  end
+  if i then
     local v = leaf.vals[i]
     if type(v) == "table" then return large_get(self, v) end
     return v
@@ -789,10 +944,10 @@ end
 
 local function delete_op(self, key)
   local pager = self.pager
-  local root, height, count, changes, nodes, _, abytes = V_unpack(self.anchor, A_ROOT, ALL_FMT)
-  if root == 0 then return false end
   local seq = txn_seq(pager)
   local m, cache = mirror(self, seq)
+  local root, height = hot(self, m)
+  if root == 0 then return false end
   local path, idx = {}, {}
   local leaf = descend(self, m, root, height, key, path, idx)
   local keys, n = leaf.keys, leaf.n
@@ -800,47 +955,44 @@ local function delete_op(self, key)
   if not (i <= n and keys[i] == key) then return false end
   local aw, msg, code = writer_of(pager, cache, self.pid, seq)
   if not aw then return nil, msg, code end
+  local a = changing(self, m, seq)
   local old = leaf.vals[i]
-  local offs = leaf.offs
-  local size = offs[i + 1] - offs[i]
+  local size = leaf_cell_size(key, old)
   local dbytes = -(#key + value_size(old))
   local large = type(old) == "table"
   local bytes = leaf.used - HDR - size
   if (bytes < self.low and height > 1) or n == 1 then
     local t = draft(leaf)
+    t.size = t.size - size
     remove(t.keys, i)
     remove(t.vals, i)
     local made = {}
     local drafts, frees, r, h = plan(self, m, path, idx, t, made)
     if not drafts then return give_back(pager, made, frees, r) end
     local ok
-    ok, msg, code = apply(self, seq, m, cache, aw, drafts, frees, made, r, h, -1, dbytes,
+    ok, msg, code = apply(self, seq, m, cache, a, drafts, frees, made, r, h, -1, dbytes,
                           large and store, self, aw, old, "", false)
     if not ok then return nil, msg, code end
     return true
   end
-  local w
-  w, msg, code = writer_of(pager, cache, leaf.pid, seq)
-  if not w then return nil, msg, code end
+  if m[leaf.pid] ~= leaf then
+    local w
+    w, msg, code = writer_of(pager, cache, leaf.pid, seq)
+    if not w then return nil, msg, code end
+  end
   if large then
     local ok
     ok, msg, code = store(self, aw, old, "", false)
     if ok == nil then return nil, msg, code end
   end
-  leaf = own(m, leaf, w, txn_number(pager, seq))
-  offs = leaf.offs
-  local used, from = leaf.used, offs[i + 1]
-  if from < used then W_write(w, offs[i], W_read(w, from, used - from)) end
-  W_fill(w, 0, used - size, size)
+  leaf = own(m, leaf)
   local lk, lv = leaf.keys, leaf.vals
-  for j = i, n - 1 do
-    lk[j], lv[j], offs[j] = lk[j + 1], lv[j + 1], offs[j + 1] - size
-  end
+  move(lk, i + 1, n, i)
+  move(lv, i + 1, n, i)
   lk[n], lv[n] = nil, nil
-  offs[n], offs[n + 1] = offs[n + 1] - size, nil
-  leaf.n, leaf.used = n - 1, used - size
-  W_pack(w, N_INFO + 2, "<I2 I4", n - 1, used - size)
-  W_pack(aw, A_COUNT, COUNTS_FMT, count - 1, changes + 1, nodes, 0, abytes + dbytes)
+  leaf.n, leaf.used, leaf.idx = n - 1, leaf.used - size, nil
+  m.dirty[leaf.pid] = true
+  a.count, a.changes, a.bytes, a.dirty = a.count - 1, a.changes + 1, a.bytes + dbytes, true
   return true
 end
 
@@ -858,16 +1010,16 @@ end
 
 local function edge(self, fname, last)
   check_handle(self, fname)
-  local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
-  if root == 0 then return nil end
   local seq = txn_seq(self.pager)
   local m = seq and mirror(self, seq)
+  local root, height = hot(self, m)
+  if root == 0 then return nil end
   local pid = root - 1
   for _ = 1, height - 1 do
     local d = node(self, pid, m)
     pid = d.kids[last and d.n + 1 or 1]
   end
-  local leaf = node(self, pid, m)
+  local leaf = snode(self, pid, m)
   local i = last and leaf.n or 1
   local v = leaf.vals[i]
   if type(v) == "table" then v = large_get(self, v) end
@@ -886,12 +1038,12 @@ function Tree:last() return edge(self, "btree:last", true) end
 -- reverse iterator the last key < x (x nil: the last key). Returns false
 -- when there is none.
 local function seek(self, it, x, strict)
-  local root, height = V_unpack(self.anchor, A_ROOT, "<I4 I4")
+  local m = it.seq and mirror(self, it.seq)
+  it.m = m
+  local root, height = hot(self, m)
   local nodes, pos = {}, {}
   it.nodes, it.pos, it.h = nodes, pos, height
   if root == 0 then return false end
-  local m = it.seq and mirror(self, it.seq)
-  it.m = m
   local pid = root - 1
   for lvl = 1, height - 1 do
     local d = node(self, pid, m)
@@ -900,7 +1052,7 @@ local function seek(self, it, x, strict)
     nodes[lvl], pos[lvl] = d, c
     pid = d.kids[c]
   end
-  local leaf = node(self, pid, m)
+  local leaf = snode(self, pid, m)
   nodes[height] = leaf
   if it.reverse then
     pos[height] = x == nil and leaf.n or lower_bound(leaf.keys, leaf.n, x) - 1
@@ -931,7 +1083,7 @@ local function step(self, it, dir)
   pos[lvl] = pos[lvl] + dir
   local m = it.m
   for l = lvl + 1, h do
-    local d = node(self, nodes[l - 1].kids[pos[l - 1]], m)
+    local d = snode(self, nodes[l - 1].kids[pos[l - 1]], m)
     nodes[l] = d
     if l < h then pos[l] = dir > 0 and 1 or d.n + 1 else pos[l] = dir > 0 and 1 or d.n end
   end
@@ -951,7 +1103,8 @@ local function range_next(it)
   local self = it.tree
   check_handle(self, "btree:range")
   local seq = txn_seq(self.pager)
-  local changes = V_unpack(self.anchor, A_CHANGES, "<i8")
+  local m = seq and cache_of(self.pager, seq)[self.mkey]
+  local changes = m and m.a and m.a.changes or V_unpack(self.anchor, A_CHANGES, "<i8")
   local dir = it.reverse and -1 or 1
   local ok
   if it.nodes == nil or changes ~= it.changes or seq ~= it.seq then
@@ -1009,6 +1162,7 @@ end
 -- values' cells ({ref =, size =}), and the problems met (damage ends a
 -- branch).
 local function walk(self, visit)
+  sync(self)
   local problems, nodes, larges = {}, {}, {}
   local root = V_unpack(self.anchor, A_ROOT, "<I4")
   if root == 0 then return nodes, larges, problems end
@@ -1110,6 +1264,7 @@ end
 -- @return true, or false and a list of problems
 function Tree:check()
   check_handle(self, "btree:check")
+  sync(self)
   local bad, verdict = object.problems()
   local a = self.anchor
   local root, height, count = V_unpack(a, A_ROOT, HOT_FMT)
@@ -1122,13 +1277,8 @@ function Tree:check()
     end
     if d.n == 0 then bad("node %d is empty", d.pid) end
     if d.used - HDR > self.cap then bad("node %d: %d bytes overfill it", d.pid, d.used) end
-    local used = d.level == 0 and d.offs[d.n + 1] or d.used
-    if used ~= d.used then bad("node %d: its cells end at %d, used says %d", d.pid, used, d.used) end
-    if d.level > 0 then
-      local s = HDR
-      for i = 1, d.n do s = s + INNER_FIXED + #d.keys[i] end
-      if s ~= d.used then bad("node %d: its cells end at %d, used says %d", d.pid, s, d.used) end
-    end
+    local s = HDR + count_size(d)
+    if s ~= d.used then bad("node %d: its cells end at %d, used says %d", d.pid, s, d.used) end
     if d.used < self.psize and V_read(v, d.used, self.psize - d.used) ~= ("\0"):rep(self.psize - d.used) then
       bad("node %d: bytes after its cells are not zero", d.pid)
     end
@@ -1206,6 +1356,7 @@ end
 -- heap_pages, large_values, max_key.
 function Tree:stats()
   check_handle(self, "btree:stats")
+  sync(self)
   local a = self.anchor
   local _, height, count = V_unpack(a, A_ROOT, HOT_FMT)
   local nodes = V_unpack(a, A_NODES, "<I4")

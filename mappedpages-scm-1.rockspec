@@ -43,6 +43,7 @@ build = {
             "csrc/check.c",
             "csrc/commit.c",
             "csrc/crc32c.c",
+            "csrc/error.c",
             "csrc/format.c",
             "csrc/fsm.c",
             "csrc/layout.c",

@@ -441,7 +441,7 @@ mp_err mp_check_each(mp_pager *p, mp_problem_fn fn, void *ud)
     audit a = { .p = p, .fn = fn, .ud = ud };
     a.buf = malloc(p->geom.P);
     if (!a.buf)
-        return mp_fail(p, MP_ENOMEM, "check: out of memory");
+        return mp_fail(p, MP_ENOMEM, "out of memory");
     uint64_t counts[MP_LMAX_LIMIT + 1];
     mp_tree_shape(&p->geom, p->d_ngroups, counts);
     check_root(&a, counts);

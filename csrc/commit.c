@@ -481,20 +481,11 @@ static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned
     return mp_root_sealed(buf, P);
 }
 
-static mp_err open_fail(mp_error *err, mp_err code, const char *path, const char *detail)
-{
-    if (err) {
-        err->code = code;
-        mp_msg(err->msg, sizeof err->msg, "%s: %s", path, detail);
-    }
-    return code;
-}
-
 mp_err mp_recover(mp_pager *p, mp_error *err)
 {
     unsigned char *buf = malloc(MP_MAX_PAGE_SIZE);
     if (!buf)
-        return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
     cand c[16];
     int nc = 0, saw_magic = 0;
     int64_t bad_version = -1;   /* a version field seen that this build does not read */
@@ -511,15 +502,13 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
     }
     free(buf);
     if (nc == 0) {
-        if (bad_version >= 0) {
-            char d[128];
-            snprintf(d, sizeof d, "format version %lld is not supported (this build reads version %u)",
-                     (long long)bad_version, MP_FORMAT_VERSION);
-            return open_fail(err, MP_EVERSION, p->path, d);
-        }
+        if (bad_version >= 0)
+            return mp_set_error(err, MP_EVERSION, 0, p->path,
+                                "format version %lld is not supported (this build reads version %u)",
+                                (long long)bad_version, MP_FORMAT_VERSION);
         if (saw_magic)
-            return open_fail(err, MP_ECORRUPT, p->path, "corrupt: both root slots fail their checksum");
-        return open_fail(err, MP_ENOTMP, p->path, "not a mappedpages file (no valid root slot)");
+            return mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: both root slots fail their checksum");
+        return mp_set_error(err, MP_ENOTMP, 0, p->path, "not a mappedpages file (no valid root slot)");
     }
     /* newest first; ties keep slot order */
     for (int i = 1; i < nc; i++)
@@ -536,12 +525,12 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
             free(p->iobuf);
             p->iobuf = malloc(c[i].P);
             if (!p->iobuf)
-                return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+                return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
         }
         loaded ld;
         unsigned char *root = malloc(c[i].P);
         if (!root)
-            return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+            return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
         int e = mp_os_read_page(p, (uint64_t)c[i].slot, root);
         int ok = e == 0 && verify_root(p, root, &ld, why, sizeof why);
         free(root);
@@ -558,16 +547,14 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
         size_t n = strlen(msg);
         if (n >= 2)
             msg[n - 2] = 0;
-        char d[sizeof msg + 16];
-        mp_msg(d, sizeof d, "corrupt: %s", msg);
-        return open_fail(err, MP_ECORRUPT, p->path, d);
+        return mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: %s", msg);
     }
     /* Map the pages (only users' pages are read through the mapping). */
     p->want_reserve = mp_os_default_reserve(p->geom.P, p->opt_max_bytes);
     if (mp_os_reserve(p, p->want_reserve, p->page_count * p->geom.P, err) != MP_OK)
         return MP_ENOMEM;
     if (mp_os_map_to(p, p->page_count * p->geom.P) != MP_OK)
-        return open_fail(err, MP_ENOMEM, p->path, p->errmsg);
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "%s", p->errmsg);
 
     /* The other slot: a valid older root, or anything else (C5). */
     int o = p->cur_slot ^ 1;
@@ -593,19 +580,12 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
             e = mp_os_write_page(p, (uint64_t)o, p->iobuf);
             if (!e)
                 e = mp_os_barrier(p);
-            if (e) {
-                if (err) {
-                    err->code = mp_err_from_errno(e);
-                    err->sys_errno = e;
-                    mp_msg(err->msg, sizeof err->msg, "%s: cannot invalidate the rejected root: %s",
-                           p->path, strerror(e));
-                }
-                return mp_err_from_errno(e);
-            }
+            if (e)
+                return mp_set_error(err, mp_err_from_errno(e), e, p->path, "cannot invalidate the rejected root");
         }
     }
     if (mp_fsm_init(p) != MP_OK || mp_pt_init_free(p) != MP_OK)
-        return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
     return MP_OK;
 }
 

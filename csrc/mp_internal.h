@@ -1,7 +1,10 @@
 /*
  * mp_internal.h -- structures shared by the core's files (not installed).
  *
- * Who owns what:
+ * Who owns what, bottom to top (each file calls only files above it in
+ * this list, never one below: no circle):
+ *   error.c   errors: names and descriptions of the codes, the pager's
+ *             message (mp_fail), filling an mp_error, errno -> mp_err
  *   crc32c.c  CRC32C (SSE4.2 or a table)
  *   layout.c  geometry derived from the page size: reserved runs, where each
  *             bitmap and index node lives, the index tree's shape, counting
@@ -10,8 +13,7 @@
  *             the root's fields, seal and header rules; the entries' inline
  *             accessors are in this header (pure byte work)
  *   osfile.c  the file: address reservation, mapping, growth, the one
- *             durability barrier, whole-page pread/pwrite, the test I/O hook,
- *             errno -> mp_err
+ *             durability barrier, whole-page pread/pwrite, the test I/O hook
  *   fsm.c     the free-space map over the group bitmaps, in memory: alloc,
  *             free, pending frees, growth, iteration; loading it at open
  *   ptable.c  the page table: protected-page entries, copy-on-write, its part
@@ -20,9 +22,21 @@
  *             selection, verify_root: root header, free-space map and page
  *             table loads, their cross-check; clearing a rejected root)
  *   check.c   the audit (mp_check, mp_check_each)
- *   pager.c   the public C API but the audit: create/open/close, errors,
+ *   pager.c   the public C API but the audit: create/open/close, info,
  *             regular and protected pages, transactions and the user root;
  *             the pager's states, argument checks, auto-commit
+ *
+ * Dependency order (calls between the files; every file includes only this
+ * header, crc32c.h and system headers):
+ *   error.c, crc32c.c, layout.c   call no other core file
+ *   format.c   crc32c.c
+ *   osfile.c   error.c
+ *   fsm.c      error.c, layout.c, format.c, osfile.c
+ *   ptable.c   error.c, crc32c.c, layout.c, format.c, osfile.c, fsm.c
+ *   commit.c   error.c, layout.c, format.c, osfile.c, fsm.c, ptable.c
+ *   check.c    error.c, crc32c.c, layout.c, format.c, osfile.c, ptable.c
+ *   pager.c    error.c, layout.c, osfile.c, fsm.c, ptable.c, commit.c
+ * The Lua binding (csrc/lua_*.c) sits above and uses mappedpages.h only.
  *
  * See docs/FORMAT.md for the on-disk format these files implement.
  */
@@ -136,6 +150,20 @@ static inline int mp_u64_in(const uint64_t *list, uint64_t n, uint64_t v) {
             return 1;
     return 0;
 }
+
+/* ---- error.c: errors (the bottom: every other file uses it) ------------
+ * Messages name what failed and why, never the API function (the caller,
+ * or the Lua binding, adds that). */
+
+/* Set the pager's message (mp_errmsg) and return code. */
+mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The one way to fill an mp_error (NULL: nothing): code, sys_errno and the
+ * message "path: what" (": strerror(sys_errno)" added when nonzero). */
+mp_err mp_set_error(mp_error *err, mp_err code, int sys_errno, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+mp_err mp_err_from_errno(int e);
+/* snprintf for messages: truncation is acceptable, never an overflow */
+void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- format.c: encoding of metadata pages and roots --------------------
  * Every byte of a metadata page or root is written and read through these
@@ -376,11 +404,6 @@ struct mp_pager {
     char errmsg[512];
 };
 
-/* pager.c */
-mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* snprintf for messages: truncation is acceptable, never an overflow */
-void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* osfile.c */
 mp_err mp_os_reserve(mp_pager *p, uint64_t want, uint64_t at_least, mp_error *err);
@@ -391,7 +414,6 @@ void mp_os_unmap(mp_pager *p);
 /* Whole-page metadata I/O: 0 or an errno value. */
 int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf);
 int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf);
-mp_err mp_err_from_errno(int e);
 uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes);
 
 /* fsm.c */

@@ -172,7 +172,7 @@ mp_err mp_pt_alloc(mp_pager *p, mp_pgno *out)
     uint64_t pid = mp_hbits_first(&p->pid_free);
     if (pid == NONE || pid >= p->pid_limit) {
         if (p->pid_limit >= MP_MAX_PAGES)
-            return mp_fail(p, MP_EFULL, "alloc_protected: all %llu protected ids are in use",
+            return mp_fail(p, MP_EFULL, "all %llu protected ids are in use",
                            (unsigned long long)MP_MAX_PAGES);
         if (ensure_pt(p, p->pid_limit + 1) != MP_OK)
             return MP_ENOMEM;

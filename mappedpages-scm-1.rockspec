@@ -43,6 +43,8 @@ build = {
             "csrc/check.c",
             "csrc/commit.c",
             "csrc/crc32c.c",
+            "csrc/error.c",
+            "csrc/format.c",
             "csrc/fsm.c",
             "csrc/layout.c",
             "csrc/osfile.c",

@@ -90,7 +90,8 @@ static int pid_changed(const mp_pager *p, uint64_t pid)
 
 static int entry_equal(const unsigned char *at, const mp_ptent *e)
 {
-    return mp_ld32(at) == e->pgno && mp_ld32(at + 4) == e->crc && mp_ld64(at + 8) == e->txn;
+    mp_ptent d = mp_get_ptent(at);
+    return d.pgno == e->pgno && d.crc == e->crc && d.txn == e->txn;
 }
 
 static void root_differs(audit *a, int slot, const char *what)
@@ -107,54 +108,52 @@ static void check_root(audit *a, const uint64_t counts[MP_LMAX_LIMIT + 1])
     if (!read_page(a, (uint64_t)slot, slot ? "root slot 1" : "root slot 0"))
         return;
     const unsigned char *r = a->buf;
-    static const unsigned char zero4[4];
-    uint32_t crc = mp_crc32c(0, r, MP_R_CRC);
-    crc = mp_crc32c(crc, zero4, 4);
-    crc = mp_crc32c(crc, r + MP_R_CRC + 4, ge->P - MP_R_CRC - 4);
-    if (crc != mp_ld32(r + MP_R_CRC)) {
+    if (!mp_root_sealed(r, ge->P)) {
         problem(a, "page %d (root slot %d, the durable root): checksum mismatch", slot, slot);
         return;
     }
-    if (mp_ld64(r + MP_R_TXN) != p->d_txn || mp_ld64(r + MP_R_PAGECOUNT) != p->d_page_count ||
-        mp_ld64(r + MP_R_USERROOT) != p->d_user_root || mp_ld32(r + MP_R_HEIGHT) != p->d_height)
+    mp_rootfields f;
+    mp_root_get(r, &f);
+    if (f.txn != p->d_txn || f.page_count != p->d_page_count || f.user_root != p->d_user_root ||
+        f.height != p->d_height)
         root_differs(a, slot, "the header");
     uint32_t h = p->d_height;
     for (uint64_t i = 0; i < counts[h]; i++) {
         const unsigned char *at = r + MP_ROOT_HDR_SIZE + i * MP_ENTRY_SIZE;
         uint32_t want_crc = h ? p->nodes[h][i].crc : p->groups[i].crc;
         unsigned want_slot = h ? p->nodes[h][i].dslot : p->groups[i].dslot;
-        if (mp_ld32(at) != want_crc || mp_ld32(at + 4) != want_slot) {
+        if (mp_entry_crc(at) != want_crc || mp_entry_slot(at) != want_slot) {
             root_differs(a, slot, "a top entry");
             break;
         }
     }
-    uint64_t nd = mp_ld32(r + MP_R_PT_NDELTA);
-    int pt_ok = mp_ld64(r + MP_R_PT_PIDS) == p->d_pid_limit && mp_ld64(r + MP_R_PT_COUNT) == p->d_prot_count &&
-                mp_ld64(r + MP_R_PT_TREEPIDS) == p->d_tree_pids && nd == p->ndeltas;
+    uint64_t nd = f.pt_ndelta;
+    int pt_ok = f.pt_pids == p->d_pid_limit && f.pt_count == p->d_prot_count &&
+                f.pt_tree_pids == p->d_tree_pids && nd == p->ndeltas;
     if (pt_ok && p->d_tree_pids)
-        pt_ok = mp_ld32(r + MP_R_PT_HEIGHT) == p->pt_height &&
-                mp_ld32(r + MP_R_PT_TOP) == p->ptn[p->pt_height][0].pgno &&
-                mp_ld32(r + MP_R_PT_TOP + 4) == p->ptn[p->pt_height][0].crc;
+        pt_ok = f.pt_height == p->pt_height && f.pt_top == p->ptn[p->pt_height][0].pgno &&
+                f.pt_top_crc == p->ptn[p->pt_height][0].crc;
     for (uint64_t i = 0; pt_ok && i < nd; i++) {
-        const unsigned char *at = r + ge->P - MP_PT_DELTA_SIZE * (i + 1);
+        const unsigned char *at = r + mp_delta_off(ge->P, i);
         uint64_t pid = mp_ld64(at);
         pt_ok = pid == p->deltas[i] && pid < p->pid_limit &&
                 (pid_changed(p, pid) || entry_equal(at + 8, &p->pt[pid]));
     }
     if (!pt_ok)
         root_differs(a, slot, "the page table's fields");
-    uint64_t nc = mp_ld32(r + MP_R_FM_NCARRY);
+    uint64_t nc = f.fm_ncarry;
     int fm_ok = 1;
     if (!p->changed) {
         /* (nd and nc come from the file: the entries must fit the page) */
         fm_ok = nc == p->n_fm_carry && nd <= MP_PT_DELTA_MAX &&
                 MP_ROOT_HDR_SIZE + nd * MP_PT_DELTA_SIZE + nc * MP_FM_CARRY_SIZE <= ge->P;
         for (uint64_t i = 0; fm_ok && i < nc; i++) {
-            uint64_t v = mp_ld64(r + ge->P - nd * MP_PT_DELTA_SIZE - MP_FM_CARRY_SIZE * (i + 1));
-            fm_ok = (v >> 2) == p->fm_carry[i] && (v >> 2) < p->page_count;
+            const unsigned char *at = r + mp_carry_off(ge->P, nd, i);
+            uint64_t pgno = mp_carry_pgno(at);
+            fm_ok = pgno == p->fm_carry[i] && pgno < p->page_count;
             if (fm_ok) {
-                uint64_t g = (v >> 2) / ge->G;
-                fm_ok = (v & 3) == mp_st_get(mp_working_bitmap(p, g), (v >> 2) - g * ge->G);
+                uint64_t g = pgno / ge->G;
+                fm_ok = mp_carry_state(at) == mp_st_get(mp_working_bitmap(p, g), pgno - g * ge->G);
             }
         }
     }
@@ -180,7 +179,7 @@ static void check_fsm_pages(audit *a, const uint64_t counts[MP_LMAX_LIMIT + 1])
                 const unsigned char *at = a->buf + MP_HDR_SIZE + (c - first) * MP_ENTRY_SIZE;
                 uint32_t crc = l > 1 ? p->nodes[l - 1][c].crc : p->groups[c].crc;
                 unsigned slot = l > 1 ? p->nodes[l - 1][c].dslot : p->groups[c].dslot;
-                if (mp_ld32(at) != crc || mp_ld32(at + 4) != slot) {
+                if (mp_entry_crc(at) != crc || mp_entry_slot(at) != slot) {
                     problem(a, "page %llu (%s): its entry for child %llu disagrees with memory",
                             (unsigned long long)pg, what, (unsigned long long)c);
                     break;
@@ -218,14 +217,6 @@ static void pt_name(char *what, size_t wl, unsigned l, uint64_t n)
         mp_msg(what, wl, "page-table leaf %llu", (unsigned long long)n);
 }
 
-static int is_delta(const mp_pager *p, uint64_t pid)
-{
-    for (uint64_t i = 0; i < p->ndeltas; i++)
-        if (p->deltas[i] == pid)
-            return 1;
-    return 0;
-}
-
 /* 2b. Page-table pages. */
 static void check_pt_pages(audit *a)
 {
@@ -250,7 +241,7 @@ static void check_pt_pages(audit *a)
                 if (end > p->ptn_count[l - 1])
                     end = p->ptn_count[l - 1];
                 for (uint64_t c = first; c < end; c++, at += 8)
-                    if (mp_ld32(at) != p->ptn[l - 1][c].pgno || mp_ld32(at + 4) != p->ptn[l - 1][c].crc) {
+                    if (mp_ptref_pgno(at) != p->ptn[l - 1][c].pgno || mp_ptref_crc(at) != p->ptn[l - 1][c].crc) {
                         problem(a, "page %u (%s): its entry for child %llu disagrees with memory",
                                 nd->pgno, what, (unsigned long long)c);
                         break;
@@ -261,7 +252,7 @@ static void check_pt_pages(audit *a)
             if (end > p->d_tree_pids)
                 end = p->d_tree_pids;
             for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
-                if (pid >= p->pid_limit || pid_changed(p, pid) || is_delta(p, pid))
+                if (pid >= p->pid_limit || pid_changed(p, pid) || mp_u64_in(p->deltas, p->ndeltas, pid))
                     continue;   /* its durable entry is elsewhere */
                 if (!entry_equal(at, &p->pt[pid])) {
                     problem(a, "page %u (%s): the entry of protected page %llu disagrees with memory",
@@ -450,7 +441,7 @@ mp_err mp_check_each(mp_pager *p, mp_problem_fn fn, void *ud)
     audit a = { .p = p, .fn = fn, .ud = ud };
     a.buf = malloc(p->geom.P);
     if (!a.buf)
-        return mp_fail(p, MP_ENOMEM, "check: out of memory");
+        return mp_fail(p, MP_ENOMEM, "out of memory");
     uint64_t counts[MP_LMAX_LIMIT + 1];
     mp_tree_shape(&p->geom, p->d_ngroups, counts);
     check_root(&a, counts);

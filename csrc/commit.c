@@ -19,19 +19,10 @@
  *       bitmap pages it names, until they no longer fit; then the commit
  *       writes every bitmap with carried or changed pages and carries none.
  *
- * States of a pager (fields valid in each):
- *   CLEAN     changed == 0: working state == durable state; no group dirty,
- *             undo and pending lists empty.
- *   CHANGED   changed == 1: some groups dirty (undo list), pending frees,
- *             page_count/user_root may differ from the d_* fields.
- *             -> CLEAN by mp_txn_commit (success) or mp_txn_rollback.
- *   POISONED  poisoned == 1: a commit's write or barrier failed; the caller
- *             (mp_finish) rolled the working state back to the durable one,
- *             though index nodes may keep the failed commit's CRCs (never
- *             used again: only reads and close are allowed).
+ * The pager's states and which call moves it from one to another: the
+ * table at the top of pager.c.
  */
 #include "mp_internal.h"
-#include "crc32c.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -39,30 +30,6 @@
 #include <unistd.h>
 
 /* ---- writing pages ----------------------------------------------------- */
-
-static uint32_t seal_page(unsigned char *page, uint32_t P)
-{
-    mp_st32(page + MP_H_CRC, 0);
-    uint32_t crc = mp_crc32c(0, page, P);
-    mp_st32(page + MP_H_CRC, crc);
-    return crc;
-}
-
-static void write_header(unsigned char *page, uint32_t type, uint64_t txn,
-                         uint32_t level, uint64_t index)
-{
-    memset(page, 0, MP_HDR_SIZE);
-    mp_st32(page + MP_H_TYPE, type);
-    mp_st64(page + MP_H_TXN, txn);
-    mp_st32(page + MP_H_LEVEL, level);
-    mp_st32(page + MP_H_INDEX, (uint32_t)index);
-}
-
-static void put_entry(unsigned char *at, uint32_t crc, unsigned slot)
-{
-    mp_st32(at, crc);
-    mp_st32(at + 4, slot);
-}
 
 static unsigned group_slot_after(const mp_group *g) { return g->write ? g->dslot ^ 1u : g->dslot; }
 static unsigned node_slot_after(const mp_node *n) { return n->dirty ? n->dslot ^ 1u : n->dslot; }
@@ -89,9 +56,9 @@ static void put_children(const mp_pager *p, unsigned char *at, unsigned child_le
 {
     for (uint64_t c = first; c < end; c++, at += MP_ENTRY_SIZE) {
         if (child_level == 0)
-            put_entry(at, p->groups[c].crc, group_slot_after(&p->groups[c]));
+            mp_put_entry(at, p->groups[c].crc, group_slot_after(&p->groups[c]));
         else
-            put_entry(at, p->nodes[child_level][c].crc, node_slot_after(&p->nodes[child_level][c]));
+            mp_put_entry(at, p->nodes[child_level][c].crc, node_slot_after(&p->nodes[child_level][c]));
     }
 }
 
@@ -108,14 +75,6 @@ static uint64_t carry_cap(const mp_pager *p, uint64_t top_entries)
     uint64_t cap = MP_FM_CARRY_MAX;
 #endif
     return mp_root_room(p->geom.P, used, MP_FM_CARRY_SIZE, cap);
-}
-
-static int carry_has(const uint64_t *list, uint64_t n, uint64_t pgno)
-{
-    for (uint64_t i = 0; i < n; i++)
-        if (list[i] == pgno)
-            return 1;
-    return 0;
 }
 
 /* The pages of existing groups whose state this transaction changed, added
@@ -139,7 +98,7 @@ static int plan_carry(mp_pager *p, uint64_t cap)
                 unsigned bit = (unsigned)__builtin_ctzll(x) & ~1u;   /* a page's two bits */
                 x &= ~((uint64_t)3 << bit);
                 uint64_t pgno = g * ge->G + w * 32 + bit / 2;
-                if (!carry_has(p->fm_next, n, pgno)) {
+                if (!mp_u64_in(p->fm_next, n, pgno)) {
                     if (n == cap)
                         return 0;
                     p->fm_next[n++] = pgno;
@@ -174,15 +133,14 @@ static mp_err plan_bitmaps(mp_pager *p, uint64_t top_entries)
     return MP_OK;
 }
 
-static void put_carried(const mp_pager *p, unsigned char *root)
+static void put_carried(const mp_pager *p, unsigned char *root, mp_rootfields *f)
 {
     const mp_geom *ge = &p->geom;
-    unsigned char *end = root + ge->P - MP_PT_DELTA_SIZE * p->n_next_deltas;
-    mp_st32(root + MP_R_FM_NCARRY, (uint32_t)p->n_fm_next);
+    f->fm_ncarry = (uint32_t)p->n_fm_next;
     for (uint64_t i = 0; i < p->n_fm_next; i++) {
         uint64_t pgno = p->fm_next[i], g = pgno / ge->G;
         unsigned st = mp_st_get(mp_working_bitmap(p, g), pgno - g * ge->G);
-        mp_st64(end - MP_FM_CARRY_SIZE * (i + 1), pgno << 2 | st);
+        mp_put_carry(root + mp_carry_off(ge->P, p->n_next_deltas, i), pgno, st);
     }
 }
 
@@ -274,9 +232,9 @@ mp_err mp_txn_commit(mp_pager *p)
         if (!gr->write)
             continue;
         unsigned char *page = p->iobuf;
-        write_header(page, MP_TYPE_BITMAP, txn, 0, g);
+        mp_meta_init(page, ge->P, MP_TYPE_BITMAP, txn, 0, g);
         memcpy(page + MP_HDR_SIZE, mp_working_bitmap(p, g), (size_t)ge->words * 8);
-        gr->crc = seal_page(page, ge->P);
+        gr->crc = mp_meta_seal(page, ge->P);
         if ((e = mp_os_write_page(p, mp_bitmap_page(ge, g, gr->dslot ^ 1u), page)) != 0)
             goto failed;
         if (h >= 1 && !p->nodes[1][g / ge->E].dirty) {
@@ -294,13 +252,12 @@ mp_err mp_txn_commit(mp_pager *p)
             uint64_t n = cur[j];
             mp_node *nd = &p->nodes[l][n];
             unsigned char *page = p->iobuf;
-            write_header(page, MP_TYPE_INDEX, txn, l, n);
-            memset(page + MP_HDR_SIZE, 0, ge->P - MP_HDR_SIZE);
+            mp_meta_init(page, ge->P, MP_TYPE_INDEX, txn, l, n);
             uint64_t first = n * ge->E, end = first + ge->E;
             if (end > counts[l - 1])
                 end = counts[l - 1];
             put_children(p, page + MP_HDR_SIZE, l - 1, first, end);
-            nd->crc = seal_page(page, ge->P);
+            nd->crc = mp_meta_seal(page, ge->P);
             if ((e = mp_os_write_page(p, mp_node_page(ge, l, n, nd->dslot ^ 1u), page)) != 0)
                 goto failed;
             if (l < h && !p->nodes[l + 1][n / ge->E].dirty) {
@@ -313,19 +270,13 @@ mp_err mp_txn_commit(mp_pager *p)
     }
     /* 3. the root, into the slot the durable root is not in */
     unsigned char *root = p->iobuf;
-    memset(root, 0, ge->P);
-    memcpy(root + MP_R_MAGIC, MP_MAGIC, 8);
-    mp_st32(root + MP_R_VERSION, MP_FORMAT_VERSION);
-    mp_st32(root + MP_R_PAGESIZE, ge->P);
-    mp_st64(root + MP_R_TXN, txn);
-    mp_st64(root + MP_R_PAGECOUNT, p->page_count);
-    mp_st64(root + MP_R_USERROOT, p->user_root);
-    mp_st32(root + MP_R_HEIGHT, h);
+    mp_rootfields f = { .txn = txn, .page_count = p->page_count, .user_root = p->user_root, .height = h };
+    mp_root_init(root, ge->P);
     put_children(p, root + MP_ROOT_HDR_SIZE, h, 0, counts[h]);
-    mp_pt_put_root(p, root);
-    put_carried(p, root);
-    mp_st32(root + MP_R_CRC, 0);
-    mp_st32(root + MP_R_CRC, mp_crc32c(0, root, ge->P));
+    mp_pt_put_root(p, root, &f);
+    put_carried(p, root, &f);
+    mp_root_put(root, &f);
+    mp_root_seal(root, ge->P);
     if ((e = mp_os_write_page(p, (uint64_t)(p->cur_slot ^ 1), root)) != 0)
         goto failed;
 
@@ -409,33 +360,10 @@ void mp_txn_rollback(mp_pager *p)
 
 /* What a verified root describes, before it becomes the pager's state. */
 typedef struct loaded {
-    uint64_t txn, page_count, user_root, ngroups;
-    uint32_t height;
-    mp_group *groups;
-    uint64_t *bm;          /* the bitmaps' bodies, geom.words words a group */
-    mp_ptload pt;          /* the page table */
-    uint64_t carry[MP_FM_CARRY_MAX], ncarry;   /* pages of the carried free-map entries */
-    mp_node *nodes[MP_LMAX_LIMIT + 1];
-    uint64_t ncount[MP_LMAX_LIMIT + 1];
+    uint64_t txn, user_root;
+    mp_fsmload fsm;        /* the free-space map (fsm.c) */
+    mp_ptload pt;          /* the page table (ptable.c) */
 } loaded;
-
-static void loaded_free(loaded *ld)
-{
-    free(ld->groups);
-    free(ld->bm);
-    mp_ptload_free(&ld->pt);
-    for (int l = 0; l <= MP_LMAX_LIMIT; l++)
-        free(ld->nodes[l]);
-    memset(ld, 0, sizeof *ld);
-}
-
-static int all_zero(const unsigned char *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (b[i])
-            return 0;
-    return 1;
-}
 
 /* A root slot cleared by open (see mp_recover). */
 static int all_cleared(const unsigned char *b, size_t n)
@@ -446,242 +374,69 @@ static int all_cleared(const unsigned char *b, size_t n)
     return 1;
 }
 
-/* A metadata page named by an entry {want_crc, slot} of its parent. */
-static int check_meta_page(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
-                           uint64_t index, uint32_t want_crc, uint64_t root_txn,
-                           char *why, size_t wl)
+/* Every system page outside the reserved runs is exactly one page the page
+ * table uses (its own pages, contents), and vice versa: refs are those
+ * pages, fsm the loaded map. */
+static int refs_match(const mp_geom *ge, mp_fsmload *fsm, const uint64_t *refs, uint64_t nrefs)
 {
-    const char *what = type == MP_TYPE_BITMAP ? "bitmap of group" : "index node";
-    if (mp_ld32(page + MP_H_TYPE) != type || mp_ld32(page + MP_H_LEVEL) != level ||
-        mp_ld32(page + MP_H_INDEX) != (uint32_t)index || !all_zero(page + 24, 8)) {
-        mp_msg(why, wl, "%s %llu (level %u): bad header", what, (unsigned long long)index, level);
-        return 0;
-    }
-    uint32_t stored = mp_ld32(page + MP_H_CRC);
-    uint32_t crc = mp_crc32c(0, page, MP_H_CRC);
-    static const unsigned char zero4[4];
-    crc = mp_crc32c(crc, zero4, 4);
-    crc = mp_crc32c(crc, page + MP_H_CRC + 4, P - MP_H_CRC - 4);
-    if (crc != stored || crc != want_crc) {
-        mp_msg(why, wl, "%s %llu (level %u): checksum mismatch", what, (unsigned long long)index, level);
-        return 0;
-    }
-    if (mp_ld64(page + MP_H_TXN) > root_txn) {
-        mp_msg(why, wl, "%s %llu (level %u): written by a newer transaction", what,
-                 (unsigned long long)index, level);
-        return 0;
-    }
-    return 1;
-}
-
-static int check_entries_tail(const unsigned char *at, uint64_t used, uint64_t cap)
-{
-    return all_zero(at + used * MP_ENTRY_SIZE, (size_t)((cap - used) * MP_ENTRY_SIZE));
-}
-
-/* Verify the root in `root` (one page) and everything below it, reading
- * metadata pages with pread into p->iobuf; fill ld on success. */
-static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char *why, size_t wl)
-{
-    int e;
-    const mp_geom *ge = &p->geom;
-    memset(ld, 0, sizeof *ld);
-    ld->txn = mp_ld64(root + MP_R_TXN);
-    ld->page_count = mp_ld64(root + MP_R_PAGECOUNT);
-    ld->user_root = mp_ld64(root + MP_R_USERROOT);
-    ld->height = mp_ld32(root + MP_R_HEIGHT);
-    /* A transaction id past 2^63 cannot come from counting commits (one a
-     * nanosecond would take 292 years); accepting it would let d_txn + 1
-     * wrap to 0, an id no open accepts, and lose the next commit. */
-    if (mp_ld32(root + MP_R_FLAGS) != 0 || ld->txn == 0 || ld->txn > MP_TXN_MAX ||
-        !all_zero(root + MP_R_RESERVED, MP_ROOT_HDR_SIZE - MP_R_RESERVED) ||
-        mp_ld32(root + MP_R_FM_NCARRY) > MP_FM_CARRY_MAX) {
-        mp_msg(why, wl, "bad root header");
-        return 0;
-    }
-    if (!mp_page_count_valid(ge, ld->page_count) || ld->page_count * ge->P > p->file_bytes) {
-        mp_msg(why, wl, "page count %llu does not fit the file (%llu bytes)",
-                 (unsigned long long)ld->page_count, (unsigned long long)p->file_bytes);
-        return 0;
-    }
-    ld->ngroups = mp_groups_for(ge, ld->page_count);
-    uint64_t counts[MP_LMAX_LIMIT + 1];
-    uint32_t h = mp_tree_shape(ge, ld->ngroups, counts);
-    if (h != ld->height || h > ge->lmax) {
-        mp_msg(why, wl, "index height %u does not match the page count", ld->height);
-        return 0;
-    }
-    ld->groups = calloc((size_t)ld->ngroups, sizeof *ld->groups);
-    ld->bm = malloc((size_t)(ld->ngroups * ge->words) * sizeof *ld->bm);
-    if (!ld->groups || !ld->bm)
-        goto nomem;
-    for (uint32_t l = 1; l <= h; l++) {
-        ld->nodes[l] = calloc((size_t)counts[l], sizeof *ld->nodes[l]);
-        if (!ld->nodes[l])
-            goto nomem;
-        ld->ncount[l] = counts[l];
-    }
-    /* top entries, from the root */
-    const unsigned char *ent = root + MP_ROOT_HDR_SIZE;
-    /* the top entries end before the entries the root carries: page-table
-     * entries at the page's end, free-map entries before them */
-    uint64_t pt_tail = mp_pt_root_tail(root, ge->P);
-    ld->ncarry = mp_ld32(root + MP_R_FM_NCARRY);
-    uint64_t carried_tail = pt_tail + ld->ncarry * MP_FM_CARRY_SIZE;
-    uint64_t kmax = ge->P - MP_ROOT_HDR_SIZE > carried_tail ? (ge->P - MP_ROOT_HDR_SIZE - carried_tail) / MP_ENTRY_SIZE : 0;
-    if (kmax > ge->K)
-        kmax = ge->K;
-    if (carried_tail > ge->P - MP_ROOT_HDR_SIZE || counts[h] > kmax || !check_entries_tail(ent, counts[h], kmax) ||
-        !all_zero(ent + kmax * MP_ENTRY_SIZE,
-                  (size_t)(ge->P - MP_ROOT_HDR_SIZE - kmax * MP_ENTRY_SIZE - carried_tail))) {
-        mp_msg(why, wl, "unused root entries are not zero");
-        goto fail;
-    }
-    for (uint64_t i = 0; i < counts[h]; i++) {
-        uint32_t crc = mp_ld32(ent + i * 8), slot = mp_ld32(ent + i * 8 + 4);
-        if (slot > 1) {
-            mp_msg(why, wl, "root entry %llu: bad slot", (unsigned long long)i);
-            goto fail;
-        }
-        if (h == 0)
-            ld->groups[i] = (mp_group){ .crc = crc, .dslot = (uint8_t)slot };
-        else
-            ld->nodes[h][i] = (mp_node){ crc, (uint8_t)slot, 0 };
-    }
-    /* index nodes, top down: each verified node hands its entries down */
-    for (uint32_t l = h; l >= 1; l--) {
-        for (uint64_t n = 0; n < counts[l]; n++) {
-            const mp_node *nd = &ld->nodes[l][n];
-            const unsigned char *page = p->iobuf;
-            if ((e = mp_os_read_page(p, mp_node_page(ge, l, n, nd->dslot), p->iobuf)) != 0)
-                goto ioerr;
-            if (!check_meta_page(page, ge->P, MP_TYPE_INDEX, l, n, nd->crc, ld->txn, why, wl))
-                goto fail;
-            uint64_t first = n * ge->E, end = first + ge->E;
-            if (end > counts[l - 1])
-                end = counts[l - 1];
-            const unsigned char *ent_at = page + MP_HDR_SIZE;
-            if (!check_entries_tail(ent_at, end - first, ge->E)) {
-                mp_msg(why, wl, "index node %llu (level %u): unused entries are not zero",
-                         (unsigned long long)n, l);
-                goto fail;
-            }
-            for (uint64_t c = first; c < end; c++, ent_at += MP_ENTRY_SIZE) {
-                uint32_t crc = mp_ld32(ent_at), slot = mp_ld32(ent_at + 4);
-                if (slot > 1) {
-                    mp_msg(why, wl, "index node %llu (level %u): bad slot", (unsigned long long)n, l);
-                    goto fail;
-                }
-                if (l == 1)
-                    ld->groups[c] = (mp_group){ .crc = crc, .dslot = (uint8_t)slot };
-                else
-                    ld->nodes[l - 1][c] = (mp_node){ crc, (uint8_t)slot, 0 };
-            }
-        }
-    }
-    /* group bitmaps: checksums, then what they say */
-    uint64_t extra_system = 0;
-    for (uint64_t g = 0; g < ld->ngroups; g++) {
-        const mp_group *gr = &ld->groups[g];
-        const unsigned char *page = p->iobuf;
-        if ((e = mp_os_read_page(p, mp_bitmap_page(ge, g, gr->dslot), p->iobuf)) != 0)
-            goto ioerr;
-        if (!check_meta_page(page, ge->P, MP_TYPE_BITMAP, 0, g, gr->crc, ld->txn, why, wl))
-            goto fail;
-        uint64_t *bm = ld->bm + g * ge->words;
-        memcpy(bm, page + MP_HDR_SIZE, (size_t)ge->words * 8);
-        uint64_t run = mp_group_run_end(ge, g) - g * ge->G;
-        uint64_t first = g * ge->G, n = ld->page_count - first;
-        if (n > ge->G)
-            n = ge->G;
-        mp_counts c, tail;
-        mp_count_states(bm, 0, run, &c);
-        if (c.n[ST_SYSTEM] != run) {
-            mp_msg(why, wl, "bitmap of group %llu: reserved pages not marked", (unsigned long long)g);
-            goto fail;
-        }
-        mp_count_states(bm, 0, n, &c);
-        mp_count_states(bm, n, ge->G, &tail);
-        if (c.n[ST_PENDING] != 0 || tail.n[ST_FREE] != ge->G - n) {
-            mp_msg(why, wl, "bitmap of group %llu: invalid page states", (unsigned long long)g);
-            goto fail;
-        }
-        extra_system += c.n[ST_SYSTEM] - run;
-    }
-    /* carried entries (C6) override their pages' states in those bitmaps */
-    const unsigned char *carried = root + ge->P - pt_tail;
-    for (uint64_t i = 0; i < ld->ncarry; i++) {
-        uint64_t v = mp_ld64(carried - MP_FM_CARRY_SIZE * (i + 1));
-        uint64_t pgno = v >> 2, g = pgno / ge->G, idx = pgno - g * ge->G;
-        unsigned st = (unsigned)(v & 3);
-        if (pgno >= ld->page_count || idx < mp_group_run_end(ge, g) - g * ge->G || st == ST_PENDING ||
-            carry_has(ld->carry, i, pgno)) {
-            mp_msg(why, wl, "root: bad free-map entry %llu", (unsigned long long)i);
-            goto fail;
-        }
-        ld->carry[i] = pgno;
-        uint64_t *bm = ld->bm + g * ge->words;
-        extra_system -= mp_st_get(bm, idx) == ST_SYSTEM;
-        extra_system += st == ST_SYSTEM;
-        mp_st_set(bm, idx, st);
-    }
-    /* the page table, then: every system page outside the reserved runs is
-     * exactly one page-table page or protected content, and vice versa */
-    uint64_t *refs, nrefs;
-    if (!mp_pt_load(p, root, ld->txn, ld->page_count, &ld->pt, &refs, &nrefs, why, wl))
-        goto fail;
-    int refs_ok = nrefs == extra_system;
+    int ok = nrefs == fsm->extra_system;
     uint64_t k = 0;
-    for (; refs_ok && k < nrefs; k++) {
+    for (; ok && k < nrefs; k++) {
         uint64_t g = refs[k] / ge->G, i = refs[k] - g * ge->G;
-        uint64_t *bm = ld->bm + g * ge->words;
-        refs_ok = i >= mp_group_run_end(ge, g) - g * ge->G && mp_st_get(bm, i) == ST_SYSTEM;
-        if (refs_ok)
+        uint64_t *bm = fsm->bm + g * ge->words;
+        ok = i >= mp_group_run_end(ge, g) - g * ge->G && mp_st_get(bm, i) == ST_SYSTEM;
+        if (ok)
             mp_st_set(bm, i, ST_PENDING);   /* marks it seen: a second reference fails */
     }
     while (k-- > 0) {
         uint64_t g = refs[k] / ge->G;
-        if (mp_st_get(ld->bm + g * ge->words, refs[k] - g * ge->G) == ST_PENDING)
-            mp_st_set(ld->bm + g * ge->words, refs[k] - g * ge->G, ST_SYSTEM);
+        if (mp_st_get(fsm->bm + g * ge->words, refs[k] - g * ge->G) == ST_PENDING)
+            mp_st_set(fsm->bm + g * ge->words, refs[k] - g * ge->G, ST_SYSTEM);
     }
+    return ok;
+}
+
+/* Verify the root in `root` (one page, its seal checked) and everything
+ * below it, reading metadata pages with pread into p->iobuf; fill ld on
+ * success.  The checks it runs, in order: the root's own header
+ * (format.c), the free-space map it names (fsm.c), the page table it names
+ * (ptable.c), and that the two agree about the pages the table uses. */
+static int verify_root(mp_pager *p, const unsigned char *root, loaded *ld, char *why, size_t wl)
+{
+    mp_rootfields f;
+    memset(ld, 0, sizeof *ld);
+    mp_root_get(root, &f);
+    const char *bad = mp_root_problem(root, &f);
+    if (bad) {
+        mp_msg(why, wl, "%s", bad);
+        return 0;
+    }
+    ld->txn = f.txn;
+    ld->user_root = f.user_root;
+    if (!mp_fsm_load(p, root, &f, &ld->fsm, why, wl))
+        return 0;
+    uint64_t *refs, nrefs;
+    if (!mp_pt_load(p, root, &f, &ld->pt, &refs, &nrefs, why, wl)) {
+        mp_fsmload_free(&ld->fsm);
+        return 0;
+    }
+    int ok = refs_match(&p->geom, &ld->fsm, refs, nrefs);
     free(refs);
-    if (!refs_ok) {
+    if (!ok) {
         mp_msg(why, wl, "page table and bitmaps disagree about the pages it uses");
-        goto fail;
+        mp_fsmload_free(&ld->fsm);
+        mp_ptload_free(&ld->pt);
     }
-    return 1;
-ioerr:
-    mp_msg(why, wl, "read error: %s", strerror(e));
-    goto fail;
-nomem:
-    mp_msg(why, wl, "out of memory");
-fail:
-    loaded_free(ld);
-    return 0;
+    return ok;
 }
 
 static void install(mp_pager *p, loaded *ld, int slot)
 {
-    free(p->groups);
-    free(p->bm);
-    p->groups = ld->groups;
-    p->bm = ld->bm;
-    p->groups_cap = ld->ngroups;
-    for (int l = 0; l <= MP_LMAX_LIMIT; l++) {
-        free(p->nodes[l]);
-        p->nodes[l] = ld->nodes[l];
-        p->ncount[l] = p->ncap[l] = ld->ncount[l];
-    }
+    mp_fsm_install(p, &ld->fsm);
+    mp_pt_install(p, &ld->pt);
     p->cur_slot = slot;
     p->d_txn = ld->txn;
-    p->page_count = p->d_page_count = ld->page_count;
     p->user_root = p->d_user_root = ld->user_root;
-    p->ngroups = p->d_ngroups = ld->ngroups;
-    p->height = p->d_height = ld->height;
-    memcpy(p->fm_carry, ld->carry, (size_t)ld->ncarry * sizeof *p->fm_carry);
-    p->n_fm_carry = ld->ncarry;
-    mp_pt_install(p, &ld->pt);
-    memset(ld, 0, sizeof *ld);
 }
 
 /* ---- open -------------------------------------------------------------- */
@@ -712,56 +467,48 @@ static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned
         return 0;
     if (pread(fd, buf, P, (off_t)off) != (ssize_t)P)
         return 0;
-    if (memcmp(buf, MP_MAGIC, 8) != 0)
+    mp_rootfields f;
+    mp_root_get(buf, &f);
+    if (!f.magic)
         return 0;
     *saw_magic = 1;
-    if (mp_ld32(buf + MP_R_VERSION) != MP_FORMAT_VERSION) {
-        *bad_version = mp_ld32(buf + MP_R_VERSION);   /* any u32, 0 included */
+    if (f.version != MP_FORMAT_VERSION) {
+        *bad_version = f.version;   /* any u32, 0 included */
         return 0;
     }
-    if (mp_ld32(buf + MP_R_PAGESIZE) != P)
+    if (f.page_size != P)
         return 0;
-    uint32_t stored = mp_ld32(buf + MP_R_CRC);
-    mp_st32(buf + MP_R_CRC, 0);
-    return mp_crc32c(0, buf, P) == stored;
-}
-
-static mp_err open_fail(mp_error *err, mp_err code, const char *path, const char *detail)
-{
-    if (err) {
-        err->code = code;
-        mp_msg(err->msg, sizeof err->msg, "%s: %s", path, detail);
-    }
-    return code;
+    return mp_root_sealed(buf, P);
 }
 
 mp_err mp_recover(mp_pager *p, mp_error *err)
 {
     unsigned char *buf = malloc(MP_MAX_PAGE_SIZE);
     if (!buf)
-        return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
     cand c[16];
     int nc = 0, saw_magic = 0;
     int64_t bad_version = -1;   /* a version field seen that this build does not read */
     for (uint32_t P = MP_MIN_PAGE_SIZE; P <= MP_MAX_PAGE_SIZE; P *= 2) {
         /* slot 0 is at offset 0 whatever the page size; its page size
          * field says how long it is */
-        if (read_slot(p->fd, p->file_bytes, 0, P, buf, &saw_magic, &bad_version))
-            c[nc++] = (cand){ 0, P, mp_ld64(buf + MP_R_TXN), mp_ld64(buf + MP_R_PAGECOUNT) };
-        if (read_slot(p->fd, p->file_bytes, 1, P, buf, &saw_magic, &bad_version))
-            c[nc++] = (cand){ 1, P, mp_ld64(buf + MP_R_TXN), mp_ld64(buf + MP_R_PAGECOUNT) };
+        for (int slot = 0; slot < 2; slot++) {
+            mp_rootfields f;
+            if (read_slot(p->fd, p->file_bytes, slot, P, buf, &saw_magic, &bad_version)) {
+                mp_root_get(buf, &f);
+                c[nc++] = (cand){ slot, P, f.txn, f.page_count };
+            }
+        }
     }
     free(buf);
     if (nc == 0) {
-        if (bad_version >= 0) {
-            char d[128];
-            snprintf(d, sizeof d, "format version %lld is not supported (this build reads version %u)",
-                     (long long)bad_version, MP_FORMAT_VERSION);
-            return open_fail(err, MP_EVERSION, p->path, d);
-        }
+        if (bad_version >= 0)
+            return mp_set_error(err, MP_EVERSION, 0, p->path,
+                                "format version %lld is not supported (this build reads version %u)",
+                                (long long)bad_version, MP_FORMAT_VERSION);
         if (saw_magic)
-            return open_fail(err, MP_ECORRUPT, p->path, "corrupt: both root slots fail their checksum");
-        return open_fail(err, MP_ENOTMP, p->path, "not a mappedpages file (no valid root slot)");
+            return mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: both root slots fail their checksum");
+        return mp_set_error(err, MP_ENOTMP, 0, p->path, "not a mappedpages file (no valid root slot)");
     }
     /* newest first; ties keep slot order */
     for (int i = 1; i < nc; i++)
@@ -778,12 +525,12 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
             free(p->iobuf);
             p->iobuf = malloc(c[i].P);
             if (!p->iobuf)
-                return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+                return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
         }
         loaded ld;
         unsigned char *root = malloc(c[i].P);
         if (!root)
-            return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+            return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
         int e = mp_os_read_page(p, (uint64_t)c[i].slot, root);
         int ok = e == 0 && verify_root(p, root, &ld, why, sizeof why);
         free(root);
@@ -800,16 +547,14 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
         size_t n = strlen(msg);
         if (n >= 2)
             msg[n - 2] = 0;
-        char d[sizeof msg + 16];
-        mp_msg(d, sizeof d, "corrupt: %s", msg);
-        return open_fail(err, MP_ECORRUPT, p->path, d);
+        return mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: %s", msg);
     }
     /* Map the pages (only users' pages are read through the mapping). */
     p->want_reserve = mp_os_default_reserve(p->geom.P, p->opt_max_bytes);
     if (mp_os_reserve(p, p->want_reserve, p->page_count * p->geom.P, err) != MP_OK)
         return MP_ENOMEM;
     if (mp_os_map_to(p, p->page_count * p->geom.P) != MP_OK)
-        return open_fail(err, MP_ENOMEM, p->path, p->errmsg);
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "%s", p->errmsg);
 
     /* The other slot: a valid older root, or anything else (C5). */
     int o = p->cur_slot ^ 1;
@@ -828,26 +573,19 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
      * that includes a cleared sector is invalid. */
     if (!valid_older) {
         int e = mp_os_read_page(p, (uint64_t)o, p->iobuf);
-        if (e || !(all_zero(p->iobuf, p->geom.P) || all_cleared(p->iobuf, p->geom.P)))
+        if (e || !(mp_all_zero(p->iobuf, p->geom.P) || all_cleared(p->iobuf, p->geom.P)))
             p->recovered = 1;
         if (!p->readonly) {
             memset(p->iobuf, MP_CLEARED_BYTE, p->geom.P);
             e = mp_os_write_page(p, (uint64_t)o, p->iobuf);
             if (!e)
                 e = mp_os_barrier(p);
-            if (e) {
-                if (err) {
-                    err->code = mp_err_from_errno(e);
-                    err->sys_errno = e;
-                    mp_msg(err->msg, sizeof err->msg, "%s: cannot invalidate the rejected root: %s",
-                           p->path, strerror(e));
-                }
-                return mp_err_from_errno(e);
-            }
+            if (e)
+                return mp_set_error(err, mp_err_from_errno(e), e, p->path, "cannot invalidate the rejected root");
         }
     }
     if (mp_fsm_init(p) != MP_OK || mp_pt_init_free(p) != MP_OK)
-        return open_fail(err, MP_ENOMEM, p->path, "out of memory");
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
     return MP_OK;
 }
 

@@ -510,3 +510,195 @@ mp_err mp_fsm_release_system(mp_pager *p, mp_pgno id)
     p->pending[p->pending_len++] = (uint32_t)id;
     return MP_OK;
 }
+
+/* ---- open: loading the map a root names ---------------------------------- */
+
+void mp_fsmload_free(mp_fsmload *ld)
+{
+    free(ld->groups);
+    free(ld->bm);
+    for (int l = 0; l <= MP_LMAX_LIMIT; l++)
+        free(ld->nodes[l]);
+    memset(ld, 0, sizeof *ld);
+}
+
+static int check_entries_tail(const unsigned char *at, uint64_t used, uint64_t cap)
+{
+    return mp_all_zero(at + used * MP_ENTRY_SIZE, (size_t)((cap - used) * MP_ENTRY_SIZE));
+}
+
+/* Read and check the metadata page a parent entry {crc, slot} names. */
+static int load_meta(mp_pager *p, uint64_t pgno, uint32_t type, uint32_t level, uint64_t index,
+                     uint32_t crc, uint64_t root_txn, char *why, size_t wl)
+{
+    int e = mp_os_read_page(p, pgno, p->iobuf);
+    if (e) {
+        mp_msg(why, wl, "read error: %s", strerror(e));
+        return 0;
+    }
+    const char *bad = mp_meta_problem(p->iobuf, p->geom.P, type, level, index, crc, root_txn);
+    if (bad)
+        mp_msg(why, wl, "%s %llu (level %u): %s", type == MP_TYPE_BITMAP ? "bitmap of group" : "index node",
+               (unsigned long long)index, level, bad);
+    return bad == NULL;
+}
+
+/* Verify the free-space map a root names (its top entries, the index nodes
+ * top down, every group's bitmap, then the entries the root carries) and
+ * load it into ld.  Reads with pread into p->iobuf. */
+int mp_fsm_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f, mp_fsmload *ld,
+                char *why, size_t wl)
+{
+    const mp_geom *ge = &p->geom;
+    memset(ld, 0, sizeof *ld);
+    ld->page_count = f->page_count;
+    ld->height = f->height;
+    if (!mp_page_count_valid(ge, ld->page_count) || ld->page_count * ge->P > p->file_bytes) {
+        mp_msg(why, wl, "page count %llu does not fit the file (%llu bytes)",
+               (unsigned long long)ld->page_count, (unsigned long long)p->file_bytes);
+        return 0;
+    }
+    ld->ngroups = mp_groups_for(ge, ld->page_count);
+    uint64_t counts[MP_LMAX_LIMIT + 1];
+    uint32_t h = mp_tree_shape(ge, ld->ngroups, counts);
+    if (h != ld->height || h > ge->lmax) {
+        mp_msg(why, wl, "index height %u does not match the page count", ld->height);
+        return 0;
+    }
+    ld->groups = calloc((size_t)ld->ngroups, sizeof *ld->groups);
+    ld->bm = malloc((size_t)(ld->ngroups * ge->words) * sizeof *ld->bm);
+    if (!ld->groups || !ld->bm)
+        goto nomem;
+    for (uint32_t l = 1; l <= h; l++) {
+        ld->nodes[l] = calloc((size_t)counts[l], sizeof *ld->nodes[l]);
+        if (!ld->nodes[l])
+            goto nomem;
+        ld->ncount[l] = counts[l];
+    }
+    /* top entries, from the root; they end before the entries the root
+     * carries: page-table entries at the page's end, free-map entries
+     * before them */
+    const unsigned char *ent = root + MP_ROOT_HDR_SIZE;
+    uint64_t pt_tail = mp_root_pt_tail(f, ge->P);
+    ld->ncarry = f->fm_ncarry;
+    uint64_t carried_tail = pt_tail + ld->ncarry * MP_FM_CARRY_SIZE;
+    uint64_t kmax = ge->P - MP_ROOT_HDR_SIZE > carried_tail ? (ge->P - MP_ROOT_HDR_SIZE - carried_tail) / MP_ENTRY_SIZE : 0;
+    if (kmax > ge->K)
+        kmax = ge->K;
+    if (carried_tail > ge->P - MP_ROOT_HDR_SIZE || counts[h] > kmax || !check_entries_tail(ent, counts[h], kmax) ||
+        !mp_all_zero(ent + kmax * MP_ENTRY_SIZE,
+                     (size_t)(ge->P - MP_ROOT_HDR_SIZE - kmax * MP_ENTRY_SIZE - carried_tail))) {
+        mp_msg(why, wl, "unused root entries are not zero");
+        goto fail;
+    }
+    for (uint64_t i = 0; i < counts[h]; i++) {
+        const unsigned char *at = ent + i * MP_ENTRY_SIZE;
+        uint32_t crc = mp_entry_crc(at), slot = mp_entry_slot(at);
+        if (slot > 1) {
+            mp_msg(why, wl, "root entry %llu: bad slot", (unsigned long long)i);
+            goto fail;
+        }
+        if (h == 0)
+            ld->groups[i] = (mp_group){ .crc = crc, .dslot = (uint8_t)slot };
+        else
+            ld->nodes[h][i] = (mp_node){ crc, (uint8_t)slot, 0 };
+    }
+    /* index nodes, top down: each verified node hands its entries down */
+    for (uint32_t l = h; l >= 1; l--) {
+        for (uint64_t n = 0; n < counts[l]; n++) {
+            const mp_node *nd = &ld->nodes[l][n];
+            if (!load_meta(p, mp_node_page(ge, l, n, nd->dslot), MP_TYPE_INDEX, l, n, nd->crc, f->txn, why, wl))
+                goto fail;
+            uint64_t first = n * ge->E, end = first + ge->E;
+            if (end > counts[l - 1])
+                end = counts[l - 1];
+            const unsigned char *ent_at = p->iobuf + MP_HDR_SIZE;
+            if (!check_entries_tail(ent_at, end - first, ge->E)) {
+                mp_msg(why, wl, "index node %llu (level %u): unused entries are not zero",
+                       (unsigned long long)n, l);
+                goto fail;
+            }
+            for (uint64_t c = first; c < end; c++, ent_at += MP_ENTRY_SIZE) {
+                uint32_t crc = mp_entry_crc(ent_at), slot = mp_entry_slot(ent_at);
+                if (slot > 1) {
+                    mp_msg(why, wl, "index node %llu (level %u): bad slot", (unsigned long long)n, l);
+                    goto fail;
+                }
+                if (l == 1)
+                    ld->groups[c] = (mp_group){ .crc = crc, .dslot = (uint8_t)slot };
+                else
+                    ld->nodes[l - 1][c] = (mp_node){ crc, (uint8_t)slot, 0 };
+            }
+        }
+    }
+    /* group bitmaps: checksums, then what they say */
+    for (uint64_t g = 0; g < ld->ngroups; g++) {
+        const mp_group *gr = &ld->groups[g];
+        if (!load_meta(p, mp_bitmap_page(ge, g, gr->dslot), MP_TYPE_BITMAP, 0, g, gr->crc, f->txn, why, wl))
+            goto fail;
+        uint64_t *bm = ld->bm + g * ge->words;
+        memcpy(bm, p->iobuf + MP_HDR_SIZE, (size_t)ge->words * 8);
+        uint64_t run = mp_group_run_end(ge, g) - g * ge->G;
+        uint64_t first = g * ge->G, n = ld->page_count - first;
+        if (n > ge->G)
+            n = ge->G;
+        mp_counts c, tail;
+        mp_count_states(bm, 0, run, &c);
+        if (c.n[ST_SYSTEM] != run) {
+            mp_msg(why, wl, "bitmap of group %llu: reserved pages not marked", (unsigned long long)g);
+            goto fail;
+        }
+        mp_count_states(bm, 0, n, &c);
+        mp_count_states(bm, n, ge->G, &tail);
+        if (c.n[ST_PENDING] != 0 || tail.n[ST_FREE] != ge->G - n) {
+            mp_msg(why, wl, "bitmap of group %llu: invalid page states", (unsigned long long)g);
+            goto fail;
+        }
+        ld->extra_system += c.n[ST_SYSTEM] - run;
+    }
+    /* carried entries (C6, commit.c) override their pages' states in those
+     * bitmaps */
+    for (uint64_t i = 0; i < ld->ncarry; i++) {
+        const unsigned char *at = root + mp_carry_off(ge->P, f->pt_ndelta, i);
+        uint64_t pgno = mp_carry_pgno(at), g = pgno / ge->G, idx = pgno - g * ge->G;
+        unsigned st = mp_carry_state(at);
+        if (pgno >= ld->page_count || idx < mp_group_run_end(ge, g) - g * ge->G || st == ST_PENDING ||
+            mp_u64_in(ld->carry, i, pgno)) {
+            mp_msg(why, wl, "root: bad free-map entry %llu", (unsigned long long)i);
+            goto fail;
+        }
+        ld->carry[i] = pgno;
+        uint64_t *bm = ld->bm + g * ge->words;
+        ld->extra_system -= mp_st_get(bm, idx) == ST_SYSTEM;
+        ld->extra_system += st == ST_SYSTEM;
+        mp_st_set(bm, idx, st);
+    }
+    return 1;
+nomem:
+    mp_msg(why, wl, "out of memory");
+fail:
+    mp_fsmload_free(ld);
+    return 0;
+}
+
+/* A verified map becomes the pager's durable and working one (ld is
+ * emptied). */
+void mp_fsm_install(mp_pager *p, mp_fsmload *ld)
+{
+    free(p->groups);
+    free(p->bm);
+    p->groups = ld->groups;
+    p->bm = ld->bm;
+    p->groups_cap = ld->ngroups;
+    for (int l = 0; l <= MP_LMAX_LIMIT; l++) {
+        free(p->nodes[l]);
+        p->nodes[l] = ld->nodes[l];
+        p->ncount[l] = p->ncap[l] = ld->ncount[l];
+    }
+    p->page_count = p->d_page_count = ld->page_count;
+    p->ngroups = p->d_ngroups = ld->ngroups;
+    p->height = p->d_height = ld->height;
+    memcpy(p->fm_carry, ld->carry, (size_t)ld->ncarry * sizeof *p->fm_carry);
+    p->n_fm_carry = ld->ncarry;
+    memset(ld, 0, sizeof *ld);
+}

@@ -17,6 +17,7 @@
  *    object itself "calling 'alloc' on bad self (pager is read-only)".
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "lua.h"
@@ -40,21 +41,16 @@ int mpl_is_misuse(mp_err e)
 
 int mpl_fail(lua_State *L, mpl_pager *pg, mp_err e, int arg)
 {
+    /* The core's messages never name the function (csrc/error.c): the
+     * binding does, like luaL_argerror, for misuse and failures alike. */
+    char buf[512];
     const char *msg = (pg->p != NULL) ? mp_errmsg(pg->p) : NULL;
+    const char *name;
     if (msg == NULL || *msg == '\0')
         msg = mp_strerror(e);
-    if (mpl_is_misuse(e)) {
-        /* The core prefixes its messages with its function name ("begin:
-         * ..."); ours comes from mpl_argerror already. */
-        const char *s = msg;
-        while ((*s >= 'a' && *s <= 'z') || *s == '_')
-            s++;
-        if (s > msg && s[0] == ':' && s[1] == ' ')
-            msg = s + 2;
-        if (e == MP_EREADONLY)
-            msg = "pager is read-only";
+    if (mpl_is_misuse(e))
         return mpl_argerror(L, arg, msg);
-    }
+    snprintf(buf, sizeof buf, "%s", msg);   /* before any Lua call */
     /* The failed call may have rolled back (an auto-commit that failed, or
      * the open transaction): views of pages that vanished must die, and
      * writers of a transaction the core no longer has.  No Lua call before
@@ -69,8 +65,12 @@ int mpl_fail(lua_State *L, mpl_pager *pg, mp_err e, int arg)
             mpl_reg_sweep(pg);
         }
     }
+    name = mpl_funcname(L, NULL);
     lua_pushnil(L);
-    lua_pushstring(L, msg);     /* copied before any GC step */
+    if (name != NULL)
+        lua_pushfstring(L, "%s: %s", name, buf);
+    else
+        lua_pushstring(L, buf);
     lua_pushstring(L, mp_errname(e));
     return 3;
 }

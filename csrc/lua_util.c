@@ -53,18 +53,27 @@ static const char *binding_name(lua_State *L, int fn)
     return key_of(L, lua_gettop(L), fn);
 }
 
-int mpl_argerror(lua_State *L, int arg, const char *extramsg)
+const char *mpl_funcname(lua_State *L, int *method)
 {
     lua_Debug ar;
     const char *name = NULL;
-    int method = 0;
+    if (method != NULL)
+        *method = 0;
     luaL_checkstack(L, 8, NULL);
     if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "nf", &ar)) {
-        method = ar.namewhat != NULL && strcmp(ar.namewhat, "method") == 0;
+        if (method != NULL)
+            *method = ar.namewhat != NULL && strcmp(ar.namewhat, "method") == 0;
         name = binding_name(L, lua_gettop(L));
         if (name == NULL)
             name = ar.name;
     }
+    return name;
+}
+
+int mpl_argerror(lua_State *L, int arg, const char *extramsg)
+{
+    int method;
+    const char *name = mpl_funcname(L, &method);
     if (name == NULL)
         name = "?";
     if (method) {

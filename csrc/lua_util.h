@@ -32,6 +32,11 @@
  * with ':' gets luaL_argerror's numbering (self not counted, "calling
  * 'alloc' on bad self (...)").  Only the error path pays for the lookup. */
 int mpl_argerror(lua_State *L, int arg, const char *extramsg);
+/* The running function's name as mpl_argerror finds it, or NULL; *method
+ * (when not NULL) says whether it was called with ':'.  It leaves what it
+ * looked at on the stack (the name among it): call it before pushing
+ * results. */
+const char *mpl_funcname(lua_State *L, int *method);
 int mpl_typeerror(lua_State *L, int arg, const char *tname);
 void *mpl_checkudata(lua_State *L, int arg, const char *tname);
 

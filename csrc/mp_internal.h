@@ -1,16 +1,42 @@
 /*
  * mp_internal.h -- structures shared by the core's files (not installed).
  *
- * Who owns what:
- *   layout.c  geometry derived from the page size, page positions, header
- *             and root encoding, bitmap state helpers
- *   osfile.c  the file: open, lock, address reservation, mapping, growth,
- *             the one durability barrier
- *   fsm.c     the in-memory free-space map over the group bitmaps:
- *             alloc, free, pending frees, growth, iteration
- *   commit.c  transactions: commit, rollback, and open-time recovery
- *             (root selection and verification of everything below it)
- *   pager.c   the public C API, errors, auto-commit
+ * Who owns what, bottom to top (each file calls only files above it in
+ * this list, never one below: no circle):
+ *   error.c   errors: names and descriptions of the codes, the pager's
+ *             message (mp_fail), filling an mp_error, errno -> mp_err
+ *   crc32c.c  CRC32C (SSE4.2 or a table)
+ *   layout.c  geometry derived from the page size: reserved runs, where each
+ *             bitmap and index node lives, the index tree's shape, counting
+ *             bitmap states (pure arithmetic)
+ *   format.c  the on-disk encoding: metadata page headers, seals and checks,
+ *             the root's fields, seal and header rules; the entries' inline
+ *             accessors are in this header (pure byte work)
+ *   osfile.c  the file: address reservation, mapping, growth, the one
+ *             durability barrier, whole-page pread/pwrite, the test I/O hook
+ *   fsm.c     the free-space map over the group bitmaps, in memory: alloc,
+ *             free, pending frees, growth, iteration; loading it at open
+ *   ptable.c  the page table: protected-page entries, copy-on-write, its part
+ *             of a commit and of a rollback, loading it at open
+ *   commit.c  transactions: commit, rollback, and open-time recovery (root
+ *             selection, verify_root: root header, free-space map and page
+ *             table loads, their cross-check; clearing a rejected root)
+ *   check.c   the audit (mp_check, mp_check_each)
+ *   pager.c   the public C API but the audit: create/open/close, info,
+ *             regular and protected pages, transactions and the user root;
+ *             the pager's states, argument checks, auto-commit
+ *
+ * Dependency order (calls between the files; every file includes only this
+ * header, crc32c.h and system headers):
+ *   error.c, crc32c.c, layout.c   call no other core file
+ *   format.c   crc32c.c
+ *   osfile.c   error.c
+ *   fsm.c      error.c, layout.c, format.c, osfile.c
+ *   ptable.c   error.c, crc32c.c, layout.c, format.c, osfile.c, fsm.c
+ *   commit.c   error.c, layout.c, format.c, osfile.c, fsm.c, ptable.c
+ *   check.c    error.c, crc32c.c, layout.c, format.c, osfile.c, ptable.c
+ *   pager.c    error.c, layout.c, osfile.c, fsm.c, ptable.c, commit.c
+ * The Lua binding (csrc/lua_*.c) sits above and uses mappedpages.h only.
  *
  * See docs/FORMAT.md for the on-disk format these files implement.
  */
@@ -94,6 +120,7 @@ static inline uint64_t mp_root_room(uint32_t P, uint64_t used, uint32_t size, ui
 #define MP_H_TXN 8
 #define MP_H_LEVEL 16
 #define MP_H_INDEX 20
+#define MP_H_RESERVED 24            /* bytes [24, 32) are reserved, zero */
 
 /* bitmap states, 2 bits per page */
 enum { ST_FREE = 0, ST_REGULAR = 1, ST_SYSTEM = 2, ST_PENDING = 3 };
@@ -115,6 +142,93 @@ static inline uint64_t mp_ld64(const unsigned char *p) {
 }
 static inline void mp_st32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void mp_st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* Whether v is among the n values of list (short lists: carried entries). */
+static inline int mp_u64_in(const uint64_t *list, uint64_t n, uint64_t v) {
+    for (uint64_t i = 0; i < n; i++)
+        if (list[i] == v)
+            return 1;
+    return 0;
+}
+
+/* ---- error.c: errors (the bottom: every other file uses it) ------------
+ * Messages name what failed and why, never the API function (the caller,
+ * or the Lua binding, adds that). */
+
+/* Set the pager's message (mp_errmsg) and return code. */
+mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The one way to fill an mp_error (NULL: nothing): code, sys_errno and the
+ * message "path: what" (": strerror(sys_errno)" added when nonzero). */
+mp_err mp_set_error(mp_error *err, mp_err code, int sys_errno, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+mp_err mp_err_from_errno(int e);
+/* snprintf for messages: truncation is acceptable, never an overflow */
+void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- format.c: encoding of metadata pages and roots --------------------
+ * Every byte of a metadata page or root is written and read through these
+ * (and the field offsets above); docs/FORMAT.md is the reference. */
+
+int mp_all_zero(const unsigned char *b, size_t n);
+
+/* A metadata page: zeros, then the header {type, txn, level, index};
+ * sealed (its CRC put in the header, returned) once its body is written. */
+void mp_meta_init(unsigned char *page, uint32_t P, uint32_t type, uint64_t txn, uint32_t level,
+                  uint64_t index);
+uint32_t mp_meta_seal(unsigned char *page, uint32_t P);
+/* NULL when a metadata page passes its checks (header, CRC, not newer than
+ * root_txn, the CRC its parent records), else why not (open, audit). */
+const char *mp_meta_problem(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
+                            uint64_t index, uint32_t want_crc, uint64_t root_txn);
+
+/* The root's header fields. */
+typedef struct mp_rootfields {
+    int magic;                         /* got only: the magic is there */
+    uint32_t version, page_size;       /* got only (mp_root_init puts them) */
+    uint32_t flags;                    /* zero in version 1 */
+    uint64_t txn, page_count, user_root;
+    uint32_t height;                   /* index levels above the bitmaps */
+    uint32_t pt_height;                /* page-table levels above the leaves */
+    uint64_t pt_pids, pt_count, pt_tree_pids;
+    uint32_t pt_top, pt_top_crc;       /* the top page-table page */
+    uint32_t pt_ndelta;                /* page-table entries carried */
+    uint32_t fm_ncarry;                /* free-map entries carried */
+} mp_rootfields;
+/* A root page: zeros, then magic, version and page size. */
+void mp_root_init(unsigned char *root, uint32_t P);
+void mp_root_put(unsigned char *root, const mp_rootfields *f);
+void mp_root_get(const unsigned char *root, mp_rootfields *f);
+uint32_t mp_root_seal(unsigned char *root, uint32_t P);
+int mp_root_sealed(const unsigned char *root, uint32_t P);   /* its CRC is right */
+/* NULL when the header rules that need only the root hold, else why not. */
+const char *mp_root_problem(const unsigned char *root, const mp_rootfields *f);
+/* Bytes at the end of the root that the page-table entries take (the
+ * free-map entries come before them, the top entries end before both). */
+uint64_t mp_root_pt_tail(const mp_rootfields *f, uint32_t P);
+
+/* Entries.  {crc, slot}: index-node and root top entries, naming a child
+ * bitmap or node slot. */
+static inline void mp_put_entry(unsigned char *at, uint32_t crc, unsigned slot) {
+    mp_st32(at, crc); mp_st32(at + 4, slot);
+}
+static inline uint32_t mp_entry_crc(const unsigned char *at) { return mp_ld32(at); }
+static inline uint32_t mp_entry_slot(const unsigned char *at) { return mp_ld32(at + 4); }
+/* {pgno, crc}: page-table node children and the root's top page-table page. */
+static inline void mp_put_ptref(unsigned char *at, uint32_t pgno, uint32_t crc) {
+    mp_st32(at, pgno); mp_st32(at + 4, crc);
+}
+static inline uint32_t mp_ptref_pgno(const unsigned char *at) { return mp_ld32(at); }
+static inline uint32_t mp_ptref_crc(const unsigned char *at) { return mp_ld32(at + 4); }
+/* Offset of the i-th page-table entry a root carries ({pid u64, entry},
+ * from the page's end), and of its i-th free-map entry (u64 page << 2 |
+ * state, before the ndelta page-table entries). */
+static inline uint64_t mp_delta_off(uint32_t P, uint64_t i) { return P - MP_PT_DELTA_SIZE * (i + 1); }
+static inline uint64_t mp_carry_off(uint32_t P, uint64_t ndelta, uint64_t i) {
+    return P - MP_PT_DELTA_SIZE * ndelta - MP_FM_CARRY_SIZE * (i + 1);
+}
+static inline void mp_put_carry(unsigned char *at, uint64_t pgno, unsigned st) { mp_st64(at, pgno << 2 | st); }
+static inline uint64_t mp_carry_pgno(const unsigned char *at) { return mp_ld64(at) >> 2; }
+static inline unsigned mp_carry_state(const unsigned char *at) { return (unsigned)(mp_ld64(at) & 3); }
 
 /* ---- geometry ---------------------------------------------------------- */
 
@@ -182,6 +296,17 @@ typedef struct mp_ptent {
     uint64_t txn;      /* transaction that last changed the entry; d_txn + 1
                         * while the open transaction has changed it */
 } mp_ptent;
+/* (format.c) A page-table entry on disk, in a leaf or after the pid of an
+ * entry the root carries; a free pid is all zeros, whatever its txn. */
+static inline void mp_put_ptent(unsigned char *at, const mp_ptent *e) {
+    int used = e->pgno != MP_PT_FREE;
+    mp_st32(at, e->pgno);
+    mp_st32(at + 4, used ? e->crc : 0);
+    mp_st64(at + 8, used ? e->txn : 0);
+}
+static inline mp_ptent mp_get_ptent(const unsigned char *at) {
+    return (mp_ptent){ mp_ld32(at), mp_ld32(at + 4), mp_ld64(at + 8) };
+}
 
 typedef struct mp_ptnode {    /* a page-table page (leaf or node) */
     uint32_t pgno, crc;       /* durable */
@@ -279,16 +404,6 @@ struct mp_pager {
     char errmsg[512];
 };
 
-/* pager.c */
-mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* A mutation may start (not read-only, not poisoned); names fn in errors. */
-mp_err mp_writable(mp_pager *p, const char *fn);
-/* End of a mutating call: outside a transaction commit it, or roll it back
- * if rc is an error. */
-mp_err mp_finish(mp_pager *p, mp_err rc);
-/* snprintf for messages: truncation is acceptable, never an overflow */
-void mp_msg(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* osfile.c */
 mp_err mp_os_reserve(mp_pager *p, uint64_t want, uint64_t at_least, mp_error *err);
@@ -299,7 +414,6 @@ void mp_os_unmap(mp_pager *p);
 /* Whole-page metadata I/O: 0 or an errno value. */
 int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf);
 int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf);
-mp_err mp_err_from_errno(int e);
 uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes);
 
 /* fsm.c */
@@ -339,6 +453,22 @@ mp_err mp_fsm_alloc_system(mp_pager *p, mp_pgno *out);
  * that follow cannot fail half-way. */
 mp_err mp_fsm_reserve(mp_pager *p, uint64_t undo_n, uint64_t pending_n);
 mp_err mp_fsm_release_system(mp_pager *p, mp_pgno id);
+/* open: verify the free-space map a root names (top entries, index nodes,
+ * bitmaps, carried entries) into ld; install makes it the pager's. */
+typedef struct mp_fsmload {     /* a verified map, before it becomes the pager's */
+    uint64_t page_count, ngroups;
+    uint32_t height;
+    mp_group *groups;
+    uint64_t *bm;               /* the bitmaps with the carried entries applied */
+    mp_node *nodes[MP_LMAX_LIMIT + 1];
+    uint64_t ncount[MP_LMAX_LIMIT + 1];
+    uint64_t carry[MP_FM_CARRY_MAX], ncarry;   /* pages of the carried entries */
+    uint64_t extra_system;      /* system pages outside the reserved runs */
+} mp_fsmload;
+int mp_fsm_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f, mp_fsmload *ld,
+                char *why, size_t wl);
+void mp_fsm_install(mp_pager *p, mp_fsmload *ld);
+void mp_fsmload_free(mp_fsmload *ld);
 mp_err mp_hbits_init(mp_hbits *h, uint64_t nbits);
 mp_err mp_hbits_grow(mp_hbits *h, uint64_t nbits);
 void mp_hbits_free(mp_hbits *h);
@@ -353,26 +483,30 @@ typedef struct mp_ptload {      /* a verified table, before it becomes the pager
     mp_ptnode *ptn[MP_PT_LEVELS + 1];
     uint64_t ptn_count[MP_PT_LEVELS + 1];
 } mp_ptload;
+/* The working table's changes under mp_alloc_protected, mp_free_protected
+ * and the writes (pager.c checks the arguments and auto-commits): take the
+ * lowest free pid (it reads as zeros); free an allocated pid; give pid a
+ * page of its own in this transaction (T1), copying its content unless
+ * `whole` (then *out is NULL: the caller writes all of page *pgno). */
+mp_err mp_pt_alloc(mp_pager *p, mp_pgno *out);
+mp_err mp_pt_free(mp_pager *p, mp_pgno pid);
+mp_err mp_pt_cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_pgno *pgno);
 /* Entries a page-table leaf holds (fewer in MP_TEST_FANOUT builds). */
 uint64_t mp_pt_leaf_cap(const mp_geom *g);
 void mp_pt_free_all(mp_pager *p);
 mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn);   /* before the bitmaps */
-void mp_pt_put_root(const mp_pager *p, unsigned char *root);
+/* The page-table fields of the root this commit writes into f, and the
+ * entries it carries at the end of root. */
+void mp_pt_put_root(const mp_pager *p, unsigned char *root, mp_rootfields *f);
 void mp_pt_committed(mp_pager *p);
 void mp_pt_rollback(mp_pager *p);
 /* open: verify the page table a root names; on success the pager's
  * in-memory table is replaced.  refs collects every page it references
  * (node pages and contents) for the bitmap cross-check. */
-int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64_t page_count,
+int mp_pt_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f,
                mp_ptload *ld, uint64_t **refs, uint64_t *nrefs, char *why, size_t wl);
 void mp_pt_install(mp_pager *p, mp_ptload *ld);
 void mp_ptload_free(mp_ptload *ld);
-/* NULL when a metadata page passes its checks, else why not (open, audit). */
-const char *mp_meta_problem(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
-                            uint64_t index, uint32_t want_crc, uint64_t root_txn);
-/* Bytes at the end of the root that the page-table deltas take (so the
- * free-space map's top entries must end before them). */
-uint64_t mp_pt_root_tail(const unsigned char *root, uint32_t P);
 mp_err mp_pt_init_free(mp_pager *p);
 int mp_pt_changed(const mp_pager *p);
 

@@ -30,24 +30,6 @@ void mp_set_io_hook(mp_io_hook hook, void *ctx)
     g_hook_ctx = ctx;
 }
 
-mp_err mp_err_from_errno(int e)
-{
-    switch (e) {
-    case ENOSPC:
-#ifdef EDQUOT
-    case EDQUOT:
-#endif
-        return MP_ENOSPC;
-    case ENOMEM: return MP_ENOMEM;
-    case ENOENT: return MP_ENOENT;
-    case EACCES: case EPERM: case EROFS: return MP_EACCES;
-    case EEXIST: return MP_EEXIST;
-    case EISDIR: return MP_EISDIR;
-    case EFBIG: return MP_EFULL;
-    default: return MP_EIO;
-    }
-}
-
 /* The one place a barrier is issued.  fdatasync covers writes made through
  * the shared mapping too (Linux writes back the file's dirty page cache
  * whichever way it was dirtied) and the file size. */
@@ -111,14 +93,8 @@ mp_err mp_os_reserve(mp_pager *p, uint64_t want, uint64_t at_least, mp_error *er
         if (want < at_least)
             want = at_least;
     }
-    if (err) {
-        err->code = MP_ENOMEM;
-        err->sys_errno = errno;
-        snprintf(err->msg, sizeof err->msg,
-                 "%s: cannot reserve %llu bytes of address space", p->path,
-                 (unsigned long long)at_least);
-    }
-    return MP_ENOMEM;
+    return mp_set_error(err, MP_ENOMEM, errno, p->path, "cannot reserve %llu bytes of address space",
+                        (unsigned long long)at_least);
 }
 
 /* Map the file over the reservation up to bytes (rounded to the OS page). */

@@ -1,10 +1,56 @@
 /*
  * pager.c -- the public C API (mappedpages.h): create/open/close, errors,
- * info, regular pages, transactions and the user root.
+ * info, regular pages, protected pages, transactions and the user root.
  *
- * Every mutation runs in the working state (fsm.c); outside an explicit
- * transaction it is committed at once ("auto-commit") or, if it failed,
- * rolled back, so a failed call changes nothing.
+ * Every mutation runs in the working state (fsm.c, ptable.c); outside an
+ * explicit transaction it is committed at once ("auto-commit", finish())
+ * or, if it failed, rolled back, so a failed call changes nothing.
+ *
+ * The pager's states (mp_pager fields that tell them apart):
+ *
+ *   state      in_txn  changed  poisoned   what holds
+ *   CLEAN        0        0        0       working state == durable state:
+ *                                          no dirty group, undo and pending
+ *                                          lists empty (fsm.c F5, ptable.c T3)
+ *   CHANGED      0        1        0       inside one mutating call outside
+ *                                          a transaction (auto-commit)
+ *   TXN          1       0|1       0       an explicit transaction is open;
+ *                                          changed once it changed anything
+ *   POISONED    0|1      0|1       1       a write or barrier of a commit
+ *                                          failed (C4, commit.c): memory was
+ *                                          rolled back to the durable state
+ *                                          (index nodes may keep the failed
+ *                                          commit's CRCs, never used again);
+ *                                          reads, rollback and close only
+ *   A read-only pager is CLEAN for good: writable() refuses every mutation.
+ *   The order_writes request (mp_order_writes) is not a state: it stays
+ *   until the next barrier covers it.
+ *
+ * Transitions, and the function behind each:
+ *
+ *   (none)   -> CLEAN     mp_create: mp_write_initial (commit.c), the
+ *                         creating commit; mp_open: mp_recover (commit.c),
+ *                         root selection, verification, clearing (C5)
+ *   CLEAN    -> CHANGED   any mutation outside a transaction (mp_alloc,
+ *                         mp_free, mp_alloc_bulk, mp_free_bulk, mp_set_root,
+ *                         mp_alloc_protected, mp_free_protected,
+ *                         mp_write_protected), after writable()
+ *   CHANGED  -> CLEAN     finish(): mp_txn_commit (commit.c) when the call
+ *                         succeeded, mp_txn_rollback when it or the commit
+ *                         failed
+ *   CLEAN    -> TXN       mp_begin
+ *   TXN      -> TXN       mutations (finish() leaves the transaction open;
+ *                         a failing call alone has no effect)
+ *   TXN      -> CLEAN     mp_commit: mp_txn_commit, and mp_txn_rollback if
+ *                         it failed; mp_rollback: mp_txn_rollback
+ *   CHANGED  -> POISONED  mp_txn_commit when a write or the barrier fails
+ *   TXN      -> POISONED  (then finish() or mp_commit rolls memory back);
+ *                         mp_write_protected when its pwrite fails inside
+ *                         a transaction
+ *   POISONED -> POISONED  mutations and commits fail with MP_EPOISONED
+ *                         (writable(), mp_txn_commit); mp_rollback ends
+ *                         the transaction
+ *   any      -> (none)    mp_close (mp_txn_rollback first when changed)
  */
 #include "mp_internal.h"
 
@@ -18,74 +64,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-/* ---- errors ------------------------------------------------------------ */
-
-static const struct { const char *name, *desc; } ERRS[MP_ERR_COUNT] = {
-    [MP_OK] = { "ok", "no error" },
-    [MP_EINVAL] = { "invalid", "invalid argument" },
-    [MP_EEXIST] = { "exists", "file already exists" },
-    [MP_ENOENT] = { "not_found", "no such file" },
-    [MP_EACCES] = { "access", "permission denied" },
-    [MP_EISDIR] = { "is_dir", "is a directory" },
-    [MP_ENOTMP] = { "not_mappedpages", "not a mappedpages file" },
-    [MP_EVERSION] = { "version", "unsupported format version" },
-    [MP_ECORRUPT] = { "corrupt", "file is corrupt" },
-    [MP_ELOCKED] = { "locked", "file is locked by another pager" },
-    [MP_EIO] = { "io", "I/O error" },
-    [MP_ENOSPC] = { "no_space", "no space left on device" },
-    [MP_ENOMEM] = { "no_memory", "out of memory or address space" },
-    [MP_EFULL] = { "full", "the file cannot grow further" },
-    [MP_EREADONLY] = { "readonly", "pager is read-only" },
-    [MP_ERANGE] = { "range", "page id out of range" },
-    [MP_ERESERVED] = { "reserved", "page is used by the file itself" },
-    [MP_ENOTALLOC] = { "not_allocated", "page is not allocated" },
-    [MP_EDUP] = { "duplicate", "the same page twice" },
-    [MP_ETXN] = { "transaction", "transaction misuse" },
-    [MP_EPOISONED] = { "poisoned", "an earlier write failed; reopen the file" },
-};
-
-const char *mp_strerror(mp_err err)
-{
-    return (unsigned)err < MP_ERR_COUNT ? ERRS[err].desc : "unknown error";
-}
-
-const char *mp_errname(mp_err err)
-{
-    return (unsigned)err < MP_ERR_COUNT ? ERRS[err].name : "unknown";
-}
-
-mp_err mp_fail(mp_pager *p, mp_err code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-const char *mp_errmsg(const mp_pager *p) { return p->errmsg; }
-
-void mp_msg(char *dst, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(dst, size, fmt, ap);
-    va_end(ap);
-}
-
-static mp_err set_error(mp_error *err, mp_err code, int sys, const char *path, const char *what)
-{
-    if (err) {
-        err->code = code;
-        err->sys_errno = sys;
-        if (sys)
-            mp_msg(err->msg, sizeof err->msg, "%s: %s: %s", path, what, strerror(sys));
-        else
-            mp_msg(err->msg, sizeof err->msg, "%s: %s", path, what);
-    }
-    return code;
-}
-
 /* ---- lifecycle --------------------------------------------------------- */
 
 
@@ -96,7 +74,7 @@ static mp_pager *pager_new(const char *path, mp_error *err)
         p->path = strdup(path);
     if (!p || !p->path) {
         free(p);
-        set_error(err, MP_ENOMEM, 0, path, "out of memory");
+        mp_set_error(err, MP_ENOMEM, 0, path, "out of memory");
         return NULL;
     }
     p->fd = -1;
@@ -142,10 +120,10 @@ static int take_lock(int fd, int readonly)
 static mp_err lock_error(mp_error *err, int e, const char *path, int readonly)
 {
     if (e == EWOULDBLOCK)
-        return set_error(err, MP_ELOCKED, 0, path,
-                         readonly ? "file is locked: a writer has it open"
-                                  : "file is locked: another pager (writer or reader) has it open");
-    return set_error(err, mp_err_from_errno(e), e, path, "flock");
+        return mp_set_error(err, MP_ELOCKED, 0, path, "%s",
+                            readonly ? "file is locked: a writer has it open"
+                                     : "file is locked: another pager (writer or reader) has it open");
+    return mp_set_error(err, mp_err_from_errno(e), e, path, "flock");
 }
 
 mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_error *err)
@@ -154,11 +132,9 @@ mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_er
     if (err)
         memset(err, 0, sizeof *err);
     uint32_t P = opts && opts->page_size ? opts->page_size : MP_DEFAULT_PAGE_SIZE;
-    if (!mp_page_size_valid(P)) {
-        char d[120];
-        snprintf(d, sizeof d, "page size must be a power of two from 1024 to 65536 (got %u)", P);
-        return set_error(err, MP_EINVAL, 0, path, d);
-    }
+    if (!mp_page_size_valid(P))
+        return mp_set_error(err, MP_EINVAL, 0, path,
+                            "page size must be a power of two from 1024 to 65536 (got %u)", P);
     mp_pager *p = pager_new(path, err);
     if (!p)
         return MP_ENOMEM;
@@ -166,7 +142,7 @@ mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_er
     if (p->fd < 0) {
         int e = errno;
         pager_free(p);
-        return set_error(err, mp_err_from_errno(e), e, path, "create");
+        return mp_set_error(err, mp_err_from_errno(e), e, path, "create");
     }
     mp_err rc;
     int e = take_lock(p->fd, 0);
@@ -185,12 +161,12 @@ mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_er
     if (rc == MP_OK)
         rc = mp_write_initial(p);
     if (rc != MP_OK) {
-        set_error(err, rc, 0, path, p->errmsg[0] ? p->errmsg : mp_strerror(rc));
+        mp_set_error(err, rc, 0, path, "%s", p->errmsg[0] ? p->errmsg : mp_strerror(rc));
         goto fail;
     }
     e = sync_parent_dir(path);
     if (e) {
-        rc = set_error(err, mp_err_from_errno(e), e, path, "fsync of the directory");
+        rc = mp_set_error(err, mp_err_from_errno(e), e, path, "fsync of the directory");
         goto fail;
     }
     *out = p;
@@ -218,21 +194,21 @@ mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out, mp_erro
     p->fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
     if (p->fd < 0) {
         int e = errno;
-        rc = set_error(err, mp_err_from_errno(e), e, path, "open");
+        rc = mp_set_error(err, mp_err_from_errno(e), e, path, "open");
         goto fail;
     }
     struct stat st;
     if (fstat(p->fd, &st) != 0) {
         int e = errno;
-        rc = set_error(err, mp_err_from_errno(e), e, path, "fstat");
+        rc = mp_set_error(err, mp_err_from_errno(e), e, path, "fstat");
         goto fail;
     }
     if (S_ISDIR(st.st_mode)) {
-        rc = set_error(err, MP_EISDIR, 0, path, "is a directory, not a mappedpages file");
+        rc = mp_set_error(err, MP_EISDIR, 0, path, "is a directory, not a mappedpages file");
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
-        rc = set_error(err, MP_ENOTMP, 0, path, "not a regular file");
+        rc = mp_set_error(err, MP_ENOTMP, 0, path, "not a regular file");
         goto fail;
     }
     int e = take_lock(p->fd, readonly);
@@ -242,11 +218,11 @@ mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out, mp_erro
     }
     p->file_bytes = (uint64_t)st.st_size;
     if (p->file_bytes == 0) {
-        rc = set_error(err, MP_ENOTMP, 0, path, "empty file, not a mappedpages file");
+        rc = mp_set_error(err, MP_ENOTMP, 0, path, "empty file, not a mappedpages file");
         goto fail;
     }
     if (p->file_bytes < 2 * MP_MIN_PAGE_SIZE) {
-        rc = set_error(err, MP_ENOTMP, 0, path, "file too short to hold the root slots, not a mappedpages file");
+        rc = mp_set_error(err, MP_ENOTMP, 0, path, "file too short to hold the root slots, not a mappedpages file");
         goto fail;
     }
     p->opt_max_bytes = opts ? opts->max_bytes : 0;
@@ -333,19 +309,20 @@ int mp_next_page(const mp_pager *p, mp_pgno from, mp_pgno *out)
 
 /* ---- mutation ---------------------------------------------------------- */
 
-mp_err mp_writable(mp_pager *p, const char *fn)
+/* A mutation may start (not read-only, not poisoned). */
+static mp_err writable(mp_pager *p)
 {
     if (p->readonly)
-        return mp_fail(p, MP_EREADONLY, "%s: pager is read-only", fn);
+        return mp_fail(p, MP_EREADONLY, "pager is read-only");
     if (p->poisoned)
         return mp_fail(p, MP_EPOISONED,
-                       "%s: %s: an earlier write failed; the pager refuses changes until reopened", fn, p->path);
+                       "%s: an earlier write failed; the pager refuses changes until reopened", p->path);
     return MP_OK;
 }
 
-/* End of a mutating call: outside an explicit transaction, commit it or,
- * if it failed, drop it. */
-mp_err mp_finish(mp_pager *p, mp_err rc)
+/* Auto-commit, the one place: the end of every mutating call.  Outside an
+ * explicit transaction, commit it or, if it failed, drop it. */
+static mp_err finish(mp_pager *p, mp_err rc)
 {
     if (p->in_txn)
         return rc;
@@ -358,18 +335,18 @@ mp_err mp_finish(mp_pager *p, mp_err rc)
     return rc;
 }
 
-static mp_err page_error(mp_pager *p, const char *fn, mp_pgno id, mp_err rc)
+static mp_err page_error(mp_pager *p, mp_pgno id, mp_err rc)
 {
     switch (rc) {
     case MP_ERANGE:
-        return mp_fail(p, rc, "%s: page %llu is out of range (the file has %llu pages)", fn,
+        return mp_fail(p, rc, "page %llu is out of range (the file has %llu pages)",
                        (unsigned long long)id, (unsigned long long)p->page_count);
     case MP_ERESERVED:
-        return mp_fail(p, rc, "%s: page %llu is used by the file itself", fn, (unsigned long long)id);
+        return mp_fail(p, rc, "page %llu is used by the file itself", (unsigned long long)id);
     default: {
         unsigned st = ST_FREE;
         mp_fsm_state(p, id, &st);
-        return mp_fail(p, rc, "%s: page %llu is not allocated%s", fn, (unsigned long long)id,
+        return mp_fail(p, rc, "page %llu is not allocated%s", (unsigned long long)id,
                        st == ST_PENDING ? " (already freed in this transaction)" : " (double free?)");
     }
     }
@@ -377,21 +354,21 @@ static mp_err page_error(mp_pager *p, const char *fn, mp_pgno id, mp_err rc)
 
 mp_err mp_alloc(mp_pager *p, mp_pgno *out)
 {
-    mp_err rc = mp_writable(p, "alloc");
+    mp_err rc = writable(p);
     if (rc != MP_OK)
         return rc;
-    return mp_finish(p, mp_fsm_alloc(p, out));
+    return finish(p, mp_fsm_alloc(p, out));
 }
 
 mp_err mp_free(mp_pager *p, mp_pgno id)
 {
-    mp_err rc = mp_writable(p, "free");
+    mp_err rc = writable(p);
     if (rc != MP_OK)
         return rc;
     rc = mp_check_page(p, id);
     if (rc != MP_OK)
-        return page_error(p, "free", id, rc);
-    return mp_finish(p, mp_fsm_mark_free(p, id));
+        return page_error(p, id, rc);
+    return finish(p, mp_fsm_mark_free(p, id));
 }
 
 /* Pages growth may add: within MP_MAX_PAGES and the address reservation
@@ -417,7 +394,7 @@ uint64_t mp_alloc_room(const mp_pager *p)
 
 mp_err mp_alloc_check(mp_pager *p, uint64_t n)
 {
-    mp_err rc = mp_writable(p, "alloc_bulk");
+    mp_err rc = writable(p);
     if (rc != MP_OK)
         return rc;
     uint64_t limit, disk;
@@ -427,12 +404,12 @@ mp_err mp_alloc_check(mp_pager *p, uint64_t n)
     /* what stops it: the file's own limit (full, like mp_alloc), or the disk */
     if (n - p->free_total > limit)
         return mp_fail(p, MP_EFULL,
-                       "%s: alloc_bulk: %llu pages do not fit (%llu free, the file can grow by %llu more%s)",
+                       "%s: %llu pages do not fit (%llu free, the file can grow by %llu more%s)",
                        p->path, (unsigned long long)n, (unsigned long long)p->free_total,
                        (unsigned long long)limit,
                        p->reserve_bytes / p->geom.P < MP_MAX_PAGES ? ": address space reservation, see max_bytes"
                                                                   : ": the 2^32-page limit");
-    return mp_fail(p, MP_ENOSPC, "%s: alloc_bulk: %llu pages do not fit (%llu free, the disk has room for %llu more)",
+    return mp_fail(p, MP_ENOSPC, "%s: %llu pages do not fit (%llu free, the disk has room for %llu more)",
                    p->path, (unsigned long long)n, (unsigned long long)p->free_total,
                    (unsigned long long)disk);
 }
@@ -454,60 +431,159 @@ mp_err mp_alloc_bulk(mp_pager *p, size_t n, mp_pgno *out)
     if (rc != MP_OK)
         while (done > 0)
             mp_fsm_unalloc(p, out[--done]);
-    return mp_finish(p, rc);
+    return finish(p, rc);
 }
 
 mp_err mp_free_bulk(mp_pager *p, size_t n, const mp_pgno *ids)
 {
-    mp_err rc = mp_writable(p, "free_bulk");
+    mp_err rc = writable(p);
     if (rc != MP_OK || n == 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
         rc = mp_check_page(p, ids[i]);
         if (rc != MP_OK)
-            return page_error(p, "free_bulk", ids[i], rc);
+            return page_error(p, ids[i], rc);
     }
     size_t done = 0;
     for (; done < n; done++) {
         unsigned st = ST_FREE;
         mp_fsm_state(p, ids[done], &st);
         if (st != ST_REGULAR) {
-            rc = mp_fail(p, MP_EDUP, "free_bulk: page %llu appears twice", (unsigned long long)ids[done]);
+            rc = mp_fail(p, MP_EDUP, "page %llu appears twice", (unsigned long long)ids[done]);
             break;
         }
         rc = mp_fsm_mark_free(p, ids[done]);
         if (rc != MP_OK)
             break;
     }
-    if (rc != MP_OK) {
+    if (rc != MP_OK)
         while (done > 0)
             mp_fsm_unmark_free(p, ids[--done]);
-        if (!p->in_txn)
-            mp_txn_rollback(p);
-        return rc;
-    }
-    return mp_finish(p, MP_OK);
+    return finish(p, rc);
 }
 
 mp_err mp_set_root(mp_pager *p, uint64_t value)
 {
-    mp_err rc = mp_writable(p, "set_root");
+    mp_err rc = writable(p);
     if (rc != MP_OK)
         return rc;
     p->user_root = value;
     p->changed = 1;
-    return mp_finish(p, MP_OK);
+    return finish(p, MP_OK);
+}
+
+/* ---- protected pages (the mechanism: ptable.c) -------------------------- */
+
+static mp_err pid_error(mp_pager *p, mp_pgno pid, mp_err rc)
+{
+    if (rc == MP_ERANGE)
+        return mp_fail(p, rc, "protected page %llu does not exist (pids are below %llu)",
+                       (unsigned long long)pid, (unsigned long long)p->pid_limit);
+    return mp_fail(p, rc, "protected page %llu is not allocated%s", (unsigned long long)pid,
+                   pid < p->pid_limit && p->pt[pid].txn == p->d_txn + 1
+                       ? " (freed in this transaction)" : " (double free?)");
+}
+
+mp_err mp_check_protected(const mp_pager *p, mp_pgno pid)
+{
+    if (pid >= p->pid_limit)
+        return MP_ERANGE;
+    return p->pt[pid].pgno == MP_PT_FREE ? MP_ENOTALLOC : MP_OK;
+}
+
+const void *mp_protected_ptr(const mp_pager *p, mp_pgno pid)
+{
+    if (pid >= p->pid_limit)
+        return NULL;
+    uint32_t pg = p->pt[pid].pgno;
+    if (pg == MP_PT_FREE)
+        return NULL;
+    if (pg == MP_PT_ZERO)
+        return p->zeros;
+    return mp_page(p, pg);
+}
+
+int mp_next_protected(const mp_pager *p, mp_pgno from, mp_pgno *out)
+{
+    for (uint64_t pid = from; pid < p->pid_limit; pid++)
+        if (p->pt[pid].pgno != MP_PT_FREE) {
+            *out = pid;
+            return 1;
+        }
+    return 0;
+}
+
+mp_err mp_alloc_protected(mp_pager *p, mp_pgno *out)
+{
+    mp_err rc = writable(p);
+    if (rc != MP_OK)
+        return rc;
+    return finish(p, mp_pt_alloc(p, out));
+}
+
+mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
+{
+    mp_err rc = writable(p);
+    if (rc != MP_OK)
+        return rc;
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, pid, rc);
+    return finish(p, mp_pt_free(p, pid));
+}
+
+mp_err mp_protected_write_ptr(mp_pager *p, mp_pgno pid, void **out)
+{
+    mp_err rc = writable(p);
+    if (rc != MP_OK)
+        return rc;
+    if (!p->in_txn)
+        return mp_fail(p, MP_ETXN, "in-place writes need an open transaction");
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, pid, rc);
+    unsigned char *page;
+    mp_pgno pg;
+    rc = mp_pt_cow(p, pid, 0, &page, &pg);
+    if (rc == MP_OK)
+        *out = page;
+    return rc;
+}
+
+mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf)
+{
+    mp_err rc = writable(p);
+    if (rc != MP_OK)
+        return rc;
+    rc = mp_check_protected(p, pid);
+    if (rc != MP_OK)
+        return pid_error(p, pid, rc);
+    /* The whole page is replaced: nothing to copy, and pwrite spares the
+     * mapping a write fault now and write-protection at the barrier. */
+    unsigned char *page;
+    mp_pgno pg;
+    rc = mp_pt_cow(p, pid, 1, &page, &pg);
+    if (rc == MP_OK) {
+        int e = mp_os_write_page(p, pg, buf);
+        if (e && p->in_txn)   /* the transaction's copy of pid is unknown now: it must not commit */
+            p->poisoned = 1;
+        if (e)
+            rc = mp_fail(p, mp_err_from_errno(e), "%s: writing protected page %llu: %s%s", p->path,
+                         (unsigned long long)pid, strerror(e),
+                         p->in_txn ? "; the transaction can only roll back, reopen the file" : "");
+    }
+    return finish(p, rc);
 }
 
 /* ---- transactions ------------------------------------------------------ */
 
 mp_err mp_begin(mp_pager *p)
 {
-    mp_err rc = mp_writable(p, "begin");
+    mp_err rc = writable(p);
     if (rc != MP_OK)
         return rc;
     if (p->in_txn)
-        return mp_fail(p, MP_ETXN, "begin: a transaction is already open (transactions do not nest)");
+        return mp_fail(p, MP_ETXN, "a transaction is already open (transactions do not nest)");
     p->in_txn = 1;
     return MP_OK;
 }
@@ -515,7 +591,7 @@ mp_err mp_begin(mp_pager *p)
 mp_err mp_commit(mp_pager *p)
 {
     if (!p->in_txn)
-        return mp_fail(p, MP_ETXN, "commit: no transaction is open");
+        return mp_fail(p, MP_ETXN, "no transaction is open");
     mp_err rc = mp_txn_commit(p);
     if (rc != MP_OK)
         mp_txn_rollback(p);
@@ -532,7 +608,7 @@ void mp_order_writes(mp_pager *p)
 mp_err mp_rollback(mp_pager *p)
 {
     if (!p->in_txn)
-        return mp_fail(p, MP_ETXN, "rollback: no transaction is open");
+        return mp_fail(p, MP_ETXN, "no transaction is open");
     mp_txn_rollback(p);
     p->in_txn = 0;
     return MP_OK;

@@ -8,6 +8,10 @@
  * pages: leaves of (P-32)/16 entries, nodes of (P-32)/8 {pgno, crc}
  * children, the top named by the root (docs/FORMAT.md, "Protected pages").
  *
+ * The public functions (mp_alloc_protected...) are in pager.c, with the
+ * other API calls' checks and auto-commit; this file is the mechanism
+ * under them: the table in memory, copy-on-write, commit, rollback, load.
+ *
  * Invariants:
  *   T1  The content of a pid is never written in place once durable: the
  *       first write of a transaction copies it to a fresh page (state
@@ -159,58 +163,16 @@ void mp_pt_free_all(mp_pager *p)
     p->zeros = NULL;
 }
 
-/* ---- the API ----------------------------------------------------------- */
+/* ---- the mechanism under the API (pager.c) ------------------------------ */
 
-static mp_err pid_error(mp_pager *p, const char *fn, mp_pgno pid, mp_err rc)
+mp_err mp_pt_alloc(mp_pager *p, mp_pgno *out)
 {
-    if (rc == MP_ERANGE)
-        return mp_fail(p, rc, "%s: protected page %llu does not exist (pids are below %llu)", fn,
-                       (unsigned long long)pid, (unsigned long long)p->pid_limit);
-    return mp_fail(p, rc, "%s: protected page %llu is not allocated%s", fn, (unsigned long long)pid,
-                   pid < p->pid_limit && p->pt[pid].txn == cur_txn(p)
-                       ? " (freed in this transaction)" : " (double free?)");
-}
-
-mp_err mp_check_protected(const mp_pager *p, mp_pgno pid)
-{
-    if (pid >= p->pid_limit)
-        return MP_ERANGE;
-    return p->pt[pid].pgno == MP_PT_FREE ? MP_ENOTALLOC : MP_OK;
-}
-
-const void *mp_protected_ptr(const mp_pager *p, mp_pgno pid)
-{
-    if (pid >= p->pid_limit)
-        return NULL;
-    uint32_t pg = p->pt[pid].pgno;
-    if (pg == MP_PT_FREE)
-        return NULL;
-    if (pg == MP_PT_ZERO)
-        return p->zeros;
-    return mp_page(p, pg);
-}
-
-int mp_next_protected(const mp_pager *p, mp_pgno from, mp_pgno *out)
-{
-    for (uint64_t pid = from; pid < p->pid_limit; pid++)
-        if (p->pt[pid].pgno != MP_PT_FREE) {
-            *out = pid;
-            return 1;
-        }
-    return 0;
-}
-
-mp_err mp_alloc_protected(mp_pager *p, mp_pgno *out)
-{
-    mp_err rc = mp_writable(p, "alloc_protected");
-    if (rc != MP_OK)
-        return rc;
     if (reserve_ptundo(p, 1) != MP_OK)
         return MP_ENOMEM;
     uint64_t pid = mp_hbits_first(&p->pid_free);
     if (pid == NONE || pid >= p->pid_limit) {
         if (p->pid_limit >= MP_MAX_PAGES)
-            return mp_fail(p, MP_EFULL, "alloc_protected: all %llu protected ids are in use",
+            return mp_fail(p, MP_EFULL, "all %llu protected ids are in use",
                            (unsigned long long)MP_MAX_PAGES);
         if (ensure_pt(p, p->pid_limit + 1) != MP_OK)
             return MP_ENOMEM;
@@ -222,17 +184,11 @@ mp_err mp_alloc_protected(mp_pager *p, mp_pgno *out)
     p->pt[pid] = (mp_ptent){ MP_PT_ZERO, 0, cur_txn(p) };
     p->prot_count++;
     *out = pid;
-    return mp_finish(p, MP_OK);
+    return MP_OK;
 }
 
-mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
+mp_err mp_pt_free(mp_pager *p, mp_pgno pid)
 {
-    mp_err rc = mp_writable(p, "free_protected");
-    if (rc != MP_OK)
-        return rc;
-    rc = mp_check_protected(p, pid);
-    if (rc != MP_OK)
-        return pid_error(p, "free_protected", pid, rc);
     if (reserve_ptundo(p, 1) != MP_OK || reserve_pid_pending(p) != MP_OK ||
         mp_fsm_reserve(p, 2, 1) != MP_OK)
         return MP_ENOMEM;
@@ -245,13 +201,13 @@ mp_err mp_free_protected(mp_pager *p, mp_pgno pid)
     *e = (mp_ptent){ MP_PT_FREE, 0, cur_txn(p) };
     p->prot_count--;
     p->pid_pending[p->pid_pending_len++] = pid;
-    return mp_finish(p, MP_OK);
+    return MP_OK;
 }
 
 /* T1: the page holding pid's content for this transaction, copied on the
  * transaction's first write (unless `whole`: the caller replaces all of it,
  * so nothing is copied and *out is NULL: write the page yourself). */
-static mp_err cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_pgno *pgno)
+mp_err mp_pt_cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_pgno *pgno)
 {
     mp_ptent *e = &p->pt[pid];
     if (e->txn == cur_txn(p) && e->pgno > MP_PT_ZERO) {
@@ -283,48 +239,6 @@ static mp_err cow(mp_pager *p, mp_pgno pid, int whole, unsigned char **out, mp_p
     return MP_OK;
 }
 
-mp_err mp_protected_write_ptr(mp_pager *p, mp_pgno pid, void **out)
-{
-    mp_err rc = mp_writable(p, "write_protected");
-    if (rc != MP_OK)
-        return rc;
-    if (!p->in_txn)
-        return mp_fail(p, MP_ETXN, "write_protected: in-place writes need an open transaction");
-    rc = mp_check_protected(p, pid);
-    if (rc != MP_OK)
-        return pid_error(p, "write_protected", pid, rc);
-    unsigned char *page;
-    mp_pgno pg;
-    rc = cow(p, pid, 0, &page, &pg);
-    if (rc == MP_OK)
-        *out = page;
-    return rc;
-}
-
-mp_err mp_write_protected(mp_pager *p, mp_pgno pid, const void *buf)
-{
-    mp_err rc = mp_writable(p, "write_protected");
-    if (rc != MP_OK)
-        return rc;
-    rc = mp_check_protected(p, pid);
-    if (rc != MP_OK)
-        return pid_error(p, "write_protected", pid, rc);
-    /* The whole page is replaced: nothing to copy, and pwrite spares the
-     * mapping a write fault now and write-protection at the barrier. */
-    unsigned char *page;
-    mp_pgno pg;
-    rc = cow(p, pid, 1, &page, &pg);
-    if (rc == MP_OK) {
-        int e = mp_os_write_page(p, pg, buf);
-        if (e && p->in_txn)   /* the transaction's copy of pid is unknown now: it must not commit */
-            p->poisoned = 1;
-        if (e)
-            rc = mp_fail(p, mp_err_from_errno(e), "%s: write_protected: %s%s", p->path, strerror(e),
-                         p->in_txn ? "; the transaction can only roll back, reopen the file" : "");
-    }
-    return mp_finish(p, rc);
-}
-
 /* ---- commit ------------------------------------------------------------ */
 
 int mp_pt_changed(const mp_pager *p)
@@ -332,35 +246,25 @@ int mp_pt_changed(const mp_pager *p)
     return p->ptundo_len > 0 || p->pid_limit != p->d_pid_limit;
 }
 
+/* The reference to n its parent (or the root) gets at this commit. */
 static void put_node_ref(unsigned char *at, const mp_ptnode *n)
 {
-    mp_st32(at, n->dirty ? n->npgno : n->pgno);
-    mp_st32(at + 4, n->dirty ? n->ncrc : n->crc);
+    mp_put_ptref(at, n->dirty ? n->npgno : n->pgno, n->dirty ? n->ncrc : n->crc);
 }
 
-/* Serialize page-table page (l, n) into buf. */
-static void build_page(const mp_pager *p, unsigned char *buf, unsigned l, uint64_t n,
+/* Serialize page-table page (l, n) into buf, sealed; returns its CRC. */
+static uint32_t build_page(const mp_pager *p, unsigned char *buf, unsigned l, uint64_t n,
                        const uint64_t counts[MP_PT_LEVELS + 1], uint64_t txn)
 {
     const mp_geom *ge = &p->geom;
-    memset(buf, 0, ge->P);
-    mp_st32(buf + MP_H_TYPE, l == 0 ? MP_TYPE_PTLEAF : MP_TYPE_PTNODE);
-    mp_st64(buf + MP_H_TXN, txn);
-    mp_st32(buf + MP_H_LEVEL, l);
-    mp_st32(buf + MP_H_INDEX, (uint32_t)n);
+    mp_meta_init(buf, ge->P, l == 0 ? MP_TYPE_PTLEAF : MP_TYPE_PTNODE, txn, l, n);
     unsigned char *at = buf + MP_HDR_SIZE;
     if (l == 0) {
         uint64_t first = n * mp_pt_leaf_cap(ge), end = first + mp_pt_leaf_cap(ge);
         if (end > p->pid_limit)
             end = p->pid_limit;
-        for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
-            const mp_ptent *e = &p->pt[pid];
-            if (e->pgno == MP_PT_FREE)
-                continue;   /* a free pid is all zeros on disk */
-            mp_st32(at, e->pgno);
-            mp_st32(at + 4, e->crc);
-            mp_st64(at + 8, e->txn);
-        }
+        for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE)
+            mp_put_ptent(at, &p->pt[pid]);
     } else {
         uint64_t first = n * ge->E, end = first + ge->E;
         if (end > counts[l - 1])
@@ -368,8 +272,7 @@ static void build_page(const mp_pager *p, unsigned char *buf, unsigned l, uint64
         for (uint64_t c = first; c < end; c++, at += 8)
             put_node_ref(at, &p->ptn[l - 1][c]);
     }
-    mp_st32(buf + MP_H_CRC, 0);
-    mp_st32(buf + MP_H_CRC, mp_crc32c(0, buf, ge->P));
+    return mp_meta_seal(buf, ge->P);
 }
 
 /* First step of a commit (before the bitmaps are finished, since it
@@ -483,9 +386,8 @@ mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
                 break;
             if (nd->pgno)
                 mp_fsm_release_system(p, nd->pgno);   /* cannot fail: room reserved */
-            build_page(p, p->iobuf, l, n, counts, txn);
+            nd->ncrc = build_page(p, p->iobuf, l, n, counts, txn);
             nd->npgno = (uint32_t)np;
-            nd->ncrc = mp_ld32(p->iobuf + MP_H_CRC);
             int e = mp_os_write_page(p, np, p->iobuf);
             if (e) {
                 p->poisoned = 1;   /* C4 */
@@ -503,16 +405,7 @@ mp_err mp_pt_commit_prepare(mp_pager *p, uint64_t txn)
     return rc;
 }
 
-static void put_entry16(unsigned char *at, const mp_ptent *e)
-{
-    if (e->pgno == MP_PT_FREE)
-        return;   /* a free pid is all zeros on disk */
-    mp_st32(at, e->pgno);
-    mp_st32(at + 4, e->crc);
-    mp_st64(at + 8, e->txn);
-}
-
-void mp_pt_put_root(const mp_pager *p, unsigned char *root)
+void mp_pt_put_root(const mp_pager *p, unsigned char *root, mp_rootfields *f)
 {
     if (p->pid_limit == 0)
         return;   /* no table: the fields stay zero */
@@ -520,24 +413,20 @@ void mp_pt_put_root(const mp_pager *p, unsigned char *root)
     if (tree) {
         uint64_t counts[MP_PT_LEVELS + 1];
         uint32_t h = pt_shape(&p->geom, tree, counts);
-        mp_st32(root + MP_R_PT_HEIGHT, h);
-        put_node_ref(root + MP_R_PT_TOP, &p->ptn[h][0]);
+        const mp_ptnode *top = &p->ptn[h][0];
+        f->pt_height = h;
+        f->pt_top = top->dirty ? top->npgno : top->pgno;
+        f->pt_top_crc = top->dirty ? top->ncrc : top->crc;
     }
-    mp_st64(root + MP_R_PT_PIDS, p->pid_limit);
-    mp_st64(root + MP_R_PT_COUNT, p->prot_count);
-    mp_st64(root + MP_R_PT_TREEPIDS, tree);
-    mp_st32(root + MP_R_PT_NDELTA, (uint32_t)p->n_next_deltas);
+    f->pt_pids = p->pid_limit;
+    f->pt_count = p->prot_count;
+    f->pt_tree_pids = tree;
+    f->pt_ndelta = (uint32_t)p->n_next_deltas;
     for (uint64_t i = 0; i < p->n_next_deltas; i++) {
-        unsigned char *at = root + p->geom.P - MP_PT_DELTA_SIZE * (i + 1);
+        unsigned char *at = root + mp_delta_off(p->geom.P, i);
         mp_st64(at, p->next_deltas[i]);
-        put_entry16(at + 8, &p->pt[p->next_deltas[i]]);
+        mp_put_ptent(at + 8, &p->pt[p->next_deltas[i]]);
     }
-}
-
-uint64_t mp_pt_root_tail(const unsigned char *root, uint32_t P)
-{
-    uint64_t n = mp_ld32(root + MP_R_PT_NDELTA);
-    return n > MP_PT_DELTA_MAX ? P : n * MP_PT_DELTA_SIZE;
 }
 
 /* After the barrier: the written pages become the durable table. */
@@ -601,33 +490,6 @@ void mp_pt_rollback(mp_pager *p)
 
 /* ---- open -------------------------------------------------------------- */
 
-/* Why a metadata page fails the rules of "Checksums and verification"
- * (docs/FORMAT.md): its header names another type, level or index, it is
- * newer than the root that names it, or its CRC is wrong or not the one
- * its parent records.  NULL when it passes. */
-const char *mp_meta_problem(const unsigned char *page, uint32_t P, uint32_t type, uint32_t level,
-                            uint64_t index, uint32_t want_crc, uint64_t root_txn)
-{
-    if (mp_ld32(page + MP_H_TYPE) != type || mp_ld32(page + MP_H_LEVEL) != level ||
-        mp_ld32(page + MP_H_INDEX) != (uint32_t)index)
-        return "bad header";
-    for (int i = 24; i < 32; i++)
-        if (page[i])
-            return "bad header";
-    if (mp_ld64(page + MP_H_TXN) > root_txn)
-        return "written by a newer transaction";
-    uint32_t stored = mp_ld32(page + MP_H_CRC);
-    static const unsigned char zero4[4];
-    uint32_t crc = mp_crc32c(0, page, MP_H_CRC);
-    crc = mp_crc32c(crc, zero4, 4);
-    crc = mp_crc32c(crc, page + MP_H_CRC + 4, P - MP_H_CRC - 4);
-    if (crc != stored)
-        return "checksum mismatch";
-    if (crc != want_crc)
-        return "checksum differs from the one its parent records";
-    return NULL;
-}
-
 void mp_ptload_free(mp_ptload *ld)
 {
     free(ld->pt);
@@ -657,17 +519,17 @@ static int entry_ok(const mp_ptent *en, uint64_t root_txn, uint64_t page_count)
 /* Verify the page table a root names (tree, then the entries the root
  * carries) and load it into ld; refs (caller frees) lists every page it
  * references.  Reads with pread. */
-int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64_t page_count,
+int mp_pt_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f,
                mp_ptload *ld, uint64_t **refs_out, uint64_t *nrefs, char *why, size_t wl)
 {
     const mp_geom *ge = &p->geom;
     memset(ld, 0, sizeof *ld);
     *refs_out = NULL;
     *nrefs = 0;
-    uint32_t h = mp_ld32(root + MP_R_PT_HEIGHT);
-    uint64_t pids = mp_ld64(root + MP_R_PT_PIDS), count = mp_ld64(root + MP_R_PT_COUNT);
-    uint64_t tree = mp_ld64(root + MP_R_PT_TREEPIDS), nd = mp_ld32(root + MP_R_PT_NDELTA);
-    uint32_t top = mp_ld32(root + MP_R_PT_TOP), top_crc = mp_ld32(root + MP_R_PT_TOP + 4);
+    uint64_t root_txn = f->txn, page_count = f->page_count;
+    uint32_t h = f->pt_height;
+    uint64_t pids = f->pt_pids, count = f->pt_count, tree = f->pt_tree_pids, nd = f->pt_ndelta;
+    uint32_t top = f->pt_top, top_crc = f->pt_top_crc;
     if (pids == 0) {
         if (h || count || top || top_crc || tree || nd) {
             mp_msg(why, wl, "page table: fields set without pids");
@@ -726,45 +588,42 @@ int mp_pt_load(mp_pager *p, const unsigned char *root, uint64_t root_txn, uint64
                 if (end > counts[l - 1])
                     end = counts[l - 1];
                 for (uint64_t c = first; c < end; c++, at += 8) {
-                    uint32_t pg = mp_ld32(at);
+                    uint32_t pg = mp_ptref_pgno(at);
                     if (pg < 2 || pg >= page_count) {
                         mp_msg(why, wl, "page table node %llu: child page %u out of range",
                                (unsigned long long)n, pg);
                         goto fail;
                     }
-                    ld->ptn[l - 1][c] = (mp_ptnode){ .pgno = pg, .crc = mp_ld32(at + 4) };
+                    ld->ptn[l - 1][c] = (mp_ptnode){ .pgno = pg, .crc = mp_ptref_crc(at) };
                 }
-                for (const unsigned char *q = at; q < p->iobuf + MP_HDR_SIZE + ge->E * 8; q++)
-                    if (*q) {
-                        mp_msg(why, wl, "page table node %llu: unused entries not zero",
-                               (unsigned long long)n);
-                        goto fail;
-                    }
+                if (!mp_all_zero(at, (size_t)(p->iobuf + MP_HDR_SIZE + ge->E * 8 - at))) {
+                    mp_msg(why, wl, "page table node %llu: unused entries not zero", (unsigned long long)n);
+                    goto fail;
+                }
                 continue;
             }
             uint64_t first = n * mp_pt_leaf_cap(ge), end = first + mp_pt_leaf_cap(ge);
             if (end > tree)
                 end = tree;
             for (uint64_t pid = first; pid < end; pid++, at += MP_PT_ENTRY_SIZE) {
-                mp_ptent en = { mp_ld32(at), mp_ld32(at + 4), mp_ld64(at + 8) };
+                mp_ptent en = mp_get_ptent(at);
                 if (!entry_ok(&en, root_txn, page_count)) {
                     mp_msg(why, wl, "protected page %llu: bad entry", (unsigned long long)pid);
                     goto fail;
                 }
                 ld->pt[pid] = en;
             }
-            for (const unsigned char *q = at; q < p->iobuf + MP_HDR_SIZE + mp_pt_leaf_cap(ge) * MP_PT_ENTRY_SIZE; q++)
-                if (*q) {
-                    mp_msg(why, wl, "page table leaf %llu: entries past the tree's pids", (unsigned long long)n);
-                    goto fail;
-                }
+            if (!mp_all_zero(at, (size_t)(p->iobuf + MP_HDR_SIZE + mp_pt_leaf_cap(ge) * MP_PT_ENTRY_SIZE - at))) {
+                mp_msg(why, wl, "page table leaf %llu: entries past the tree's pids", (unsigned long long)n);
+                goto fail;
+            }
         }
     }
     /* T5: the entries the root carries override the tree's */
     for (uint64_t i = 0; i < nd; i++) {
-        const unsigned char *at = root + ge->P - MP_PT_DELTA_SIZE * (i + 1);
+        const unsigned char *at = root + mp_delta_off(ge->P, i);
         uint64_t pid = mp_ld64(at);
-        mp_ptent en = { mp_ld32(at + 8), mp_ld32(at + 12), mp_ld64(at + 16) };
+        mp_ptent en = mp_get_ptent(at + 8);
         int dup = 0;
         for (uint64_t j = 0; j < i; j++)
             dup |= ld->deltas[j] == pid;

@@ -107,6 +107,8 @@ local atomic, writer, view, txn_number, cache_of, before_commit =
 local V_unpack, V_alive = core._View_methods.unpack, core._View_methods.alive
 local txn_seq = core._txn_seq
 local P_in_txn = core._Pager_methods.in_transaction
+local P_begin, P_write_protected = core._Pager_methods.begin, core._Pager_methods.write_protected
+local T_commit = core._Transaction_methods.commit
 local W_unpack, W_pack, W_fill =
       core._Writer_methods.unpack, core._Writer_methods.pack, core._Writer_methods.fill
 
@@ -733,8 +735,18 @@ local function write_one(self, seq, pid, pos, fmt, ...)
   return true
 end
 
-local function write_one_auto(self, ...)
-  return write_one(self, self.pager:in_transaction(), ...)
+--- write_one as a durable transaction of its own (no transaction is
+-- open): the shortest way there, one barrier. A failure to begin, to
+-- copy the page or to commit returns nil, msg, code and leaves the file
+-- as it was (the transaction is closed, rolling back, on every way out).
+local function write_one_durable(pager, pid, pos, fmt, ...)
+  local tx <close>, msg, code = P_begin(pager)
+  if not tx then return nil, msg, code end
+  local w
+  w, msg, code = P_write_protected(pager, pid)
+  if not w then return nil, msg, code end
+  W_pack(w, pos, fmt, ...)
+  return T_commit(tx)
 end
 
 ---------------------------------------------------------------------------
@@ -855,9 +867,10 @@ end
 
 local function set_values(self, pid, pos, fmt, ok, ...)
   if not ok then flatten_error("records:set", ...) end
-  local seq = self.pager:in_transaction()
+  local pager = self.pager
+  local seq = P_in_txn(pager)
   if seq then return write_one(self, seq, pid, pos, fmt, ...) end
-  return atomic(self.pager, write_one_auto, self, pid, pos, fmt, ...)
+  return write_one_durable(pager, pid, pos, fmt, ...)
 end
 
 --- Set one field of record id (writes only that field's bytes).

@@ -463,13 +463,15 @@ end
 -- id may be behind; its other words (the free queue, the generation, the
 -- page count) are not mirrored and stay right.
 --
---     st = {live, fresh, count0, fresh0, lim, off, S, put, aw}
+--     st = {live, fresh, count0, fresh0, lim, off, S, put, put_some, aw}
 --
 -- fresh: the next fresh id (count = count0 + fresh - fresh0); lim: the
 -- first id past the data page that fresh is on; off: fresh's slot offset
 -- there; put(t, off): the record's quick check and the pack of t into
 -- that page's writer (schema_codegen's quick_into_all; raises when unsure
--- of t, or when the writer is dead: its transaction ended); aw: the
+-- of t, or when the writer is dead: its transaction ended); put_some:
+-- the same for a t that may lack fields (quick_into: a little slower,
+-- tried second); aw: the
 -- anchor's writer. A mirror is made by an insert (the checked path), after
 -- its work, when the next id is fresh (no deleted id is due) and on a
 -- data page that exists; it covers that one page. A handle remembers the
@@ -565,7 +567,8 @@ local function make_mirror(self, seq)
   before_commit(pager, key, commit_hook(cache, key), seq)   -- once per transaction
   local st = {live = true, fresh = fresh, count0 = count, fresh0 = fresh, lim = (idx + 1) * n + 1,
               off = HDR + (fresh - 1 - idx * n) * S, S = S, aw = aw,
-              put = self.quick_into_all(W_pack, w, self.fmt, LIVE)}
+              put = self.quick_into_all(W_pack, w, self.fmt, LIVE),
+              put_some = self.quick_into(W_pack, w, self.fmt, LIVE)}
   cache[key] = st
   memos[self] = st
 end
@@ -789,7 +792,7 @@ function Records:insert(t)
     local id = st.fresh
     if id < st.lim then
       local off = st.off
-      if pcall(st.put, t, off) then
+      if pcall(st.put, t, off) or pcall(st.put_some, t, off) then
         st.fresh, st.off = id + 1, off + st.S
         return id
       end
@@ -1292,7 +1295,7 @@ local function make_handle(pager, name, pid, rec)
   self.E, self.M = dir_sizes(psize)
   self.fmt = "<B" .. rec.format
   self.flatten, self.build, self.quick = rec.flatten, rec.build, rec.quick or rec.flatten
-  self.quick_into_all = rec.quick_into_all
+  self.quick_into_all, self.quick_into = rec.quick_into_all, rec.quick_into
   self.mkey = mirror_key(pid)       -- its mirror's key in a writer cache
   self.pad = S > R + 1
   local fields = {}

@@ -463,20 +463,22 @@ end
 -- id may be behind; its other words (the free queue, the generation, the
 -- page count) are not mirrored and stay right.
 --
---     st = {live, fresh, count0, fresh0, lim, off, S, put, put_some, aw}
+--     st = {live, fresh, count0, fresh0, lim, w, off, S, put, put_some, aw}
 --
 -- fresh: the next fresh id (count = count0 + fresh - fresh0); lim: the
--- first id past the data page that fresh is on; off: fresh's slot offset
--- there; put(t, off): the record's quick check and the pack of t into
--- that page's writer (schema_codegen's quick_into_all; raises when unsure
--- of t, or when the writer is dead: its transaction ended); put_some:
--- the same for a t that may lack fields (quick_into: a little slower,
--- tried second); aw: the
--- anchor's writer. A mirror is made by an insert (the checked path), after
--- its work, when the next id is fresh (no deleted id is due) and on a
--- data page that exists; it covers that one page. A handle remembers the
--- last mirror it made (`memos`): the next insert through it takes the
--- fast path, Records:insert's first lines, with no other check at all --
+-- first id past the data page that fresh is on; w, off: that page's
+-- writer and fresh's slot offset there; put(t, w, off): the record's
+-- quick check and the pack of t (schema_codegen's quick_into_all; raises
+-- when unsure of t, or when the writer is dead: its transaction ended);
+-- put_some: the same for a t that may lack fields (quick_into: a little
+-- slower, tried second); aw: the anchor's writer. A mirror is made by an
+-- insert (the checked path), after its work, when the next id is fresh
+-- (no deleted id is due) and on a data page that exists; it covers that
+-- one page. The checked path kills it first (its words go to the anchor)
+-- and revives the same object for the next page; settling removes it
+-- from the cache, and a removed mirror never lives again. A handle
+-- remembers the last mirror it made (`memos`): the next insert through it
+-- takes the fast path, Records:insert's first lines, with no other check at all --
 -- a live mirror means this table, this layout, this transaction, a
 -- writable pager and no indexes, for as long as it lives:
 --  - anything that ends the transaction ends the page writer, and put
@@ -487,8 +489,8 @@ end
 --  - put runs no user code that can write: a table with a metatable is
 --    refused, and a value of the wrong type fails before the pack.
 -- A fast insert that fails (a full page, a value put is unsure of, a dead
--- writer) takes the checked path, which settles the mirror and does it
--- all again.
+-- writer) takes the checked path, which kills the mirror and does it all
+-- again.
 
 local memos = setmetatable({}, {__mode = "k"})   -- handle -> the last mirror it made
 
@@ -564,12 +566,15 @@ local function make_mirror(self, seq)
   local w = cache[pid] or writer(pager, pid, seq)
   if not w then return end
   local key = self.mkey
-  before_commit(pager, key, commit_hook(cache, key), seq)   -- once per transaction
-  local st = {live = true, fresh = fresh, count0 = count, fresh0 = fresh, lim = (idx + 1) * n + 1,
-              off = HDR + (fresh - 1 - idx * n) * S, S = S, aw = aw,
-              put = self.quick_into_all(W_pack, w, self.fmt, LIVE),
-              put_some = self.quick_into(W_pack, w, self.fmt, LIVE)}
-  cache[key] = st
+  local st = cache[key]
+  if st == nil then
+    before_commit(pager, key, commit_hook(cache, key), seq)   -- once per transaction
+    st = {S = S, aw = aw, put = self.quick_into_all(W_pack, self.fmt, LIVE),
+          put_some = self.quick_into(W_pack, self.fmt, LIVE)}
+    cache[key] = st
+  end
+  st.fresh, st.count0, st.fresh0, st.w = fresh, count, fresh, w
+  st.off, st.lim, st.live = HDR + (fresh - 1 - idx * n) * S, (idx + 1) * n + 1, true
   memos[self] = st
 end
 
@@ -595,7 +600,8 @@ local function insert_work(self, seq, t, ok, ...)
   end
   local pager = self.pager
   local cache = cache_of(pager, seq)
-  if cache[self.mkey] then settle(self, seq) end
+  local st = cache[self.mkey]
+  if st then kill(st) end       -- its words go to the anchor; make_mirror may revive it
   local aw, msg, code = cache[self.pid]
   if not aw then
     aw, msg, code = writer(pager, self.pid, seq)
@@ -792,7 +798,8 @@ function Records:insert(t)
     local id = st.fresh
     if id < st.lim then
       local off = st.off
-      if pcall(st.put, t, off) or pcall(st.put_some, t, off) then
+      local w = st.w
+      if pcall(st.put, t, w, off) or pcall(st.put_some, t, w, off) then
         st.fresh, st.off = id + 1, off + st.S
         return id
       end

@@ -469,11 +469,11 @@ end
 -- naming the field. Three forms, from one generator:
 --
 --     quick(x) -> v1, ..., vN            nil fields take their fills
---     quick_into(fn, a, c, d) -> function(x, b): fn(a, b, c, d, v1, ..., vN)
+--     quick_into(fn, c, d) -> function(x, a, b): fn(a, b, c, d, v1, ..., vN)
 --                                        the same check, then a call (a
 --                                        writer's pack, say: no values
 --                                        travel back through pcall)
---     quick_into_all(fn, a, c, d)        the same for a table that holds
+--     quick_into_all(fn, c, d)           the same for a table that holds
 --                                        every field: a nil one raises,
 --                                        and the values go as read
 --
@@ -495,7 +495,7 @@ local function quick_function(rec, form)
   if form == "values" then
     g:emit("function(x)\n")
   else
-    g:emit("function(fn, a, c, d)\nreturn function(x, b)\n")
+    g:emit("function(fn, c, d)\nreturn function(x, a, b)\n")
   end
   if all then
     local reads = {}

@@ -11,6 +11,10 @@
 #   su, su4   string.unpack of the same formats, for reference
 #   slab  mappedpages.slab alloc(100) + free inside one transaction (per op:
 #         an alloc or a free)
+#   records insert  mappedpages.records insert of bench/records.lua's 64-byte
+#         row inside one transaction, commit included (4 KiB pages; the rows
+#         are made in both runs)
+#   records set  t:set(id, "a", v) outside a transaction: one durable commit
 #
 # Usage (from the repository root):  sh bench/pack_instr.sh [N]
 # Needs valgrind; builds the module with make if it is missing.
@@ -71,6 +75,32 @@ p:close()
 os.remove(path)
 LUA
 
+cat > "$dir/records.lua" <<'LUA'
+local mp = require "mappedpages"
+local mode, N, dir, M = arg[1], tonumber(arg[2]), arg[3], tonumber(arg[4])
+local path = dir .. "/records.mp"
+os.remove(path)
+local p = assert(mp.create(path, {page_size = 4096}))
+local t = assert(mp.records.open(p, "rows", [[
+  record row { a: i64  b: i64  c: i64  d: i64  e: f64  f: f64  g: f64  h: f64 }
+]]))
+local rows = {}
+for i = 1, M do
+  rows[i] = {a = i, b = i * 3, c = -i, d = i * 7, e = i * 0.5, f = i * 0.25, g = -i * 1.5, h = i / 3}
+end
+if mode == "insert" then
+  assert(p:transaction(function()
+    for i = 1, N do t:insert(rows[i]) end
+    return true
+  end))
+else
+  assert(p:transaction(function() for i = 1, 10 do t:insert(rows[i]) end return true end))
+  for i = 1, N do assert(t:set(1 + i % 10, "a", i)) end
+end
+p:close()
+os.remove(path)
+LUA
+
 # instructions of one run: instr SCRIPT ARGS...
 instr() {
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$LUA" "$@" 2>&1 |
@@ -88,3 +118,10 @@ half=$(( N / 2 ))
 a=$(instr "$dir/slab.lua" "$half" "$dir")
 b=$(instr "$dir/slab.lua" 1 "$dir")
 echo "| slab alloc/free (per op) | $(( (a - b) / (2 * half - 2) )) |"
+a=$(instr "$dir/records.lua" insert "$N" "$dir" "$N")
+b=$(instr "$dir/records.lua" insert 0 "$dir" "$N")
+echo "| records insert in a transaction (per insert) | $(( (a - b) / N )) |"
+S=$(( N / 50 ))
+a=$(instr "$dir/records.lua" set "$S" "$dir" 10)
+b=$(instr "$dir/records.lua" set 0 "$dir" 10)
+echo "| records durable set (per set) | $(( (a - b) / S )) |"

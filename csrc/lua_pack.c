@@ -253,7 +253,7 @@ static int fmt_compile(mp_fmtentry *e, const char *fmt, size_t len)
 {
     fmtstate h;
     const char *f = fmt;
-    int n = 0, hasstr = 0, ints = 1;
+    int n = 0, hasstr = 0, ints = 1, nums = 1;
     if (len > MP_FMT_MAXLEN)
         return 0;
     fmt_init(&h);
@@ -268,6 +268,9 @@ static int fmt_compile(mp_fmtentry *e, const char *fmt, size_t len)
             hasstr = 1;
         if (it.kind != K_INT && it.kind != K_UINT)
             ints = 0;
+        if (it.kind != K_INT && it.kind != K_UINT && it.kind != K_FLOAT
+            && it.kind != K_NUMBER && it.kind != K_DOUBLE)
+            nums = 0;
         if (it.kind == K_ERR)
             break;
     }
@@ -276,6 +279,7 @@ static int fmt_compile(mp_fmtentry *e, const char *fmt, size_t len)
     e->n = (unsigned char)n;
     e->hasstr = (unsigned char)hasstr;
     e->ints = (unsigned char)ints;
+    e->nums = (unsigned char)nums;
     e->valid = 1;
     return 1;
 }
@@ -443,14 +447,15 @@ static void put_int(unsigned char *p, lua_Unsigned n, int little, int size,
     }
 }
 
-/* mp_lua_pack for a compiled format of integers only (the common case):
- * the same checks in the same order, the values kept from pass 1 for
- * pass 2 (nothing runs in between that could change them). */
-static lua_Integer pack_ints(lua_State *L, const mp_fmtentry *e,
+/* mp_lua_pack for a compiled format of numbers only, integers and floats
+ * (the common case): the same checks in the same order, the values kept
+ * from pass 1 for pass 2 (nothing runs in between that could change
+ * them). */
+static lua_Integer pack_nums(lua_State *L, const mp_fmtentry *e,
                              unsigned char *buf, size_t len, size_t off,
                              int first, int window)
 {
-    lua_Integer vals[MP_FMT_MAXITEMS];
+    union { lua_Integer i; lua_Number n; } vals[MP_FMT_MAXITEMS];
     size_t pos = off;
     int overflow = 0;
     size_t bad_pos = 0, bad_need = 0;
@@ -459,19 +464,23 @@ static lua_Integer pack_ints(lua_State *L, const mp_fmtentry *e,
         const mp_item *it = &e->items[i];
         int size = it->size;
         size_t need = ((size_t)(-pos) & it->amask) + (size_t)size;
-        lua_Integer n = mpl_checkinteger(L, first + i);
-        if (size < MP_SZINT) {
-            if (it->kind == K_INT) {
-                lua_Integer lim = (lua_Integer)1 << (size * 8 - 1);
-                mpl_argcheck(L, -lim <= n && n < lim, first + i,
-                             "integer overflow");
-            } else {
-                mpl_argcheck(L, (lua_Unsigned)n <
-                                    ((lua_Unsigned)1 << (size * 8)),
-                             first + i, "unsigned overflow");
+        if (it->kind == K_INT || it->kind == K_UINT) {
+            lua_Integer n = mpl_checkinteger(L, first + i);
+            if (size < MP_SZINT) {
+                if (it->kind == K_INT) {
+                    lua_Integer lim = (lua_Integer)1 << (size * 8 - 1);
+                    mpl_argcheck(L, -lim <= n && n < lim, first + i,
+                                 "integer overflow");
+                } else {
+                    mpl_argcheck(L, (lua_Unsigned)n <
+                                        ((lua_Unsigned)1 << (size * 8)),
+                                 first + i, "unsigned overflow");
+                }
             }
+            vals[i].i = n;
+        } else {
+            vals[i].n = mpl_checknumber(L, first + i);
         }
-        vals[i] = n;
         if (!overflow && need > len - pos) {
             overflow = 1;
             bad_pos = pos;
@@ -486,11 +495,32 @@ static lua_Integer pack_ints(lua_State *L, const mp_fmtentry *e,
     for (i = 0; i < e->n; i++) {
         const mp_item *it = &e->items[i];
         size_t pad = (size_t)(-pos) & it->amask;
+        unsigned char *p;
         if (pad > 0)
             memset(buf + pos, 0, pad);
         pos += pad;
-        put_int(buf + pos, (lua_Unsigned)vals[i], it->little, it->size,
-                it->kind == K_INT && vals[i] < 0);
+        p = buf + pos;
+        switch ((kopt)it->kind) {
+        case K_FLOAT: {
+            float v = (float)vals[i].n;
+            copy_order(p, (const unsigned char *)&v, sizeof v, it->little);
+            break;
+        }
+        case K_NUMBER: {
+            lua_Number v = vals[i].n;
+            copy_order(p, (const unsigned char *)&v, sizeof v, it->little);
+            break;
+        }
+        case K_DOUBLE: {
+            double v = (double)vals[i].n;
+            copy_order(p, (const unsigned char *)&v, sizeof v, it->little);
+            break;
+        }
+        default:
+            put_int(p, (lua_Unsigned)vals[i].i, it->little, it->size,
+                    it->kind == K_INT && vals[i].i < 0);
+            break;
+        }
         pos += (size_t)it->size;
     }
     return (lua_Integer)pos;
@@ -512,8 +542,8 @@ lua_Integer mp_lua_pack(lua_State *L, mp_fmtcache *cache, unsigned char *buf,
 
     check_offset(L, off, len, offarg, window);
     e = cache != NULL ? fmt_lookup(cache, fmt, fmtlen) : NULL;
-    if (e != NULL && e->ints)
-        return pack_ints(L, e, buf, len, (size_t)off, first, window);
+    if (e != NULL && e->nums)
+        return pack_nums(L, e, buf, len, (size_t)off, first, window);
 
     /* Pass 1: check every item and value, size everything. */
     cursor_init(&c, e, fmt);

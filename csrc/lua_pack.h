@@ -82,6 +82,7 @@ typedef struct mp_fmtentry {
     unsigned char valid, len, n;
     unsigned char hasstr;        /* some item is c, s or z */
     unsigned char ints;          /* every item is an integer */
+    unsigned char nums;          /* every item is an integer or a float */
     char fmt[MP_FMT_MAXLEN];
 } mp_fmtentry;
 

@@ -56,6 +56,9 @@ local CASES = {
   { "<i9 i16 I9 I16", -3, math.mininteger, 5, math.maxinteger },
   { ">i9 i16 I12", -3, 42, 77 },
   { "<f d n", 1.5, -2.25, math.pi },
+  -- integers and floats together (one path of their own)
+  { "<B i8 d f i2 n", 1, -2, 2.5, 0.25, -3, 1 / 3 }, { "!8 b d b f I3", 1, 2.5, 3, 1.5, 9 },
+  { ">d i4 f J", -0.0, 5, 3, -1 }, { "<f d i16", 1e300, -math.huge, -7 },
   { ">f d n", 0.5, 1 / 3, -0.0 },
   { "<s", "hello" }, { "<s1", "abc" }, { ">s2", ("y"):rep(300) },
   { "<s4 s8", "", "xyz" }, { "z", "zero-terminated" }, { "z z", "", "a" },
@@ -126,6 +129,8 @@ describe("the pack format cache", function()
       { "c8000", "" }, { "i8", 1, "i17" }, { "i2 i17", 70000 },
       { "c1000 i17", "" }, { "c1000 i4", "", "x" }, { "c99999999999", "" },
       { "i4 c", 1 }, { "!4 b X", 1 },
+      { "d i4", "x" }, { "i4 d", 1, {} }, { "d i1", 1.5, 200 }, { "d d", 1.5 },
+      { "f I2", 1, -1 }, { "i8 d", 2.5, 1 }, { "d c1000", 1, "" },
     }
     for _, c in ipairs(BAD) do
       local fmt = c[1]

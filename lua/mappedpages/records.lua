@@ -101,10 +101,14 @@ local mtype = math.type
 local format, spack, sunpack, srep = string.format, string.pack, string.unpack, string.rep
 local concat, tpack, tunpack = table.concat, table.pack, table.unpack
 
-local atomic, writer, view, txn_number, cache_of =
-      access.atomic, access.writer, access.view, access.txn_number, access.cache
+local atomic, writer, view, txn_number, cache_of, before_commit =
+      access.atomic, access.writer, access.view, access.txn_number, access.cache,
+      access.before_commit
 local V_unpack, V_alive = core._View_methods.unpack, core._View_methods.alive
+local txn_seq = core._txn_seq
 local P_in_txn = core._Pager_methods.in_transaction
+local P_begin, P_write_protected = core._Pager_methods.begin, core._Pager_methods.write_protected
+local T_commit = core._Transaction_methods.commit
 local W_unpack, W_pack, W_fill =
       core._Writer_methods.unpack, core._Writer_methods.pack, core._Writer_methods.fill
 
@@ -444,6 +448,137 @@ local function add_data_page(self, seq, cache, aw, idx)
 end
 
 ---------------------------------------------------------------------------
+-- the transaction's mirror of the count and the fresh id
+--
+-- An insert inside a transaction writes the record's slot and the
+-- anchor's count and fresh id: two binding calls, and the second one is
+-- the same two words every time. So a run of inserts of fresh ids keeps
+-- those words in a mirror, st, in the transaction's writer cache
+-- (access.cache: made anew for every transaction, so a rollback or a
+-- failed commit leaves none behind; shared by every handle of the table)
+-- and writes them to the anchor once, when the transaction commits
+-- (access.before_commit: inside tx:commit(), before the core commits: the
+-- same atomic commit), or before anything else reads or writes the
+-- anchor's words (settle). While st is live the anchor's count and fresh
+-- id may be behind; its other words (the free queue, the generation, the
+-- page count) are not mirrored and stay right.
+--
+--     st = {live, fresh, count0, fresh0, lim, w, off, S, put, put_some, aw}
+--
+-- fresh: the next fresh id (count = count0 + fresh - fresh0); lim: the
+-- first id past the data page that fresh is on; w, off: that page's
+-- writer and fresh's slot offset there; put(t, w, off): the record's
+-- quick check and the pack of t (schema_codegen's quick_into_all; raises
+-- when unsure of t, or when the writer is dead: its transaction ended);
+-- put_some: the same for a t that may lack fields (quick_into: a little
+-- slower, tried second); aw: the anchor's writer. A mirror is made by an
+-- insert (the checked path), after its work, when the next id is fresh
+-- (no deleted id is due) and on a data page that exists; it covers that
+-- one page. The checked path kills it first (its words go to the anchor)
+-- and revives the same object for the next page; settling removes it
+-- from the cache, and a removed mirror never lives again. A handle
+-- remembers the last mirror it made (`memos`): the next insert through it
+-- takes the fast path, Records:insert's first lines, with no other check at all --
+-- a live mirror means this table, this layout, this transaction, a
+-- writable pager and no indexes, for as long as it lives:
+--  - anything that ends the transaction ends the page writer, and put
+--    raises (the commit hook also kills the mirror);
+--  - every other operation that reads or writes the anchor's words, drops
+--    the table, migrates it or changes its indexes settles it first: the
+--    words are written and the mirror dies (its lim becomes -1);
+--  - put runs no user code that can write: a table with a metatable is
+--    refused, and a value of the wrong type fails before the pack.
+-- A fast insert that fails (a full page, a value put is unsure of, a dead
+-- writer) takes the checked path, which kills the mirror and does it all
+-- again.
+
+local memos = setmetatable({}, {__mode = "k"})   -- handle -> the last mirror it made
+
+local function mirror_key(apid) return "records mirror " .. apid end
+
+--- Write st's words to the anchor and kill it.
+local function kill(st)
+  if st.live then
+    st.live, st.lim = false, -1
+    local aw = st.aw
+    if core._Writer_methods.alive(aw) then
+      W_pack(aw, A_HOT, "<i8 i8", st.count0 + st.fresh - st.fresh0, st.fresh)
+    end
+  end
+end
+
+--- The live mirror of self's table in the open transaction (seq), or nil.
+local function mirror(self, seq)
+  local st = cache_of(self.pager, seq)[self.mkey]
+  if st and st.live then return st end
+  return nil
+end
+
+--- Settle the mirror of the table anchored at apid, if the open
+-- transaction has one (see above): its words go to the anchor.
+local function settle_pid(pager, apid, seq)
+  seq = seq or txn_seq(pager)
+  if not seq then return end
+  local cache = cache_of(pager, seq)
+  local key = mirror_key(apid)
+  local st = cache[key]
+  if st then
+    cache[key] = nil
+    kill(st)
+  end
+end
+
+local function settle(self, seq)
+  seq = seq or txn_seq(self.pager)
+  if not seq then return end
+  local cache = cache_of(self.pager, seq)
+  local st = cache[self.mkey]
+  if st then
+    cache[self.mkey] = nil
+    kill(st)
+  end
+end
+
+--- The commit hook of one table's mirrors in one transaction.
+local function commit_hook(cache, key)
+  return function()
+    local st = cache[key]
+    if st then kill(st) end
+    return true
+  end
+end
+
+--- After an insert inside transaction seq (the checked path): a mirror
+-- for the next inserts, when they can take the fast path.
+local function make_mirror(self, seq)
+  local pager = self.pager
+  local cache = cache_of(pager, seq)
+  local aw = cache[self.pid]
+  if not aw then return end
+  local count, fresh, head, hstamp, _, _, npages = W_unpack(aw, A_HOT, HOT_FMT)
+  if head ~= 0 and hstamp < (cache.number or txn_number(pager, seq)) then return end
+  local n, S = self.n, self.S
+  local idx = (fresh - 1) // n
+  if idx >= npages then return end
+  local pid = self.pids[idx]
+  local v = self.pages[idx]
+  if not (pid and v and V_alive(v)) then return end
+  local w = cache[pid] or writer(pager, pid, seq)
+  if not w then return end
+  local key = self.mkey
+  local st = cache[key]
+  if st == nil then
+    before_commit(pager, key, commit_hook(cache, key), seq)   -- once per transaction
+    st = {S = S, aw = aw, put = self.quick_into_all(W_pack, self.fmt, LIVE),
+          put_some = self.quick_into(W_pack, self.fmt, LIVE)}
+    cache[key] = st
+  end
+  st.fresh, st.count0, st.fresh0, st.w = fresh, count, fresh, w
+  st.off, st.lim, st.live = HDR + (fresh - 1 - idx * n) * S, (idx + 1) * n + 1, true
+  memos[self] = st
+end
+
+---------------------------------------------------------------------------
 -- the work, inside a transaction
 
 local function anchor_writer(self, seq, cache)
@@ -465,6 +600,8 @@ local function insert_work(self, seq, t, ok, ...)
   end
   local pager = self.pager
   local cache = cache_of(pager, seq)
+  local st = cache[self.mkey]
+  if st then kill(st) end       -- its words go to the anchor; make_mirror may revive it
   local aw, msg, code = cache[self.pid]
   if not aw then
     aw, msg, code = writer(pager, self.pid, seq)
@@ -533,6 +670,7 @@ end
 
 --- The id insert_work would take now (for the indexes, which need it first).
 local function next_id(self, seq)
+  settle(self, seq)
   local _, fresh, head, hstamp = V_unpack(self.anchor, A_HOT, "<i8 i8 i8 i8")
   if head ~= 0 and hstamp < txn_number(self.pager, seq) then return head end
   return fresh
@@ -541,6 +679,7 @@ end
 local function delete_work(self, seq, id, pid, off)
   local pager = self.pager
   local cache = cache_of(pager, seq)
+  if cache[self.mkey] then settle(self, seq) end
   local aw, msg, code = anchor_writer(self, seq, cache)
   if not aw then return nil, msg, code end
   local count, fresh, head, hstamp, tail, gen = W_unpack(aw, A_HOT, HOT_FMT)
@@ -605,8 +744,18 @@ local function write_one(self, seq, pid, pos, fmt, ...)
   return true
 end
 
-local function write_one_auto(self, ...)
-  return write_one(self, self.pager:in_transaction(), ...)
+--- write_one as a durable transaction of its own (no transaction is
+-- open): the shortest way there, one barrier. A failure to begin, to
+-- copy the page or to commit returns nil, msg, code and leaves the file
+-- as it was (the transaction is closed, rolling back, on every way out).
+local function write_one_durable(pager, pid, pos, fmt, ...)
+  local tx <close>, msg, code = P_begin(pager)
+  if not tx then return nil, msg, code end
+  local w
+  w, msg, code = P_write_protected(pager, pid)
+  if not w then return nil, msg, code end
+  W_pack(w, pos, fmt, ...)
+  return T_commit(tx)
 end
 
 ---------------------------------------------------------------------------
@@ -627,17 +776,36 @@ local function insert_outside(self, ok, ...)
   return atomic(self.pager, insert_auto, self, ...)
 end
 
---- Insert a record (a table of field values; missing fields get their
--- defaults). @return its id, or nil, msg, code
-function Records:insert(t)
+--- The checked path of insert (see "the transaction's mirror").
+local function insert_checked(self, t)
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:insert") end
   if self.readonly then raise("records:insert", "pager is read-only") end
   if type(t) ~= "table" then raise("records:insert", "record must be a table (got %s)", type(t)) end
   if self.indexes then return rindex.insert(self, t) end
   local seq = P_in_txn(self.pager)
-  if seq then return insert_work(self, seq, t, pcall(self.quick, t)) end
-  return insert_outside(self, pcall(self.flatten, t))
+  if not seq then return insert_outside(self, pcall(self.flatten, t)) end
+  local id, msg, code = insert_work(self, seq, t, pcall(self.quick, t))
+  if id and self.quick_into_all then make_mirror(self, seq) end
+  return id, msg, code
+end
+
+--- Insert a record (a table of field values; missing fields get their
+-- defaults). @return its id, or nil, msg, code
+function Records:insert(t)
+  local st = memos[self]
+  if st then
+    local id = st.fresh
+    if id < st.lim then
+      local off = st.off
+      local w = st.w
+      if pcall(st.put, t, w, off) or pcall(st.put_some, t, w, off) then
+        st.fresh, st.off = id + 1, off + st.S
+        return id
+      end
+    end
+  end
+  return insert_checked(self, t)
 end
 
 --- The record id as a table, or nil when id holds none.
@@ -709,9 +877,10 @@ end
 
 local function set_values(self, pid, pos, fmt, ok, ...)
   if not ok then flatten_error("records:set", ...) end
-  local seq = self.pager:in_transaction()
+  local pager = self.pager
+  local seq = P_in_txn(pager)
   if seq then return write_one(self, seq, pid, pos, fmt, ...) end
-  return atomic(self.pager, write_one_auto, self, pid, pos, fmt, ...)
+  return write_one_durable(pager, pid, pos, fmt, ...)
 end
 
 --- Set one field of record id (writes only that field's bytes).
@@ -730,6 +899,9 @@ end
 function Records:count()
   local anchor = type(self) == "table" and self.anchor
   if not (anchor and V_alive(anchor)) then check_handle(self, "records:count") end
+  local seq = txn_seq(self.pager)
+  local st = seq and mirror(self, seq)
+  if st then return st.count0 + st.fresh - st.fresh0 end
   return (V_unpack(anchor, A_HOT, "<i8"))
 end
 
@@ -829,6 +1001,7 @@ end
 -- directory_pages, source_pages, generation}.
 function Records:stats()
   check_handle(self, "records:stats")
+  settle(self)
   local pager = self.pager
   local count, _, _, _, _, gen, npages = V_unpack(self.anchor, A_HOT, HOT_FMT)
   local src = object.pages(pager, self.pid, SRC_MAGIC)
@@ -875,6 +1048,7 @@ end
 -- @return true, or false and a list of problems (strings)
 function Records:check()
   check_handle(self, "records:check")
+  settle(self)
   local pager, apid = self.pager, self.pid
   local bad, verdict = object.problems()
   local a = self.anchor
@@ -1023,6 +1197,7 @@ end
 -- only appends fields), inside a transaction: every page is new, the old
 -- ones are freed. @return true, or nil, msg, code with nothing changed
 local function migrate(pager, apid, old, new)
+  settle_pid(pager, apid)
   local psize = pager:page_size()
   local a = view(pager, apid)
   local _, _, _, _, S0, n0 = a:unpack(0, GEOM_FMT)
@@ -1127,6 +1302,8 @@ local function make_handle(pager, name, pid, rec)
   self.E, self.M = dir_sizes(psize)
   self.fmt = "<B" .. rec.format
   self.flatten, self.build, self.quick = rec.flatten, rec.build, rec.quick or rec.flatten
+  self.quick_into_all, self.quick_into = rec.quick_into_all, rec.quick_into
+  self.mkey = mirror_key(pid)       -- its mirror's key in a writer cache
   self.pad = S > R + 1
   local fields = {}
   for _, f in ipairs(rec.fields) do fields[f.name] = f end
@@ -1168,6 +1345,7 @@ local function open_existing(pager, name, pid, stored, rec, spec, d)
   end
   local in_txn = P_in_txn(pager) ~= nil
   local done, msg, code = atomic(pager, function()
+    settle_pid(pager, pid)
     local st, m, c
     if plan.changed then
       st, m, c = rindex.prepare(pager, name, pid, stored, plan)
@@ -1283,6 +1461,7 @@ function M.drop(pager, name)
     raise("records.drop", "pager expected (got %s)", type(pager))
   end
   return object.drop(pager, name, KIND, "records.drop", function(apid)
+    settle_pid(pager, apid)
     local ok, pg = pcall(all_pages, pager, apid)
     if not ok then return nil, "records.drop: " .. tostring(pg), "corrupt" end
     local list, msg, code = rindex.drop(pager, apid)

@@ -191,16 +191,26 @@ local function strip(s)
   return ssub(s, 1, sfind(s, "%z*$") - 1)   -- one scan in C, however many zeros
 end
 
--- The binding's key count (mappedpages.core._keys_in), when it is there:
--- this module is pure Lua and works without it, walking the keys in Lua.
+-- The binding's key count (mappedpages.core._key_count: the keys of a
+-- table without a metatable, else nil), when it is there: this module is
+-- pure Lua and works without it, walking the keys in Lua.
 local okcore, core = pcall(require, "mappedpages.core")
-local keys_in = okcore and type(core) == "table" and core._keys_in or nil
+local key_count = okcore and type(core) == "table" and core._key_count or nil
+if not key_count then
+  local getmetatable = getmetatable
+  key_count = function(x)
+    if type(x) ~= "table" or getmetatable(x) ~= nil then return nil end
+    local n = 0
+    for _ in next, x do n = n + 1 end
+    return n
+  end
+end
 
-local H = {keys_in = keys_in, type = type, next = next, mtype = mtype, sbyte = sbyte,
+local H = {key_count = key_count, error = error, type = type, next = next, mtype = mtype, sbyte = sbyte,
            spack = spack, sunpack = sunpack, unpack = unpack, strip = strip,
            check = check, notable = notable, extra = extra, badarg = badarg,
            baddecode = baddecode, INF = huge, NAN = 0.0 / 0.0}
-local PRELUDE = "local H, K = ...\nlocal keys_in = H.keys_in\n" ..
+local PRELUDE = "local H, K = ...\nlocal key_count, error = H.key_count, H.error\n" ..
   "local type, next, mtype, sbyte, spack, sunpack, unpack, strip, check, " ..
   "notable, extra, badarg, baddecode, INF, NAN = H.type, H.next, H.mtype, " ..
   "H.sbyte, H.spack, H.sunpack, H.unpack, H.strip, H.check, H.notable, " ..
@@ -448,60 +458,86 @@ local function finish(g, name)
   return chunk(H, g.K)
 end
 
---- The quick flatten of a record whose fields are all leaves (no
--- embedded record or array), or nil. It reads each field once (`x.name`)
--- and tests it with operators instead of calls (an integer `v | 0 == v`,
--- a float `v + 0.0 == v`), then walks the keys once only to count them
--- and see that each is a field. Any value it is not sure of, and any
--- other key, raises a bare error: the caller (records:insert, under
--- pcall) then runs flatten, which accepts the value or raises naming the
--- field. Reads go through __index like flatten's nil fields do not: the
--- key count (every raw key a field, as many as the non-nil reads) keeps a
--- table with a metatable from being read differently.
-local function quick_function(rec)
+--- The quick checks of a record whose fields are all leaves (no embedded
+-- record or array), or nil. Each reads every field once (`x.name`) and
+-- tests it with operators instead of calls (an integer `v | 0 == v`, a
+-- float `v + 0.0 == v`), then counts the table's keys in one call
+-- (key_count: nil for a table with a metatable, whose reads may not be
+-- raw) against the fields read. Any value it is not sure of, any other
+-- key and a metatable raise a bare error: the caller (records:insert,
+-- under pcall) then runs flatten, which accepts the value or raises
+-- naming the field. Three forms, from one generator:
+--
+--     quick(x) -> v1, ..., vN            nil fields take their fills
+--     quick_into(fn, c, d) -> function(x, a, b): fn(a, b, c, d, v1, ..., vN)
+--                                        the same check, then a call (a
+--                                        writer's pack, say: no values
+--                                        travel back through pcall)
+--     quick_into_all(fn, c, d)           the same for a table that holds
+--                                        every field: a nil one raises,
+--                                        and the values go as read
+--
+-- The values passed on are packable, not always flatten's: an integral
+-- float for an integer field stays a float (string.pack takes it).
+local function quick_function(rec, form)
   local T = rec.T
   local fields = T.rec.fields
   if T.leaves ~= #fields or T.leaves > MAX_LOCALS then return nil end
   local g = new_gen()
-  local names, outs = {}, {}
+  local vs = {}
   for i, f in ipairs(fields) do
     local k = f.t.kind
     if k == "record" or k == "array" then return nil end
-    names[f.name] = true
-    outs[i] = "o" .. i
+    vs[i] = "v" .. i
   end
-  local list = concat(outs, ", ")
-  local F = g:ref(names)
-  g:emit("function(x)\nlocal ", list, "\nlocal c, v, r = 0\n")
+  local list = concat(vs, ", ")
+  local all = form == "all"
+  if form == "values" then
+    g:emit("function(x)\n")
+  else
+    g:emit("function(fn, c, d)\nreturn function(x, a, b)\n")
+  end
+  if all then
+    local reads = {}
+    for i, f in ipairs(fields) do reads[i] = "x[" .. lit(f.name) .. "]" end
+    g:emit("local ", list, " = ", concat(reads, ", "), "\n")
+  else
+    g:emit("local ", list, "\nlocal n, v = 0\n")
+  end
   for i, f in ipairs(fields) do
-    local t, o = f.t, outs[i]
-    local fill = flat(t, rec.fill[f.name], {})[1]
-    g:emit("v = x[", lit(f.name), "] if v == nil then ", o, " = ", lit(fill), " else ")
+    local t, v = f.t, all and vs[i] or "v"
+    if not all then
+      local fill = flat(t, rec.fill[f.name], {})[1]
+      g:emit("v = x[", lit(f.name), "] if v == nil then ", vs[i], " = ", lit(fill),
+             " else n = n + 1 ")
+    end
     local kind = t.kind
     if kind == "int" then
-      g:emit("r = v | 0 if r ~= v")
-      if t.size < 8 then g:emit(" or r < ", lit(t.min), " or r > ", lit(t.max)) end
-      g:emit(" then error() end ", o, " = r ")
+      g:emit("if (", v, " | 0) ~= ", v)
+      if t.size < 8 then g:emit(" or ", v, " < ", lit(t.min), " or ", v, " > ", lit(t.max)) end
+      g:emit(" then error() end ")
     elseif kind == "float" then
-      g:emit("r = v + 0.0 if r ~= v")
-      if t.size == 4 then g:emit(" or r > ", lit(FLT_MAX), " or r < -", lit(FLT_MAX)) end
-      g:emit(" then error() end ", o, " = v ")
+      g:emit("if ", v, " + 0.0 ~= ", v)
+      if t.size == 4 then g:emit(" or ", v, " > ", lit(FLT_MAX), " or ", v, " < -", lit(FLT_MAX)) end
+      g:emit(" then error() end ")
     elseif kind == "bool" then
-      g:emit("if v == true then ", o, " = 1 elseif v == false then ", o, " = 0 else error() end ")
+      g:emit("if ", v, " == true then ", v, " = 1 elseif ", v, " == false then ", v,
+             " = 0 else error() end ")
     elseif kind == "char" then
-      g:emit("if type(v) ~= 'string' or #v > ", t.n, " then error() end ", o, " = v ")
+      g:emit("if type(", v, ") ~= 'string' or #", v, " > ", t.n, " then error() end ")
     elseif kind == "enum" then
-      g:emit(o, " = ", g:ref(t.index), "[v] if ", o, " == nil then error() end ")
+      g:emit(v, " = ", g:ref(t.index), "[", v, "] if ", v, " == nil then error() end ")
     else
       return nil
     end
-    g:emit("c = c + 1 end\n")
+    if not all then g:emit(vs[i], " = v end") end
+    g:emit("\n")
   end
-  if keys_in then
-    g:emit("if keys_in(x, ", F, ") ~= c then error() end\nreturn ", list, "\nend")
+  g:emit("if key_count(x) ~= ", all and #fields or "n", " then error() end\n")
+  if form == "values" then
+    g:emit("return ", list, "\nend")
   else
-    g:emit("local n = 0 for k in next, x do if ", F, "[k] == nil then error() end n = n + 1 end\n",
-           "if n ~= c then error() end\nreturn ", list, "\nend")
+    g:emit("return fn(a, b, c, d, ", list, ")\nend\nend")
   end
   return finish(g, rec.name)
 end
@@ -559,7 +595,9 @@ function M.compile(rec)
   local fl, en, bu, de = record_functions(rec, false)
   if not fl then fl, en, bu, de = assert(record_functions(rec, true)) end
   rec.flatten, rec.build, rec.encode, rec.decode = fl, bu, en, de
-  rec.quick = quick_function(rec) or fl
+  rec.quick = quick_function(rec, "values") or fl
+  rec.quick_into = quick_function(rec, "into")
+  rec.quick_into_all = quick_function(rec, "all")
   for _, f in ipairs(rec.fields) do
     local ffl, fbu = field_functions(rec, f, false)
     if not ffl then ffl, fbu = assert(field_functions(rec, f, true)) end

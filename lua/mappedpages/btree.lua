@@ -120,8 +120,7 @@ local check_handle = object.check_handle
 local txn_seq = core._txn_seq
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
-local W_write, W_pack, W_fill =
-      core._Writer_methods.write,
+local W_pack, W_fill =
       core._Writer_methods.pack, core._Writer_methods.fill
 
 local M = {}
@@ -617,33 +616,52 @@ local function plan(self, m, path, idx, leaf, made)
   return out, frees, root, height
 end
 
---- Write node t whole into writer w (a leaf in key order).
+-- serialize's formats by cell count (the header's, then n cells), and
+-- its argument list (reused: one W_pack per node).
+local leaf_fmts, inner_fmts, args = {}, {}, {}
+local tunpack = table.unpack
+
+--- Write node t whole into writer w (a leaf in key order): one pack of
+-- the header and every cell, then zeros after the cells.
 local function serialize(self, w, t)
   local keys, n = t.keys, t.n
-  local parts, pos, left = {}, HDR, 0
+  local fmt, left, j
   if t.level == 0 then
-    local vals = t.vals
-    for i = 1, n do
-      local v, c = vals[i]
-      if type(v) == "table" then
-        c = spack(LEAF_CELL, 1, keys[i], spack(LARGE_REF, v.ref, v.size))
-      else
-        c = spack(LEAF_CELL, 0, keys[i], v)
-      end
-      parts[i] = c
-      pos = pos + #c
+    fmt = leaf_fmts[n]
+    if not fmt then
+      fmt = NODE_HDR_FMT .. ("Bs2s2"):rep(n)
+      leaf_fmts[n] = fmt
     end
-  else
-    local kids = t.kids
-    left = kids[1] + 1
+    local vals = t.vals
+    j = 9
     for i = 1, n do
-      local c = spack(INNER_CELL, kids[i + 1], keys[i])
-      parts[i] = c
-      pos = pos + #c
+      local v = vals[i]
+      if type(v) == "table" then
+        args[j], args[j + 2] = 1, spack(LARGE_REF, v.ref, v.size)
+      else
+        args[j], args[j + 2] = 0, v
+      end
+      args[j + 1] = keys[i]
+      j = j + 3
+    end
+    left = 0
+  else
+    fmt = inner_fmts[n]
+    if not fmt then
+      fmt = NODE_HDR_FMT .. ("I4s2"):rep(n)
+      inner_fmts[n] = fmt
+    end
+    local kids = t.kids
+    left, j = kids[1] + 1, 9
+    for i = 1, n do
+      args[j], args[j + 1] = kids[i + 1], keys[i]
+      j = j + 2
     end
   end
-  W_write(w, 0, spack(NODE_HDR_FMT, NODE_MAGIC, self.pid, t.stamp, t.level, n, pos, left, 0)
-                .. concat(parts))
+  args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8] =
+    NODE_MAGIC, self.pid, t.stamp, t.level, n, t.used, left, 0
+  local pos = W_pack(w, 0, fmt, tunpack(args, 1, j - 1))
+  if pos ~= t.used then W_pack(w, N_INFO + 4, "<I4", pos) end
   if pos < self.psize then W_fill(w, 0, pos, self.psize - pos) end
 end
 

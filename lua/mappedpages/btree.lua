@@ -496,18 +496,22 @@ end
 local function divide(t, r)
   local keys, n = t.keys, #t.keys
   local total = size_of(t)
-  local half, acc, j = total / 2, 0, n
+  local half, acc, j = total / 2, 0, n + 1
   for i = 1, n do
     local s = cell_size(t, i)
     if acc + s > half then j = i break end
     acc = acc + s
   end
-  -- both halves keep a cell (an internal node's right half a key)
-  if j > (t.level == 0 and n or n - 1) then j = t.level == 0 and n or n - 1 end
-  if j < 2 then j = 2 end
+  -- both halves keep a cell (an internal node's right half a key); acc:
+  -- the bytes of cells 1 to j - 1
+  local top = t.level == 0 and n or n - 1
+  if j > top or j < 2 then
+    if j > top then j = top end
+    if j < 2 then j = 2 end
+    acc = 0
+    for i = 1, j - 1 do acc = acc + cell_size(t, i) end
+  end
   r.level = t.level
-  acc = 0
-  for i = 1, j - 1 do acc = acc + cell_size(t, i) end
   t.size = acc
   if t.level == 0 then
     r.size = total - acc

@@ -844,6 +844,52 @@ local function put_value(self, aw, old, value, slot)
   return true
 end
 
+-- The common split, made in place: a put overfills a leaf of the mirror
+-- whose parent, of the mirror too, has room for the separator. The new
+-- page and its writer first, then the leaf is split (undone when the
+-- parent turns out to have no room, or the heap call fails), then the
+-- parent takes the separator. Returns false (nothing changed) when the
+-- general plan is needed.
+local function put_split(self, seq, m, cache, a, aw, leaf, parent, ci, i, old, key, value, slot,
+                         stored, size, dcount, dbytes)
+  local pager = self.pager
+  local pid, msg, code = pager:alloc_protected()
+  if not pid then return nil, msg, code end
+  local w
+  w, msg, code = writer_of(pager, cache, pid, seq)
+  if not w then return give_back(pager, {pid}, msg, code) end
+  local keys, vals = leaf.keys, leaf.vals
+  if old ~= nil then vals[i] = stored else insert(keys, i, key) insert(vals, i, stored) end
+  leaf.size = size
+  local r = {pid = pid}
+  local sep = divide(leaf, r)
+  local ok = parent.used - HDR + INNER_FIXED + #sep <= self.cap
+  if ok and (slot or type(old) == "table") then
+    ok, msg, code = put_value(self, aw, old, value, slot)
+  end
+  if not ok then
+    local nl = #keys
+    move(r.keys, 1, #r.keys, nl + 1, keys)
+    move(r.vals, 1, #r.vals, nl + 1, vals)
+    if old ~= nil then vals[i] = old else remove(keys, i) remove(vals, i) end
+    leaf.size = nil
+    give_back(pager, {pid})
+    if msg then return nil, msg, code end
+    return false
+  end
+  insert(parent.keys, ci, sep)
+  insert(parent.kids, ci + 1, pid)
+  parent.n, parent.used = parent.n + 1, parent.used + INNER_FIXED + #sep
+  leaf.n, leaf.used, leaf.size, leaf.idx = #keys, HDR + leaf.size, nil, nil
+  r.n, r.used, r.stamp, r.size = #r.keys, HDR + r.size, m.T, nil
+  m[pid] = r
+  local dirty = m.dirty
+  dirty[pid], dirty[leaf.pid], dirty[parent.pid] = true, true, true
+  a.count, a.changes, a.nodes = a.count + dcount, a.changes + 1, a.nodes + 1
+  a.bytes, a.dirty = a.bytes + dbytes, true
+  return true
+end
+
 -- A put that changes the tree's shape (a split, or a merge after a smaller
 -- value): planned on drafts, then applied.
 local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
@@ -855,6 +901,14 @@ local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
   local old = found and leaf.vals[i] or nil
   local dcount = found and 0 or 1
   local dbytes = #value - (found and value_size(old) or -#key)
+  local size = leaf.used - HDR - (found and leaf_cell_size(key, old) or 0)
+               + leaf_cell_size(key, stored)
+  local h = #path
+  if h > 1 and size > self.cap and m[leaf.pid] == leaf and m[path[h - 1].pid] == path[h - 1] then
+    local ok, msg, code = put_split(self, seq, m, cache, a, aw, leaf, path[h - 1], idx[h - 1],
+                                    i, old, key, value, slot, stored, size, dcount, dbytes)
+    if ok ~= false then return ok, msg, code end
+  end
   local t = draft(leaf)
   t.size = t.size - (found and leaf_cell_size(key, old) or 0) + leaf_cell_size(key, stored)
   if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end

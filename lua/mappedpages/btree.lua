@@ -88,8 +88,11 @@
 -- writes. A put into a leaf appends the key (its idx, key -> position,
 -- finds it again; the leaf is sorted when something needs the order: a
 -- split, an iterator, the commit). A put or delete that keeps its leaf
--- between a quarter and all of its page changes the leaf in place. Any
--- other plans the whole change on copies of the nodes first (splits,
+-- between a quarter and all of its page changes the leaf in place, and
+-- so does a put that splits a leaf the transaction changed already into a
+-- parent it changed too that has room for the separator (the new page
+-- and its writer are taken first, the split undone if the heap call
+-- fails). Any other plans the whole change on copies of the nodes first (splits,
 -- merges, shares, height), takes every new page and every writer it
 -- needs, and only then makes the planned nodes the mirror's: a failure (a
 -- full disk) returns nil, msg, code and changes nothing, inside the
@@ -903,14 +906,15 @@ local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
   local dbytes = #value - (found and value_size(old) or -#key)
   local size = leaf.used - HDR - (found and leaf_cell_size(key, old) or 0)
                + leaf_cell_size(key, stored)
-  local h = #path
-  if h > 1 and size > self.cap and m[leaf.pid] == leaf and m[path[h - 1].pid] == path[h - 1] then
-    local ok, msg, code = put_split(self, seq, m, cache, a, aw, leaf, path[h - 1], idx[h - 1],
+  local depth = #path
+  local parent = path[depth - 1]
+  if parent and size > self.cap and m[leaf.pid] == leaf and m[parent.pid] == parent then
+    local ok, msg, code = put_split(self, seq, m, cache, a, aw, leaf, parent, idx[depth - 1],
                                     i, old, key, value, slot, stored, size, dcount, dbytes)
     if ok ~= false then return ok, msg, code end
   end
   local t = draft(leaf)
-  t.size = t.size - (found and leaf_cell_size(key, old) or 0) + leaf_cell_size(key, stored)
+  t.size = size
   if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end
   local made = {}
   local drafts, frees, r, h = plan(self, m, path, idx, t, made)

@@ -88,8 +88,11 @@
 -- writes. A put into a leaf appends the key (its idx, key -> position,
 -- finds it again; the leaf is sorted when something needs the order: a
 -- split, an iterator, the commit). A put or delete that keeps its leaf
--- between a quarter and all of its page changes the leaf in place. Any
--- other plans the whole change on copies of the nodes first (splits,
+-- between a quarter and all of its page changes the leaf in place, and
+-- so does a put that splits a leaf the transaction changed already into a
+-- parent it changed too that has room for the separator (the new page
+-- and its writer are taken first, the split undone if the heap call
+-- fails). Any other plans the whole change on copies of the nodes first (splits,
 -- merges, shares, height), takes every new page and every writer it
 -- needs, and only then makes the planned nodes the mirror's: a failure (a
 -- full disk) returns nil, msg, code and changes nothing, inside the
@@ -120,8 +123,7 @@ local check_handle = object.check_handle
 local txn_seq = core._txn_seq
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
-local W_write, W_pack, W_fill =
-      core._Writer_methods.write,
+local W_pack, W_fill =
       core._Writer_methods.pack, core._Writer_methods.fill
 
 local M = {}
@@ -497,18 +499,22 @@ end
 local function divide(t, r)
   local keys, n = t.keys, #t.keys
   local total = size_of(t)
-  local half, acc, j = total / 2, 0, n
+  local half, acc, j = total / 2, 0, n + 1
   for i = 1, n do
     local s = cell_size(t, i)
     if acc + s > half then j = i break end
     acc = acc + s
   end
-  -- both halves keep a cell (an internal node's right half a key)
-  if j > (t.level == 0 and n or n - 1) then j = t.level == 0 and n or n - 1 end
-  if j < 2 then j = 2 end
+  -- both halves keep a cell (an internal node's right half a key); acc:
+  -- the bytes of cells 1 to j - 1
+  local top = t.level == 0 and n or n - 1
+  if j > top or j < 2 then
+    if j > top then j = top end
+    if j < 2 then j = 2 end
+    acc = 0
+    for i = 1, j - 1 do acc = acc + cell_size(t, i) end
+  end
   r.level = t.level
-  acc = 0
-  for i = 1, j - 1 do acc = acc + cell_size(t, i) end
   t.size = acc
   if t.level == 0 then
     r.size = total - acc
@@ -617,33 +623,52 @@ local function plan(self, m, path, idx, leaf, made)
   return out, frees, root, height
 end
 
---- Write node t whole into writer w (a leaf in key order).
+-- serialize's formats by cell count (the header's, then n cells), and
+-- its argument list (reused: one W_pack per node).
+local leaf_fmts, inner_fmts, args = {}, {}, {}
+local tunpack = table.unpack
+
+--- Write node t whole into writer w (a leaf in key order): one pack of
+-- the header and every cell, then zeros after the cells.
 local function serialize(self, w, t)
   local keys, n = t.keys, t.n
-  local parts, pos, left = {}, HDR, 0
+  local fmt, left, j
   if t.level == 0 then
-    local vals = t.vals
-    for i = 1, n do
-      local v, c = vals[i]
-      if type(v) == "table" then
-        c = spack(LEAF_CELL, 1, keys[i], spack(LARGE_REF, v.ref, v.size))
-      else
-        c = spack(LEAF_CELL, 0, keys[i], v)
-      end
-      parts[i] = c
-      pos = pos + #c
+    fmt = leaf_fmts[n]
+    if not fmt then
+      fmt = NODE_HDR_FMT .. ("Bs2s2"):rep(n)
+      leaf_fmts[n] = fmt
     end
-  else
-    local kids = t.kids
-    left = kids[1] + 1
+    local vals = t.vals
+    j = 9
     for i = 1, n do
-      local c = spack(INNER_CELL, kids[i + 1], keys[i])
-      parts[i] = c
-      pos = pos + #c
+      local v = vals[i]
+      if type(v) == "table" then
+        args[j], args[j + 2] = 1, spack(LARGE_REF, v.ref, v.size)
+      else
+        args[j], args[j + 2] = 0, v
+      end
+      args[j + 1] = keys[i]
+      j = j + 3
+    end
+    left = 0
+  else
+    fmt = inner_fmts[n]
+    if not fmt then
+      fmt = NODE_HDR_FMT .. ("I4s2"):rep(n)
+      inner_fmts[n] = fmt
+    end
+    local kids = t.kids
+    left, j = kids[1] + 1, 9
+    for i = 1, n do
+      args[j], args[j + 1] = kids[i + 1], keys[i]
+      j = j + 2
     end
   end
-  W_write(w, 0, spack(NODE_HDR_FMT, NODE_MAGIC, self.pid, t.stamp, t.level, n, pos, left, 0)
-                .. concat(parts))
+  args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8] =
+    NODE_MAGIC, self.pid, t.stamp, t.level, n, t.used, left, 0
+  local pos = W_pack(w, 0, fmt, tunpack(args, 1, j - 1))
+  if pos ~= t.used then W_pack(w, N_INFO + 4, "<I4", pos) end
   if pos < self.psize then W_fill(w, 0, pos, self.psize - pos) end
 end
 
@@ -822,6 +847,52 @@ local function put_value(self, aw, old, value, slot)
   return true
 end
 
+-- The common split, made in place: a put overfills a leaf of the mirror
+-- whose parent, of the mirror too, has room for the separator. The new
+-- page and its writer first, then the leaf is split (undone when the
+-- parent turns out to have no room, or the heap call fails), then the
+-- parent takes the separator. Returns false (nothing changed) when the
+-- general plan is needed.
+local function put_split(self, seq, m, cache, a, aw, leaf, parent, ci, i, old, key, value, slot,
+                         stored, size, dcount, dbytes)
+  local pager = self.pager
+  local pid, msg, code = pager:alloc_protected()
+  if not pid then return nil, msg, code end
+  local w
+  w, msg, code = writer_of(pager, cache, pid, seq)
+  if not w then return give_back(pager, {pid}, msg, code) end
+  local keys, vals = leaf.keys, leaf.vals
+  if old ~= nil then vals[i] = stored else insert(keys, i, key) insert(vals, i, stored) end
+  leaf.size = size
+  local r = {pid = pid}
+  local sep = divide(leaf, r)
+  local ok = parent.used - HDR + INNER_FIXED + #sep <= self.cap
+  if ok and (slot or type(old) == "table") then
+    ok, msg, code = put_value(self, aw, old, value, slot)
+  end
+  if not ok then
+    local nl = #keys
+    move(r.keys, 1, #r.keys, nl + 1, keys)
+    move(r.vals, 1, #r.vals, nl + 1, vals)
+    if old ~= nil then vals[i] = old else remove(keys, i) remove(vals, i) end
+    leaf.size = nil
+    give_back(pager, {pid})
+    if msg then return nil, msg, code end
+    return false
+  end
+  insert(parent.keys, ci, sep)
+  insert(parent.kids, ci + 1, pid)
+  parent.n, parent.used = parent.n + 1, parent.used + INNER_FIXED + #sep
+  leaf.n, leaf.used, leaf.size, leaf.idx = #keys, HDR + leaf.size, nil, nil
+  r.n, r.used, r.stamp, r.size = #r.keys, HDR + r.size, m.T, nil
+  m[pid] = r
+  local dirty = m.dirty
+  dirty[pid], dirty[leaf.pid], dirty[parent.pid] = true, true, true
+  a.count, a.changes, a.nodes = a.count + dcount, a.changes + 1, a.nodes + 1
+  a.bytes, a.dirty = a.bytes + dbytes, true
+  return true
+end
+
 -- A put that changes the tree's shape (a split, or a merge after a smaller
 -- value): planned on drafts, then applied.
 local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
@@ -833,8 +904,17 @@ local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
   local old = found and leaf.vals[i] or nil
   local dcount = found and 0 or 1
   local dbytes = #value - (found and value_size(old) or -#key)
+  local size = leaf.used - HDR - (found and leaf_cell_size(key, old) or 0)
+               + leaf_cell_size(key, stored)
+  local depth = #path
+  local parent = path[depth - 1]
+  if parent and size > self.cap and m[leaf.pid] == leaf and m[parent.pid] == parent then
+    local ok, msg, code = put_split(self, seq, m, cache, a, aw, leaf, parent, idx[depth - 1],
+                                    i, old, key, value, slot, stored, size, dcount, dbytes)
+    if ok ~= false then return ok, msg, code end
+  end
   local t = draft(leaf)
-  t.size = t.size - (found and leaf_cell_size(key, old) or 0) + leaf_cell_size(key, stored)
+  t.size = size
   if found then t.vals[i] = stored else insert(t.keys, i, key) insert(t.vals, i, stored) end
   local made = {}
   local drafts, frees, r, h = plan(self, m, path, idx, t, made)

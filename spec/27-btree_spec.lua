@@ -562,6 +562,73 @@ describe("btree on a full disk", function()
   end)
 end)
 
+describe("btree splits inside a transaction on a full disk", function()
+  after_each(function()
+    core._inject_fault(nil)
+    H.cleanup()
+  end)
+
+  -- Every leaf and its parent already changed in the open transaction, so
+  -- an overfull leaf splits in place: the new node's page first, then the
+  -- large value's heap pages; a failure at either step must undo the split.
+  -- The same tree is built twice: the first time finds the put that
+  -- splits, the second runs it with room for the node's page and not for
+  -- the value (room 1, 2) or for neither (room 0).
+  local function build(path)
+    local p = H.create({page_size = 1024}, path)
+    local t = assert(btree.open(p, "t"))
+    assert(p:transaction(function()
+      for i = 1, 300 do t:put(k4(i * 3), ("v"):rep(20)) end
+      return true
+    end))
+    local tx = p:begin()
+    for i = 1, 300 do assert(t:put(k4(i * 3), ("u"):rep(24))) end       -- every leaf changed
+    for i = 1, 300, 10 do assert(t:put(k4(i * 3 + 2), ("s"):rep(60))) end   -- splits: parents too
+    return t, p, tx
+  end
+
+  local function big(i) return ("w"):rep(3000 + i) end   -- three pages of the tree's heap
+
+  it("undoes an in-place split whose large value finds no room, and one whose page finds none", function()
+    local t, p, tx = build()
+    local j
+    for i = 1, 300 do
+      local nodes = t:stats().nodes
+      assert(t:put(k4(i * 3 + 1), big(i)))
+      if t:stats().nodes > nodes and i > 1 then j = i break end
+    end
+    assert(j, "no put split a leaf")
+    tx:rollback()
+    p:close()
+    H.cleanup()
+    for room = 0, 2 do
+      local path
+      t, p, tx = build()
+      path = p:info().path
+      for i = 1, j - 1 do assert(t:put(k4(i * 3 + 1), big(i))) end
+      while p:free_count() > room do p:alloc() end
+      local before = {all(t)}
+      local nodes = t:stats().nodes
+      core._inject_fault("grow", "enospc")
+      local ok, msg, code = t:put(k4(j * 3 + 1), big(j))
+      core._inject_fault(nil)
+      assert.is_nil(ok, "the splitting put did not fail with room " .. room)
+      assert.equal("no_space", code, msg)
+      assert.same(before, {all(t)})
+      assert.equal(nodes, t:stats().nodes)
+      assert_check(t)
+      assert(tx:commit())
+      p:close()
+      p = H.open(path)
+      t = assert(btree.open(p, "t"))
+      assert.same(before, {all(t)})
+      assert_check(t)
+      p:close()
+      H.cleanup()
+    end
+  end)
+end)
+
 describe("btree trees owned by another object", function()
   after_each(H.cleanup)
 

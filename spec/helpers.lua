@@ -225,20 +225,8 @@ function H.file_size(path)
   return n
 end
 
-function H.read_at(path, off, len)
-  local f = assert(io.open(path, "rb"))
-  f:seek("set", off)
-  local s = f:read(len) or ""
-  f:close()
-  return s
-end
-
-function H.write_at(path, off, s)
-  local f = assert(io.open(path, "r+b"))
-  f:seek("set", off)
-  assert(f:write(s))
-  f:close()
-end
+-- H.read_at(path, off, len) and H.write_at(path, off, s): spec/format.lua's,
+-- below.
 
 -- XOR the byte at off with mask (0xFF by default).
 function H.flip(path, off, mask)
@@ -294,7 +282,7 @@ end
 
 local F = require "format"
 H.format = F
-for _, k in ipairs({ "MAGIC", "BITMAP_TYPE", "INDEX_TYPE", "PAGE_SIZES", "ROOT",
+for _, k in ipairs({ "read_at", "write_at", "MAGIC", "BITMAP_TYPE", "INDEX_TYPE", "PAGE_SIZES", "ROOT",
                      "MORE_THAN_CARRIED", "META", "geometry", "group0_reserved",
                      "group_reserved", "root_crc", "meta_crc", "root_page", "root_field",
                      "fix_root_crc", "fix_meta_crc", "bitmap_page", "bitmap_state",

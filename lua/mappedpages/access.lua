@@ -122,6 +122,20 @@ function M.cache(pager, seq)
   return cache
 end
 
+-- Add fn under key to the transaction cache's list `list` (made on first
+-- use): once per key, in the order given.
+local function add_hook(cache, list, key, fn)
+  local hooks = cache[list]
+  if hooks == nil then
+    hooks = {}
+    cache[list] = hooks
+  end
+  if hooks[key] == nil then
+    hooks[key] = fn
+    hooks[#hooks + 1] = fn
+  end
+end
+
 --- Have `fn()` run when the open transaction commits, inside
 -- `tx:commit()` (and so `pager:transaction` and `atomic`) before the
 -- core commits: what fn writes through the transaction's writers is part
@@ -138,16 +152,8 @@ end
 -- `cache`.
 function M.before_commit(pager, key, fn, seq)
   local cache = M.cache(pager, seq)
-  local hooks = cache.before_commit
-  if hooks == nil then
-    hooks = {}
-    cache.before_commit = hooks
-    core._want_commit_hook(pager)
-  end
-  if hooks[key] == nil then
-    hooks[key] = fn
-    hooks[#hooks + 1] = fn
-  end
+  if cache.before_commit == nil then core._want_commit_hook(pager) end
+  add_hook(cache, "before_commit", key, fn)
 end
 
 --- Have `fn()` run once the open transaction's commit has succeeded
@@ -158,16 +164,7 @@ end
 -- what asks tx:commit() to call back); one fn per `key`, in order. A
 -- rollback or failed commit runs none. `seq` as for `cache`.
 function M.after_commit(pager, key, fn, seq)
-  local cache = M.cache(pager, seq)
-  local hooks = cache.after_commit
-  if hooks == nil then
-    hooks = {}
-    cache.after_commit = hooks
-  end
-  if hooks[key] == nil then
-    hooks[key] = fn
-    hooks[#hooks + 1] = fn
-  end
+  add_hook(M.cache(pager, seq), "after_commit", key, fn)
 end
 
 -- tx:commit() calls this when the transaction asked for it

@@ -18,9 +18,10 @@
  *             free, pending frees, growth, iteration; loading it at open
  *   ptable.c  the page table: protected-page entries, copy-on-write, its part
  *             of a commit and of a rollback, loading it at open
- *   commit.c  transactions: commit, rollback, and open-time recovery (root
- *             selection, verify_root: root header, free-space map and page
- *             table loads, their cross-check; clearing a rejected root)
+ *   commit.c  transactions: commit, rollback, the creating commit
+ *   recover.c open-time recovery: root selection, verify_root (root header,
+ *             free-space map and page table loads, their cross-check),
+ *             clearing a rejected root
  *   check.c   the audit (mp_check, mp_check_each)
  *   pager.c   the public C API but the audit: create/open/close, info,
  *             regular and protected pages, transactions and the user root;
@@ -34,8 +35,9 @@
  *   fsm.c      error.c, layout.c, format.c, osfile.c
  *   ptable.c   error.c, crc32c.c, layout.c, format.c, osfile.c, fsm.c
  *   commit.c   error.c, layout.c, format.c, osfile.c, fsm.c, ptable.c
+ *   recover.c  error.c, layout.c, format.c, osfile.c, fsm.c, ptable.c
  *   check.c    error.c, crc32c.c, layout.c, format.c, osfile.c, ptable.c
- *   pager.c    error.c, layout.c, osfile.c, fsm.c, ptable.c, commit.c
+ *   pager.c    error.c, layout.c, osfile.c, fsm.c, ptable.c, commit.c, recover.c
  * The Lua binding (csrc/lua_*.c) sits above and uses mappedpages.h only.
  *
  * See docs/FORMAT.md for the on-disk format these files implement.
@@ -513,7 +515,9 @@ int mp_pt_changed(const mp_pager *p);
 /* commit.c */
 mp_err mp_txn_commit(mp_pager *p);
 void mp_txn_rollback(mp_pager *p);
-mp_err mp_recover(mp_pager *p, mp_error *err);
 mp_err mp_write_initial(mp_pager *p);
+
+/* recover.c */
+mp_err mp_recover(mp_pager *p, mp_error *err);
 
 #endif /* MP_INTERNAL_H */

@@ -29,7 +29,7 @@
  * Transitions, and the function behind each:
  *
  *   (none)   -> CLEAN     mp_create: mp_write_initial (commit.c), the
- *                         creating commit; mp_open: mp_recover (commit.c),
+ *                         creating commit; mp_open: mp_recover (recover.c),
  *                         root selection, verification, clearing (C5)
  *   CLEAN    -> CHANGED   any mutation outside a transaction (mp_alloc,
  *                         mp_free, mp_alloc_bulk, mp_free_bulk, mp_set_root,

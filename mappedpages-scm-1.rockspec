@@ -50,6 +50,7 @@ build = {
             "csrc/osfile.c",
             "csrc/pager.c",
             "csrc/ptable.c",
+            "csrc/readers.c",
             "csrc/recover.c",
             -- the Lua binding
             "csrc/lua_binding.c",

@@ -408,7 +408,7 @@ static void check_memory(audit *a)
         dirty += gr->dirty;
     }
     if (fr != p->free_total || reg != p->regular_total || sys != p->system_total ||
-        pen != p->pending_len || fr + reg + sys + pen != p->page_count)
+        pen != p->pending_len + p->held_len || fr + reg + sys + pen != p->page_count)
         problem(a, "page totals disagree with the bitmaps (F2)");
     if (dirty != p->undo_len)
         problem(a, "dirty groups and the undo list disagree (F5)");

@@ -16,6 +16,12 @@
  *       carries each changed page's new state (fm_carry), relative to the
  *       bitmap pages it names, until they no longer fit; then the commit
  *       writes every bitmap with carried or changed pages and carries none.
+ *   C7  While a live reader's snapshot may reach the pages a commit frees,
+ *       they stay 11 ("held", durably: a writer that dies and reopens
+ *       still knows them) and are freed by the first commit that finds no
+ *       reader that old (readers.c R1, R2).  So with readers, C3 becomes
+ *       "no earlier than N+1 and no earlier than the last reader of a
+ *       state before N moved on".
  *
  * The pager's states and which call moves it from one to another: the
  * table at the top of pager.c.
@@ -142,6 +148,45 @@ static void put_carried(const mp_pager *p, unsigned char *root, mp_rootfields *f
     }
 }
 
+/* ---- pages freed, pages held for readers (C7) --------------------------- */
+
+static void drop_commit_lock(mp_pager *p)
+{
+    if (p->commit_locked)
+        mp_rd_commit_lock(p->fd, 0);   /* cannot fail: an unlock of our own lock */
+    p->commit_locked = 0;
+}
+
+/* Decide what the pages this transaction freed, and those held for
+ * readers, become (fsm.c mp_fsm_settle), asking readers.c which snapshots
+ * live readers hold, under the commit lock (readers.c R2; it stays taken
+ * until the new root is written).  A page freed by commit S is reachable
+ * from snapshots below S only, so it is released once the oldest snapshot
+ * held is S or newer (or none is held). */
+static mp_err settle_frees(mp_pager *p, uint64_t txn)
+{
+    if (p->pending_len == 0 && p->held_len == 0)
+        return MP_OK;
+    int e = mp_rd_commit_lock(p->fd, 1);
+    uint64_t oldest = 0;
+    if (e == 0) {
+        p->commit_locked = 1;
+        e = mp_rd_oldest(p->fd, txn, &oldest);
+    }
+    if (e) {
+        drop_commit_lock(p);
+        return mp_fail(p, mp_err_from_errno(e), "%s: commit failed: the readers' lock: %s", p->path,
+                       strerror(e));
+    }
+    uint64_t release = 0;
+    while (release < p->held_len && (oldest == 0 || p->held_txn[release] <= oldest))
+        release++;
+    mp_err rc = mp_fsm_settle(p, txn, oldest != 0, release);
+    if (rc != MP_OK)
+        drop_commit_lock(p);
+    return rc;
+}
+
 mp_err mp_txn_commit(mp_pager *p)
 {
     if (p->poisoned)
@@ -213,10 +258,15 @@ mp_err mp_txn_commit(mp_pager *p)
 
     uint64_t txn = p->d_txn + 1;
     int e = 0;
-    mp_fsm_apply_pending(p);
+    /* C7: the pages this transaction freed, and those held for readers */
+    mp_err src = settle_frees(p, txn);
+    if (src != MP_OK)
+        return src;
     /* C6: small changes to existing bitmaps ride in the root */
-    if (plan_bitmaps(p, counts[h]) != MP_OK)
+    if (plan_bitmaps(p, counts[h]) != MP_OK) {
+        drop_commit_lock(p);
         return MP_ENOMEM;
+    }
 
     /* 1. changed bitmaps; cur collects the level-1 nodes to write (each
      * once: a node's dirty flag is set when it joins a list) */
@@ -275,13 +325,16 @@ mp_err mp_txn_commit(mp_pager *p)
     put_carried(p, root, &f);
     mp_root_put(root, &f);
     mp_root_seal(root, ge->P);
-    if ((e = mp_os_write_page(p, (uint64_t)(p->cur_slot ^ 1), root)) != 0)
+    e = mp_os_write_page(p, (uint64_t)(p->cur_slot ^ 1), root);
+    drop_commit_lock(p);   /* readers.c R2: the new root is there to see */
+    if (e)
         goto failed;
 
     /* 4. one barrier */
     e = mp_os_barrier(p);
     if (e) {
 failed:
+        drop_commit_lock(p);
         /* C4: after a failed write or barrier nothing is known about the
          * disk; the caller rolls memory back to the durable state. */
         p->poisoned = 1;
@@ -307,6 +360,7 @@ failed:
                 p->nodes[l][n].dirty = 0;
             }
     mp_pt_committed(p);
+    mp_fsm_settled(p);
     p->undo_len = 0;
     p->cur_slot ^= 1;
     p->d_txn = txn;
@@ -325,6 +379,7 @@ failed:
 void mp_txn_rollback(mp_pager *p)
 {
     mp_pt_rollback(p);
+    mp_fsm_held_rollback(p);
     for (uint64_t k = p->undo_len; k-- > 0;) {
         const mp_undo *u = &p->undo[k];
         if (u->group < p->d_ngroups) {

@@ -77,6 +77,7 @@ void mp_hbits_free(mp_hbits *h)
         free(h->lv[i]);
         h->lv[i] = NULL;
     }
+    h->nbits = 0;
 }
 
 void mp_hbits_set(mp_hbits *h, uint64_t i, int on)
@@ -111,8 +112,35 @@ uint64_t mp_hbits_first(const mp_hbits *h)
 
 /* ---- setup ------------------------------------------------------------- */
 
+static mp_err reserve_held(mp_pager *p, uint64_t extra);
+
+/* The pages a loaded state holds for readers (state 11 on disk): which
+ * commit freed each is not recorded, so each is stamped with the newest
+ * (d_txn), the latest it can have been: held until no reader is older. */
+static mp_err collect_held(mp_pager *p)
+{
+    p->held_len = p->d_held_len = p->held_release = 0;
+    for (uint64_t g = 0; g < p->ngroups; g++) {
+        const uint64_t *bm = mp_working_bitmap(p, g);
+        for (uint64_t w = 0; w < p->geom.words; w++) {
+            uint64_t x = bm[w] & (bm[w] >> 1) & LO_BITS;   /* pages in state 11 */
+            while (x) {
+                unsigned bit = (unsigned)__builtin_ctzll(x);
+                x &= x - 1;
+                if (reserve_held(p, 1) != MP_OK)
+                    return MP_ENOMEM;
+                p->held[p->held_len] = (uint32_t)(g * p->geom.G + w * 32 + bit / 2);
+                p->held_txn[p->held_len++] = p->d_txn;
+            }
+        }
+    }
+    p->d_held_len = p->held_len;
+    return MP_OK;
+}
+
 mp_err mp_fsm_init(mp_pager *p)
 {
+    mp_hbits_free(&p->has_free);   /* a reader's refresh loads a new map */
     uint64_t max_pages = p->reserve_bytes / p->geom.P;
     if (max_pages > MP_MAX_PAGES)
         max_pages = MP_MAX_PAGES;
@@ -137,7 +165,7 @@ mp_err mp_fsm_init(mp_pager *p)
     p->d_free_total = p->free_total;
     p->d_regular_total = p->regular_total;
     p->d_system_total = p->system_total;
-    return MP_OK;
+    return collect_held(p);
 }
 
 void mp_fsm_free_all(mp_pager *p)
@@ -159,6 +187,11 @@ void mp_fsm_free_all(mp_pager *p)
     p->undo = NULL;
     free(p->pending);
     p->pending = NULL;
+    free(p->held);
+    p->held = NULL;
+    free(p->held_txn);
+    p->held_txn = NULL;
+    p->held_len = p->held_cap = p->d_held_len = 0;
 }
 
 mp_err mp_fsm_ensure_groups(mp_pager *p, uint64_t n)
@@ -381,20 +414,85 @@ void mp_fsm_unmark_free(mp_pager *p, mp_pgno id)
     p->pending_len--;
 }
 
-/* At commit: pages freed by this transaction become free (for the next). */
-void mp_fsm_apply_pending(mp_pager *p)
+/* A page in state 11 (pending or held) becomes free. */
+static void make_free(mp_pager *p, uint64_t id)
 {
+    uint64_t g = id / p->geom.G, i = id - g * p->geom.G;
+    mp_group *gr = &p->groups[g];
+    mp_st_set(mp_working_bitmap(p, g), i, ST_FREE);
+    gr->free++;
+    if (i < gr->hint)
+        gr->hint = (uint32_t)i;
+    p->free_total++;
+    mp_hbits_set(&p->has_free, g, 1);
+}
+
+static mp_err reserve_held(mp_pager *p, uint64_t extra)
+{
+    if (p->held_len + extra <= p->held_cap)
+        return MP_OK;
+    uint64_t cap = p->held_cap ? p->held_cap : 64;
+    while (cap < p->held_len + extra)
+        cap *= 2;
+    uint32_t *v = realloc(p->held, (size_t)cap * sizeof *v);
+    if (!v)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->held = v;
+    uint64_t *t = realloc(p->held_txn, (size_t)cap * sizeof *t);
+    if (!t)
+        return mp_fail(p, MP_ENOMEM, "out of memory");
+    p->held_txn = t;
+    p->held_cap = cap;
+    return MP_OK;
+}
+
+/* At commit txn (after the page table's part, before the bitmaps are
+ * planned): the pages this transaction freed become free for the next
+ * one, or, when `hold` (a live reader's snapshot may reach them, readers.c
+ * R1), stay 11 and join the held list, stamped txn; then the `release`
+ * oldest held pages, which no snapshot reaches any more, become free.
+ * Fails (out of memory) before changing anything.  The held list itself
+ * changes only when the commit is durable (mp_fsm_settled); a rollback
+ * drops what this commit appended (mp_fsm_held_rollback). */
+mp_err mp_fsm_settle(mp_pager *p, uint64_t txn, int hold, uint64_t release)
+{
+    uint64_t touches = release < p->ngroups ? release : p->ngroups;
+    if ((hold && reserve_held(p, p->pending_len) != MP_OK) || mp_fsm_reserve_undo(p, touches) != MP_OK)
+        return MP_ENOMEM;
     for (uint64_t k = 0; k < p->pending_len; k++) {
-        uint64_t id = p->pending[k], g = id / p->geom.G, i = id - g * p->geom.G;
-        mp_group *gr = &p->groups[g];
-        mp_st_set(mp_working_bitmap(p, g), i, ST_FREE);
-        gr->free++;
-        if (i < gr->hint)
-            gr->hint = (uint32_t)i;
-        p->free_total++;
-        mp_hbits_set(&p->has_free, g, 1);
+        if (hold) {
+            p->held[p->held_len] = p->pending[k];
+            p->held_txn[p->held_len++] = txn;
+        } else {
+            make_free(p, p->pending[k]);
+        }
     }
     p->pending_len = 0;
+    for (uint64_t k = 0; k < release; k++) {
+        mp_fsm_touch(p, p->held[k] / p->geom.G);
+        make_free(p, p->held[k]);
+    }
+    p->held_release = release;
+    return MP_OK;
+}
+
+/* The commit is durable: the pages it released leave the held list. */
+void mp_fsm_settled(mp_pager *p)
+{
+    uint64_t r = p->held_release;
+    memmove(p->held, p->held + r, (size_t)(p->held_len - r) * sizeof *p->held);
+    memmove(p->held_txn, p->held_txn + r, (size_t)(p->held_len - r) * sizeof *p->held_txn);
+    p->held_len -= r;
+    p->d_held_len = p->held_len;
+    p->held_release = 0;
+}
+
+/* A rollback (or failed commit): the held list as the durable state has it
+ * (the bitmaps' undo restores the pages' states). */
+void mp_fsm_held_rollback(mp_pager *p)
+{
+    p->held_len = p->d_held_len;
+    p->held_release = 0;
 }
 
 /* ---- growth ------------------------------------------------------------ */
@@ -550,6 +648,7 @@ int mp_fsm_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f, 
                 char *why, size_t wl)
 {
     const mp_geom *ge = &p->geom;
+    int held_ok = f->version >= 2;   /* pages held for readers (C7): state 11 */
     memset(ld, 0, sizeof *ld);
     ld->page_count = f->page_count;
     ld->height = f->height;
@@ -650,7 +749,7 @@ int mp_fsm_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f, 
         }
         mp_count_states(bm, 0, n, &c);
         mp_count_states(bm, n, ge->G, &tail);
-        if (c.n[ST_PENDING] != 0 || tail.n[ST_FREE] != ge->G - n) {
+        if ((c.n[ST_PENDING] != 0 && !held_ok) || tail.n[ST_FREE] != ge->G - n) {
             mp_msg(why, wl, "bitmap of group %llu: invalid page states", (unsigned long long)g);
             goto fail;
         }
@@ -662,7 +761,7 @@ int mp_fsm_load(mp_pager *p, const unsigned char *root, const mp_rootfields *f, 
         const unsigned char *at = root + mp_carry_off(ge->P, f->pt_ndelta, i);
         uint64_t pgno = mp_carry_pgno(at), g = pgno / ge->G, idx = pgno - g * ge->G;
         unsigned st = mp_carry_state(at);
-        if (pgno >= ld->page_count || idx < mp_group_run_end(ge, g) - g * ge->G || st == ST_PENDING ||
+        if (pgno >= ld->page_count || idx < mp_group_run_end(ge, g) - g * ge->G || (st == ST_PENDING && !held_ok) ||
             mp_u64_in(ld->carry, i, pgno)) {
             mp_msg(why, wl, "root: bad free-map entry %llu", (unsigned long long)i);
             goto fail;

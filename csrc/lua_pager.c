@@ -250,6 +250,58 @@ static int pager_info(lua_State *L)
     SETINT("barriers", i.barriers);
     SETINT("commits", i.commits);
     SETINT("root", i.user_root);
+    SETINT("held_count", i.held_count);
+    {
+        /* (a file system without byte-range locks: no reader fields) */
+        uint64_t oldest = 0, n = 0;
+        if (mp_readers(pg->p, &oldest, 1, &n) == MP_OK) {
+            SETINT("readers", n);
+            if (n > 0)
+                SETINT("oldest_reader", oldest);
+        }
+    }
+    return 1;
+}
+
+/* pager:readers() -> {txn, ...}: the snapshots live readers hold,
+ * ascending (readers of one snapshot count once). */
+static int pager_readers(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    uint64_t n = 0, got = 0, *snaps = NULL;
+    size_t cap = 16;
+    mp_err e;
+    for (;;) {
+        /* userdata scratch: freed by the GC even if a push below raises */
+        snaps = (uint64_t *)lua_newuserdatauv(L, cap * sizeof *snaps, 0);
+        pg = mpl_checkpager(L, 1);   /* after the allocation */
+        e = mp_readers(pg->p, snaps, cap, &n);
+        if (e != MP_OK)
+            return mpl_fail(L, pg, e, 1);
+        if (n <= cap)
+            break;
+        lua_pop(L, 1);
+        cap = (size_t)n * 2;
+    }
+    got = n;
+    lua_createtable(L, (int)got, 0);
+    for (uint64_t k = 0; k < got; k++) {
+        lua_pushinteger(L, mpl_u64_to_integer(snaps[k]));
+        lua_rawseti(L, -2, (lua_Integer)k + 1);
+    }
+    return 1;
+}
+
+/* pager:refresh() -> true | nil, msg, code: a reader moves to the newest
+ * commit; views then show it, and views of pages it no longer has die. */
+static int pager_refresh(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mp_err e = mp_refresh(pg->p);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 1);
+    mpl_reg_sweep(pg);
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -610,6 +662,8 @@ static const luaL_Reg pager_methods[] = {
     {"page_count", pager_page_count},
     {"free_count", pager_free_count},
     {"info", pager_info},
+    {"readers", pager_readers},
+    {"refresh", pager_refresh},
     {"alloc", pager_alloc},
     {"free", pager_free},
     {"alloc_bulk", pager_alloc_bulk},

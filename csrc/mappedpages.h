@@ -40,7 +40,10 @@ extern "C" {
 #endif
 
 #define MP_VERSION_STRING "0.1.0"
-#define MP_FORMAT_VERSION 1u
+/* The format version this build writes; it opens files of versions
+ * MP_FORMAT_OLDEST to MP_FORMAT_VERSION (version 1 had no held pages). */
+#define MP_FORMAT_VERSION 2u
+#define MP_FORMAT_OLDEST 1u
 
 #define MP_MIN_PAGE_SIZE 1024u
 #define MP_MAX_PAGE_SIZE 65536u
@@ -102,13 +105,25 @@ typedef struct mp_options {
  * writing.  The creating commit is durable when this returns. */
 mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out,
                  mp_error *err);
-/* Open an existing file.  Writers take an exclusive lock (flock), readers a
- * shared one; either fails with MP_ELOCKED when the other kind holds it.
+/* Open an existing file.  A writer takes an exclusive lock (flock): a
+ * second writer fails with MP_ELOCKED.  A reader (opts->readonly) takes no
+ * such lock: it opens beside a writer, in this process or another, and
+ * shows one committed transaction (its snapshot) until mp_refresh, however
+ * the writer commits meanwhile; the writer never reuses a page a live
+ * reader's snapshot reaches (those pages are "held", see mp_info).
  * Open validates the newest root and everything reachable from it, and falls
  * back to the previous root when any check fails; a writer then durably
  * invalidates the rejected root before returning. */
 mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out,
                mp_error *err);
+/* A reader moves its snapshot to the newest commit (a no-op when it is
+ * there already, and for a writer).  On failure (MP_ECORRUPT, MP_ENOMEM,
+ * MP_EIO) it keeps its snapshot. */
+mp_err mp_refresh(mp_pager *p);
+/* The distinct snapshots (transaction ids) live readers of the file hold,
+ * ascending: the first cap into snaps, their number into *count.  Readers
+ * on one snapshot count once. */
+mp_err mp_readers(mp_pager *p, uint64_t *snaps, size_t cap, uint64_t *count);
 /* Roll back any open transaction, unmap, unlock and free.  NULL is a no-op. */
 void mp_close(mp_pager *p);
 
@@ -119,7 +134,8 @@ uint32_t mp_page_size(const mp_pager *p);
 uint64_t mp_page_count(const mp_pager *p);
 /* Pages not in use by regular pages, protected pages or the file's own
  * structures.  Pages freed by the open transaction are not counted until it
- * commits (they become reusable in the next transaction). */
+ * commits (they become reusable in the next transaction), nor pages held
+ * for a live reader's snapshot. */
 uint64_t mp_free_count(const mp_pager *p);
 int mp_readonly(const mp_pager *p);
 
@@ -146,6 +162,8 @@ typedef struct mp_info {
     uint64_t barriers;         /* durability barriers issued since open */
     uint64_t commits;          /* commits since open */
     uint64_t user_root;
+    uint64_t held_count;       /* pages freed but held for readers' snapshots
+                                * (a reader: those its snapshot shows held) */
 } mp_info;
 void mp_get_info(const mp_pager *p, mp_info *out);
 

@@ -14,6 +14,8 @@
  *             accessors are in this header (pure byte work)
  *   osfile.c  the file: address reservation, mapping, growth, the one
  *             durability barrier, whole-page pread/pwrite, the test I/O hook
+ *   readers.c which snapshots live readers hold: byte-range locks on the
+ *             data file (a reader's hold, the writer's commit lock, queries)
  *   fsm.c     the free-space map over the group bitmaps, in memory: alloc,
  *             free, pending frees, growth, iteration; loading it at open
  *   ptable.c  the page table: protected-page entries, copy-on-write, its part
@@ -29,15 +31,16 @@
  *
  * Dependency order (calls between the files; every file includes only this
  * header, crc32c.h and system headers):
- *   error.c, crc32c.c, layout.c   call no other core file
+ *   error.c, crc32c.c, layout.c, readers.c   call no other core file
  *   format.c   crc32c.c
  *   osfile.c   error.c
  *   fsm.c      error.c, layout.c, format.c, osfile.c
  *   ptable.c   error.c, crc32c.c, layout.c, format.c, osfile.c, fsm.c
- *   commit.c   error.c, layout.c, format.c, osfile.c, fsm.c, ptable.c
- *   recover.c  error.c, layout.c, format.c, osfile.c, fsm.c, ptable.c
+ *   commit.c   error.c, layout.c, format.c, osfile.c, readers.c, fsm.c, ptable.c
+ *   recover.c  error.c, layout.c, format.c, osfile.c, readers.c, fsm.c, ptable.c
  *   check.c    error.c, crc32c.c, layout.c, format.c, osfile.c, ptable.c
- *   pager.c    error.c, layout.c, osfile.c, fsm.c, ptable.c, commit.c, recover.c
+ *   pager.c    error.c, layout.c, osfile.c, readers.c, fsm.c, ptable.c, commit.c,
+ *              recover.c
  * The Lua binding (csrc/lua_*.c) sits above and uses mappedpages.h only.
  *
  * See docs/FORMAT.md for the on-disk format these files implement.
@@ -371,6 +374,15 @@ struct mp_pager {
     mp_undo *undo; uint64_t undo_len, undo_cap;       /* dirty groups */
     uint64_t *undo_bm;         /* their bitmaps before the transaction, undo_cap * words */
     uint32_t *pending; uint64_t pending_len, pending_cap;  /* freed in txn */
+    /* Pages freed by committed transactions that a live reader's snapshot
+     * may reach (state 11 in memory and on disk; readers.c R1), in commit
+     * order, each stamped with the transaction that freed it. */
+    uint32_t *held; uint64_t *held_txn; uint64_t held_len, held_cap;
+    uint64_t d_held_len;       /* held_len outside the commit in progress */
+    uint64_t held_release;     /* during a commit: it frees held[0, n) */
+    int commit_locked;         /* the commit in progress holds the commit lock */
+    uint64_t snap_held;        /* a reader: the snapshot its lock holds (0: none) */
+    uint32_t snap_crc;         /* the CRC of the root installed (refresh compares it) */
 
     uint64_t free_total, regular_total, system_total;
     uint64_t d_free_total, d_regular_total, d_system_total;
@@ -418,6 +430,18 @@ int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf);
 int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf);
 uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes);
 
+/* readers.c: every call is one or a few non-blocking fcntl calls on the
+ * pager's descriptor; 0 or an errno value. */
+int mp_rd_hold(int fd, uint64_t txn);          /* a reader holds snapshot txn */
+int mp_rd_drop(int fd, uint64_t txn);          /* ... no longer */
+int mp_rd_commit_busy(int fd, int *busy);      /* a writer holds the commit lock */
+int mp_rd_commit_lock(int fd, int on);         /* the writer takes / drops it */
+/* The oldest snapshot held below `below` by another descriptor (0: none). */
+int mp_rd_oldest(int fd, uint64_t below, uint64_t *oldest);
+/* The distinct snapshots held, ascending (own: this descriptor's, 0 for
+ * none): the first cap in out, all counted. */
+int mp_rd_list(int fd, uint64_t own, uint64_t *out, size_t cap, uint64_t *n);
+
 /* fsm.c */
 static inline unsigned char *mp_page(const mp_pager *p, uint64_t pgno) {
     return p->map + pgno * p->geom.P;
@@ -442,7 +466,9 @@ mp_err mp_fsm_unalloc(mp_pager *p, mp_pgno id);   /* undo an alloc of this txn *
 mp_err mp_fsm_state(const mp_pager *p, mp_pgno id, unsigned *st);
 mp_err mp_fsm_mark_free(mp_pager *p, mp_pgno id);
 void mp_fsm_unmark_free(mp_pager *p, mp_pgno id);
-void mp_fsm_apply_pending(mp_pager *p);
+mp_err mp_fsm_settle(mp_pager *p, uint64_t txn, int hold, uint64_t release);
+void mp_fsm_settled(mp_pager *p);
+void mp_fsm_held_rollback(mp_pager *p);
 mp_err mp_fsm_grow(mp_pager *p, uint64_t need_free);
 void mp_fsm_touch(mp_pager *p, uint64_t g);
 int mp_fsm_next_regular(const mp_pager *p, uint64_t from, uint64_t *out);
@@ -519,5 +545,6 @@ mp_err mp_write_initial(mp_pager *p);
 
 /* recover.c */
 mp_err mp_recover(mp_pager *p, mp_error *err);
+mp_err mp_reader_refresh(mp_pager *p, mp_error *err);
 
 #endif /* MP_INTERNAL_H */

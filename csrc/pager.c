@@ -108,21 +108,21 @@ static int sync_parent_dir(const char *path)
     return rc == EINVAL ? 0 : rc;   /* some file systems cannot sync directories */
 }
 
-static int take_lock(int fd, int readonly)
+/* The writer's lock: one writer per file.  Readers take none (they hold
+ * their snapshot with readers.c's byte-range locks instead). */
+static int take_lock(int fd)
 {
-    while (flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno != EINTR)
             return errno;
     }
     return 0;
 }
 
-static mp_err lock_error(mp_error *err, int e, const char *path, int readonly)
+static mp_err lock_error(mp_error *err, int e, const char *path)
 {
     if (e == EWOULDBLOCK)
-        return mp_set_error(err, MP_ELOCKED, 0, path, "%s",
-                            readonly ? "file is locked: a writer has it open"
-                                     : "file is locked: another pager (writer or reader) has it open");
+        return mp_set_error(err, MP_ELOCKED, 0, path, "%s", "file is locked: another writer has it open");
     return mp_set_error(err, mp_err_from_errno(e), e, path, "flock");
 }
 
@@ -145,9 +145,9 @@ mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_er
         return mp_set_error(err, mp_err_from_errno(e), e, path, "create");
     }
     mp_err rc;
-    int e = take_lock(p->fd, 0);
+    int e = take_lock(p->fd);
     if (e) {
-        rc = lock_error(err, e, path, 0);
+        rc = lock_error(err, e, path);
         goto fail;
     }
     mp_geom_init(&p->geom, P);
@@ -211,9 +211,9 @@ mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out, mp_erro
         rc = mp_set_error(err, MP_ENOTMP, 0, path, "not a regular file");
         goto fail;
     }
-    int e = take_lock(p->fd, readonly);
+    int e = readonly ? 0 : take_lock(p->fd);
     if (e) {
-        rc = lock_error(err, e, path, readonly);
+        rc = lock_error(err, e, path);
         goto fail;
     }
     p->file_bytes = (uint64_t)st.st_size;
@@ -233,6 +233,17 @@ mp_err mp_open(const char *path, const mp_options *opts, mp_pager **out, mp_erro
     return MP_OK;
 fail:
     pager_free(p);
+    return rc;
+}
+
+mp_err mp_refresh(mp_pager *p)
+{
+    if (!p->readonly)
+        return MP_OK;   /* a writer always shows its newest commit */
+    mp_error err;
+    mp_err rc = mp_reader_refresh(p, &err);
+    if (rc != MP_OK)
+        mp_fail(p, rc, "%s", err.msg);
     return rc;
 }
 
@@ -279,6 +290,15 @@ void mp_get_info(const mp_pager *p, mp_info *o)
     o->barriers = p->barriers;
     o->commits = p->commits;
     o->user_root = p->user_root;
+    o->held_count = p->held_len;
+}
+
+mp_err mp_readers(mp_pager *p, uint64_t *snaps, size_t cap, uint64_t *count)
+{
+    int e = mp_rd_list(p->fd, p->snap_held, snaps, cap, count);
+    if (e)
+        return mp_fail(p, mp_err_from_errno(e), "%s: the readers' lock: %s", p->path, strerror(e));
+    return MP_OK;
 }
 
 mp_err mp_check_page(const mp_pager *p, mp_pgno id)

@@ -702,6 +702,8 @@ void mp_pt_install(mp_pager *p, mp_ptload *ld)
 /* After open or create: the free-pid set and the page of zeros. */
 mp_err mp_pt_init_free(mp_pager *p)
 {
+    free(p->zeros);                /* a reader's refresh loads a new table */
+    mp_hbits_free(&p->pid_free);
     p->zeros = calloc(1, p->geom.P);
     if (!p->zeros || mp_hbits_grow(&p->pid_free, p->pid_limit ? p->pid_limit : 1) != MP_OK)
         return MP_ENOMEM;

@@ -14,8 +14,10 @@
 #include "mp_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- verification ------------------------------------------------------ */
@@ -106,8 +108,17 @@ static void install(mp_pager *p, loaded *ld, int slot)
 typedef struct cand {
     int slot;
     uint32_t P;
+    uint32_t crc;            /* the root's own CRC: tells two roots of one txn apart */
     uint64_t txn, page_count;
 } cand;
+
+typedef struct cands {
+    cand c[16];
+    int n;
+    int saw_magic;
+    int64_t bad_version;     /* a version field seen that this build does not read */
+    uint32_t only_P;         /* the page size gathered at (0: every one) */
+} cands;
 
 static const char *slot_name(int s) { return s ? "root slot 1" : "root slot 0"; }
 
@@ -134,7 +145,7 @@ static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned
     if (!f.magic)
         return 0;
     *saw_magic = 1;
-    if (f.version != MP_FORMAT_VERSION) {
+    if (f.version < MP_FORMAT_OLDEST || f.version > MP_FORMAT_VERSION) {
         *bad_version = f.version;   /* any u32, 0 included */
         return 0;
     }
@@ -143,86 +154,201 @@ static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned
     return mp_root_sealed(buf, P);
 }
 
+/* The root slots that pass read_slot, newest first (ties keep slot order):
+ * at every page size when only_P is 0 (open), else at only_P (refresh).
+ * buf: MP_MAX_PAGE_SIZE bytes. */
+static void gather(const mp_pager *p, uint32_t only_P, unsigned char *buf, cands *cs)
+{
+    cs->n = 0;
+    cs->only_P = only_P;
+    cs->saw_magic = 0;
+    cs->bad_version = -1;
+    for (uint32_t P = MP_MIN_PAGE_SIZE; P <= MP_MAX_PAGE_SIZE; P *= 2) {
+        if (only_P && P != only_P)
+            continue;
+        /* slot 0 is at offset 0 whatever the page size; its page size
+         * field says how long it is */
+        for (int slot = 0; slot < 2; slot++) {
+            mp_rootfields f;
+            if (read_slot(p->fd, p->file_bytes, slot, P, buf, &cs->saw_magic, &cs->bad_version)) {
+                mp_root_get(buf, &f);
+                cs->c[cs->n++] = (cand){ slot, P, mp_ld32(buf + MP_R_CRC), f.txn, f.page_count };
+            }
+        }
+    }
+    for (int i = 1; i < cs->n; i++)
+        for (int j = i; j > 0 && cs->c[j].txn > cs->c[j - 1].txn; j--) {
+            cand t = cs->c[j]; cs->c[j] = cs->c[j - 1]; cs->c[j - 1] = t;
+        }
+}
+
+/* The newest candidate is still the one in `was` (same slot, txn, CRC). */
+static int same_newest(const cands *now, const cands *was)
+{
+    if (now->n == 0 || was->n == 0)
+        return now->n == was->n;
+    const cand *a = &now->c[0], *b = &was->c[0];
+    return a->slot == b->slot && a->txn == b->txn && a->crc == b->crc && a->P == b->P;
+}
+
+static mp_err no_candidate(const mp_pager *p, const cands *cs, mp_error *err)
+{
+    if (cs->bad_version >= 0)
+        return mp_set_error(err, MP_EVERSION, 0, p->path,
+                            "format version %lld is not supported (this build reads versions %u to %u)",
+                            (long long)cs->bad_version, MP_FORMAT_OLDEST, MP_FORMAT_VERSION);
+    if (cs->saw_magic)
+        return mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: both root slots fail their checksum");
+    return mp_set_error(err, MP_ENOTMP, 0, p->path, "not a mappedpages file (no valid root slot)");
+}
+
+/* How often a reader starts over (readers.c R3) before giving up: only a
+ * writer that commits again and again faster than a snapshot can be read
+ * gets there. */
+#define SNAPSHOT_TRIES 10000
+
+/* readers.c R3 for a reader about to use candidate k of cs: hold its
+ * snapshot, then check that no commit is deciding and the newest root is
+ * still cs's.  1: held; 0: start over (nothing held but what was held
+ * before); -1: an error (*e). */
+static int hold_snapshot(mp_pager *p, const cands *cs, int k, unsigned char *buf, int *e)
+{
+    uint64_t txn = cs->c[k].txn;
+    if ((*e = mp_rd_hold(p->fd, txn)) != 0)
+        return -1;
+    int busy = 0;
+    cands now;
+    if ((*e = mp_rd_commit_busy(p->fd, &busy)) == 0 && !busy) {
+        gather(p, cs->only_P, buf, &now);
+        if (same_newest(&now, cs))
+            return 1;
+    }
+    if (txn != p->snap_held)
+        mp_rd_drop(p->fd, txn);
+    if (*e)
+        return -1;
+    sched_yield();
+    return 0;
+}
+
+/* Choose the root to open at among cs (newest first), verify it and
+ * everything below it, and install it.  A reader holds the snapshot it
+ * verifies (hold_snapshot) and starts over (0) when the writer may have
+ * changed what it read; 1: installed; -1: failed (err). */
+static int choose(mp_pager *p, cands *cs, unsigned char *buf, int *chosen, mp_error *err)
+{
+    char msg[sizeof err->msg] = "";
+    *chosen = -1;
+    for (int i = 0; i < cs->n; i++) {
+        char why[200];
+        const cand *c = &cs->c[i];
+        if (!p->iobuf || p->geom.P != c->P) {
+            mp_geom_init(&p->geom, c->P);
+            free(p->iobuf);
+            p->iobuf = malloc(c->P);
+            if (!p->iobuf) {
+                mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
+                return -1;
+            }
+        }
+        /* (a root with an impossible id is not held: verify_root rejects it) */
+        int hold = p->readonly && c->txn <= MP_TXN_MAX;
+        if (hold) {
+            int e, h = hold_snapshot(p, cs, i, buf, &e);
+            if (h < 0) {
+                mp_set_error(err, mp_err_from_errno(e), e, p->path, "the readers' lock");
+                return -1;
+            }
+            if (h == 0)
+                return 0;
+        }
+        loaded ld;
+        int e = mp_os_read_page(p, (uint64_t)c->slot, buf);
+        int ok = e == 0 && verify_root(p, buf, &ld, why, sizeof why);
+        if (e)
+            mp_msg(why, sizeof why, "read error: %s", strerror(e));
+        if (ok) {
+            install(p, &ld, c->slot);
+            p->snap_crc = c->crc;
+            if (p->readonly && p->snap_held != c->txn) {
+                if (p->snap_held)
+                    mp_rd_drop(p->fd, p->snap_held);
+                p->snap_held = c->txn;
+            }
+            *chosen = i;
+            return 1;
+        }
+        if (hold) {
+            /* a commit may have rewritten what this root names while it
+             * was read: then start over, else it is a real fault */
+            cands now;
+            if (c->txn != p->snap_held)
+                mp_rd_drop(p->fd, c->txn);
+            gather(p, cs->only_P, buf, &now);
+            if (!same_newest(&now, cs))
+                return 0;
+        }
+        append(msg, sizeof msg, slot_name(c->slot), why);
+    }
+    size_t n = strlen(msg);
+    if (n >= 2)
+        msg[n - 2] = 0;
+    mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: %s", msg);
+    return -1;
+}
+
+/* Gather and choose until a root is installed (a reader may start over). */
+static mp_err select_root(mp_pager *p, uint32_t only_P, unsigned char *buf, cands *cs, int *chosen,
+                          mp_error *err)
+{
+    for (int tries = 0;; tries++) {
+        gather(p, only_P, buf, cs);
+        if (cs->n == 0)
+            return no_candidate(p, cs, err);
+        int r = choose(p, cs, buf, chosen, err);
+        if (r > 0)
+            return MP_OK;
+        if (r < 0)
+            return err->code;
+        if (tries == SNAPSHOT_TRIES)
+            return mp_set_error(err, MP_ELOCKED, 0, p->path,
+                                "no snapshot after %d tries: the writer commits faster than one can be read",
+                                SNAPSHOT_TRIES);
+    }
+}
+
+/* The pager's structures a newly installed root needs: the mapping up to
+ * its page count, the free-space counts and held list, the free pids. */
+static mp_err settle_installed(mp_pager *p, mp_error *err)
+{
+    if (mp_os_map_to(p, p->page_count * p->geom.P) != MP_OK)
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "%s", p->errmsg);
+    if (mp_fsm_init(p) != MP_OK || mp_pt_init_free(p) != MP_OK)
+        return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
+    return MP_OK;
+}
+
 mp_err mp_recover(mp_pager *p, mp_error *err)
 {
     unsigned char *buf = malloc(MP_MAX_PAGE_SIZE);
     if (!buf)
         return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
-    cand c[16];
-    int nc = 0, saw_magic = 0;
-    int64_t bad_version = -1;   /* a version field seen that this build does not read */
-    for (uint32_t P = MP_MIN_PAGE_SIZE; P <= MP_MAX_PAGE_SIZE; P *= 2) {
-        /* slot 0 is at offset 0 whatever the page size; its page size
-         * field says how long it is */
-        for (int slot = 0; slot < 2; slot++) {
-            mp_rootfields f;
-            if (read_slot(p->fd, p->file_bytes, slot, P, buf, &saw_magic, &bad_version)) {
-                mp_root_get(buf, &f);
-                c[nc++] = (cand){ slot, P, f.txn, f.page_count };
-            }
-        }
-    }
+    cands cs;
+    int chosen;
+    mp_err rc = select_root(p, 0, buf, &cs, &chosen, err);
     free(buf);
-    if (nc == 0) {
-        if (bad_version >= 0)
-            return mp_set_error(err, MP_EVERSION, 0, p->path,
-                                "format version %lld is not supported (this build reads version %u)",
-                                (long long)bad_version, MP_FORMAT_VERSION);
-        if (saw_magic)
-            return mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: both root slots fail their checksum");
-        return mp_set_error(err, MP_ENOTMP, 0, p->path, "not a mappedpages file (no valid root slot)");
-    }
-    /* newest first; ties keep slot order */
-    for (int i = 1; i < nc; i++)
-        for (int j = i; j > 0 && c[j].txn > c[j - 1].txn; j--) {
-            cand t = c[j]; c[j] = c[j - 1]; c[j - 1] = t;
-        }
-
-    char msg[sizeof err->msg] = "";
-    int chosen = -1;
-    for (int i = 0; i < nc && chosen < 0; i++) {
-        char why[200];
-        if (!p->iobuf || p->geom.P != c[i].P) {
-            mp_geom_init(&p->geom, c[i].P);
-            free(p->iobuf);
-            p->iobuf = malloc(c[i].P);
-            if (!p->iobuf)
-                return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
-        }
-        loaded ld;
-        unsigned char *root = malloc(c[i].P);
-        if (!root)
-            return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
-        int e = mp_os_read_page(p, (uint64_t)c[i].slot, root);
-        int ok = e == 0 && verify_root(p, root, &ld, why, sizeof why);
-        free(root);
-        if (e)
-            mp_msg(why, sizeof why, "read error: %s", strerror(e));
-        if (ok) {
-            install(p, &ld, c[i].slot);
-            chosen = i;
-        } else {
-            append(msg, sizeof msg, slot_name(c[i].slot), why);
-        }
-    }
-    if (chosen < 0) {
-        size_t n = strlen(msg);
-        if (n >= 2)
-            msg[n - 2] = 0;
-        return mp_set_error(err, MP_ECORRUPT, 0, p->path, "corrupt: %s", msg);
-    }
+    if (rc != MP_OK)
+        return rc;
     /* Map the pages (only users' pages are read through the mapping). */
     p->want_reserve = mp_os_default_reserve(p->geom.P, p->opt_max_bytes);
     if (mp_os_reserve(p, p->want_reserve, p->page_count * p->geom.P, err) != MP_OK)
         return MP_ENOMEM;
-    if (mp_os_map_to(p, p->page_count * p->geom.P) != MP_OK)
-        return mp_set_error(err, MP_ENOMEM, 0, p->path, "%s", p->errmsg);
 
     /* The other slot: a valid older root, or anything else (C5). */
     int o = p->cur_slot ^ 1;
     int valid_older = 0;
-    for (int i = 0; i < nc; i++)
-        if (c[i].slot == o && c[i].P == p->geom.P && c[i].txn < p->d_txn)
+    for (int i = 0; i < cs.n; i++)
+        if (cs.c[i].slot == o && cs.c[i].P == p->geom.P && cs.c[i].txn < p->d_txn)
             valid_older = 1;
     /* A cleared slot is not proof either: an earlier open may have cleared
      * it with a barrier that failed, leaving the pattern only in the page
@@ -246,7 +372,32 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
                 return mp_set_error(err, mp_err_from_errno(e), e, p->path, "cannot invalidate the rejected root");
         }
     }
-    if (mp_fsm_init(p) != MP_OK || mp_pt_init_free(p) != MP_OK)
+    return settle_installed(p, err);
+}
+
+/* A reader moves to the newest commit (see mp_refresh in pager.c). */
+mp_err mp_reader_refresh(mp_pager *p, mp_error *err)
+{
+    struct stat st;
+    if (fstat(p->fd, &st) != 0) {
+        int e = errno;
+        return mp_set_error(err, mp_err_from_errno(e), e, p->path, "fstat");
+    }
+    p->file_bytes = (uint64_t)st.st_size;
+    unsigned char *buf = malloc(MP_MAX_PAGE_SIZE);
+    if (!buf)
         return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
-    return MP_OK;
+    cands cs;
+    gather(p, p->geom.P, buf, &cs);
+    if (cs.n > 0 && cs.c[0].slot == p->cur_slot && cs.c[0].txn == p->d_txn && cs.c[0].crc == p->snap_crc) {
+        free(buf);   /* already at the newest commit */
+        return MP_OK;
+    }
+    int chosen;
+    mp_err rc = select_root(p, p->geom.P, buf, &cs, &chosen, err);
+    free(buf);
+    if (rc != MP_OK)
+        return rc;
+    p->recovered = chosen > 0;
+    return settle_installed(p, err);
 }

@@ -82,11 +82,11 @@ static void corpus_open(void)
         }
         if (k == FZ_IMG_EMPTY) {
             unsigned char *c = malloc(len);
-            /* version 2, valid CRC */
+            /* the version after this build's, valid CRC */
             memcpy(c, img, len);
-            mp_st32(c + MP_R_VERSION, 2);
+            mp_st32(c + MP_R_VERSION, MP_FORMAT_VERSION + 1);
             reseal_root(c, P);
-            put("open", "version2.mp", c, len);
+            put("open", "version-next.mp", c, len);
             /* page size field 2048 in a 1 KiB file, valid CRC over 2 KiB */
             memcpy(c, img, len);
             mp_st32(c + MP_R_PAGESIZE, 2048);

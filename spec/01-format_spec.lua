@@ -98,14 +98,15 @@ end
 describe("the file layout", function()
   after_each(H.cleanup)
 
-  it("starts both root slots with the magic, format version 1 and the page size", function()
+  it("starts both root slots with the magic, format version 2 and the page size", function()
     local p, path = H.create({ page_size = P })
     p:alloc()                          -- both slots now hold a root
     p:close()
     for slot = 0, 1 do
       local page = H.root_page(path, P, slot)
       assert.are.equal(H.MAGIC, page:sub(1, 8))
-      assert.are.equal(1, (string.unpack("<I4", page, R.version + 1)))
+      assert.are.equal(2, (string.unpack("<I4", page, R.version + 1)))
+      assert.are.equal(2, mp.FORMAT_VERSION)
       assert.are.equal(P, (string.unpack("<I4", page, R.page_size + 1)))
       assert.are.equal(0, (string.unpack("<I4", page, R.flags + 1)))
     end
@@ -338,7 +339,7 @@ describe("opening a file with a foreign header", function()
 
   it("reports version for a newer format version", function()
     local path = history_file()
-    patch_both(path, R.version, string.pack("<I4", 2))
+    patch_both(path, R.version, string.pack("<I4", mp.FORMAT_VERSION + 1))
     local msg = H.fails_with("version", mp.open(path))
     assert.is_truthy(msg:lower():find("version", 1, true), msg)
     H.fails_with("version", mp.open(path, { readonly = true }))
@@ -574,8 +575,11 @@ describe("structural checks behind valid checksums", function()
     { "a carried free-map entry freeing root slot 0", function() return carried { 0 << 2 | 0 } end },
     { "a carried free-map entry making a bitmap slot a regular page", function()
         return carried { 2 << 2 | 1 } end },
-    { "a carried free-map entry with the never-on-disk state 11", function(h)
-        return carried { h.last << 2 | 3 } end },
+    { "a carried free-map entry with state 11 in a version-1 root (held pages came with version 2)",
+      function(h)
+        local patches = carried { h.last << 2 | 3 }
+        patches[#patches + 1] = { R.version, string.pack("<I4", 1) }
+        return patches end },
     { "two carried free-map entries for one page", function(h)
         return carried { h.last << 2 | 0, h.last << 2 | 1 } end },
     { "a carried free-map entry making a free page system (no page-table page or content is there)",
@@ -613,6 +617,40 @@ describe("structural checks behind valid checksums", function()
     assert.is_true(p:check())
   end)
 
+  -- Version 2: state 11 on disk is a page held for readers (freed by a
+  -- commit while a reader's snapshot could reach it).  Open keeps it out
+  -- of the free pages; a writer frees it at its first commit that finds
+  -- no reader older than its own snapshot.
+  for _, how in ipairs({ "carried", "bitmap" }) do
+    it("takes state 11 in a version-2 root (" .. how .. ") as a page held for readers", function()
+      local h = make_history()
+      if how == "carried" then
+        for _, patch in ipairs(carried { h.last << 2 | 3 }) do
+          H.write_at(h.path, h.slot * P + patch[1], patch[2])
+        end
+        H.fix_root_crc(h.path, P, h.slot)
+      else
+        H.forge_bitmap(h.path, P, h.slot, function(page) return H.set_bitmap_state(page, h.last, 3) end)
+      end
+      local r = H.open(h.path, { readonly = true })
+      assert.are.equal(h.S2.txn, r:info().txn)
+      assert.is_nil(H.page_set(r)[h.last])
+      assert.are.equal(1, r:info().held_count)
+      assert.is_true(r:check())
+      local free = r:free_count()
+      r:close()
+      local w = H.open(h.path)
+      assert.are.equal(1, w:info().held_count)
+      assert.are.equal(free, w:free_count())
+      assert.is_true(w:check())
+      w:set_root(9)                          -- no reader: the commit frees it
+      assert.are.equal(0, w:info().held_count)
+      assert.are.equal(free + 1, w:free_count())
+      assert.is_true(w:check())
+      w:close()
+    end)
+  end
+
   it("opens a root at the last transaction id, 2^63-1, and refuses to commit past it", function()
     local h = make_history()
     H.forge_root(h.path, P, h.slot, R.txn, string.pack("<i8", math.maxinteger))
@@ -636,8 +674,8 @@ describe("structural checks behind valid checksums", function()
         return H.set_bitmap_state(page, 2, 1) end },
     { "marks a reserved index page free", function(page)
         return H.set_bitmap_state(page, H.group0_reserved(P) - 1, 0) end },
-    { "holds the never-on-disk state 11", function(page, h)
-        return H.set_bitmap_state(page, h.last, 3) end },
+    { "holds state 11 under a version-1 root (held pages came with version 2)", function(page, h)
+        return H.set_bitmap_state(page, h.last, 3) end, 1 },
     { "marks a page past the page count allocated", function(page, h)
         return H.set_bitmap_state(page, h.S2.page_count, 1) end },
     { "has the index-node type", function(page)
@@ -655,6 +693,7 @@ describe("structural checks behind valid checksums", function()
       local h = make_history()
       assert.is_true(h.S2.page_count < H.geometry(P).G)
       H.forge_bitmap(h.path, P, h.slot, function(page) return f[2](page, h) end)
+      if f[3] then H.forge_root(h.path, P, h.slot, R.version, string.pack("<I4", f[3])) end
       assert.are.equal("older", (classify(h)))
       assert.are.equal("older", (classify(h, {})))
     end)

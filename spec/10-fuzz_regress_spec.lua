@@ -37,7 +37,7 @@ local EXPECT = {
   ["tiny.mp"] = "opened", ["grown.mp"] = "opened", ["mixed2k.mp"] = "opened",
   ["empty8k.mp"] = "opened",
   ["empty-file.bin"] = "not_mappedpages", ["garbage.bin"] = "not_mappedpages",
-  ["version2.mp"] = "version", ["torn-root.mp"] = "opened", ["both-roots-torn.mp"] = "corrupt",
+  ["version-next.mp"] = "version", ["torn-root.mp"] = "opened", ["both-roots-torn.mp"] = "corrupt",
   ["roots-only.mp"] = "corrupt", ["pagesize-lie.mp"] = "corrupt",
 }
 

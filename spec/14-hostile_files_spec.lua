@@ -1030,6 +1030,14 @@ local function fm_replace(page_of_r, state, valid)
   end
 end
 local function const(v) return function() return v end end
+-- A forgery done to the newest root, which is then marked version 1.
+local function in_v1(forge)
+  return function(path, r, ...)
+    local expect, fp = forge(path, r, ...)
+    forge_root(path, r, ROOT.version, sp("<I4", 1))
+    return expect, fp
+  end
+end
 -- A regular page the bitmap holds that the newest root carries no entry
 -- for, and a free one.
 local function bitmap_regular(path, r) return first_in_state(path, r, 1, 8, true) end
@@ -1050,8 +1058,9 @@ local fm_forgeries = {
   { "a free-map entry for an index-node slot of the reserved run", fm_replace(const(4), 2) },
   { "a free-map entry freeing the last reserved page", fm_replace(const(7), 0) },
   -- the state
-  { "a free-map entry with state 11", fm_replace(function(_, _, e) return e.page end, 3) },
-  { "a free-map entry with state 11 for a free page", fm_replace(bitmap_free, 3) },
+  -- (state 11, a page held for readers, came with version 2)
+  { "a free-map entry with state 11 in a version-1 root", in_v1(fm_replace(function(_, _, e) return e.page end, 3)) },
+  { "a free-map entry with state 11 for a free page in a version-1 root", in_v1(fm_replace(bitmap_free, 3)) },
   -- duplicates
   { "two free-map entries for one page, with the same state", function(path, r)
       local e = fm_alloc_entry(path, r)
@@ -1104,9 +1113,14 @@ local fm_forgeries = {
       assert(fm_entry_of(r, pg).state == 2)
       forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, pg, 1) end)
       return "latest" end },
-  { "the shared bitmap marking 11 under an entry", function(path, r)
+  { "the shared bitmap marking 11 (held for readers) under an entry", function(path, r)
       local e = fm_alloc_entry(path, r)
       forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, e.page, 3) end)
+      return "latest" end },
+  { "the shared bitmap marking 11 under an entry, both roots of version 1", function(path, r, prev)
+      local e = fm_alloc_entry(path, r)
+      forge_bitmap(path, r, 0, function(page) return H.set_bitmap_state(page, e.page, 3) end)
+      for _, root in ipairs({ r, prev }) do forge_root(path, root, ROOT.version, sp("<I4", 1)) end
       return "fail:corrupt" end },
   { "the shared bitmap marking a free page system, with no entry over it", function(path, r)
       local pg = bitmap_free(path, r)
@@ -1257,7 +1271,7 @@ local index_forgeries = {
 }
 
 -- Foreign headers in one root slot or both (spec/01 covers both slots
--- with a wrong magic, version 2 and bad page sizes).
+-- with a wrong magic, the version after this build's and bad page sizes).
 local function both(off, bytes, expect)
   return function(path, r, prev)
     for _, root in ipairs({ r, prev }) do forge_root(path, root, off, bytes) end
@@ -1271,15 +1285,15 @@ local header_forgeries = {
       forge_root(path, prev, ROOT.magic, "MAPPEDPG")
       return "latest" end },
   { "the newest root at version 0", root_field(ROOT.version, "<I4", function() return 0 end) },
-  { "the newest root at version 2", root_field(ROOT.version, "<I4", function() return 2 end) },
+  { "the newest root at version 3", root_field(ROOT.version, "<I4", function() return 3 end) },
   { "the newest root at version 2^32-1", root_field(ROOT.version, "<I4", function() return 0xFFFFFFFF end) },
-  { "the previous root at version 2", function(path, _, prev)
-      forge_root(path, prev, ROOT.version, sp("<I4", 2))
+  { "the previous root at version 3", function(path, _, prev)
+      forge_root(path, prev, ROOT.version, sp("<I4", 3))
       return "latest" end },
   { "both roots at version 2^32-1", both(ROOT.version, sp("<I4", 0xFFFFFFFF), "fail:version") },
-  { "one root with another magic, the other at version 2", function(path, r, prev)
+  { "one root with another magic, the other at version 3", function(path, r, prev)
       forge_root(path, r, ROOT.magic, "MAPPEDPG")
-      forge_root(path, prev, ROOT.version, sp("<I4", 2))
+      forge_root(path, prev, ROOT.version, sp("<I4", 3))
       return "fail:version" end },
   { "the newest root with page size 0", root_field(ROOT.page_size, "<I4", function() return 0 end) },
   { "the newest root with page size 512", root_field(ROOT.page_size, "<I4", function() return 512 end) },
@@ -1324,8 +1338,8 @@ describe("a forged file with valid checksums", function()
     fm_S2 = f.S.S2
     local counts = forge_all(f, fm_forgeries)
     -- (counted once per image: the read-only open's verdict)
-    assert.are.equal(#fm_forgeries - 8, counts["opened older"])
-    assert.are.equal(6, counts["opened latest"])
+    assert.are.equal(#fm_forgeries - 9, counts["opened older"])
+    assert.are.equal(7, counts["opened latest"])
     assert.are.equal(2, counts["opened fail:corrupt"])
   end)
 

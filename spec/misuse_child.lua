@@ -1577,23 +1577,19 @@ end
 function OP.reopen_ro() OP.reopen(true) end
 
 function OP.locks()
+  -- one writer at a time; readers beside it, and beside each other
   local ro = try(mp.open, S.path, { readonly = true })
+  returned("open", ro)
+  if not ro[2] then fail("read-only open failed: " .. showr(ro)) end
   local rw = try(mp.open, S.path)
-  if S.closed then
-    returned("open", ro)
-    if not ro[2] then fail("read-only open of an unlocked file failed: " .. showr(ro)) end
-    envfailed("open", rw, { locked = true })          -- the read-only pager holds it
-    ro[2]:close()
-    return
-  end
-  envfailed("open", rw, { locked = true })
-  if S.ro then
-    returned("open", ro)
-    if not ro[2] then fail("second read-only open failed: " .. showr(ro)) end
-    ro[2]:close()
+  if S.closed or S.ro then
+    returned("open", rw)
+    if not rw[2] then fail("writer open beside no writer failed: " .. showr(rw)) end
+    rw[2]:close()
   else
-    envfailed("open", ro, { locked = true })
+    envfailed("open", rw, { locked = true })          -- the main pager writes
   end
+  ro[2]:close()
 end
 
 local newfiles = 0

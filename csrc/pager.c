@@ -89,6 +89,7 @@ static void pager_free(mp_pager *p)
     mp_fsm_free_all(p);
     mp_pt_free_all(p);
     free(p->scratch);
+    free(p->snap_root);
     free(p->path);
     free(p);
 }

@@ -262,6 +262,16 @@ static int choose(mp_pager *p, cands *cs, unsigned char *buf, int *chosen, mp_er
             if (h == 0)
                 return 0;
         }
+        if (p->readonly) {   /* room for a copy of the root (check.c reads it) */
+            unsigned char *copy = realloc(p->snap_root, c->P);
+            if (!copy) {
+                if (hold && c->txn != p->snap_held)
+                    mp_rd_drop(p->fd, c->txn);
+                mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
+                return -1;
+            }
+            p->snap_root = copy;
+        }
         loaded ld;
         int e = mp_os_read_page(p, (uint64_t)c->slot, buf);
         int ok = e == 0 && verify_root(p, buf, &ld, why, sizeof why);
@@ -270,6 +280,8 @@ static int choose(mp_pager *p, cands *cs, unsigned char *buf, int *chosen, mp_er
         if (ok) {
             install(p, &ld, c->slot);
             p->snap_crc = c->crc;
+            if (p->readonly)
+                memcpy(p->snap_root, buf, c->P);
             if (p->readonly && p->snap_held != c->txn) {
                 if (p->snap_held)
                     mp_rd_drop(p->fd, p->snap_held);

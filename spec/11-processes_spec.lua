@@ -12,38 +12,7 @@
 local H = require "helpers"
 local mp = H.mp
 
-local sq = H.shell_quote
-
--- Start `code` in a background lua5.4 with the test's package paths;
--- stdout goes to out_path.  Returns the child's pid.
-local function spawn(code, out_path)
-  local script = H.path("child.lua")
-  H.write_file(script, ("package.path = %q\npackage.cpath = %q\n%s\n")
-    :format(package.path, package.cpath, code))
-  local f = assert(io.popen("lua5.4 " .. sq(script) .. " > " .. sq(out_path)
-                            .. " 2>&1 & echo $!"))
-  local pid = tonumber(f:read("l"))
-  f:close()
-  assert(pid, "could not start the child")
-  return pid
-end
-
-local function kill9(pid) os.execute("kill -9 " .. pid .. " 2>/dev/null") end
-
--- Wait until the child has exited: gone, or a zombie (its files, and so
--- its lock, are released before it becomes one; here the zombie may wait a
--- while for its reaper).
-local function wait_gone(pid)
-  for _ = 1, 500 do
-    local f = io.open("/proc/" .. pid .. "/stat", "rb")
-    if not f then return end
-    local state = f:read("a"):match("^%d+ %b() (%a)")
-    f:close()
-    if state == "Z" or state == "X" then return end
-    os.execute("sleep 0.01")
-  end
-  error("child " .. pid .. " did not exit")
-end
+local spawn, kill9, wait_gone = H.spawn_bg, H.kill9, H.wait_gone
 
 local function sleep_ms(ms) os.execute(("sleep %.3f"):format(ms / 1000)) end
 
@@ -142,16 +111,7 @@ io.write("holding\n")
 while true do end
 ]]
 
-  local function wait_for(out, text)
-    for _ = 1, 500 do
-      local f = io.open(out, "rb")
-      local s = f and f:read("a") or ""
-      if f then f:close() end
-      if s:find(text, 1, true) then return end
-      os.execute("sleep 0.01")
-    end
-    error("child never printed " .. text)
-  end
+  local wait_for = H.wait_output
 
   local function made()
     local path = H.path()

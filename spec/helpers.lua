@@ -349,6 +349,51 @@ function H.run_lua(code, opts)
   return spawn(script, nil, opts)
 end
 
+-- Start Lua `code` in a background lua5.4 with this process's package
+-- paths, its stdout and stderr going to out_path; returns the child's pid
+-- (for H.kill9 and H.wait_gone).
+function H.spawn_bg(code, out_path)
+  local script = H.path("child" .. counter .. ".lua")
+  counter = counter + 1
+  H.write_file(script, ("package.path = %q\npackage.cpath = %q\n%s\n")
+    :format(package.path, package.cpath, code))
+  local f = assert(io.popen("lua5.4 " .. shell_quote(script) .. " > " .. shell_quote(out_path)
+                            .. " 2>&1 & echo $!"))
+  local pid = tonumber(f:read("l"))
+  f:close()
+  assert(pid, "could not start the child")
+  return pid
+end
+
+function H.kill9(pid) os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+
+-- Wait until the child has exited: gone, or a zombie (its files, and so
+-- its locks, are released before it becomes one; here the zombie may wait
+-- a while for its reaper).
+function H.wait_gone(pid)
+  for _ = 1, 500 do
+    local f = io.open("/proc/" .. pid .. "/stat", "rb")
+    if not f then return end
+    local state = f:read("a"):match("^%d+ %b() (%a)")
+    f:close()
+    if state == "Z" or state == "X" then return end
+    os.execute("sleep 0.01")
+  end
+  error("child " .. pid .. " did not exit")
+end
+
+-- Wait (up to 5 s) until the file out_path (a child's output) holds text.
+function H.wait_output(out_path, text)
+  for _ = 1, 500 do
+    local f = io.open(out_path, "rb")
+    local s = f and f:read("a") or ""
+    if f then f:close() end
+    if s:find(text, 1, true) then return s end
+    os.execute("sleep 0.01")
+  end
+  error("the child never printed " .. text)
+end
+
 -- In a child process, try to open path (optionally read-only); returns
 -- "ok" or the error code the child saw.
 function H.child_open(path, readonly)

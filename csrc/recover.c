@@ -157,8 +157,14 @@ static int read_slot(int fd, uint64_t file_bytes, int slot, uint32_t P, unsigned
 /* The root slots that pass read_slot, newest first (ties keep slot order):
  * at every page size when only_P is 0 (open), else at only_P (refresh).
  * buf: MP_MAX_PAGE_SIZE bytes. */
-static void gather(const mp_pager *p, uint32_t only_P, unsigned char *buf, cands *cs)
+static void gather(mp_pager *p, uint32_t only_P, unsigned char *buf, cands *cs)
 {
+    /* A reader's file grows under it: the size first, so that it covers
+     * every root read after it (a writer grows the file before it commits
+     * a root that needs the growth). */
+    struct stat st;
+    if (p->readonly && fstat(p->fd, &st) == 0 && (uint64_t)st.st_size > p->file_bytes)
+        p->file_bytes = (uint64_t)st.st_size;
     cs->n = 0;
     cs->only_P = only_P;
     cs->saw_magic = 0;
@@ -390,12 +396,6 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
 /* A reader moves to the newest commit (see mp_refresh in pager.c). */
 mp_err mp_reader_refresh(mp_pager *p, mp_error *err)
 {
-    struct stat st;
-    if (fstat(p->fd, &st) != 0) {
-        int e = errno;
-        return mp_set_error(err, mp_err_from_errno(e), e, p->path, "fstat");
-    }
-    p->file_bytes = (uint64_t)st.st_size;
     unsigned char *buf = malloc(MP_MAX_PAGE_SIZE);
     if (!buf)
         return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");

@@ -314,6 +314,7 @@ H.serialize = serialize
 
 -- The directory of the child programs: spec/children/ next to this file.
 local CHILDREN = (debug.getinfo(1, "S").source:match("^@(.*)helpers%.lua$") or "spec/") .. "children/"
+H.CHILDREN = CHILDREN
 
 -- The one way the specs start a Lua child: run the Lua file script in a
 -- separate lua5.4 process with this process's module paths, with argv
@@ -363,6 +364,15 @@ function H.spawn_bg(code, out_path)
   f:close()
   assert(pid, "could not start the child")
   return pid
+end
+
+-- Start spec/children/<name>.lua in the background with args (a table,
+-- as for H.run_child), its output going to out_path; returns its pid.
+function H.spawn_child_bg(name, args, out_path)
+  local argfile = H.path(name .. counter .. ".args")
+  counter = counter + 1
+  H.write_file(argfile, "return " .. H.serialize(args or {}) .. "\n")
+  return H.spawn_bg(("arg = { %q }\ndofile(%q)"):format(argfile, H.CHILDREN .. name .. ".lua"), out_path)
 end
 
 function H.kill9(pid) os.execute("kill -9 " .. pid .. " 2>/dev/null") end

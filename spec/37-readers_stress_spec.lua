@@ -12,7 +12,6 @@
 -- one commit frees every page the readers held: nothing leaks.
 
 local H = require "helpers"
-local mp = H.mp
 
 local LIB = H.CHILDREN .. "bank_lib.lua"
 local B = dofile(LIB)
@@ -56,7 +55,7 @@ describe("readers and a writer in separate processes, killed at random", functio
       local s = H.read_file(out)
       assert.is_nil(s:find("FAIL", 1, true), out .. ": " .. s)
       assert.is_nil(s:find("lua5.4:", 1, true), out .. ": " .. s)   -- no error
-      for n in s:gmatch("checked (%d+)") do checked = checked + 0 * n + 1 end
+      for _ in s:gmatch("checked %d+") do checked = checked + 1 end
     end
     assert.is_true(checked > 0, "the readers checked no snapshot")
 

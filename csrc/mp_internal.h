@@ -148,6 +148,14 @@ static inline uint64_t mp_ld64(const unsigned char *p) {
 static inline void mp_st32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline void mp_st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 
+/* Whether v is among the n values of list (short lists, error paths). */
+static inline int mp_u32_in(const uint32_t *list, uint64_t n, uint32_t v) {
+    for (uint64_t i = 0; i < n; i++)
+        if (list[i] == v)
+            return 1;
+    return 0;
+}
+
 /* Whether v is among the n values of list (short lists: carried entries). */
 static inline int mp_u64_in(const uint64_t *list, uint64_t n, uint64_t v) {
     for (uint64_t i = 0; i < n; i++)

@@ -367,8 +367,10 @@ static mp_err page_error(mp_pager *p, mp_pgno id, mp_err rc)
     default: {
         unsigned st = ST_FREE;
         mp_fsm_state(p, id, &st);
+        /* 11 is also a page held for readers, freed by an earlier commit */
+        int this_txn = st == ST_PENDING && mp_u32_in(p->pending, p->pending_len, (uint32_t)id);
         return mp_fail(p, rc, "page %llu is not allocated%s", (unsigned long long)id,
-                       st == ST_PENDING ? " (already freed in this transaction)" : " (double free?)");
+                       this_txn ? " (already freed in this transaction)" : " (double free?)");
     }
     }
 }

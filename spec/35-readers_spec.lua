@@ -163,6 +163,9 @@ describe("a reader beside a writer", function()
     assert.are.equal("regular", v:read(0, 7))
     w:free(objs.ids[1])
     assert.are.equal("regular", v:read(0, 7)) -- the snapshot still has it
+    assert.are.equal(1, w:info().held_count)
+    H.raises_with({ "not allocated" }, w.free, w, objs.ids[1])   -- held: a double free
+    assert.is_true(w:check())
     assert.is_true(r:refresh())
     assert.is_false(v:alive())
     H.raises(function() v:read(0, 1) end)

@@ -480,9 +480,11 @@ mp_err mp_fsm_settle(mp_pager *p, uint64_t txn, int hold, uint64_t release)
 void mp_fsm_settled(mp_pager *p)
 {
     uint64_t r = p->held_release;
-    memmove(p->held, p->held + r, (size_t)(p->held_len - r) * sizeof *p->held);
-    memmove(p->held_txn, p->held_txn + r, (size_t)(p->held_len - r) * sizeof *p->held_txn);
-    p->held_len -= r;
+    if (r > 0) {   /* (held may be NULL when nothing was ever held) */
+        memmove(p->held, p->held + r, (size_t)(p->held_len - r) * sizeof *p->held);
+        memmove(p->held_txn, p->held_txn + r, (size_t)(p->held_len - r) * sizeof *p->held_txn);
+        p->held_len -= r;
+    }
     p->d_held_len = p->held_len;
     p->held_release = 0;
 }

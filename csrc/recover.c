@@ -280,9 +280,19 @@ static int choose(mp_pager *p, cands *cs, unsigned char *buf, int *chosen, mp_er
         }
         loaded ld;
         int e = mp_os_read_page(p, (uint64_t)c->slot, buf);
-        int ok = e == 0 && verify_root(p, buf, &ld, why, sizeof why);
+        /* the slot must still hold the root gathered (a writer may have
+         * rewritten it since, twice) */
+        int same = e == 0 && mp_root_sealed(buf, c->P) && mp_ld32(buf + MP_R_CRC) == c->crc;
+        if (e == 0 && !same && p->readonly) {
+            if (hold && c->txn != p->snap_held)
+                mp_rd_drop(p->fd, c->txn);
+            return 0;
+        }
+        int ok = same && verify_root(p, buf, &ld, why, sizeof why);
         if (e)
             mp_msg(why, sizeof why, "read error: %s", strerror(e));
+        else if (!same)
+            mp_msg(why, sizeof why, "the root changed while the file was being opened");
         if (ok) {
             install(p, &ld, c->slot);
             p->snap_crc = c->crc;

@@ -582,7 +582,7 @@ static void walk(mp_pager *p, walked *w, const char *when)
     FZ_CHECK(in.protected_count == n, "%s: info says %llu protected pages, iteration %llu", when,
              (unsigned long long)in.protected_count, (unsigned long long)n);
     FZ_CHECK(in.protected_pages <= n && in.system_count + in.protected_pages + in.free_count +
-                                            in.regular_count + in.pending_count == pc,
+                                            in.regular_count + in.pending_count + in.held_count == pc,
              "%s: info counts do not add up", when);
     /* edges: never a crash, never a pointer past the pages */
     FZ_CHECK(mp_page_ptr(p, pc) == NULL && mp_page_ptr(p, UINT64_MAX) == NULL, "%s: page_ptr past the end",

@@ -8,6 +8,7 @@
 -- child continues from there.  Locks: a second
 -- writer process is refused while the first holds the file, and gets it
 -- once the first exits, also when it was killed.
+-- A reader refreshes beside a writer process that keeps growing the file.
 
 local H = require "helpers"
 local mp = H.mp
@@ -154,5 +155,45 @@ io.write("closed")
 ]]):format(path))
     assert.are.equal("closed", out, tostring(status))
     assert.are.equal("ok", H.child_open(path))
+  end)
+end)
+
+describe("a reader beside a writer process", function()
+  after_each(H.cleanup)
+
+  -- The writer allocates page after page, each its own commit, so the file
+  -- grows again and again while the reader refreshes.
+  local GROW = [[
+local mp = require "mappedpages"
+io.stdout:setvbuf("no")
+local p = assert(mp.open(%q))
+io.write("writing\n")
+while io.open(%q) do p:alloc() end
+p:close()
+]]
+
+  it("refreshes across the writer's growth of the file, never failing, never going back", function()
+    local path = H.path()
+    assert(mp.create(path, {page_size = 1024})):close()
+    local run = H.path("run")
+    H.write_file(run, "")
+    local out = H.path("grow.txt")
+    local pid = spawn(GROW:format(path, run), out)
+    local r = assert(mp.open(path, {readonly = true}))
+    local first, last, failures, msg = r:page_count(), r:page_count(), 0, nil
+    for _ = 1, 200000 do
+      local ok, err = r:refresh()
+      if not ok then failures, msg = failures + 1, err end
+      local n = r:page_count()
+      assert.is_true(n >= last, "the reader's page count went back")
+      last = n
+      if last - first >= 2000 then break end
+    end
+    os.remove(run)
+    wait_gone(pid)
+    assert.are.equal(0, failures, msg)
+    assert.is_true(last - first >= 100, "the writer did not grow the file while the reader refreshed")
+    assert.is_true(r:check())
+    r:close()
   end)
 end)

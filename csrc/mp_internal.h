@@ -392,6 +392,9 @@ struct mp_pager {
     uint64_t snap_held;        /* a reader: the snapshot its lock holds (0: none) */
     uint32_t snap_crc;         /* the CRC of the root installed (refresh compares it) */
     unsigned char *snap_root;  /* a reader: a copy of that root (its slot may be rewritten) */
+    uint64_t seen_txn[2];      /* a reader: each root slot's txn and CRC fields at */
+    uint32_t seen_crc[2];      /* its last look */
+    int seen_valid;            /* (refresh compares them before anything else) */
 
     uint64_t free_total, regular_total, system_total;
     uint64_t d_free_total, d_regular_total, d_system_total;

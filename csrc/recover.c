@@ -118,6 +118,10 @@ typedef struct cands {
     int saw_magic;
     int64_t bad_version;     /* a version field seen that this build does not read */
     uint32_t only_P;         /* the page size gathered at (0: every one) */
+    /* with only_P: the txn and CRC fields each slot held (whatever it
+     * holds; mp_reader_refresh compares them) */
+    uint64_t raw_txn[2];
+    uint32_t raw_crc[2];
 } cands;
 
 static const char *slot_name(int s) { return s ? "root slot 1" : "root slot 0"; }
@@ -176,7 +180,11 @@ static void gather(mp_pager *p, uint32_t only_P, unsigned char *buf, cands *cs)
          * field says how long it is */
         for (int slot = 0; slot < 2; slot++) {
             mp_rootfields f;
-            if (read_slot(p->fd, p->file_bytes, slot, P, buf, &cs->saw_magic, &cs->bad_version)) {
+            memset(buf, 0xFF, MP_R_TXN + 8);   /* a slot not read: no txn */
+            int ok = read_slot(p->fd, p->file_bytes, slot, P, buf, &cs->saw_magic, &cs->bad_version);
+            cs->raw_txn[slot] = mp_ld64(buf + MP_R_TXN);
+            cs->raw_crc[slot] = mp_ld32(buf + MP_R_CRC);
+            if (ok) {
                 mp_root_get(buf, &f);
                 cs->c[cs->n++] = (cand){ slot, P, mp_ld32(buf + MP_R_CRC), f.txn, f.page_count };
             }
@@ -406,20 +414,33 @@ mp_err mp_recover(mp_pager *p, mp_error *err)
 /* A reader moves to the newest commit (see mp_refresh in pager.c). */
 mp_err mp_reader_refresh(mp_pager *p, mp_error *err)
 {
+    /* Nothing committed since: both slots' transaction ids and CRCs are as
+     * the last look at them saw, read through the mapping (no system
+     * call; a commit writes its root with pwrite, which the mapping shows
+     * at once, so a refresh after a commit returned sees it). */
+    const unsigned char *m = p->map;
+    if (p->seen_valid && mp_ld64(m + MP_R_TXN) == p->seen_txn[0] && mp_ld32(m + MP_R_CRC) == p->seen_crc[0] &&
+        mp_ld64(m + p->geom.P + MP_R_TXN) == p->seen_txn[1] && mp_ld32(m + p->geom.P + MP_R_CRC) == p->seen_crc[1])
+        return MP_OK;
     unsigned char *buf = malloc(MP_MAX_PAGE_SIZE);
     if (!buf)
         return mp_set_error(err, MP_ENOMEM, 0, p->path, "out of memory");
     cands cs;
     gather(p, p->geom.P, buf, &cs);
-    if (cs.n > 0 && cs.c[0].slot == p->cur_slot && cs.c[0].txn == p->d_txn && cs.c[0].crc == p->snap_crc) {
-        free(buf);   /* already at the newest commit */
-        return MP_OK;
-    }
-    int chosen;
-    mp_err rc = select_root(p, p->geom.P, buf, &cs, &chosen, err);
+    mp_err rc = MP_OK;
+    int chosen = 0;
+    int at_newest = cs.n > 0 && cs.c[0].slot == p->cur_slot && cs.c[0].txn == p->d_txn &&
+                    cs.c[0].crc == p->snap_crc;
+    if (!at_newest)
+        rc = select_root(p, p->geom.P, buf, &cs, &chosen, err);
     free(buf);
     if (rc != MP_OK)
         return rc;
+    memcpy(p->seen_txn, cs.raw_txn, sizeof p->seen_txn);   /* the look that chose */
+    memcpy(p->seen_crc, cs.raw_crc, sizeof p->seen_crc);
+    p->seen_valid = 1;
+    if (at_newest)
+        return MP_OK;
     p->recovered = chosen > 0;
     return settle_installed(p, err);
 }

@@ -672,6 +672,8 @@ static const luaL_Reg module_funcs[] = {
     {"_barrier_hook", mpl_l_barrier_hook},          /* lua_testhook.c */
     {"_barrier_hook_error", mpl_l_barrier_hook_error},
     {"_key_count", l_key_count},
+    {"_search", mpl_l_search},                      /* lua_sorted.c */
+    {"_sort", mpl_l_sort},                          /* lua_sorted.c */
     {NULL, NULL}
 };
 

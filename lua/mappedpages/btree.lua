@@ -75,8 +75,9 @@
 --     in the mirror), so a cached node is used only while its page's stamp
 --     is the one it was decoded with: one `view:unpack` per node visited.
 --     After a commit it takes the mirror's nodes (access.after_commit).
--- A lookup thus costs a few binding calls per level and a binary search in
--- Lua, whatever the page size.
+-- A lookup thus costs a few binding calls per level, one of them the binary
+-- search of the node's keys (core._search, in C: bytes compared with
+-- memcmp), whatever the page size. Leaves are sorted with core._sort.
 --
 -- Writes. Every page a transaction changes is written once per
 -- transaction: a change is made to the mirror's Lua tables, and the commit
@@ -114,13 +115,13 @@ local ipairs, pairs, pcall, select, setmetatable, tostring, type =
       ipairs, pairs, pcall, select, setmetatable, tostring, type
 local format, spack, sunpack, sub, byte =
       string.format, string.pack, string.unpack, string.sub, string.byte
-local concat, insert, remove, move, sort =
-      table.concat, table.insert, table.remove, table.move, table.sort
+local concat, insert, remove, move =
+      table.concat, table.insert, table.remove, table.move
 
 local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
 local check_handle = object.check_handle
-local txn_seq = core._txn_seq
+local txn_seq, C_search, C_sort = core._txn_seq, core._search, core._sort
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
 local W_pack, W_fill =
@@ -332,38 +333,20 @@ local function mirror(self, seq)
 end
 
 --- In an internal node: the index into kids of the child for key (the
--- largest i with keys[i - 1] <= key).
-local function child_index(keys, n, key)
-  local lo, hi = 1, n
-  while lo <= hi do
-    local mid = (lo + hi) // 2
-    if keys[mid] <= key then lo = mid + 1 else hi = mid - 1 end
-  end
-  return lo
-end
+-- largest i with keys[i - 1] <= key, i.e. the first with keys[i] > key).
+local function child_index(keys, n, key) return (C_search(keys, n, key, true)) end
 
---- In a leaf: the first i with keys[i] >= key (n + 1 if none).
-local function lower_bound(keys, n, key)
-  local lo, hi = 1, n
-  while lo <= hi do
-    local mid = (lo + hi) // 2
-    if keys[mid] < key then lo = mid + 1 else hi = mid - 1 end
-  end
-  return lo
-end
+--- In a leaf: the first i with keys[i] >= key (n + 1 if none), and
+-- whether keys[i] is key.
+local function lower_bound(keys, n, key) return C_search(keys, n, key) end
 
 --- Put a leaf whose last keys were appended out of order (unsorted, see
 -- put_op) back in key order; its idx follows.
 local function sort_leaf(d)
-  local keys, vals, idx = d.keys, d.vals, d.idx
-  sort(keys)
-  local nv = {}
-  for j = 1, d.n do
-    local k = keys[j]
-    nv[j] = vals[idx[k]]
-    idx[k] = j
-  end
-  d.vals, d.unsorted = nv, nil
+  local keys, idx = d.keys, d.idx
+  C_sort(keys, d.n, d.vals)
+  for j = 1, d.n do idx[keys[j]] = j end
+  d.unsorted = nil
   return d
 end
 
@@ -923,12 +906,26 @@ local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
                put_value, self, aw, old, value, slot)
 end
 
-local function put_op(self, key, value, seq)
-  local pager = self.pager
+--- The open transaction's state for puts, kept on the handle (self.txn)
+-- so that a put in the same transaction skips the lookups: {seq =, m =
+-- (the mirror), cache = (access.cache's), aw = (the anchor's writer), a =
+-- (changing's)}. It holds while the transaction is the one it was made in
+-- and the mirror is still the cache's (drop and destroy take it away):
+-- then the tree exists and the anchor's writer is taken. Or nil, msg, code.
+local function txn_state(self, seq)
   local m, cache = mirror(self, seq)
-  local aw, msg, code = writer_of(pager, cache, self.pid, seq)
+  local aw, msg, code = writer_of(self.pager, cache, self.pid, seq)
   if not aw then return nil, msg, code end
   local a = m.a or changing(self, m, seq)
+  local st = {seq = seq, m = m, cache = cache, aw = aw, a = a}
+  self.txn = st
+  return st
+end
+
+local function put_op(self, key, value, st)
+  local seq, m, cache, aw, a = st.seq, st.m, st.cache, st.aw, st.a
+  local pager = self.pager
+  local msg, code
   local slot = LEAF_FIXED + #key + #value > self.cmax and {size = #value} or nil
   local stored = slot or value
   local root, height = a.root, a.height
@@ -940,7 +937,14 @@ local function put_op(self, key, value, seq)
     return apply(self, seq, m, cache, a, {t}, {}, {pid}, pid, 1, 1, #key + #value,
                  put_value, self, aw, nil, value, slot)
   end
-  local leaf = descend(self, m, root, height, key)
+  -- descend (the mirror's nodes first: in a transaction that writes much,
+  -- most of the path)
+  local pid = root - 1
+  for _ = 2, height do
+    local d = m[pid] or node(self, pid, m)
+    pid = d.kids[C_search(d.keys, d.n, key, true)]
+  end
+  local leaf = m[pid] or node(self, pid, m)
   local i = (leaf.idx or index_of(leaf))[key]
   local old = i and leaf.vals[i]
   local oldsize = i and leaf_cell_size(key, old) or 0
@@ -951,27 +955,27 @@ local function put_op(self, key, value, seq)
   end
   -- in place: the leaf's writer, the heap call, then the change (in Lua:
   -- the commit writes the leaf out)
-  local pid = leaf.pid
-  if m[pid] ~= leaf then
+  local mine = m[pid] == leaf
+  if not mine then
     local w
     w, msg, code = writer_of(pager, cache, pid, seq)
     if not w then return nil, msg, code end
   end
-  if slot or type(old) == "table" then
+  if slot or (i and type(old) == "table") then
     local ok
     ok, msg, code = put_value(self, aw, old, value, slot)
     if not ok then return nil, msg, code end
   end
-  leaf = own(m, leaf)
+  if not mine then leaf = own(m, leaf) end
   if i then
     leaf.vals[i] = stored
     a.bytes = a.bytes + #value - value_size(old)
   else
     -- appended; put in order when something needs the order (sort_leaf)
     local keys, n = leaf.keys, leaf.n + 1
-    if n > 1 and keys[n - 1] > key then leaf.unsorted = true end
+    if not leaf.unsorted and n > 1 and keys[n - 1] > key then leaf.unsorted = true end
     keys[n], leaf.vals[n] = key, stored
-    index_of(leaf)[key] = n
+    leaf.idx[key] = n
     leaf.n = n
     a.count, a.bytes = a.count + 1, a.bytes + #key + #value
   end
@@ -981,18 +985,41 @@ local function put_op(self, key, value, seq)
   return true
 end
 
+local function put_in(self, key, value, seq)
+  local st = self.txn
+  if not (st and st.seq == seq and st.cache[self.mkey] == st.m) then
+    local msg, code
+    st, msg, code = txn_state(self, seq)
+    if not st then return nil, msg, code end
+  end
+  return put_op(self, key, value, st)
+end
+
 --- Put value under key (replacing the value it had).
 -- @return true, or `nil, msg, code`
 function Tree:put(key, value)
-  local a = type(self) == "table" and self.writable and self.anchor
-  if not (a and V_alive(a)) then check_handle(self, "btree:put", true) end
-  check_key(self, "btree:put", key)
-  if type(value) ~= "string" then
+  local st = type(self) == "table" and self.txn
+  local seq = st and txn_seq(self.pager)
+  if not (seq and st.seq == seq and st.cache[self.mkey] == st.m) then
+    -- not the transaction of the last put: check everything
+    local a = type(self) == "table" and self.writable and self.anchor
+    if not (a and V_alive(a)) then check_handle(self, "btree:put", true) end
+    check_key(self, "btree:put", key)
+    if type(value) ~= "string" then
+      raise("btree:put", 1, "value must be a string (got %s)", type(value))
+    end
+    seq = txn_seq(self.pager)
+    if seq then return put_in(self, key, value, seq) end
+    return atomic(self.pager, function() return put_in(self, key, value, txn_seq(self.pager)) end)
+  end
+  -- the tree exists and is writable (st holds): the arguments only
+  if type(key) ~= "string" or type(value) ~= "string" then
+    check_key(self, "btree:put", key)
     raise("btree:put", 1, "value must be a string (got %s)", type(value))
   end
-  local seq = txn_seq(self.pager)
-  if seq then return put_op(self, key, value, seq) end
-  return atomic(self.pager, function() return put_op(self, key, value, txn_seq(self.pager)) end)
+  local n = #key
+  if n < 1 or n > self.maxkey then check_key(self, "btree:put", key) end
+  return put_op(self, key, value, st)
 end
 
 --- The value under key, or nil.

@@ -1,0 +1,189 @@
+/*
+ * lua_sorted.c -- sorted arrays of byte strings, for Lua hot paths:
+ * core._search (binary search) and core._sort (sort, a second array
+ * permuted alongside).
+ *
+ * Owns: the byte order of strings (memcmp, then the shorter first: what
+ * Lua's < gives in the C locale, whatever the current locale) and the two
+ * entry points.  Uses the Lua API and lua_util.h only; mappedpages.btree
+ * calls them on its nodes' keys, where a search in Lua costs a compare
+ * (lua_lessthan -> strcoll) and a dozen VM instructions per step, and
+ * table.sort a Lua compare per step.
+ *
+ * Both read the arrays raw (no metamethods) and raise when an element they
+ * look at is not a string.  Neither touches anything but its arguments.
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "lua_binding.h"
+#include "lua_util.h"
+
+/* a < b (-1), a == b (0), a > b (1), as bytes. */
+static int bytes_cmp(const char *a, size_t la, const char *b, size_t lb)
+{
+    int c = memcmp(a, b, la < lb ? la : lb);
+    if (c != 0)
+        return c < 0 ? -1 : 1;
+    return la < lb ? -1 : (la > lb ? 1 : 0);
+}
+
+/* t[i] (raw) as a string, raising naming argument arg when it is not one.
+ * Leaves the element on the stack (it anchors the bytes returned). */
+static const char *element(lua_State *L, int t, lua_Integer i, size_t *len, int arg)
+{
+    if (lua_rawgeti(L, t, i) != LUA_TSTRING) {
+        lua_pushfstring(L, "element %I is not a string", (LUAI_UACINT)i);
+        mpl_argerror(L, arg, lua_tostring(L, -1));
+    }
+    return lua_tolstring(L, -1, len);
+}
+
+/* The array length argument at arg: an integer >= 0. */
+static lua_Integer check_count(lua_State *L, int arg)
+{
+    lua_Integer n = mpl_checkinteger(L, arg);
+    mpl_argcheck(L, n >= 0, arg, "count must be >= 0");
+    return n;
+}
+
+/* core._search(t, n, key [, after]) -> i: in an array t[1..n] of strings
+ * in ascending byte order, the first i with t[i] >= key (with after: with
+ * t[i] > key), n + 1 when there is none; and, second, whether t[i] == key
+ * (false with after).  log2(n) raw reads. */
+int mpl_l_search(lua_State *L)
+{
+    size_t klen;
+    const char *key;
+    lua_Integer lo = 1, hi, n;
+    int after, top;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = check_count(L, 2);
+    key = luaL_checklstring(L, 3, &klen);
+    after = lua_toboolean(L, 4);
+    top = lua_gettop(L);
+    hi = n;
+    /* invariant: t[lo - 1] < key (<= with after), t[hi + 1] >= key (>) */
+    while (lo <= hi) {
+        lua_Integer mid = lo + (hi - lo) / 2;
+        size_t len;
+        const char *s = element(L, 1, mid, &len, 1);
+        int c = bytes_cmp(s, len, key, klen);
+        lua_settop(L, top);
+        if (c < 0 || (after && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    lua_pushinteger(L, lo);
+    if (!after && lo <= n) {
+        size_t len;
+        const char *s = element(L, 1, lo, &len, 1);
+        int eq = len == klen && memcmp(s, key, len) == 0;
+        lua_pop(L, 1);
+        lua_pushboolean(L, eq);
+    } else {
+        lua_pushboolean(L, 0);
+    }
+    return 2;
+}
+
+/* One element being sorted: its bytes (anchored on the stack) and where
+ * it was (1-based), which also breaks ties: the sort is stable. */
+typedef struct sort_item {
+    const char *s;
+    size_t len;
+    lua_Integer from;
+} sort_item;
+
+static int item_less(const sort_item *a, const sort_item *b)
+{
+    int c = bytes_cmp(a->s, a->len, b->s, b->len);
+    return c < 0 || (c == 0 && a->from < b->from);
+}
+
+/* Sort items[0..n) into tmp-backed merge order: a bottom-up merge sort,
+ * which a run already in order (a node's sorted part) costs one compare
+ * per element of. */
+static void merge_sort(sort_item *items, sort_item *tmp, lua_Integer n)
+{
+    lua_Integer width;
+    sort_item *src = items, *dst = tmp;
+    for (width = 1; width < n; width *= 2) {
+        lua_Integer i;
+        for (i = 0; i < n; i += 2 * width) {
+            lua_Integer mid = i + width < n ? i + width : n;
+            lua_Integer end = i + 2 * width < n ? i + 2 * width : n;
+            lua_Integer a = i, b = mid, k = i;
+            if (mid < end && !item_less(&src[mid], &src[mid - 1])) {
+                /* already in order: copy the two runs as they are */
+                memcpy(&dst[i], &src[i], (size_t)(end - i) * sizeof *src);
+                continue;
+            }
+            while (a < mid && b < end)
+                dst[k++] = item_less(&src[b], &src[a]) ? src[b++] : src[a++];
+            while (a < mid)
+                dst[k++] = src[a++];
+            while (b < end)
+                dst[k++] = src[b++];
+        }
+        {
+            sort_item *t = src;
+            src = dst;
+            dst = t;
+        }
+    }
+    if (src != items)
+        memcpy(items, src, (size_t)n * sizeof *items);
+}
+
+/* core._sort(keys, n [, vals]): sort keys[1..n], strings, in ascending
+ * byte order (stable), and permute vals[1..n] (any values) the same way
+ * when given.  Raises when a key is not a string, when n is too large for
+ * the stack; memory errors as Lua's. */
+int mpl_l_sort(lua_State *L)
+{
+    lua_Integer n, i;
+    int has_vals, keys_base, vals_base;
+    sort_item *items, *tmp;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = check_count(L, 2);
+    has_vals = !lua_isnoneornil(L, 3);
+    if (has_vals)
+        luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    if (n < 2)
+        return 0;
+    mpl_argcheck(L, n <= (lua_Integer)(LUAI_MAXSTACK / 4), 2, "count too large");
+    items = lua_newuserdatauv(L, (size_t)n * 2 * sizeof *items, 0);   /* 4 */
+    tmp = items + n;
+    /* every key and value on the stack: they stay anchored while the
+     * arrays are rewritten */
+    luaL_checkstack(L, (int)(2 * n + 8), "too many elements to sort");
+    keys_base = lua_gettop(L);
+    for (i = 1; i <= n; i++) {
+        sort_item *it = &items[i - 1];
+        it->s = element(L, 1, i, &it->len, 1);
+        it->from = i;
+    }
+    vals_base = lua_gettop(L);
+    if (has_vals)
+        for (i = 1; i <= n; i++)
+            lua_rawgeti(L, 3, i);
+    merge_sort(items, tmp, n);
+    for (i = 1; i <= n; i++) {
+        lua_Integer from = items[i - 1].from;
+        if (from == i)
+            continue;
+        lua_pushvalue(L, keys_base + (int)from);
+        lua_rawseti(L, 1, i);
+        if (has_vals) {
+            lua_pushvalue(L, vals_base + (int)from);
+            lua_rawseti(L, 3, i);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,120 @@
+-- 35-sorted: the binding's helpers for sorted arrays of byte strings
+-- (csrc/lua_sorted.c), core._search and core._sort, against a plain Lua
+-- model: random arrays of random byte strings (embedded zeros, bytes above
+-- 127, prefixes of one another, duplicates), every position searched, the
+-- order being bytes whatever the locale says; and their misuse errors.
+
+local H = require "helpers"
+local core = require "mappedpages.core"
+local search, sort = core._search, core._sort
+
+-- bytewise a < b, written out (what the helpers must agree with)
+local function less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function random_string(rng)
+  local len = rng(0, 6)
+  local t = {}
+  for i = 1, len do t[i] = string.char(({0, 1, 97, 98, 127, 128, 255})[rng(1, 7)]) end
+  return table.concat(t)
+end
+
+describe("core._search", function()
+  it("finds the first element >= key, or > key with after, in byte order", function()
+    local rng = math.random
+    math.randomseed(35)
+    for _ = 1, 300 do
+      local n = rng(0, 40)
+      local t = {}
+      for i = 1, n do t[i] = random_string(rng) end
+      table.sort(t, less)
+      for _ = 1, 20 do
+        local k = rng(1, 3) == 1 and n > 0 and t[rng(1, n)] or random_string(rng)
+        local lo, hi = n + 1, n + 1
+        for i = n, 1, -1 do
+          if not less(t[i], k) then lo = i end
+          if less(k, t[i]) then hi = i end
+        end
+        local i, eq = search(t, n, k)
+        assert.equal(lo, i)
+        assert.equal(lo <= n and t[lo] == k, eq)
+        local j, eq2 = search(t, n, k, true)
+        assert.equal(hi, j)
+        assert.is_false(eq2)
+      end
+    end
+  end)
+
+  it("searches only the first n elements", function()
+    local t = {"a", "c", "e", 5}
+    assert.same({3, false}, {search(t, 2, "d")})
+    assert.same({2, true}, {search(t, 3, "c")})
+    assert.same({1, false}, {search(t, 0, "c")})
+  end)
+
+  it("raises naming itself for a bad table, count, key or element", function()
+    H.raises_with({"_search", "table expected"}, search, nil, 1, "a")
+    H.raises_with({"_search", "count must be >= 0"}, search, {}, -1, "a")
+    H.raises_with({"_search", "integer"}, search, {}, "x", "a")
+    H.raises_with({"_search", "string expected"}, search, {"a"}, 1, {})
+    H.raises_with({"_search", "element 2 is not a string"}, search, {"a", 7, "c"}, 3, "b")
+  end)
+end)
+
+describe("core._sort", function()
+  it("sorts keys in byte order and permutes vals alongside, stably", function()
+    local rng = math.random
+    math.randomseed(53)
+    for _ = 1, 300 do
+      local n = rng(0, 60)
+      local keys, vals, model = {}, {}, {}
+      for i = 1, n do
+        -- a sorted run first sometimes (a node's sorted part), then random
+        keys[i] = random_string(rng)
+        vals[i] = i % 3 == 0 and {i} or i
+        model[i] = {keys[i], vals[i], i}
+      end
+      if rng(1, 2) == 1 then
+        local m = rng(0, n)
+        local head = {}
+        for i = 1, m do head[i] = keys[i] end
+        table.sort(head, less)
+        for i = 1, m do keys[i] = head[i] model[i][1] = head[i] end
+      end
+      table.sort(model, function(a, b)
+        if a[1] ~= b[1] then return less(a[1], b[1]) end
+        return a[3] < b[3]
+      end)
+      keys[n + 1], vals[n + 1] = "beyond", "beyond"
+      sort(keys, n, vals)
+      for i = 1, n do
+        assert.equal(model[i][1], keys[i])
+        assert.equal(model[i][2], vals[i])
+      end
+      assert.equal("beyond", keys[n + 1])
+      assert.equal("beyond", vals[n + 1])
+    end
+  end)
+
+  it("sorts keys alone without vals", function()
+    local keys = {"b", "a\0", "a", "\255", "ab"}
+    sort(keys, #keys)
+    assert.same({"a", "a\0", "ab", "b", "\255"}, keys)
+  end)
+
+  it("raises naming itself for a bad table, count or element, leaving the arrays", function()
+    H.raises_with({"_sort", "table expected"}, sort, "x", 1)
+    H.raises_with({"_sort", "count must be >= 0"}, sort, {}, -2)
+    H.raises_with({"_sort", "table expected"}, sort, {"a", "b"}, 2, 5)
+    local keys = {"b", true, "a"}
+    H.raises_with({"_sort", "element 2 is not a string"}, sort, keys, 3)
+    assert.same({"b", true, "a"}, keys)
+    H.raises_with({"_sort", "count too large"}, sort, {}, math.maxinteger)
+  end)
+end)

@@ -606,51 +606,60 @@ local function plan(self, m, path, idx, leaf, made)
   return out, frees, root, height
 end
 
--- serialize's formats by cell count (the header's, then n cells), and
--- its argument list (reused: one W_pack per node).
-local leaf_fmts, inner_fmts, args = {}, {}, {}
+-- serialize's formats: an internal node's by cell count (the header's,
+-- then n cells) and its argument list (reused: one W_pack per node); a
+-- leaf's cells go four at a time, a format short enough for the binding's
+-- cache of parsed formats (csrc/lua_pack.h), so no call parses one.
+local inner_fmts, args = {}, {}
 local tunpack = table.unpack
+local LEAF_CELLS4 = "<" .. ("Bs2s2"):rep(4)
 
---- Write node t whole into writer w (a leaf in key order): one pack of
--- the header and every cell, then zeros after the cells.
+--- The flag and the bytes of a leaf cell's value v.
+local function cell_value(v)
+  if type(v) == "table" then return 1, spack(LARGE_REF, v.ref, v.size) end
+  return 0, v
+end
+
+--- Write node t whole into writer w (a leaf in key order): the header and
+-- every cell, then zeros after the cells.
 local function serialize(self, w, t)
   local keys, n = t.keys, t.n
-  local fmt, left, j
+  local pos
   if t.level == 0 then
-    fmt = leaf_fmts[n]
-    if not fmt then
-      fmt = NODE_HDR_FMT .. ("Bs2s2"):rep(n)
-      leaf_fmts[n] = fmt
-    end
     local vals = t.vals
-    j = 9
-    for i = 1, n do
-      local v = vals[i]
-      if type(v) == "table" then
-        args[j], args[j + 2] = 1, spack(LARGE_REF, v.ref, v.size)
-      else
-        args[j], args[j + 2] = 0, v
-      end
-      args[j + 1] = keys[i]
-      j = j + 3
+    pos = W_pack(w, 0, NODE_HDR_FMT, NODE_MAGIC, self.pid, t.stamp, 0, n, t.used, 0, 0)
+    local i = 1
+    while i + 3 <= n do
+      local v1, v2, v3, v4 = vals[i], vals[i + 1], vals[i + 2], vals[i + 3]
+      local f1, f2, f3, f4 = 0, 0, 0, 0
+      if type(v1) ~= "string" then f1, v1 = cell_value(v1) end
+      if type(v2) ~= "string" then f2, v2 = cell_value(v2) end
+      if type(v3) ~= "string" then f3, v3 = cell_value(v3) end
+      if type(v4) ~= "string" then f4, v4 = cell_value(v4) end
+      pos = W_pack(w, pos, LEAF_CELLS4, f1, keys[i], v1, f2, keys[i + 1], v2,
+                   f3, keys[i + 2], v3, f4, keys[i + 3], v4)
+      i = i + 4
     end
-    left = 0
+    for k = i, n do
+      local f, v = cell_value(vals[k])
+      pos = W_pack(w, pos, LEAF_CELL, f, keys[k], v)
+    end
   else
-    fmt = inner_fmts[n]
+    local fmt = inner_fmts[n]
     if not fmt then
       fmt = NODE_HDR_FMT .. ("I4s2"):rep(n)
       inner_fmts[n] = fmt
     end
     local kids = t.kids
-    left, j = kids[1] + 1, 9
+    local j = 9
     for i = 1, n do
       args[j], args[j + 1] = kids[i + 1], keys[i]
       j = j + 2
     end
+    args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8] =
+      NODE_MAGIC, self.pid, t.stamp, t.level, n, t.used, kids[1] + 1, 0
+    pos = W_pack(w, 0, fmt, tunpack(args, 1, j - 1))
   end
-  args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8] =
-    NODE_MAGIC, self.pid, t.stamp, t.level, n, t.used, left, 0
-  local pos = W_pack(w, 0, fmt, tunpack(args, 1, j - 1))
   if pos ~= t.used then W_pack(w, N_INFO + 4, "<I4", pos) end
   if pos < self.psize then W_fill(w, 0, pos, self.psize - pos) end
 end

@@ -124,8 +124,8 @@ local check_handle = object.check_handle
 local txn_seq, C_search, C_sort = core._txn_seq, core._search, core._sort
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
-local W_pack, W_fill =
-      core._Writer_methods.pack, core._Writer_methods.fill
+local W_pack, W_pack_rows, W_fill =
+      core._Writer_methods.pack, core._Writer_methods.pack_rows, core._Writer_methods.fill
 
 local M = {}
 
@@ -606,19 +606,10 @@ local function plan(self, m, path, idx, leaf, made)
   return out, frees, root, height
 end
 
--- serialize's formats: an internal node's by cell count (the header's,
--- then n cells) and its argument list (reused: one W_pack per node); a
--- leaf's cells go four at a time, a format short enough for the binding's
--- cache of parsed formats (csrc/lua_pack.h), so no call parses one.
+-- serialize's formats by cell count for an internal node (the header's,
+-- then n cells), and its argument list (reused: one W_pack per node).
 local inner_fmts, args = {}, {}
 local tunpack = table.unpack
-local LEAF_CELLS4 = "<" .. ("Bs2s2"):rep(4)
-
---- The flag and the bytes of a leaf cell's value v.
-local function cell_value(v)
-  if type(v) == "table" then return 1, spack(LARGE_REF, v.ref, v.size) end
-  return 0, v
-end
 
 --- Write node t whole into writer w (a leaf in key order): the header and
 -- every cell, then zeros after the cells.
@@ -628,21 +619,24 @@ local function serialize(self, w, t)
   if t.level == 0 then
     local vals = t.vals
     pos = W_pack(w, 0, NODE_HDR_FMT, NODE_MAGIC, self.pid, t.stamp, 0, n, t.used, 0, 0)
-    local i = 1
-    while i + 3 <= n do
-      local v1, v2, v3, v4 = vals[i], vals[i + 1], vals[i + 2], vals[i + 3]
-      local f1, f2, f3, f4 = 0, 0, 0, 0
-      if type(v1) ~= "string" then f1, v1 = cell_value(v1) end
-      if type(v2) ~= "string" then f2, v2 = cell_value(v2) end
-      if type(v3) ~= "string" then f3, v3 = cell_value(v3) end
-      if type(v4) ~= "string" then f4, v4 = cell_value(v4) end
-      pos = W_pack(w, pos, LEAF_CELLS4, f1, keys[i], v1, f2, keys[i + 1], v2,
-                   f3, keys[i + 2], v3, f4, keys[i + 3], v4)
-      i = i + 4
+    local large = false
+    for i = 1, n do
+      if type(vals[i]) == "table" then large = true break end
     end
-    for k = i, n do
-      local f, v = cell_value(vals[k])
-      pos = W_pack(w, pos, LEAF_CELL, f, keys[k], v)
+    if large then
+      -- the cells' flags and value bytes in columns of their own
+      local flags, bytes = {}, {}
+      for i = 1, n do
+        local v = vals[i]
+        if type(v) == "table" then
+          flags[i], bytes[i] = 1, spack(LARGE_REF, v.ref, v.size)
+        else
+          flags[i], bytes[i] = 0, v
+        end
+      end
+      pos = W_pack_rows(w, pos, LEAF_CELL, n, flags, keys, bytes)
+    else
+      pos = W_pack_rows(w, pos, LEAF_CELL, n, 0, keys, vals)
     end
   else
     local fmt = inner_fmts[n]

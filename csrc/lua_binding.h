@@ -289,5 +289,6 @@ int mpl_l_want_commit_hook(lua_State *L);       /* core._want_commit_hook */
 
 int mpl_l_search(lua_State *L);                 /* core._search */
 int mpl_l_sort(lua_State *L);                   /* core._sort */
+int mpl_l_index(lua_State *L);                  /* core._index */
 
 #endif /* MAPPEDPAGES_LUA_BINDING_H */

@@ -674,6 +674,7 @@ static const luaL_Reg module_funcs[] = {
     {"_key_count", l_key_count},
     {"_search", mpl_l_search},                      /* lua_sorted.c */
     {"_sort", mpl_l_sort},                          /* lua_sorted.c */
+    {"_index", mpl_l_index},                        /* lua_sorted.c */
     {NULL, NULL}
 };
 

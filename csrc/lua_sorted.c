@@ -1,7 +1,7 @@
 /*
  * lua_sorted.c -- sorted arrays of byte strings, for Lua hot paths:
- * core._search (binary search) and core._sort (sort, a second array
- * permuted alongside).
+ * core._search (binary search), core._sort (sort, a second array
+ * permuted alongside) and core._index (where each element is).
  *
  * Owns: the byte order of strings (memcmp, then the shorter first: what
  * Lua's < gives in the C locale, whatever the current locale) and the two
@@ -13,7 +13,9 @@
  * Both read the arrays raw (no metamethods) and raise when an element they
  * look at is not a string.  Neither touches anything but its arguments.
  */
+#include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "lua.h"
@@ -91,17 +93,32 @@ int mpl_l_search(lua_State *L)
     return 2;
 }
 
-/* One element being sorted: its bytes (anchored on the stack) and where
- * it was (1-based), which also breaks ties: the sort is stable. */
+/* One element being sorted: its first 8 bytes as a big-endian number
+ * (zeros past the end: most compares end there), its bytes (anchored on
+ * the stack) and where it was (1-based), which also breaks ties: the sort
+ * is stable. */
 typedef struct sort_item {
+    uint64_t head;
     const char *s;
     size_t len;
     lua_Integer from;
 } sort_item;
 
+static uint64_t head_of(const char *s, size_t len)
+{
+    uint64_t h = 0;
+    size_t i;
+    for (i = 0; i < 8; i++)
+        h = (h << 8) | (i < len ? (unsigned char)s[i] : 0u);
+    return h;
+}
+
 static int item_less(const sort_item *a, const sort_item *b)
 {
-    int c = bytes_cmp(a->s, a->len, b->s, b->len);
+    int c;
+    if (a->head != b->head)
+        return a->head < b->head;
+    c = bytes_cmp(a->s, a->len, b->s, b->len);
     return c < 0 || (c == 0 && a->from < b->from);
 }
 
@@ -167,6 +184,7 @@ int mpl_l_sort(lua_State *L)
     for (i = 1; i <= n; i++) {
         sort_item *it = &items[i - 1];
         it->s = element(L, 1, i, &it->len, 1);
+        it->head = head_of(it->s, it->len);
         it->from = i;
     }
     vals_base = lua_gettop(L);
@@ -186,4 +204,30 @@ int mpl_l_sort(lua_State *L)
         }
     }
     return 0;
+}
+
+/* core._index(t, n [, size]) -> {[t[1]] = 1, ..., [t[n]] = n}: where each
+ * of the first n elements of t is (raw reads; a later duplicate wins),
+ * made with room for size keys (at least n) so that growing it to size
+ * rehashes nothing.  Elements may be any values but nil or NaN. */
+int mpl_l_index(lua_State *L)
+{
+    lua_Integer n, size, i;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = check_count(L, 2);
+    size = luaL_optinteger(L, 3, n);
+    if (size < n)
+        size = n;
+    mpl_argcheck(L, size <= INT_MAX, 3, "size too large");
+    lua_settop(L, 1);
+    lua_createtable(L, 0, (int)size);
+    for (i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 1, i) == LUA_TNIL) {
+            lua_pushfstring(L, "element %I is nil", (LUAI_UACINT)i);
+            mpl_argerror(L, 1, lua_tostring(L, -1));
+        }
+        lua_pushinteger(L, i);
+        lua_rawset(L, 2);
+    }
+    return 1;
 }

@@ -1,12 +1,12 @@
 -- 35-sorted: the binding's helpers for sorted arrays of byte strings
--- (csrc/lua_sorted.c), core._search and core._sort, against a plain Lua
+-- (csrc/lua_sorted.c), core._search, core._sort and core._index, against a plain Lua
 -- model: random arrays of random byte strings (embedded zeros, bytes above
 -- 127, prefixes of one another, duplicates), every position searched, the
 -- order being bytes whatever the locale says; and their misuse errors.
 
 local H = require "helpers"
 local core = require "mappedpages.core"
-local search, sort = core._search, core._sort
+local search, sort, index = core._search, core._sort, core._index
 
 -- bytewise a < b, written out (what the helpers must agree with)
 local function less(a, b)
@@ -116,5 +116,24 @@ describe("core._sort", function()
     H.raises_with({"_sort", "element 2 is not a string"}, sort, keys, 3)
     assert.same({"b", true, "a"}, keys)
     H.raises_with({"_sort", "count too large"}, sort, {}, math.maxinteger)
+  end)
+end)
+
+describe("core._index", function()
+  it("maps each of the first n elements to its position, a later duplicate winning", function()
+    local t = {"a", "b", 3, "a", "z"}
+    assert.same({a = 4, b = 2, [3] = 3}, index(t, 4))
+    assert.same({}, index(t, 0))
+    local big = index(t, 2, 1000)
+    assert.same({a = 1, b = 2}, big)
+    for i = 1, 500 do big["k" .. i] = i end       -- room made: still a plain table
+    assert.equal(500, big.k500)
+  end)
+
+  it("raises naming itself for a bad table, count, size or a nil element", function()
+    H.raises_with({"_index", "table expected"}, index, nil, 0)
+    H.raises_with({"_index", "count must be >= 0"}, index, {}, -1)
+    H.raises_with({"_index", "element 2 is nil"}, index, {"a"}, 2)
+    H.raises_with({"_index", "size too large"}, index, {}, 0, math.maxinteger)
   end)
 end)

@@ -121,7 +121,7 @@ local concat, insert, remove, move =
 local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
 local check_handle = object.check_handle
-local txn_seq, C_search, C_sort = core._txn_seq, core._search, core._sort
+local txn_seq, C_search, C_sort, C_index = core._txn_seq, core._search, core._sort, core._index
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
 local W_pack, W_pack_rows, W_fill =
@@ -341,12 +341,10 @@ local function child_index(keys, n, key) return (C_search(keys, n, key, true)) e
 local function lower_bound(keys, n, key) return C_search(keys, n, key) end
 
 --- Put a leaf whose last keys were appended out of order (unsorted, see
--- put_op) back in key order; its idx follows.
+-- put_op) back in key order; its idx is dropped (index_of makes it again).
 local function sort_leaf(d)
-  local keys, idx = d.keys, d.idx
-  C_sort(keys, d.n, d.vals)
-  for j = 1, d.n do idx[keys[j]] = j end
-  d.unsorted = nil
+  C_sort(d.keys, d.n, d.vals)
+  d.idx, d.unsorted = nil, nil       -- made again when a put needs it (index_of)
   return d
 end
 
@@ -795,13 +793,13 @@ local function own(m, d)
   return c
 end
 
---- A leaf's index: key -> position.
+--- A leaf's index: key -> position (made with core._index, with room for
+-- as many keys again: the puts that fill the leaf rehash nothing).
 local function index_of(d)
   local idx = d.idx
   if idx then return idx end
-  idx = {}
-  local keys = d.keys
-  for j = 1, d.n do idx[keys[j]] = j end
+  -- room to double: puts into it rehash nothing until it splits
+  idx = C_index(d.keys, d.n, 2 * d.n)
   d.idx = idx
   return idx
 end

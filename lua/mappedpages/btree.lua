@@ -62,11 +62,15 @@
 --
 -- Caches, and why a rollback needs no hook (see mappedpages.access). A
 -- handle decodes the nodes it reads into Lua tables (keys, values,
--- children) and keeps two caches of them:
+-- children) and keeps them in two caches (and the state of its last put):
 --   * the transaction's mirror (in access.cache, so it dies with the
 --     transaction, and shared by every handle of the tree): every node the
 --     open transaction changed, and the anchor's counters as it has them;
 --     the only place such a node is looked up;
+--   * on the handle, the transaction of its last put (self.txn: the
+--     mirror, the anchor's writer and counters, see txn_state), so the
+--     next put of that transaction looks none of them up; it is used only
+--     while the transaction is the same and the mirror still the cache's;
 --   * the committed cache, per pager and tree: nodes as the last commits
 --     left them, each with the stamp read from its page. A node's stamp is
 --     the number of the transaction that wrote it; a committed state never

@@ -698,5 +698,6 @@ int luaopen_mappedpages_core(lua_State *L)
                  "_Pager_methods");
     mpl_open_view(L, -1);
     mpl_open_txn(L, -1);
+    mpl_open_sorted(L, -1);
     return 1;
 }

@@ -1,7 +1,10 @@
 /*
  * lua_sorted.c -- sorted arrays of byte strings, for Lua hot paths:
  * core._search (binary search), core._sort (sort, a second array
- * permuted alongside) and core._index (where each element is).
+ * permuted alongside), core._index (where each element is), and packed
+ * copies: core._strings(t, n) and core._search_strings (a binary search
+ * that reads no Lua value, for arrays searched far more often than they
+ * change: a B-tree's internal nodes).
  *
  * Owns: the byte order of strings (memcmp, then the shorter first: what
  * Lua's < gives in the C locale, whatever the current locale) and the two
@@ -157,6 +160,26 @@ static void merge_sort(sort_item *items, sort_item *tmp, lua_Integer n)
         memcpy(items, src, (size_t)n * sizeof *items);
 }
 
+/* Sort items[0..n): the run in order at the start (an array sorted once
+ * and appended to since) is kept, the rest sorted, then the two merged. */
+static void sort_items(sort_item *items, sort_item *tmp, lua_Integer n)
+{
+    lua_Integer s = 1, a, b, k;
+    while (s < n && !item_less(&items[s], &items[s - 1]))
+        s++;
+    if (s == n)
+        return;
+    merge_sort(items + s, tmp, n - s);
+    if (!item_less(&items[s], &items[s - 1]))
+        return;
+    for (a = 0, b = s, k = 0; a < s && b < n; )
+        tmp[k++] = item_less(&items[b], &items[a]) ? items[b++] : items[a++];
+    while (a < s)
+        tmp[k++] = items[a++];
+    /* the rest of the tail is in place already */
+    memcpy(items, tmp, (size_t)k * sizeof *items);
+}
+
 /* core._sort(keys, n [, vals]): sort keys[1..n], strings, in ascending
  * byte order (stable), and permute vals[1..n] (any values) the same way
  * when given.  Raises when a key is not a string, when n is too large for
@@ -191,7 +214,7 @@ int mpl_l_sort(lua_State *L)
     if (has_vals)
         for (i = 1; i <= n; i++)
             lua_rawgeti(L, 3, i);
-    merge_sort(items, tmp, n);
+    sort_items(items, tmp, n);
     for (i = 1; i <= n; i++) {
         lua_Integer from = items[i - 1].from;
         if (from == i)
@@ -230,4 +253,103 @@ int mpl_l_index(lua_State *L)
         lua_rawset(L, 2);
     }
     return 1;
+}
+
+/* ---- packed copies ------------------------------------------------------ */
+
+/* A packed copy of n strings: their ends, then their bytes, one block.
+ * Only made by core._strings (its metatable is the functions' upvalue,
+ * so no other userdata is ever read as one). */
+typedef struct packed_strings {
+    lua_Integer n;
+    size_t ends[];      /* n ends (offsets into the bytes after them) */
+} packed_strings;
+
+static const char *packed_bytes(const packed_strings *p)
+{
+    return (const char *)(p->ends + p->n);
+}
+
+/* core._strings(t, n) -> a packed copy of the strings t[1..n] (raw), for
+ * core._search_strings; it does not follow t's later changes. */
+int mpl_l_strings(lua_State *L)
+{
+    lua_Integer n, i;
+    size_t total = 0, at = 0;
+    packed_strings *p;
+    char *bytes;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    n = check_count(L, 2);
+    lua_settop(L, 2);
+    mpl_argcheck(L, n <= (lua_Integer)(LUAI_MAXSTACK / 4), 2, "count too large");
+    /* every string on the stack (anchored whatever a finalizer run by the
+     * allocation below does to t), their sizes added up */
+    luaL_checkstack(L, (int)n + 8, "too many strings");
+    for (i = 1; i <= n; i++) {
+        size_t len;
+        (void)element(L, 1, i, &len, 1);
+        mpl_argcheck(L, len <= SIZE_MAX / 2 - total, 1, "strings too large");
+        total += len;
+    }
+    p = (packed_strings *)lua_newuserdatauv(L, sizeof *p + (size_t)n * sizeof(size_t)
+                                               + (total > 0 ? total : 1), 0);
+    p->n = n;
+    bytes = (char *)(p->ends + n);
+    for (i = 1; i <= n; i++) {
+        size_t len;
+        const char *str = lua_tolstring(L, 2 + (int)i, &len);
+        memcpy(bytes + at, str, len);
+        at += len;
+        p->ends[i - 1] = at;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* core._search_strings(packed, key [, after]) -> i: core._search on the
+ * packed copy of a sorted array (first i with s[i] >= key, or > key with
+ * after; n + 1 if none), and whether s[i] == key (false with after). */
+int mpl_l_search_strings(lua_State *L)
+{
+    const packed_strings *p = lua_touserdata(L, 1);
+    size_t klen;
+    const char *key = luaL_checklstring(L, 2, &klen);
+    int after = lua_toboolean(L, 3);
+    const char *bytes;
+    lua_Integer lo = 1, hi;
+    int eq = 0;
+    if (p == NULL || !lua_getmetatable(L, 1)
+        || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+        mpl_typeerror(L, 1, "packed strings");
+    lua_pop(L, 1);
+    bytes = packed_bytes(p);
+    hi = p->n;
+    while (lo <= hi) {
+        lua_Integer mid = lo + (hi - lo) / 2;
+        size_t start = mid > 1 ? p->ends[mid - 2] : 0;
+        int c = bytes_cmp(bytes + start, p->ends[mid - 1] - start, key, klen);
+        if (c < 0 || (after && c == 0)) {
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+            eq = c == 0;
+        }
+    }
+    lua_pushinteger(L, lo);
+    lua_pushboolean(L, !after && eq && lo <= p->n);
+    return 2;
+}
+
+void mpl_open_sorted(lua_State *L, int modidx)
+{
+    modidx = lua_absindex(L, modidx);
+    lua_newtable(L);                    /* the packed copies' metatable */
+    lua_pushliteral(L, "mappedpages.PackedStrings");
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, mpl_l_strings, 1);
+    lua_setfield(L, modidx, "_strings");
+    lua_pushcclosure(L, mpl_l_search_strings, 1);
+    lua_setfield(L, modidx, "_search_strings");
 }

@@ -1,5 +1,6 @@
 -- 35-sorted: the binding's helpers for sorted arrays of byte strings
--- (csrc/lua_sorted.c), core._search, core._sort and core._index, against a plain Lua
+-- (csrc/lua_sorted.c), core._search, core._sort, core._index and the
+-- packed copies (core._strings, core._search_strings), against a plain Lua
 -- model: random arrays of random byte strings (embedded zeros, bytes above
 -- 127, prefixes of one another, duplicates), every position searched, the
 -- order being bytes whatever the locale says; and their misuse errors.
@@ -7,6 +8,7 @@
 local H = require "helpers"
 local core = require "mappedpages.core"
 local search, sort, index = core._search, core._sort, core._index
+local strings, search_strings = core._strings, core._search_strings
 
 -- bytewise a < b, written out (what the helpers must agree with)
 local function less(a, b)
@@ -34,6 +36,7 @@ describe("core._search", function()
       local t = {}
       for i = 1, n do t[i] = random_string(rng) end
       table.sort(t, less)
+      local packed = strings(t, n)
       for _ = 1, 20 do
         local k = rng(1, 3) == 1 and n > 0 and t[rng(1, n)] or random_string(rng)
         local lo, hi = n + 1, n + 1
@@ -47,6 +50,9 @@ describe("core._search", function()
         local j, eq2 = search(t, n, k, true)
         assert.equal(hi, j)
         assert.is_false(eq2)
+        -- the packed copy answers the same
+        assert.same({i, eq}, {search_strings(packed, k)})
+        assert.same({j, false}, {search_strings(packed, k, true)})
       end
     end
   end)
@@ -135,5 +141,26 @@ describe("core._index", function()
     H.raises_with({"_index", "count must be >= 0"}, index, {}, -1)
     H.raises_with({"_index", "element 2 is nil"}, index, {"a"}, 2)
     H.raises_with({"_index", "size too large"}, index, {}, 0, math.maxinteger)
+  end)
+end)
+
+describe("core._strings", function()
+  it("is a copy: later changes to the table do not show", function()
+    local t = {"a", "c", "e"}
+    local packed = strings(t, 3)
+    t[2] = "zzz"
+    assert.same({2, true}, {search_strings(packed, "c")})
+    assert.same({1, false}, {search_strings(strings({}, 0), "c")})
+    assert.equal("mappedpages.PackedStrings", getmetatable(packed).__name)
+  end)
+
+  it("raises naming itself for bad arguments; search_strings takes only its copies", function()
+    H.raises_with({"_strings", "table expected"}, strings, 1, 0)
+    H.raises_with({"_strings", "count must be >= 0"}, strings, {}, -1)
+    H.raises_with({"_strings", "element 2 is not a string"}, strings, {"a", 2}, 2)
+    H.raises_with({"_strings", "count too large"}, strings, {}, math.maxinteger)
+    H.raises_with({"_search_strings", "packed strings expected"}, search_strings, {}, "a")
+    H.raises_with({"_search_strings", "packed strings expected"}, search_strings, io.stdout, "a")
+    H.raises_with({"_search_strings", "string expected"}, search_strings, strings({}, 0), {})
   end)
 end)

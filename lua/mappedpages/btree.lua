@@ -126,6 +126,7 @@ local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
 local check_handle = object.check_handle
 local txn_seq, C_search, C_sort, C_index = core._txn_seq, core._search, core._sort, core._index
+local C_strings, C_search_strings = core._strings, core._search_strings
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
 local W_pack, W_pack_rows, W_fill =
@@ -336,9 +337,20 @@ local function mirror(self, seq)
   return m, cache
 end
 
---- In an internal node: the index into kids of the child for key (the
+--- In internal node d: the index into kids of the child for key (the
 -- largest i with keys[i - 1] <= key, i.e. the first with keys[i] > key).
-local function child_index(keys, n, key) return (C_search(keys, n, key, true)) end
+-- Searched in d.dir, a packed copy of its keys (core._strings) made at the
+-- first search: an internal node changes far less often than it is
+-- searched; whatever changes its keys in place drops d.dir (put_split).
+local function dir_of(d)
+  local dir = C_strings(d.keys, d.n)
+  d.dir = dir
+  return dir
+end
+
+local function child_index(d, key)
+  return (C_search_strings(d.dir or dir_of(d), key, true))
+end
 
 --- In a leaf: the first i with keys[i] >= key (n + 1 if none), and
 -- whether keys[i] is key.
@@ -366,7 +378,7 @@ local function descend(self, m, root, height, key, path, idx)
   local pid = root - 1
   for lvl = 1, height - 1 do
     local d = node(self, pid, m)
-    local c = child_index(d.keys, d.n, key)
+    local c = child_index(d, key)
     if path then path[lvl], idx[lvl] = d, c end
     pid = d.kids[c]
   end
@@ -870,7 +882,7 @@ local function put_split(self, seq, m, cache, a, aw, leaf, parent, ci, i, old, k
   end
   insert(parent.keys, ci, sep)
   insert(parent.kids, ci + 1, pid)
-  parent.n, parent.used = parent.n + 1, parent.used + INNER_FIXED + #sep
+  parent.n, parent.used, parent.dir = parent.n + 1, parent.used + INNER_FIXED + #sep, nil
   leaf.n, leaf.used, leaf.size, leaf.idx = #keys, HDR + leaf.size, nil, nil
   r.n, r.used, r.stamp, r.size = #r.keys, HDR + r.size, m.T, nil
   m[pid] = r
@@ -947,7 +959,7 @@ local function put_op(self, key, value, st)
   local pid = root - 1
   for _ = 2, height do
     local d = m[pid] or node(self, pid, m)
-    pid = d.kids[C_search(d.keys, d.n, key, true)]
+    pid = d.kids[C_search_strings(d.dir or dir_of(d), key, true)]
   end
   local leaf = m[pid] or node(self, pid, m)
   local i = (leaf.idx or index_of(leaf))[key]
@@ -1160,7 +1172,7 @@ local function seek(self, it, x, strict)
   for lvl = 1, height - 1 do
     local d = node(self, pid, m)
     local c
-    if x == nil then c = d.n + 1 else c = child_index(d.keys, d.n, x) end
+    if x == nil then c = d.n + 1 else c = child_index(d, x) end
     nodes[lvl], pos[lvl] = d, c
     pid = d.kids[c]
   end

@@ -449,8 +449,13 @@ local function large_get(self, v) return heap_of(self):get(v.ref) end
 ---------------------------------------------------------------------------
 -- planning structural changes on copies of nodes
 
+-- A cell's value is a string or, for a large value, {ref =, size =},
+-- whose length (#) is 0: so `#v` with type() asked only for an empty one
+-- (a call less per cell).
 local function leaf_cell_size(k, v)
-  return LEAF_FIXED + #k + (type(v) == "table" and REF_SIZE or #v)
+  local vl = #v
+  if vl == 0 and type(v) == "table" then vl = REF_SIZE end
+  return LEAF_FIXED + #k + vl
 end
 
 local function copy(t) return move(t, 1, #t, 1, {}) end
@@ -497,10 +502,22 @@ local function divide(t, r)
   local keys, n = t.keys, #t.keys
   local total = size_of(t)
   local half, acc, j = total / 2, 0, n + 1
-  for i = 1, n do
-    local s = cell_size(t, i)
-    if acc + s > half then j = i break end
-    acc = acc + s
+  if t.level == 0 then
+    local vals = t.vals
+    for i = 1, n do
+      local v = vals[i]
+      local vl = #v
+      if vl == 0 and type(v) == "table" then vl = REF_SIZE end
+      local s = LEAF_FIXED + #keys[i] + vl
+      if acc + s > half then j = i break end
+      acc = acc + s
+    end
+  else
+    for i = 1, n do
+      local s = INNER_FIXED + #keys[i]
+      if acc + s > half then j = i break end
+      acc = acc + s
+    end
   end
   -- both halves keep a cell (an internal node's right half a key); acc:
   -- the bytes of cells 1 to j - 1
@@ -635,7 +652,8 @@ local function serialize(self, w, t)
     pos = W_pack(w, 0, NODE_HDR_FMT, NODE_MAGIC, self.pid, t.stamp, 0, n, t.used, 0, 0)
     local large = false
     for i = 1, n do
-      if type(vals[i]) == "table" then large = true break end
+      local v = vals[i]
+      if #v == 0 and type(v) == "table" then large = true break end
     end
     if large then
       -- the cells' flags and value bytes in columns of their own
@@ -821,8 +839,9 @@ local function index_of(d)
 end
 
 local function value_size(v)
-  if type(v) == "table" then return v.size end
-  return #v
+  local vl = #v
+  if vl == 0 and type(v) == "table" then return v.size end
+  return vl
 end
 
 ---------------------------------------------------------------------------
@@ -940,13 +959,13 @@ local function txn_state(self, seq)
 end
 
 local function put_op(self, key, value, st)
-  local seq, m, cache, aw, a = st.seq, st.m, st.cache, st.aw, st.a
-  local pager = self.pager
+  local m, a = st.m, st.a
   local msg, code
   local slot = LEAF_FIXED + #key + #value > self.cmax and {size = #value} or nil
   local stored = slot or value
   local root, height = a.root, a.height
   if root == 0 then
+    local seq, cache, aw, pager = st.seq, st.cache, st.aw, self.pager
     local pid
     pid, msg, code = pager:alloc_protected()
     if not pid then return nil, msg, code end
@@ -968,19 +987,19 @@ local function put_op(self, key, value, st)
   local newsize = LEAF_FIXED + #key + (slot and REF_SIZE or #value)
   local used = leaf.used - oldsize + newsize
   if used - HDR > self.cap or (used - HDR < self.low and height > 1 and newsize < oldsize) then
-    return put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
+    return put_plan(self, st.seq, m, st.cache, a, st.aw, key, value, slot, stored)
   end
   -- in place: the leaf's writer, the heap call, then the change (in Lua:
   -- the commit writes the leaf out)
   local mine = m[pid] == leaf
   if not mine then
     local w
-    w, msg, code = writer_of(pager, cache, pid, seq)
+    w, msg, code = writer_of(self.pager, st.cache, pid, st.seq)
     if not w then return nil, msg, code end
   end
   if slot or (i and type(old) == "table") then
     local ok
-    ok, msg, code = put_value(self, aw, old, value, slot)
+    ok, msg, code = put_value(self, st.aw, old, value, slot)
     if not ok then return nil, msg, code end
   end
   if not mine then leaf = own(m, leaf) end

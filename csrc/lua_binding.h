@@ -290,10 +290,11 @@ int mpl_l_want_commit_hook(lua_State *L);       /* core._want_commit_hook */
 int mpl_l_search(lua_State *L);                 /* core._search */
 int mpl_l_sort(lua_State *L);                   /* core._sort */
 int mpl_l_index(lua_State *L);                  /* core._index */
-/* core._strings and core._search_strings (closures sharing the packed
- * copies' metatable), set in the module table at modidx */
+/* core._strings, _strings_insert and _search_strings (closures sharing
+ * the packed copies' metatable), set in the module table at modidx */
 void mpl_open_sorted(lua_State *L, int modidx);
 int mpl_l_strings(lua_State *L);
 int mpl_l_search_strings(lua_State *L);
+int mpl_l_strings_insert(lua_State *L);
 
 #endif /* MAPPEDPAGES_LUA_BINDING_H */

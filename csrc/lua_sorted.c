@@ -2,7 +2,8 @@
  * lua_sorted.c -- sorted arrays of byte strings, for Lua hot paths:
  * core._search (binary search), core._sort (sort, a second array
  * permuted alongside), core._index (where each element is), and packed
- * copies: core._strings(t, n) and core._search_strings (a binary search
+ * copies: core._strings(t, n), core._strings_insert (a copy with one
+ * more) and core._search_strings (a binary search
  * that reads no Lua value, for arrays searched far more often than they
  * change: a B-tree's internal nodes).
  *
@@ -307,22 +308,29 @@ int mpl_l_strings(lua_State *L)
     return 1;
 }
 
+/* The packed copy at arg (a core._strings one), else raise. */
+static const packed_strings *check_packed(lua_State *L, int arg)
+{
+    const packed_strings *p = lua_touserdata(L, arg);
+    if (p == NULL || !lua_getmetatable(L, arg)
+        || !lua_rawequal(L, -1, lua_upvalueindex(1)))
+        mpl_typeerror(L, arg, "packed strings");
+    lua_pop(L, 1);
+    return p;
+}
+
 /* core._search_strings(packed, key [, after]) -> i: core._search on the
  * packed copy of a sorted array (first i with s[i] >= key, or > key with
  * after; n + 1 if none), and whether s[i] == key (false with after). */
 int mpl_l_search_strings(lua_State *L)
 {
-    const packed_strings *p = lua_touserdata(L, 1);
+    const packed_strings *p = check_packed(L, 1);
     size_t klen;
     const char *key = luaL_checklstring(L, 2, &klen);
     int after = lua_toboolean(L, 3);
     const char *bytes;
     lua_Integer lo = 1, hi;
     int eq = 0;
-    if (p == NULL || !lua_getmetatable(L, 1)
-        || !lua_rawequal(L, -1, lua_upvalueindex(1)))
-        mpl_typeerror(L, 1, "packed strings");
-    lua_pop(L, 1);
     bytes = packed_bytes(p);
     hi = p->n;
     while (lo <= hi) {
@@ -341,6 +349,43 @@ int mpl_l_search_strings(lua_State *L)
     return 2;
 }
 
+/* core._strings_insert(packed, i, s) -> a new packed copy: packed's
+ * strings with s inserted before the i-th (1 <= i <= n + 1), as
+ * core._strings would make it of the array after table.insert(t, i, s),
+ * at the cost of a copy of its bytes (packed itself is left as it was). */
+int mpl_l_strings_insert(lua_State *L)
+{
+    const packed_strings *p = check_packed(L, 1);
+    lua_Integer i = mpl_checkinteger(L, 2), n = p->n, k;
+    size_t len, total, before;
+    const char *str = luaL_checklstring(L, 3, &len);
+    packed_strings *q;
+    const char *from;
+    char *to;
+    mpl_argcheck(L, 1 <= i && i <= n + 1, 2, "position out of range");
+    total = n > 0 ? p->ends[n - 1] : 0;
+    mpl_argcheck(L, n < (lua_Integer)(LUAI_MAXSTACK / 4)
+                     && len <= SIZE_MAX / 2 - total, 3, "strings too large");
+    before = i > 1 ? p->ends[i - 2] : 0;
+    q = (packed_strings *)lua_newuserdatauv(L, sizeof *q + (size_t)(n + 1) * sizeof(size_t)
+                                               + (total + len > 0 ? total + len : 1), 0);
+    /* p is the argument (anchored); the allocation moved nothing */
+    q->n = n + 1;
+    for (k = 0; k < i - 1; k++)
+        q->ends[k] = p->ends[k];
+    q->ends[i - 1] = before + len;
+    for (k = i - 1; k < n; k++)
+        q->ends[k + 1] = p->ends[k] + len;
+    from = packed_bytes(p);
+    to = (char *)(q->ends + n + 1);
+    memcpy(to, from, before);
+    memcpy(to + before, str, len);
+    memcpy(to + before + len, from + before, total - before);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
 void mpl_open_sorted(lua_State *L, int modidx)
 {
     modidx = lua_absindex(L, modidx);
@@ -350,6 +395,9 @@ void mpl_open_sorted(lua_State *L, int modidx)
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, mpl_l_strings, 1);
     lua_setfield(L, modidx, "_strings");
+    lua_pushvalue(L, -1);
     lua_pushcclosure(L, mpl_l_search_strings, 1);
     lua_setfield(L, modidx, "_search_strings");
+    lua_pushcclosure(L, mpl_l_strings_insert, 1);
+    lua_setfield(L, modidx, "_strings_insert");
 }

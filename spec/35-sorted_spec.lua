@@ -8,7 +8,7 @@
 local H = require "helpers"
 local core = require "mappedpages.core"
 local search, sort, index = core._search, core._sort, core._index
-local strings, search_strings = core._strings, core._search_strings
+local strings, search_strings, strings_insert = core._strings, core._search_strings, core._strings_insert
 
 -- bytewise a < b, written out (what the helpers must agree with)
 local function less(a, b)
@@ -145,6 +145,32 @@ describe("core._index", function()
 end)
 
 describe("core._strings", function()
+  it("_strings_insert gives the copy of the array after table.insert", function()
+    local rng = math.random
+    math.randomseed(77)
+    for _ = 1, 200 do
+      local n = rng(0, 30)
+      local t = {}
+      for i = 1, n do t[i] = random_string(rng) end
+      table.sort(t, less)
+      local s = random_string(rng)
+      local i = search(t, n, s)
+      local before = strings(t, n)
+      local after = strings_insert(before, i, s)
+      local t2 = {table.unpack(t, 1, n)}
+      table.insert(t2, i, s)
+      for _ = 1, 20 do
+        local k = rng(1, 2) == 1 and t2[rng(1, n + 1)] or random_string(rng)
+        assert.same({search(t2, n + 1, k)}, {search_strings(after, k)})
+        assert.same({search(t2, n + 1, k, true)}, {search_strings(after, k, true)})
+        assert.same({search(t, n, k)}, {search_strings(before, k)})   -- unchanged
+      end
+    end
+    H.raises_with({"_strings_insert", "position out of range"}, strings_insert, strings({"a"}, 1), 3, "b")
+    H.raises_with({"_strings_insert", "position out of range"}, strings_insert, strings({"a"}, 1), 0, "b")
+    H.raises_with({"_strings_insert", "packed strings expected"}, strings_insert, {}, 1, "b")
+  end)
+
   it("is a copy: later changes to the table do not show", function()
     local t = {"a", "c", "e"}
     local packed = strings(t, 3)

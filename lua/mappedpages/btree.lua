@@ -126,7 +126,8 @@ local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
 local check_handle = object.check_handle
 local txn_seq, C_search, C_sort, C_index = core._txn_seq, core._search, core._sort, core._index
-local C_strings, C_search_strings = core._strings, core._search_strings
+local C_strings, C_search_strings, C_strings_insert =
+      core._strings, core._search_strings, core._strings_insert
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
 local W_pack, W_pack_rows, W_fill =
@@ -341,7 +342,8 @@ end
 -- largest i with keys[i - 1] <= key, i.e. the first with keys[i] > key).
 -- Searched in d.dir, a packed copy of its keys (core._strings) made at the
 -- first search: an internal node changes far less often than it is
--- searched; whatever changes its keys in place drops d.dir (put_split).
+-- searched; whatever changes its keys in place changes d.dir the same way
+-- (put_split, core._strings_insert).
 local function dir_of(d)
   local dir = C_strings(d.keys, d.n)
   d.dir = dir
@@ -901,7 +903,8 @@ local function put_split(self, seq, m, cache, a, aw, leaf, parent, ci, i, old, k
   end
   insert(parent.keys, ci, sep)
   insert(parent.kids, ci + 1, pid)
-  parent.n, parent.used, parent.dir = parent.n + 1, parent.used + INNER_FIXED + #sep, nil
+  parent.n, parent.used = parent.n + 1, parent.used + INNER_FIXED + #sep
+  if parent.dir then parent.dir = C_strings_insert(parent.dir, ci, sep) end
   leaf.n, leaf.used, leaf.size, leaf.idx = #keys, HDR + leaf.size, nil, nil
   r.n, r.used, r.stamp, r.size = #r.keys, HDR + r.size, m.T, nil
   m[pid] = r

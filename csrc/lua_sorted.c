@@ -181,6 +181,10 @@ static void sort_items(sort_item *items, sort_item *tmp, lua_Integer n)
     memcpy(items, tmp, (size_t)k * sizeof *items);
 }
 
+/* Up to this many elements are sorted in a buffer on the C stack (16 KiB:
+ * most B-tree nodes hold fewer keys), more in a userdata. */
+#define SORT_LOCAL 256
+
 /* core._sort(keys, n [, vals]): sort keys[1..n], strings, in ascending
  * byte order (stable), and permute vals[1..n] (any values) the same way
  * when given.  Raises when a key is not a string, when n is too large for
@@ -190,6 +194,7 @@ int mpl_l_sort(lua_State *L)
     lua_Integer n, i;
     int has_vals, keys_base, vals_base;
     sort_item *items, *tmp;
+    sort_item local_items[2 * SORT_LOCAL];
     luaL_checktype(L, 1, LUA_TTABLE);
     n = check_count(L, 2);
     has_vals = !lua_isnoneornil(L, 3);
@@ -199,7 +204,12 @@ int mpl_l_sort(lua_State *L)
     if (n < 2)
         return 0;
     mpl_argcheck(L, n <= (lua_Integer)(LUAI_MAXSTACK / 4), 2, "count too large");
-    items = lua_newuserdatauv(L, (size_t)n * 2 * sizeof *items, 0);   /* 4 */
+    if (n <= SORT_LOCAL) {
+        items = local_items;        /* a node's worth: no allocation */
+        lua_pushnil(L);             /* 4, as the userdata would be */
+    } else {
+        items = lua_newuserdatauv(L, (size_t)n * 2 * sizeof *items, 0);   /* 4 */
+    }
     tmp = items + n;
     /* every key and value on the stack: they stay anchored while the
      * arrays are rewritten */

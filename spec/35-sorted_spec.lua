@@ -108,6 +108,17 @@ describe("core._sort", function()
     end
   end)
 
+  it("sorts more elements than fit its stack buffer (256)", function()
+    math.randomseed(600)
+    local keys, vals = {}, {}
+    for i = 1, 600 do keys[i] = string.pack(">I4", math.random(0, 1 << 30)) vals[i] = keys[i] .. "v" end
+    sort(keys, 600, vals)
+    for i = 1, 600 do
+      if i > 1 then assert.is_true(keys[i - 1] <= keys[i]) end
+      assert.equal(keys[i] .. "v", vals[i])
+    end
+  end)
+
   it("sorts keys alone without vals", function()
     local keys = {"b", "a\0", "a", "\255", "ab"}
     sort(keys, #keys)

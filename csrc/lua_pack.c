@@ -727,13 +727,19 @@ static lua_Integer pack_rows_simple(lua_State *L, const mp_fmtentry *e,
     size_t pos = off;
     lua_Integer i;
     int top = lua_gettop(L);
+    int istable[MP_FMT_MAXITEMS];
+    int k;
+    for (k = 0; k < e->n; k++)
+        istable[k] = lua_type(L, cols + k) == LUA_TTABLE;
     for (i = 1; i <= n; i++) {
-        int k;
         for (k = 0; k < e->n; k++) {
             const mp_item *it = &e->items[k];
-            int arg = top + 1;
             size_t size = (size_t)it->size;
-            push_cell(L, cols + k, i);
+            int arg = cols + k;     /* a constant column is its own value */
+            if (istable[k]) {
+                lua_rawgeti(L, cols + k, i);
+                arg = lua_gettop(L);
+            }
             if (it->kind == K_STRING) {
                 size_t l;
                 char nb[MP_NUMBUF];
@@ -769,8 +775,8 @@ static lua_Integer pack_rows_simple(lua_State *L, const mp_fmtentry *e,
                         it->kind == K_INT && v < 0);
                 pos += size;
             }
-            lua_settop(L, top);
         }
+        lua_settop(L, top);         /* the row's elements */
     }
     return (lua_Integer)pos;
 }

@@ -56,6 +56,7 @@ build = {
             "csrc/lua_binding.c",
             "csrc/lua_pack.c",
             "csrc/lua_pager.c",
+            "csrc/lua_sorted.c",
             "csrc/lua_span.c",
             "csrc/lua_testhook.c",
             "csrc/lua_txn.c",

@@ -16,6 +16,8 @@
  *   lua_view.c      View and Writer objects (regular pages, protected pages)
  *   lua_txn.c       Transaction objects
  *   lua_span.c      pager:gather and pager:scatter (byte spans over pages)
+ *   lua_sorted.c    core._search and core._sort: sorted arrays of byte
+ *                   strings (the Lua API and lua_util.h only)
  *   lua_pager.c     the module table, option parsing, the Pager type; it
  *                   calls the entry points of view, txn and span below
  *
@@ -282,5 +284,17 @@ int mpl_pager_in_transaction(lua_State *L);
 int mpl_l_txn_seq(lua_State *L);                /* core._txn_seq */
 int mpl_l_commit_hook(lua_State *L);            /* core._commit_hook */
 int mpl_l_want_commit_hook(lua_State *L);       /* core._want_commit_hook */
+
+/* ---- lua_sorted.c --------------------------------------------------- */
+
+int mpl_l_search(lua_State *L);                 /* core._search */
+int mpl_l_sort(lua_State *L);                   /* core._sort */
+int mpl_l_index(lua_State *L);                  /* core._index */
+/* core._strings, _strings_insert and _search_strings (closures sharing
+ * the packed copies' metatable), set in the module table at modidx */
+void mpl_open_sorted(lua_State *L, int modidx);
+int mpl_l_strings(lua_State *L);
+int mpl_l_search_strings(lua_State *L);
+int mpl_l_strings_insert(lua_State *L);
 
 #endif /* MAPPEDPAGES_LUA_BINDING_H */

@@ -689,6 +689,122 @@ lua_Integer mp_lua_pack(lua_State *L, mp_fmtcache *cache, unsigned char *buf,
     return (lua_Integer)pos;
 }
 
+/* ---- rows ------------------------------------------------------------- */
+
+/* Can rows of compiled format e be packed by pack_rows_simple?  Integers
+ * of at most a lua_Integer's size and length-prefixed strings whose prefix
+ * is at most that size, nothing aligned (what records of cells use). */
+static int rows_simple(const mp_fmtentry *e)
+{
+    int i;
+    for (i = 0; i < e->n; i++) {
+        const mp_item *it = &e->items[i];
+        if ((it->kind != K_INT && it->kind != K_UINT && it->kind != K_STRING)
+            || it->amask != 0 || it->size > MP_SZINT)
+            return 0;
+    }
+    return 1;
+}
+
+/* Push row i's value of column j (stack index col): col's i-th element
+ * (raw) when it is a table, else col itself. */
+static void push_cell(lua_State *L, int col, lua_Integer i)
+{
+    if (lua_type(L, col) == LUA_TTABLE)
+        lua_rawgeti(L, col, i);
+    else
+        lua_pushvalue(L, col);
+}
+
+/* Rows of a format rows_simple accepts: one pass per row, each value
+ * checked as mp_lua_pack checks it and written at once (buf is a scratch
+ * copy: a failure half-way leaves nothing the caller keeps). */
+static lua_Integer pack_rows_simple(lua_State *L, const mp_fmtentry *e,
+                                    unsigned char *buf, size_t len,
+                                    size_t off, lua_Integer n, int cols,
+                                    int offarg, int window)
+{
+    size_t pos = off;
+    lua_Integer i;
+    int top = lua_gettop(L);
+    int istable[MP_FMT_MAXITEMS];
+    int k;
+    for (k = 0; k < e->n; k++)
+        istable[k] = lua_type(L, cols + k) == LUA_TTABLE;
+    for (i = 1; i <= n; i++) {
+        for (k = 0; k < e->n; k++) {
+            const mp_item *it = &e->items[k];
+            size_t size = (size_t)it->size;
+            int arg = cols + k;     /* a constant column is its own value */
+            if (istable[k]) {
+                lua_rawgeti(L, cols + k, i);
+                arg = lua_gettop(L);
+            }
+            if (it->kind == K_STRING) {
+                size_t l;
+                char nb[MP_NUMBUF];
+                const char *str = value_string(L, arg, &l, nb);
+                mpl_argcheck(L, size >= sizeof(size_t)
+                                    || l < ((size_t)1 << (size * 8)),
+                             arg, "string length does not fit in given size");
+                if (l > len - pos || size > len - pos - l)
+                    raise_short(L, offarg, 1, pos,
+                                (lua_Unsigned)size + (lua_Unsigned)l, len,
+                                window);
+                put_int(buf + pos, (lua_Unsigned)l, it->little, it->size, 0);
+                if (l > 0)
+                    memcpy(buf + pos + size, str, l);
+                pos += size + l;
+            } else {
+                lua_Integer v = mpl_checkinteger(L, arg);
+                if (it->size < MP_SZINT) {
+                    if (it->kind == K_INT) {
+                        lua_Integer lim = (lua_Integer)1 << (it->size * 8 - 1);
+                        mpl_argcheck(L, -lim <= v && v < lim, arg,
+                                     "integer overflow");
+                    } else {
+                        mpl_argcheck(L, (lua_Unsigned)v <
+                                            ((lua_Unsigned)1 << (it->size * 8)),
+                                     arg, "unsigned overflow");
+                    }
+                }
+                if (size > len - pos)
+                    raise_short(L, offarg, 1, pos, (lua_Unsigned)size, len,
+                                window);
+                put_int(buf + pos, (lua_Unsigned)v, it->little, it->size,
+                        it->kind == K_INT && v < 0);
+                pos += size;
+            }
+        }
+        lua_settop(L, top);         /* the row's elements */
+    }
+    return (lua_Integer)pos;
+}
+
+lua_Integer mp_lua_pack_rows(lua_State *L, mp_fmtcache *cache,
+                             unsigned char *buf, size_t len, lua_Integer off,
+                             const char *fmt, size_t fmtlen, lua_Integer n,
+                             int cols, int ncols, int offarg, int window)
+{
+    const mp_fmtentry *e;
+    lua_Integer i, pos = off;
+    int top, j;
+    check_offset(L, off, len, offarg, window);
+    luaL_checkstack(L, ncols + 8, "too many columns");
+    e = cache != NULL ? fmt_lookup(cache, fmt, fmtlen) : NULL;
+    if (e != NULL && e->n == ncols && rows_simple(e))
+        return pack_rows_simple(L, e, buf, len, (size_t)off, n, cols, offarg,
+                                window);
+    top = lua_gettop(L);
+    for (i = 1; i <= n; i++) {
+        for (j = cols; j < cols + ncols; j++)
+            push_cell(L, j, i);
+        pos = mp_lua_pack(L, cache, buf, len, pos, fmt, fmtlen, top + 1, window);
+        lua_settop(L, top);
+    }
+    return pos;
+}
+
 /* ---- unpack ----------------------------------------------------------- */
 
 /* lua_Unsigned to lua_Integer, two's complement, without relying on the

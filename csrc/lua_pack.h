@@ -104,6 +104,19 @@ lua_Integer mp_lua_pack(lua_State *L, mp_fmtcache *cache, unsigned char *buf,
                         size_t len, lua_Integer off, const char *fmt,
                         size_t fmtlen, int first, int window);
 
+/* Pack n rows one after another into buf[off ...]: row i packs fmt (as
+ * mp_lua_pack) with, for each of the ncols values at stack indices cols,
+ * cols+1, ..., its i-th element (raw) when it is a table, else the value
+ * itself.  Raises on the first bad value or row that does not fit, having
+ * written the rows before it: buf must be a scratch copy the caller
+ * copies from only on success.  Errors name the failing value by its
+ * stack index, an offset out of [0, len] and running out of room
+ * argument offarg.  Returns the offset just past the last row. */
+lua_Integer mp_lua_pack_rows(lua_State *L, mp_fmtcache *cache,
+                             unsigned char *buf, size_t len, lua_Integer off,
+                             const char *fmt, size_t fmtlen, lua_Integer n,
+                             int cols, int ncols, int offarg, int window);
+
 /* Unpack from buf[off ...] (buf being len bytes long) according to fmt;
  * pushes the values, then the offset just past them (0-based); returns the
  * number of values pushed (including that offset).  window: as for

@@ -726,6 +726,9 @@ static const luaL_Reg module_funcs[] = {
     {"_barrier_hook", mpl_l_barrier_hook},          /* lua_testhook.c */
     {"_barrier_hook_error", mpl_l_barrier_hook_error},
     {"_key_count", l_key_count},
+    {"_search", mpl_l_search},                      /* lua_sorted.c */
+    {"_sort", mpl_l_sort},                          /* lua_sorted.c */
+    {"_index", mpl_l_index},                        /* lua_sorted.c */
     {NULL, NULL}
 };
 
@@ -749,5 +752,6 @@ int luaopen_mappedpages_core(lua_State *L)
                  "_Pager_methods");
     mpl_open_view(L, -1);
     mpl_open_txn(L, -1);
+    mpl_open_sorted(L, -1);
     return 1;
 }

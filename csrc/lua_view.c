@@ -630,6 +630,45 @@ static int view_pack(lua_State *L)
     return 1;
 }
 
+/* view:pack_rows(off, fmt, n, ...) -> next offset: n rows packed one after
+ * another from the 0-based off, row i by fmt with, for each further
+ * argument, its i-th element (raw) when it is a table, else the argument
+ * itself: one call for a run of records whose fields are in columns (a
+ * B-tree node's cells).  Like pack, all or nothing: the rows are packed
+ * into a scratch copy of the view (allocated first, as the only Lua
+ * allocation), and the page takes the bytes only when every row packed;
+ * an error names the failing value by its place on the stack (argument
+ * numbers past the call's own). */
+static int view_pack_rows(lua_State *L)
+{
+    mpl_view *v = checkview(L);
+    lua_Integer off, n, pos;
+    const char *fmt;
+    size_t fmtlen, size;
+    int ncols;
+    unsigned char *scratch, *d;
+    checkmutable(L, v);
+    off = mpl_checkinteger(L, 2);
+    fmt = mpl_checklstring(L, 3, &fmtlen);
+    n = mpl_checkinteger(L, 4);
+    mpl_argcheck(L, n >= 0, 4, "row count must be >= 0");
+    size = v->size;
+    mpl_argcheck(L, off >= 0 && (lua_Unsigned)off <= (lua_Unsigned)size, 2,
+                 "offset out of range");
+    ncols = lua_gettop(L) - 4;
+    scratch = (unsigned char *)lua_newuserdatauv(L, size > 0 ? size : 1, 0);
+    lua_insert(L, 5);           /* below the columns, which stay on top */
+    pos = mp_lua_pack_rows(L, &v->pg->fmtcache, scratch, size, off, fmt,
+                           fmtlen, n, 6, ncols, 2, is_window(v));
+    /* every row packed (the page untouched so far): copy them in */
+    d = view_wdata(L, v);
+    if (pos > off)
+        memcpy(d + off, scratch + off, (size_t)(pos - off));
+    view_changed(v, (size_t)off, (size_t)pos);
+    lua_pushinteger(L, pos);
+    return 1;
+}
+
 /* view:unpack(off, fmt) -> values..., next offset (string.unpack at the
  * 0-based off, reading the page in place). */
 static int view_unpack(lua_State *L)
@@ -890,6 +929,7 @@ static const luaL_Reg view_methods[] = {
     {"write", view_write},
     {"fill", view_fill},
     {"pack", view_pack},
+    {"pack_rows", view_pack_rows},
     {"unpack", view_unpack},
     {"sub", view_sub},
     {"alive", view_alive},
@@ -910,6 +950,7 @@ static const luaL_Reg writer_methods[] = {
     {"write", view_write},
     {"fill", view_fill},
     {"pack", view_pack},
+    {"pack_rows", view_pack_rows},
     {"unpack", view_unpack},
     {"sub", view_sub},
     {"alive", view_alive},

@@ -32,7 +32,10 @@
  *     buffer's start) and nothing outside them; packing again through the
  *     cache writes the same;
  *  3. after a successful pack, mp_lua_unpack of the same format at the same
- *     offset succeeds and ends where the pack ended.
+ *     offset succeeds and ends where the pack ended;
+ *  4. mp_lua_pack_rows of two rows of the values (every other one in a
+ *     table column) succeeds exactly when two mp_lua_pack calls, the
+ *     second from where the first ended, do, and then writes their bytes.
  * An oracle failure aborts ("FUZZ ORACLE FAILED"), which libFuzzer reports
  * as a crash, like a sanitizer finding.  See fuzz/README.md.
  */
@@ -102,6 +105,31 @@ static int call_pack(lua_State *L)
     const char *fmt = lua_tolstring(L, 3, &fl);
     lua_Integer next = mp_lua_pack(L, &C.cache, C.buf, C.len, C.off, fmt, fl,
                                    4, C.window);
+    lua_pushinteger(L, next);
+    return 1;
+}
+
+/* Stack: [nil, off, fmt, v1, ...]; mp_lua_pack_rows of two rows, column j
+ * a table {vj, vj} for odd j and vj itself for even j (both kinds of
+ * column); pushes the next offset. */
+static int call_pack_rows(lua_State *L)
+{
+    size_t fl;
+    const char *fmt = lua_tolstring(L, 3, &fl);
+    int nv = lua_gettop(L) - 3, j;
+    lua_Integer next;
+    for (j = 0; j < nv; j++) {
+        if (j % 2 == 1) {
+            lua_createtable(L, 2, 0);
+            lua_pushvalue(L, 4 + j);
+            lua_rawseti(L, -2, 1);
+            lua_pushvalue(L, 4 + j);
+            lua_rawseti(L, -2, 2);
+            lua_replace(L, 4 + j);
+        }
+    }
+    next = mp_lua_pack_rows(L, &C.cache, C.buf, C.len, C.off, fmt, fl, 2, 4,
+                            nv, 2, C.window);
     lua_pushinteger(L, next);
     return 1;
 }
@@ -280,6 +308,43 @@ static void check_pack(lua_State *L, int fmt, int vals, int nv)
     lua_settop(L, base);
 }
 
+/* mp_lua_pack_rows of two rows of the same values succeeds exactly when
+ * packing them twice, the second from where the first ended, does, and
+ * then writes the same bytes up to the same offset (on failure it may
+ * have written rows into its buffer: a scratch copy, by contract). */
+static void check_pack_rows(lua_State *L, int fmt, int vals, int nv)
+{
+    static unsigned char before[MAXBUF], rows[MAXBUF];
+    int base = lua_gettop(L), n, okr, ok1, ok2 = 0;
+    lua_Integer off = C.off, nextr = 0, next2 = 0;
+    memcpy(before, C.buf, C.len);
+    okr = pcall_engine(L, call_pack_rows, fmt, vals, nv, &n);
+    if (okr)
+        nextr = lua_tointeger(L, -1);
+    memcpy(rows, C.buf, C.len);
+    lua_settop(L, base);
+    memcpy(C.buf, before, C.len);
+    ok1 = pcall_engine(L, call_pack, fmt, vals, nv, &n);
+    if (ok1) {
+        C.off = lua_tointeger(L, -1);
+        lua_settop(L, base);
+        ok2 = pcall_engine(L, call_pack, fmt, vals, nv, &n);
+        if (ok2)
+            next2 = lua_tointeger(L, -1);
+        C.off = off;
+    }
+    lua_settop(L, base);
+    ORACLE(okr == (ok1 && ok2), "pack_rows: verdict %d, two packs' %d", okr,
+           ok1 && ok2);
+    if (okr) {
+        ORACLE(nextr == next2, "pack_rows: ends at %lld, two packs at %lld",
+               (long long)nextr, (long long)next2);
+        ORACLE(memcmp(rows + off, C.buf + off, (size_t)(next2 - off)) == 0,
+               "pack_rows: bytes differ from two packs'");
+    }
+    memcpy(C.buf, before, C.len);
+}
+
 /* Push one value read from r. */
 static void push_value(lua_State *L, rd *r)
 {
@@ -350,6 +415,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&C.cache, 0, sizeof C.cache);
     check_unpack(L, fmt);
     check_pack(L, fmt, vals, (int)nv);
+    check_pack_rows(L, fmt, vals, (int)nv);
     lua_settop(L, 0);
     lua_gc(L, LUA_GCSTEP, 0);
     return 0;

@@ -62,11 +62,15 @@
 --
 -- Caches, and why a rollback needs no hook (see mappedpages.access). A
 -- handle decodes the nodes it reads into Lua tables (keys, values,
--- children) and keeps two caches of them:
+-- children) and keeps them in two caches (and the state of its last put):
 --   * the transaction's mirror (in access.cache, so it dies with the
 --     transaction, and shared by every handle of the tree): every node the
 --     open transaction changed, and the anchor's counters as it has them;
 --     the only place such a node is looked up;
+--   * on the handle, the transaction of its last put (self.txn: the
+--     mirror, the anchor's writer and counters, see txn_state), so the
+--     next put of that transaction looks none of them up; it is used only
+--     while the transaction is the same and the mirror still the cache's;
 --   * the committed cache, per pager and tree: nodes as the last commits
 --     left them, each with the stamp read from its page. A node's stamp is
 --     the number of the transaction that wrote it; a committed state never
@@ -75,8 +79,9 @@
 --     in the mirror), so a cached node is used only while its page's stamp
 --     is the one it was decoded with: one `view:unpack` per node visited.
 --     After a commit it takes the mirror's nodes (access.after_commit).
--- A lookup thus costs a few binding calls per level and a binary search in
--- Lua, whatever the page size.
+-- A lookup thus costs a few binding calls per level, one of them the binary
+-- search of the node's keys (core._search, in C: bytes compared with
+-- memcmp), whatever the page size. Leaves are sorted with core._sort.
 --
 -- Writes. Every page a transaction changes is written once per
 -- transaction: a change is made to the mirror's Lua tables, and the commit
@@ -114,17 +119,19 @@ local ipairs, pairs, pcall, select, setmetatable, tostring, type =
       ipairs, pairs, pcall, select, setmetatable, tostring, type
 local format, spack, sunpack, sub, byte =
       string.format, string.pack, string.unpack, string.sub, string.byte
-local concat, insert, remove, move, sort =
-      table.concat, table.insert, table.remove, table.move, table.sort
+local concat, insert, remove, move =
+      table.concat, table.insert, table.remove, table.move
 
 local raise, atomic, writer, view, txn_number, cache_of =
       access.raise, access.atomic, access.writer, access.view, access.txn_number, access.cache
 local check_handle = object.check_handle
-local txn_seq = core._txn_seq
+local txn_seq, C_search, C_sort, C_index = core._txn_seq, core._search, core._sort, core._index
+local C_strings, C_search_strings, C_strings_insert =
+      core._strings, core._search_strings, core._strings_insert
 local V_unpack, V_read, V_alive =
       core._View_methods.unpack, core._View_methods.read, core._View_methods.alive
-local W_pack, W_fill =
-      core._Writer_methods.pack, core._Writer_methods.fill
+local W_pack, W_pack_rows, W_fill =
+      core._Writer_methods.pack, core._Writer_methods.pack_rows, core._Writer_methods.fill
 
 local M = {}
 
@@ -331,39 +338,31 @@ local function mirror(self, seq)
   return m, cache
 end
 
---- In an internal node: the index into kids of the child for key (the
--- largest i with keys[i - 1] <= key).
-local function child_index(keys, n, key)
-  local lo, hi = 1, n
-  while lo <= hi do
-    local mid = (lo + hi) // 2
-    if keys[mid] <= key then lo = mid + 1 else hi = mid - 1 end
-  end
-  return lo
+--- In internal node d: the index into kids of the child for key (the
+-- largest i with keys[i - 1] <= key, i.e. the first with keys[i] > key).
+-- Searched in d.dir, a packed copy of its keys (core._strings) made at the
+-- first search: an internal node changes far less often than it is
+-- searched; whatever changes its keys in place changes d.dir the same way
+-- (put_split, core._strings_insert).
+local function dir_of(d)
+  local dir = C_strings(d.keys, d.n)
+  d.dir = dir
+  return dir
 end
 
---- In a leaf: the first i with keys[i] >= key (n + 1 if none).
-local function lower_bound(keys, n, key)
-  local lo, hi = 1, n
-  while lo <= hi do
-    local mid = (lo + hi) // 2
-    if keys[mid] < key then lo = mid + 1 else hi = mid - 1 end
-  end
-  return lo
+local function child_index(d, key)
+  return (C_search_strings(d.dir or dir_of(d), key, true))
 end
+
+--- In a leaf: the first i with keys[i] >= key (n + 1 if none), and
+-- whether keys[i] is key.
+local function lower_bound(keys, n, key) return C_search(keys, n, key) end
 
 --- Put a leaf whose last keys were appended out of order (unsorted, see
--- put_op) back in key order; its idx follows.
+-- put_op) back in key order; its idx is dropped (index_of makes it again).
 local function sort_leaf(d)
-  local keys, vals, idx = d.keys, d.vals, d.idx
-  sort(keys)
-  local nv = {}
-  for j = 1, d.n do
-    local k = keys[j]
-    nv[j] = vals[idx[k]]
-    idx[k] = j
-  end
-  d.vals, d.unsorted = nv, nil
+  C_sort(d.keys, d.n, d.vals)
+  d.idx, d.unsorted = nil, nil       -- made again when a put needs it (index_of)
   return d
 end
 
@@ -381,7 +380,7 @@ local function descend(self, m, root, height, key, path, idx)
   local pid = root - 1
   for lvl = 1, height - 1 do
     local d = node(self, pid, m)
-    local c = child_index(d.keys, d.n, key)
+    local c = child_index(d, key)
     if path then path[lvl], idx[lvl] = d, c end
     pid = d.kids[c]
   end
@@ -452,8 +451,13 @@ local function large_get(self, v) return heap_of(self):get(v.ref) end
 ---------------------------------------------------------------------------
 -- planning structural changes on copies of nodes
 
+-- A cell's value is a string or, for a large value, {ref =, size =},
+-- whose length (#) is 0: so `#v` with type() asked only for an empty one
+-- (a call less per cell).
 local function leaf_cell_size(k, v)
-  return LEAF_FIXED + #k + (type(v) == "table" and REF_SIZE or #v)
+  local vl = #v
+  if vl == 0 and type(v) == "table" then vl = REF_SIZE end
+  return LEAF_FIXED + #k + vl
 end
 
 local function copy(t) return move(t, 1, #t, 1, {}) end
@@ -500,10 +504,22 @@ local function divide(t, r)
   local keys, n = t.keys, #t.keys
   local total = size_of(t)
   local half, acc, j = total / 2, 0, n + 1
-  for i = 1, n do
-    local s = cell_size(t, i)
-    if acc + s > half then j = i break end
-    acc = acc + s
+  if t.level == 0 then
+    local vals = t.vals
+    for i = 1, n do
+      local v = vals[i]
+      local vl = #v
+      if vl == 0 and type(v) == "table" then vl = REF_SIZE end
+      local s = LEAF_FIXED + #keys[i] + vl
+      if acc + s > half then j = i break end
+      acc = acc + s
+    end
+  else
+    for i = 1, n do
+      local s = INNER_FIXED + #keys[i]
+      if acc + s > half then j = i break end
+      acc = acc + s
+    end
   end
   -- both halves keep a cell (an internal node's right half a key); acc:
   -- the bytes of cells 1 to j - 1
@@ -623,51 +639,55 @@ local function plan(self, m, path, idx, leaf, made)
   return out, frees, root, height
 end
 
--- serialize's formats by cell count (the header's, then n cells), and
--- its argument list (reused: one W_pack per node).
-local leaf_fmts, inner_fmts, args = {}, {}, {}
+-- serialize's formats by cell count for an internal node (the header's,
+-- then n cells), and its argument list (reused: one W_pack per node).
+local inner_fmts, args = {}, {}
 local tunpack = table.unpack
 
---- Write node t whole into writer w (a leaf in key order): one pack of
--- the header and every cell, then zeros after the cells.
+--- Write node t whole into writer w (a leaf in key order): the header and
+-- every cell, then zeros after the cells.
 local function serialize(self, w, t)
   local keys, n = t.keys, t.n
-  local fmt, left, j
+  local pos
   if t.level == 0 then
-    fmt = leaf_fmts[n]
-    if not fmt then
-      fmt = NODE_HDR_FMT .. ("Bs2s2"):rep(n)
-      leaf_fmts[n] = fmt
-    end
     local vals = t.vals
-    j = 9
+    pos = W_pack(w, 0, NODE_HDR_FMT, NODE_MAGIC, self.pid, t.stamp, 0, n, t.used, 0, 0)
+    local large = false
     for i = 1, n do
       local v = vals[i]
-      if type(v) == "table" then
-        args[j], args[j + 2] = 1, spack(LARGE_REF, v.ref, v.size)
-      else
-        args[j], args[j + 2] = 0, v
-      end
-      args[j + 1] = keys[i]
-      j = j + 3
+      if #v == 0 and type(v) == "table" then large = true break end
     end
-    left = 0
+    if large then
+      -- the cells' flags and value bytes in columns of their own
+      local flags, bytes = {}, {}
+      for i = 1, n do
+        local v = vals[i]
+        if type(v) == "table" then
+          flags[i], bytes[i] = 1, spack(LARGE_REF, v.ref, v.size)
+        else
+          flags[i], bytes[i] = 0, v
+        end
+      end
+      pos = W_pack_rows(w, pos, LEAF_CELL, n, flags, keys, bytes)
+    else
+      pos = W_pack_rows(w, pos, LEAF_CELL, n, 0, keys, vals)
+    end
   else
-    fmt = inner_fmts[n]
+    local fmt = inner_fmts[n]
     if not fmt then
       fmt = NODE_HDR_FMT .. ("I4s2"):rep(n)
       inner_fmts[n] = fmt
     end
     local kids = t.kids
-    left, j = kids[1] + 1, 9
+    local j = 9
     for i = 1, n do
       args[j], args[j + 1] = kids[i + 1], keys[i]
       j = j + 2
     end
+    args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8] =
+      NODE_MAGIC, self.pid, t.stamp, t.level, n, t.used, kids[1] + 1, 0
+    pos = W_pack(w, 0, fmt, tunpack(args, 1, j - 1))
   end
-  args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8] =
-    NODE_MAGIC, self.pid, t.stamp, t.level, n, t.used, left, 0
-  local pos = W_pack(w, 0, fmt, tunpack(args, 1, j - 1))
   if pos ~= t.used then W_pack(w, N_INFO + 4, "<I4", pos) end
   if pos < self.psize then W_fill(w, 0, pos, self.psize - pos) end
 end
@@ -809,20 +829,21 @@ local function own(m, d)
   return c
 end
 
---- A leaf's index: key -> position.
+--- A leaf's index: key -> position (made with core._index, with room for
+-- as many keys again: the puts that fill the leaf rehash nothing).
 local function index_of(d)
   local idx = d.idx
   if idx then return idx end
-  idx = {}
-  local keys = d.keys
-  for j = 1, d.n do idx[keys[j]] = j end
+  -- room to double: puts into it rehash nothing until it splits
+  idx = C_index(d.keys, d.n, 2 * d.n)
   d.idx = idx
   return idx
 end
 
 local function value_size(v)
-  if type(v) == "table" then return v.size end
-  return #v
+  local vl = #v
+  if vl == 0 and type(v) == "table" then return v.size end
+  return vl
 end
 
 ---------------------------------------------------------------------------
@@ -883,6 +904,7 @@ local function put_split(self, seq, m, cache, a, aw, leaf, parent, ci, i, old, k
   insert(parent.keys, ci, sep)
   insert(parent.kids, ci + 1, pid)
   parent.n, parent.used = parent.n + 1, parent.used + INNER_FIXED + #sep
+  if parent.dir then parent.dir = C_strings_insert(parent.dir, ci, sep) end
   leaf.n, leaf.used, leaf.size, leaf.idx = #keys, HDR + leaf.size, nil, nil
   r.n, r.used, r.stamp, r.size = #r.keys, HDR + r.size, m.T, nil
   m[pid] = r
@@ -923,16 +945,30 @@ local function put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
                put_value, self, aw, old, value, slot)
 end
 
-local function put_op(self, key, value, seq)
-  local pager = self.pager
+--- The open transaction's state for puts, kept on the handle (self.txn)
+-- so that a put in the same transaction skips the lookups: {seq =, m =
+-- (the mirror), cache = (access.cache's), aw = (the anchor's writer), a =
+-- (changing's)}. It holds while the transaction is the one it was made in
+-- and the mirror is still the cache's (drop and destroy take it away):
+-- then the tree exists and the anchor's writer is taken. Or nil, msg, code.
+local function txn_state(self, seq)
   local m, cache = mirror(self, seq)
-  local aw, msg, code = writer_of(pager, cache, self.pid, seq)
+  local aw, msg, code = writer_of(self.pager, cache, self.pid, seq)
   if not aw then return nil, msg, code end
   local a = m.a or changing(self, m, seq)
+  local st = {seq = seq, m = m, cache = cache, aw = aw, a = a}
+  self.txn = st
+  return st
+end
+
+local function put_op(self, key, value, st)
+  local m, a = st.m, st.a
+  local msg, code
   local slot = LEAF_FIXED + #key + #value > self.cmax and {size = #value} or nil
   local stored = slot or value
   local root, height = a.root, a.height
   if root == 0 then
+    local seq, cache, aw, pager = st.seq, st.cache, st.aw, self.pager
     local pid
     pid, msg, code = pager:alloc_protected()
     if not pid then return nil, msg, code end
@@ -940,38 +976,45 @@ local function put_op(self, key, value, seq)
     return apply(self, seq, m, cache, a, {t}, {}, {pid}, pid, 1, 1, #key + #value,
                  put_value, self, aw, nil, value, slot)
   end
-  local leaf = descend(self, m, root, height, key)
+  -- descend (the mirror's nodes first: in a transaction that writes much,
+  -- most of the path)
+  local pid = root - 1
+  for _ = 2, height do
+    local d = m[pid] or node(self, pid, m)
+    pid = d.kids[C_search_strings(d.dir or dir_of(d), key, true)]
+  end
+  local leaf = m[pid] or node(self, pid, m)
   local i = (leaf.idx or index_of(leaf))[key]
   local old = i and leaf.vals[i]
   local oldsize = i and leaf_cell_size(key, old) or 0
   local newsize = LEAF_FIXED + #key + (slot and REF_SIZE or #value)
   local used = leaf.used - oldsize + newsize
   if used - HDR > self.cap or (used - HDR < self.low and height > 1 and newsize < oldsize) then
-    return put_plan(self, seq, m, cache, a, aw, key, value, slot, stored)
+    return put_plan(self, st.seq, m, st.cache, a, st.aw, key, value, slot, stored)
   end
   -- in place: the leaf's writer, the heap call, then the change (in Lua:
   -- the commit writes the leaf out)
-  local pid = leaf.pid
-  if m[pid] ~= leaf then
+  local mine = m[pid] == leaf
+  if not mine then
     local w
-    w, msg, code = writer_of(pager, cache, pid, seq)
+    w, msg, code = writer_of(self.pager, st.cache, pid, st.seq)
     if not w then return nil, msg, code end
   end
-  if slot or type(old) == "table" then
+  if slot or (i and type(old) == "table") then
     local ok
-    ok, msg, code = put_value(self, aw, old, value, slot)
+    ok, msg, code = put_value(self, st.aw, old, value, slot)
     if not ok then return nil, msg, code end
   end
-  leaf = own(m, leaf)
+  if not mine then leaf = own(m, leaf) end
   if i then
     leaf.vals[i] = stored
     a.bytes = a.bytes + #value - value_size(old)
   else
     -- appended; put in order when something needs the order (sort_leaf)
     local keys, n = leaf.keys, leaf.n + 1
-    if n > 1 and keys[n - 1] > key then leaf.unsorted = true end
+    if not leaf.unsorted and n > 1 and keys[n - 1] > key then leaf.unsorted = true end
     keys[n], leaf.vals[n] = key, stored
-    index_of(leaf)[key] = n
+    leaf.idx[key] = n
     leaf.n = n
     a.count, a.bytes = a.count + 1, a.bytes + #key + #value
   end
@@ -981,18 +1024,41 @@ local function put_op(self, key, value, seq)
   return true
 end
 
+local function put_in(self, key, value, seq)
+  local st = self.txn
+  if not (st and st.seq == seq and st.cache[self.mkey] == st.m) then
+    local msg, code
+    st, msg, code = txn_state(self, seq)
+    if not st then return nil, msg, code end
+  end
+  return put_op(self, key, value, st)
+end
+
 --- Put value under key (replacing the value it had).
 -- @return true, or `nil, msg, code`
 function Tree:put(key, value)
-  local a = type(self) == "table" and self.writable and self.anchor
-  if not (a and V_alive(a)) then check_handle(self, "btree:put", true) end
-  check_key(self, "btree:put", key)
-  if type(value) ~= "string" then
+  local st = type(self) == "table" and self.txn
+  local seq = st and txn_seq(self.pager)
+  if not (seq and st.seq == seq and st.cache[self.mkey] == st.m) then
+    -- not the transaction of the last put: check everything
+    local a = type(self) == "table" and self.writable and self.anchor
+    if not (a and V_alive(a)) then check_handle(self, "btree:put", true) end
+    check_key(self, "btree:put", key)
+    if type(value) ~= "string" then
+      raise("btree:put", 1, "value must be a string (got %s)", type(value))
+    end
+    seq = txn_seq(self.pager)
+    if seq then return put_in(self, key, value, seq) end
+    return atomic(self.pager, function() return put_in(self, key, value, txn_seq(self.pager)) end)
+  end
+  -- the tree exists and is writable (st holds): the arguments only
+  if type(key) ~= "string" or type(value) ~= "string" then
+    check_key(self, "btree:put", key)
     raise("btree:put", 1, "value must be a string (got %s)", type(value))
   end
-  local seq = txn_seq(self.pager)
-  if seq then return put_op(self, key, value, seq) end
-  return atomic(self.pager, function() return put_op(self, key, value, txn_seq(self.pager)) end)
+  local n = #key
+  if n < 1 or n > self.maxkey then check_key(self, "btree:put", key) end
+  return put_op(self, key, value, st)
 end
 
 --- The value under key, or nil.
@@ -1128,7 +1194,7 @@ local function seek(self, it, x, strict)
   for lvl = 1, height - 1 do
     local d = node(self, pid, m)
     local c
-    if x == nil then c = d.n + 1 else c = child_index(d.keys, d.n, x) end
+    if x == nil then c = d.n + 1 else c = child_index(d, x) end
     nodes[lvl], pos[lvl] = d, c
     pid = d.kids[c]
   end

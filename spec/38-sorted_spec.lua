@@ -1,4 +1,4 @@
--- 35-sorted: the binding's helpers for sorted arrays of byte strings
+-- 38-sorted: the binding's helpers for sorted arrays of byte strings
 -- (csrc/lua_sorted.c), core._search, core._sort, core._index and the
 -- packed copies (core._strings, core._search_strings), against a plain Lua
 -- model: random arrays of random byte strings (embedded zeros, bytes above

@@ -1,4 +1,4 @@
--- 36-pack_rows: view:pack_rows(off, fmt, n, ...) packs n rows of columns
+-- 39-pack_rows: view:pack_rows(off, fmt, n, ...) packs n rows of columns
 -- (a table argument gives row i its i-th element, any other argument is
 -- the same in every row), checked against string.pack of each row
 -- concatenated: the formats a B-tree's cells use (its own fast path) and

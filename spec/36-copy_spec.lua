@@ -218,7 +218,7 @@ describe("pager:copy", function()
     local argfile = H.path("writer.args")
     H.write_file(argfile, "return " .. H.serialize({path = path, stop = stop, max = 100000,
                                                     schema = SCHEMA}) .. "\n")
-    local script = "spec/children/copy_writer.lua"
+    local script = H.CHILDREN .. "copy_writer.lua"
     local cmd = ("lua5.4 -e %s %s %s 2>&1"):format(
       H.shell_quote(("package.path = %q; package.cpath = %q"):format(package.path, package.cpath)),
       H.shell_quote(script), H.shell_quote(argfile))

@@ -106,6 +106,15 @@ local function sample(opts)
   local pid = assert(p:alloc_protected())
   H.pset(p, pid, H.pcontent(p:page_size(), "mine"))
   assert(p:alloc_protected())                          -- never written: zeros
+  -- more changed page-table entries than a root carries: the commit
+  -- writes the page table's tree, which the copy's root must name
+  p:transaction(function()
+    for i = 1, 80 do
+      local q = assert(p:alloc_protected())
+      p:write_protected(q):write(0, H.pcontent(p:page_size(), "many" .. i))
+    end
+    return true
+  end)
   return p, path, ids
 end
 

@@ -42,6 +42,7 @@ build = {
          sources = {
             "csrc/check.c",
             "csrc/commit.c",
+            "csrc/copy.c",
             "csrc/crc32c.c",
             "csrc/error.c",
             "csrc/format.c",

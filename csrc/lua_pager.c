@@ -305,6 +305,22 @@ static int pager_refresh(lua_State *L)
     return 1;
 }
 
+/* pager:copy(path) -> true | nil, msg, code: the pager's committed state
+ * (a reader's snapshot, a writer's last durable state) into a new file;
+ * raises inside a transaction. */
+static int pager_copy(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    size_t len;
+    const char *path = mpl_checklstring(L, 2, &len);
+    mpl_argcheck(L, strlen(path) == len, 2, "path contains a zero byte");
+    mp_err e = mp_copy(pg->p, path, NULL);
+    if (e != MP_OK)
+        return mpl_fail(L, pg, e, 1);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* tostring(pager) -> one line for the REPL */
 static int pager_tostring(lua_State *L)
 {
@@ -664,6 +680,7 @@ static const luaL_Reg pager_methods[] = {
     {"info", pager_info},
     {"readers", pager_readers},
     {"refresh", pager_refresh},
+    {"copy", pager_copy},
     {"alloc", pager_alloc},
     {"free", pager_free},
     {"alloc_bulk", pager_alloc_bulk},

@@ -124,6 +124,17 @@ mp_err mp_refresh(mp_pager *p);
  * ascending: the first cap into snaps, their number into *count.  Readers
  * on one snapshot count once. */
 mp_err mp_readers(mp_pager *p, uint64_t *snaps, size_t cap, uint64_t *count);
+/* Write a copy of the pager's committed state to a new file at path: a
+ * reader's snapshot, a writer's last durable state, however a writer of
+ * the file commits meanwhile.  The copy has the same page size, page
+ * count, transaction id, user root, regular pages (their bytes as they are
+ * now: regular pages are not versioned) and protected pages; pages held
+ * for readers are free in it.  It is durable when this returns MP_OK (one
+ * fdatasync of the file, then of its directory); on failure nothing is
+ * left at path.  Errors: MP_EEXIST (path exists: untouched), MP_ENOENT,
+ * MP_EACCES, MP_ENOSPC, MP_EIO..., MP_ETXN inside a transaction,
+ * MP_EPOISONED.  err (optional) and mp_errmsg get the message. */
+mp_err mp_copy(mp_pager *p, const char *path, mp_error *err);
 /* Roll back any open transaction, unmap, unlock and free.  NULL is a no-op. */
 void mp_close(mp_pager *p);
 
@@ -288,7 +299,9 @@ mp_err mp_check(mp_pager *p);
  *                  blocks for growth (mp_create's first extent included).
  *   MP_IO_WRITE    called before each whole-page pwrite: metadata pages and
  *                  the root at commit, protected contents written by
- *                  mp_write_protected, open's clearing of a root slot.
+ *                  mp_write_protected, open's clearing of a root slot;
+ *                  and mp_copy's writes, block reservation (GROW) and
+ *                  fdatasync (BARRIER) of the new file.
  *                  For GROW and WRITE, 0 lets the real operation run and an
  *                  errno makes it fail with that errno without running.
  * Writes through the mapping (regular pages, mp_protected_write_ptr) are

@@ -25,9 +25,12 @@
  *             free-space map and page table loads, their cross-check),
  *             clearing a rejected root
  *   check.c   the audit (mp_check, mp_check_each)
- *   pager.c   the public C API but the audit: create/open/close, info,
- *             regular and protected pages, transactions and the user root;
- *             the pager's states, argument checks, auto-commit
+ *   copy.c    mp_copy: the pager's committed state into a new file, its
+ *             metadata generated from memory, its pages from the mapping
+ *   pager.c   the public C API but the audit and the copy: create/open/
+ *             close, info, regular and protected pages, transactions and
+ *             the user root; the pager's states, argument checks,
+ *             auto-commit
  *
  * Dependency order (calls between the files; every file includes only this
  * header, crc32c.h and system headers):
@@ -39,6 +42,7 @@
  *   commit.c   error.c, layout.c, format.c, osfile.c, readers.c, fsm.c, ptable.c
  *   recover.c  error.c, layout.c, format.c, osfile.c, readers.c, fsm.c, ptable.c
  *   check.c    error.c, crc32c.c, layout.c, format.c, osfile.c, ptable.c
+ *   copy.c     error.c, layout.c, format.c, osfile.c
  *   pager.c    error.c, layout.c, osfile.c, readers.c, fsm.c, ptable.c, commit.c,
  *              recover.c
  * The Lua binding (csrc/lua_*.c) sits above and uses mappedpages.h only.
@@ -440,6 +444,14 @@ void mp_os_unmap(mp_pager *p);
 /* Whole-page metadata I/O: 0 or an errno value. */
 int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf);
 int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf);
+/* The same on any descriptor (mp_copy's new file), each after the test
+ * hook: n bytes at off; disk blocks for [from, to); fdatasync.  0 or an
+ * errno value. */
+int mp_os_write_at(int fd, uint64_t off, const void *buf, size_t n);
+int mp_os_allocate_fd(int fd, uint64_t from, uint64_t to);
+int mp_os_sync_fd(int fd);
+/* fsync of the directory holding path (a new file's name durable). */
+int mp_os_sync_dir(const char *path);
 uint64_t mp_os_default_reserve(uint32_t P, uint64_t max_bytes);
 
 /* readers.c: every call is one or a few non-blocking fcntl calls on the

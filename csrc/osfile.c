@@ -7,7 +7,8 @@
  * moves while the pager is open), growth with disk blocks reserved before
  * use (posix_fallocate: a full disk is an error, never a SIGBUS), the
  * single durability barrier every commit goes through, and whole-page
- * pread/pwrite for metadata (which never goes through the mapping).
+ * pread/pwrite for metadata (which never goes through the mapping), and
+ * the same operations on another descriptor (mp_copy's new file).
  * Barriers, growth and page writes consult the test hook (mp_set_io_hook)
  * first, so tests can make each of them fail.
  */
@@ -15,7 +16,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -30,19 +33,25 @@ void mp_set_io_hook(mp_io_hook hook, void *ctx)
     g_hook_ctx = ctx;
 }
 
-/* The one place a barrier is issued.  fdatasync covers writes made through
- * the shared mapping too (Linux writes back the file's dirty page cache
- * whichever way it was dirtied) and the file size. */
-int mp_os_barrier(mp_pager *p)
+/* fdatasync(fd), or what the test hook says instead: 0 or an errno. */
+int mp_os_sync_fd(int fd)
 {
-    p->barriers++;
     if (g_hook)
-        return g_hook(MP_IO_BARRIER, p->fd, g_hook_ctx);
-    while (fdatasync(p->fd) != 0) {
+        return g_hook(MP_IO_BARRIER, fd, g_hook_ctx);
+    while (fdatasync(fd) != 0) {
         if (errno != EINTR)
             return errno ? errno : EIO;
     }
     return 0;
+}
+
+/* The one place a pager's barrier is issued.  fdatasync covers writes made
+ * through the shared mapping too (Linux writes back the file's dirty page
+ * cache whichever way it was dirtied) and the file size. */
+int mp_os_barrier(mp_pager *p)
+{
+    p->barriers++;
+    return mp_os_sync_fd(p->fd);
 }
 
 /* Address space to reserve: enough for the largest file of this page size,
@@ -119,6 +128,14 @@ mp_err mp_os_map_to(mp_pager *p, uint64_t bytes)
     return MP_OK;
 }
 
+/* Disk blocks for bytes [from, to) of fd (posix_fallocate, after the test
+ * hook): 0 or an errno. */
+int mp_os_allocate_fd(int fd, uint64_t from, uint64_t to)
+{
+    int e = g_hook ? g_hook(MP_IO_GROW, fd, g_hook_ctx) : 0;
+    return e ? e : posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+}
+
 /* Make pages [from, to) (in bytes) usable: disk blocks allocated, so writing
  * them through the mapping can never hit a full disk (SIGBUS), even where
  * the file was already that long (another tool may have extended it
@@ -133,9 +150,7 @@ mp_err mp_os_grow_file(mp_pager *p, uint64_t from, uint64_t to)
         /* Nothing in memory changes before this succeeds (fsm.c grows the
          * page count only afterwards), so a failure here leaves the pager
          * as it was and usable. */
-        int e = g_hook ? g_hook(MP_IO_GROW, p->fd, g_hook_ctx) : 0;
-        if (e == 0)
-            e = posix_fallocate(p->fd, (off_t)from, (off_t)(to - from));
+        int e = mp_os_allocate_fd(p->fd, from, to);
         if (e != 0)
             return mp_fail(p, mp_err_from_errno(e), "%s: cannot grow the file to %llu bytes: %s",
                            p->path, (unsigned long long)to, strerror(e));
@@ -161,16 +176,17 @@ int mp_os_read_page(const mp_pager *p, uint64_t pgno, unsigned char *buf)
     return 0;
 }
 
-int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf)
+int mp_os_write_at(int fd, uint64_t off, const void *buf, size_t n)
 {
-    size_t done = 0, n = p->geom.P;
+    const unsigned char *b = buf;
+    size_t done = 0;
     if (g_hook) {
-        int e = g_hook(MP_IO_WRITE, p->fd, g_hook_ctx);
+        int e = g_hook(MP_IO_WRITE, fd, g_hook_ctx);
         if (e)
             return e;
     }
     while (done < n) {
-        ssize_t r = pwrite(p->fd, buf + done, n - done, (off_t)(pgno * n + done));
+        ssize_t r = pwrite(fd, b + done, n - done, (off_t)(off + done));
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -178,6 +194,26 @@ int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf)
         done += (size_t)r;
     }
     return 0;
+}
+
+int mp_os_write_page(mp_pager *p, uint64_t pgno, const unsigned char *buf)
+{
+    return mp_os_write_at(p->fd, pgno * p->geom.P, buf, p->geom.P);
+}
+
+/* fsync the directory holding path, so that a new file's name is durable. */
+int mp_os_sync_dir(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return ENOMEM;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (fd < 0)
+        return errno;
+    int rc = fsync(fd) == 0 ? 0 : errno;
+    close(fd);
+    return rc == EINVAL ? 0 : rc;   /* some file systems cannot sync directories */
 }
 
 void mp_os_unmap(mp_pager *p)

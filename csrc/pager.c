@@ -56,7 +56,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -92,21 +91,6 @@ static void pager_free(mp_pager *p)
     free(p->snap_root);
     free(p->path);
     free(p);
-}
-
-/* fsync the directory holding path, so that a new file's name is durable. */
-static int sync_parent_dir(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return ENOMEM;
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
-    if (fd < 0)
-        return errno;
-    int rc = fsync(fd) == 0 ? 0 : errno;
-    close(fd);
-    return rc == EINVAL ? 0 : rc;   /* some file systems cannot sync directories */
 }
 
 /* The writer's lock: one writer per file.  Readers take none (they hold
@@ -165,7 +149,7 @@ mp_err mp_create(const char *path, const mp_options *opts, mp_pager **out, mp_er
         mp_set_error(err, rc, 0, path, "%s", p->errmsg[0] ? p->errmsg : mp_strerror(rc));
         goto fail;
     }
-    e = sync_parent_dir(path);
+    e = mp_os_sync_dir(path);
     if (e) {
         rc = mp_set_error(err, mp_err_from_errno(e), e, path, "fsync of the directory");
         goto fail;

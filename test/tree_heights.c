@@ -11,7 +11,8 @@
  * Against a model of the allocated pages it checks, at every height: the
  * audit (mp_check), every page's state, iteration, reopen, rollback of a
  * growth that adds a level, and fallback to the older root when a node of
- * the newest tree is damaged.  Run by spec/06-tree_spec.lua; prints "ok".
+ * the newest tree is damaged, and copies (mp_copy) of a writer and of a
+ * reader's snapshot.  Run by spec/06-tree_spec.lua; prints "ok".
  *
  * Usage: tree_heights DIR
  */
@@ -104,6 +105,76 @@ static void reopen(const char *when)
     P = NULL;
     CHECK(mp_open(path, NULL, &P, &e) == MP_OK, "%s: reopen: %s", when, e.msg);
     verify(when);
+}
+
+/* The copy of src at cpath opens, passes the audit, and shows src's
+ * committed state: same transaction, counts (held pages free) and height,
+ * the same regular pages. */
+static void copy_same(mp_pager *src, const char *cpath, const char *when)
+{
+    mp_info a, b;
+    mp_error e;
+    mp_pager *c = NULL;
+    mp_options ro = { .readonly = 1 };
+    mp_get_info(src, &a);
+    unlink(cpath);
+    CHECK(mp_copy(src, cpath, &e) == MP_OK, "%s: copy: %s", when, e.msg);
+    CHECK(mp_open(cpath, &ro, &c, &e) == MP_OK, "%s: open the copy: %s", when, e.msg);
+    CHECK(mp_check(c) == MP_OK, "%s: the copy's audit: %s", when, mp_errmsg(c));
+    mp_get_info(c, &b);
+    CHECK(b.txn == a.txn && b.page_count == a.page_count && b.regular_count == a.regular_count &&
+              b.free_count == a.free_count + a.held_count && b.held_count == 0 &&
+              b.fsm_height == a.fsm_height && b.root_slot == 0,
+          "%s: the copy differs: txn %llu/%llu, free %llu/%llu+%llu, height %u/%u", when,
+          (unsigned long long)b.txn, (unsigned long long)a.txn, (unsigned long long)b.free_count,
+          (unsigned long long)a.free_count, (unsigned long long)a.held_count, b.fsm_height,
+          a.fsm_height);
+    mp_pgno x = 0, y = 0;
+    int hx, hy;
+    do {
+        hx = mp_next_page(src, x, &x);
+        hy = mp_next_page(c, y, &y);
+        CHECK(hx == hy && (!hx || x == y), "%s: the copy's regular pages differ at %llu", when,
+              (unsigned long long)x);
+        x++;
+        y++;
+    } while (hx);
+    mp_close(c);
+    unlink(cpath);
+}
+
+/* A writer's copy, and a reader's copy of its snapshot after the writer
+ * has freed pages the snapshot reaches (held) and committed again. */
+static void copies_match(const char *when)
+{
+    char cpath[4200];
+    snprintf(cpath, sizeof cpath, "%s.copy", path);
+    copy_same(P, cpath, when);
+    mp_error e;
+    mp_pager *r = NULL;
+    mp_options ro = { .readonly = 1 };
+    CHECK(mp_open(path, &ro, &r, &e) == MP_OK, "%s: reader: %s", when, e.msg);
+    mp_info in;
+    mp_get_info(P, &in);
+    ok(mp_begin(P), "begin");
+    for (uint64_t k = 0; k < in.regular_count / 20; k++) {
+        mp_pgno id = rnd() % in.page_count;
+        if (id < model_cap && model[id]) {
+            ok(mp_free(P, id), "free");
+            model_set(id, 0);
+        }
+    }
+    ok(mp_commit(P), "commit");
+    mp_pgno id;
+    ok(mp_alloc(P, &id), "alloc");
+    model_set(id, 1);
+    copy_same(r, cpath, when);      /* the snapshot, not the writer's state */
+    mp_get_info(P, &in);
+    CHECK(in.held_count > 0, "%s: no page held for the reader", when);
+    copy_same(P, cpath, when);      /* the pages held for r: free in the copy */
+    mp_close(r);
+    ok(mp_free(P, id), "free");     /* the first commit with no reader frees them */
+    model_set(id, 0);
 }
 
 /* Allocate until the tree has height h (one transaction), free a random
@@ -230,6 +301,10 @@ int main(int argc, char **argv)
             reopen("after rollback and reopen");
             damage_node_falls_back(ps);
             verify("after damage and repair");
+            if (h <= 2) {   /* levels 1 and 2 at a fraction of height 3's gigabyte */
+                copies_match("copies");
+                verify("after the copies");
+            }
             mp_info in;
             mp_get_info(P, &in);
             printf("page size %u: height %u at %llu pages (%llu regular)\n", ps, in.fsm_height,

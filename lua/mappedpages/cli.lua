@@ -4,11 +4,13 @@
 --     mappedpages check FILE            every checksum, page and object
 --     mappedpages dump FILE ID [--protected]   a page in hex
 --     mappedpages map FILE [--svg OUT] [--width N] [--colour | --plain]
+--     mappedpages copy FILE OUT         a consistent copy, beside a writer
 --
 -- main(args) -> exit status: 0 done (check: clean), 1 check found
--- problems (or dump's page does not exist), 2 the file cannot be opened
--- or the command line is wrong. Errors go to stderr, one line each,
--- never a traceback. The files are opened read-only.
+-- problems (or dump's page does not exist), 2 the file cannot be opened,
+-- the output cannot be written (map --svg, copy) or the command line is
+-- wrong. Errors go to stderr, one line each, never a traceback. The files
+-- are opened read-only.
 -- @module mappedpages.cli
 
 local argparse = require "argparse"
@@ -57,6 +59,11 @@ local function parser()
   end)
   map:mutex(map:flag("--colour", "ANSI colours even when the output is not a terminal."),
             map:flag("--plain", "No colours, even on a terminal."))
+  local copy = p:command("copy", "Copy the file's newest commit to OUT, a new file (it must not "
+                         .. "exist), while a writer may go on committing: pages held for readers "
+                         .. "are free in the copy.")
+  copy:argument("file", "The file.")
+  copy:argument("out", "The new file.")
   return p
 end
 
@@ -191,6 +198,21 @@ function commands.map(a)
   local colour = a.colour or (not a.plain and stdout_is_terminal())
   out("%s", inspect.map(pager, {width = a.width, colour = colour}))
   pager:close()
+  return 0
+end
+
+function commands.copy(a)
+  local pager = open(a.file)
+  if not pager then return 2 end
+  local i = pager:info()
+  local ok, msg, code = pager:copy(a.out)
+  pager:close()
+  if not ok then
+    err("%s%s", msg, code and format(" (%s)", code) or "")
+    return 2
+  end
+  out("%s: a copy of %s at transaction %d (%s of %d bytes)", a.out, a.file, i.txn,
+      plural(i.page_count, "page"), i.page_size)
   return 0
 end
 

@@ -24,9 +24,13 @@
  *       are exact), and it carries the same page-table entries as the
  *       snapshot's root, so the page table's pages and every entry's
  *       transaction id are the snapshot's.
- *   Y4  The copy is complete when mp_copy returns MP_OK (one fdatasync of
- *       it, then of its directory); a failure removes it.  A crash before
- *       then may leave a partial file: mp_copy never said it was done.
+ *   Y4  The root is written last, after a barrier that makes every other
+ *       page of the copy durable (the root's checksums do not cover
+ *       regular pages): a crash during a copy leaves a file with no valid
+ *       root, which no open takes for a copy, never one that opens with
+ *       pages missing.  The copy is complete when mp_copy returns MP_OK
+ *       (a second fdatasync, then one of its directory); a failure
+ *       removes it.
  */
 #include "mp_internal.h"
 
@@ -152,7 +156,7 @@ static void put_page_table(const mp_pager *p, unsigned char *root, mp_rootfields
     }
 }
 
-/* Everything but the barriers: pages, bitmaps, index nodes, root. */
+/* Pages, bitmaps, index nodes, a barrier, then the root (Y4). */
 static mp_err write_copy(copier *c)
 {
     const mp_pager *p = c->p;
@@ -186,8 +190,10 @@ static mp_err write_copy(copier *c)
         put_page_table(p, root, &f);
         mp_root_put(root, &f);
         mp_root_seal(root, ge->P);
-        int e = mp_os_write_at(c->fd, 0, root, ge->P);
+        int e = mp_os_sync_fd(c->fd);
         if (e)
+            rc = io_error(c, e, "fdatasync");
+        else if ((e = mp_os_write_at(c->fd, 0, root, ge->P)) != 0)
             rc = io_error(c, e, "write");
     }
     free(crcs);

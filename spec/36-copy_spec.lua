@@ -307,7 +307,8 @@ describe("pager:copy", function()
     local p = sample()
     local want = snapshot(p)
     for _, f in ipairs({{"write", "eio", 0, "io"}, {"write", "enospc", 1, "no_space"},
-                        {"grow", "enospc", 0, "no_space"}, {"barrier", "eio", 0, "io"}}) do
+                        {"grow", "enospc", 0, "no_space"}, {"barrier", "eio", 0, "io"},
+                        {"barrier", "eio", 1, "io"}}) do   -- the first barrier, then the last
       local out = H.path()
       core._inject_fault(f[1], f[2], f[3])
       local ok, msg, code = p:copy(out)

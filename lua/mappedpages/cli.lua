@@ -108,6 +108,12 @@ function commands.info(a)
       s.system_count)
   out("transaction  %d (root slot %d%s)", s.txn, s.root_slot,
       s.recovered and ", recovered: the newest root was damaged" or "")
+  -- (this command is a reader itself: its snapshot is among those held)
+  local snaps = pager:readers()
+  if #snaps > 1 or s.held_count > 0 then
+    out("readers      snapshots held: %s (this command's: %d); %d page%s held for readers",
+        table.concat(snaps, ", "), s.txn, s.held_count, s.held_count == 1 and "" or "s")
+  end
   out("root         0x%016x%s", s.root, s.catalog == nil
       and format(" (the catalog, at protected page %d)", s.root & 0xFFFFFFFF) or "")
   if s.catalog == "empty" then

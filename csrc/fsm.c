@@ -480,8 +480,10 @@ mp_err mp_fsm_settle(mp_pager *p, uint64_t txn, int hold, uint64_t release)
 void mp_fsm_settled(mp_pager *p)
 {
     uint64_t r = p->held_release;
-    memmove(p->held, p->held + r, (size_t)(p->held_len - r) * sizeof *p->held);
-    memmove(p->held_txn, p->held_txn + r, (size_t)(p->held_len - r) * sizeof *p->held_txn);
+    if (r > 0) {   /* (a pager that never held a page has no list: memmove of NULL is UB) */
+        memmove(p->held, p->held + r, (size_t)(p->held_len - r) * sizeof *p->held);
+        memmove(p->held_txn, p->held_txn + r, (size_t)(p->held_len - r) * sizeof *p->held_txn);
+    }
     p->held_len -= r;
     p->d_held_len = p->held_len;
     p->held_release = 0;

@@ -2,7 +2,9 @@
 #
 #   make test-crash    run test/crash_sim over CRASH_SEEDS seeds: at least
 #                      20,000 crash images (about 40,000 with the defaults),
-#                      then print the totals; fails on any violation
+#                      then print the totals; fails on any violation, and,
+#                      with readers (CRASH_READERS, 0 to 2), when no image
+#                      had held pages
 #
 # The CI runs a short form through spec/09-crash_spec.lua.  The binary is
 # $(BUILD)/test/crash_sim, built by the Makefile's rule for test/*.c (the
@@ -18,16 +20,21 @@ CRASH_SEEDS  ?= 8
 CRASH_OPS    ?= 300
 CRASH_IMAGES ?= 16
 CRASH_GROW   ?= 20000
+CRASH_READERS ?= 2
 
 .PHONY: test-crash
 test-crash: $(BUILD)/test/crash_sim
 	@dir=$$(mktemp -d) && \
-	$(BUILD)/test/crash_sim -n $(CRASH_SEEDS) -g $(CRASH_GROW) "$$dir" \
+	$(BUILD)/test/crash_sim -n $(CRASH_SEEDS) -g $(CRASH_GROW) -R $(CRASH_READERS) "$$dir" \
 	  $(CRASH_SEED) $(CRASH_OPS) $(CRASH_IMAGES) > "$$dir/log" 2>&1; rc=$$?; \
 	cat "$$dir/log"; \
 	images=$$(sed -n 's/^crash_sim: images checked \([0-9]*\),.*/\1/p' "$$dir/log"); \
 	if [ "$$rc" = 0 ] && [ "$${images:-0}" -lt 20000 ]; then \
 	  echo "test-crash: only $${images:-0} images checked (want at least 20000)" >&2; rc=1; \
+	fi; \
+	held=$$(sed -n 's/^crash_sim: .*images with held pages \([0-9]*\) .*/\1/p' "$$dir/log"); \
+	if [ "$$rc" = 0 ] && [ "$(CRASH_READERS)" != 0 ] && [ "$${held:-0}" = 0 ]; then \
+	  echo "test-crash: no image had held pages" >&2; rc=1; \
 	fi; \
 	if [ "$$rc" = 0 ]; then rm -rf "$$dir"; \
 	else echo "test-crash: FAILED; log and images kept in $$dir" >&2; fi; \

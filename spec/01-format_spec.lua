@@ -651,6 +651,23 @@ describe("structural checks behind valid checksums", function()
     end)
   end
 
+  -- Regression: a commit of a writer that never held a page moved its
+  -- empty (never allocated, NULL) held list with memmove, undefined
+  -- behaviour that `make test-asan` stops at (UBSan, nonnull argument).
+  it("commits with no page ever held, then holds and releases one for a reader", function()
+    local p, path = H.create({ page_size = 1024 })
+    local id = assert(p:alloc())
+    assert(p:set_root(1))
+    assert.are.equal(0, p:info().held_count)
+    local r = H.open(path, { readonly = true })
+    assert(p:free(id))                       -- the reader's snapshot reaches it: held
+    assert.are.equal(1, p:info().held_count)
+    r:close()
+    assert(p:set_root(2))                    -- no reader now: released
+    assert.are.equal(0, p:info().held_count)
+    assert.is_true(p:check())
+  end)
+
   it("opens a root at the last transaction id, 2^63-1, and refuses to commit past it", function()
     local h = make_history()
     H.forge_root(h.path, P, h.slot, R.txn, string.pack("<i8", math.maxinteger))

@@ -9,8 +9,13 @@
 -- reopen, continue, crash), and checks that a state an open rejected never
 -- comes back.  The workload is random and seeded: regular and protected
 -- pages, transactions of 1 to 500 pages, rollbacks, the root, and growth of
--- the file.  `make test` builds it into $MP_BUILD/test/; `make test-crash`
--- runs the long form (at least 20,000 images).
+-- the file.  Two readers beside the writer open, refresh and close (between
+-- steps and inside commits); after every commit each must still show its
+-- snapshot exactly, so the writer never reused a page a live snapshot
+-- reaches, and images of commits that hold pages for them (state 11) and
+-- release them recover like any other.  `make test` builds it into
+-- $MP_BUILD/test/; `make test-crash` runs the long form (at least 20,000
+-- images).
 
 local H = require "helpers"
 
@@ -62,6 +67,25 @@ describe("crash images", function()
     assert.is_true(sum(text, "fell back to S%(k%-1%)") > 0, text)
     assert.is_true(sum(text, "with a whole rejected root") > 0, text)
     assert.is_true(sum(text, "lost txns replayed") > 0, text)
+    -- readers held pages: images of commits holding and releasing them,
+    -- images recovered with held pages, readers opened on a crash image
+    -- before the writer, readers refused a snapshot inside a commit
+    assert.is_true(sum(text, "images with held pages") > 0, text)
+    assert.is_true(sum(text, "recovered holding pages") > 0, text)
+    assert.is_true(sum(text, "of releasing commits") > 0, text)
+    assert.is_true(sum(text, "images opened by a reader first") > 0, text)
+    assert.is_true(sum(text, "opened on a crash image") > 0, text)
+    assert.is_true(sum(text, "refused") > 0, text)
+    assert.is_true(sum(text, "snapshot checks") > 0, text)
+  end)
+
+  it("without readers, no page is ever held (seed 1, -R 0)", function()
+    local ok, text = run("-R 0 -g 12000 " .. H.shell_quote(H.dir()) .. " 1 30 4")
+    assert.is_true(ok, text)
+    local _, violations = summary(text)
+    assert.equal(0, violations, text)
+    assert.equal(0, sum(text, "images with held pages"), text)
+    assert.equal(0, sum(text, "snapshot checks"), text)
   end)
 
   it("stay consistent while the file grows an index level (seed 4)", function()

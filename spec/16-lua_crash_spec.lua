@@ -9,8 +9,10 @@
 -- returned commit or of the one in flight.  It also crashes, reopens an
 -- image as the live file and continues, and checks that a state an open
 -- rejected never comes back.  Subjects (spec/crash_subjects.lua): the core
--- itself, the Lua modules present in the tree, and planted bugs the harness
--- must report (so that it cannot pass vacuously).
+-- itself, the Lua modules present in the tree, readers beside the writer
+-- (subject readers: snapshots that must not change while the writer
+-- commits and holds pages for them), and planted bugs the harness must
+-- report (so that it cannot pass vacuously).
 --
 -- This is the short form: three seeds per subject, about 15,000 images in
 -- about 20 s (50 s under `make test-asan`).  MP_CRASH_LUA_SCALE (default 1)
@@ -246,6 +248,9 @@ describe("the Lua crash harness", function()
     core = { seeds = 3, steps = 90, images = 16, min_images = 3000 },
     records = { seeds = 2, steps = 60, images = 10, min_images = 1000 },
     heap = { seeds = 2, steps = 30, images = 8, min_images = 500 },
+    -- about 2 s: readers' snapshots checked at every step, held pages in
+    -- most images
+    readers = { seeds = 2, steps = 30, images = 8, min_images = 400 },
   }
   for _, name in ipairs(subjects.available()) do
     local pl = plan[name] or { seeds = 3, steps = 60, images = 12, min_images = 1500 }
@@ -261,6 +266,13 @@ describe("the Lua crash harness", function()
       assert.is_true(total.reopens > 0, "no crash-reopen-continue cycle:\n" .. text)
       assert.is_true(total.reopen_fallbacks > 0, "no reopen fell back:\n" .. text)
       assert.is_true(total.replays > 0, "no lost step replayed:\n" .. text)
+      if name == "readers" then
+        -- readers took and kept snapshots, the writer held pages for them,
+        -- and a reader opened a crash image before the writer did
+        assert.is_true(total.subject_reader_refreshes > 0 and total.subject_reader_checks > 0, text)
+        assert.is_true(total.subject_held_steps > 0, "no page was ever held:\n" .. text)
+        assert.is_true(total.subject_crash_readers > 0, "no reader opened a crash image first:\n" .. text)
+      end
     end)
   end
 end)

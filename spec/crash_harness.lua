@@ -15,8 +15,9 @@
 --   knows whether it committed (pager:info().commits) and what the live
 --   pager shows: S(k), the state after commit k, is
 --     the core's fingerprint -- txn id, root, page count, pid limit, the
---     allocated regular pages, every allocated pid with a CRC32C of its
---     content (regular-page contents are not transactional: not included)
+--     number of pages held for readers' snapshots, the allocated regular
+--     pages, every allocated pid with a CRC32C of its content
+--     (regular-page contents are not transactional: not included)
 --     -- and the subject's own state(pager), a canonical string of what a
 --     user of the subject can observe.
 --   The subject keeps a model of its state; after every step the live
@@ -74,6 +75,12 @@
 --                            rollback: say so); raise on any unexpected
 --                            result
 --   inst:expect() -> string  the model's state (optional)
+--   inst:crash()             the power loss is about to happen: end what
+--                            lives beside the pager, readers (optional)
+--   inst:before_reopen(path, rng)  the crash image is the working file and
+--                            the writer not open yet: a subject may open a
+--                            reader on it (optional; attach() follows)
+--   inst:finish()            the seed is over (optional)
 --   subject.state(pager) -> string     canonical observable state
 --   subject.check(pager) -> true | false, problems (a string or a list)
 --   subject.name, subject.page_size (default 1024)
@@ -207,8 +214,8 @@ function CH.core_state(p)
     runs[#runs + 1] = j == k and tostring(regs[k]) or (regs[k] .. "-" .. regs[j])
     k = j + 1
   end
-  return fmt("txn %d root %d page_count %d pid_limit %d\nregular %s\nprotected %s",
-    i.txn, i.root, i.page_count, i.pid_limit, concat(runs, ","), concat(pids, ",")), i.txn, problems
+  return fmt("txn %d root %d page_count %d pid_limit %d held %d\nregular %s\nprotected %s",
+    i.txn, i.root, i.page_count, i.pid_limit, i.held_count, concat(runs, ","), concat(pids, ",")), i.txn, problems
 end
 
 local function as_text(x)
@@ -639,10 +646,12 @@ function CH.run(opts)
     local bytes = build_image(r, ch, P)
     live:close()
     live = nil
+    if inst.crash then inst:crash() end
     write_file(work, bytes)
     old_img = bytes
     st.reopens = st.reopens + 1
     mode = "record"
+    if inst.before_reopen then inst:before_reopen(work, CH.derived(seed, r.barrier, img, 4)) end
     local p, msg, code = mp.open(work)
     if not p then
       violation(r, img, ch, kind, fmt("crash-reopen: open failed: %s: %s", tostring(code), tostring(msg)))
@@ -845,6 +854,7 @@ function CH.run(opts)
     end
   end)
   core._barrier_hook(nil)
+  if inst.finish then pcall(inst.finish, inst) end
   if live then live:close() end
   if not ok and err ~= Stop then
     st.violations = st.violations + 1

@@ -18,6 +18,9 @@
 --                               in place before the commit that claims it;
 --              planted_state    a state() that reports something no commit
 --                               defines (whether open fell back).
+--   readers  readers beside the writer: reader pagers whose snapshots must
+--            not change while the writer commits (and holds pages for them)
+--            over a records table with an invariant (see below).
 -- Subjects for the Lua modules (catalog, slab, examples, records, heap) are added below
 -- as the modules are; M.available() lists the subjects whose modules load.
 
@@ -1697,6 +1700,285 @@ end
 M.records_indexed = records_indexed
 
 ---------------------------------------------------------------------------
+-- readers: readers beside the writer. The writer keeps a records table of
+-- accounts whose balances always sum to BANK_TOTAL: transfers between
+-- accounts, splits into a new account (now and then many at once, so the
+-- table spans several pages), merges that delete one account into another,
+-- each one transaction (committed, rolled back, raising inside
+-- pager:transaction); touches of one row auto-committed. Every update
+-- copies protected pages, so every commit frees pages a reader's snapshot
+-- may still reach. Up to two reader pagers on the same file (in this
+-- process: each its own descriptor and snapshot lock) open, refresh and
+-- close at random steps; at every step each must show exactly the state
+-- the writer had committed when it took its snapshot, however many commits
+-- came after (a held page reused and rewritten would change it), with its
+-- accounts summing to BANK_TOTAL, and pager:readers() must list their
+-- snapshots. A power loss ends the readers (crash()); half the time a new
+-- reader opens the crash image before the writer recovers it
+-- (before_reopen()), must show what the writer recovers (attach()), and
+-- lives on.
+
+local BANK = "accounts"
+local BANK_SRC = "record acct { bal: i64  touch: u32 }"
+local BANK_TOTAL = 1000000
+local BANK_MAX_ROWS = 160
+local bank_rec_cache
+local function bank_rec()
+  if not bank_rec_cache then bank_rec_cache = assert(mp.schema.parse(BANK_SRC)):record("acct") end
+  return bank_rec_cache
+end
+
+local readers_subject = { name = "readers", page_size = 1024, state = records_state }
+
+function readers_subject.available() return records_subject.available() end
+
+-- The accounts' sum: nil, why when the table cannot be read.
+local function bank_sum(p)
+  local h, msg = records.open(p, BANK)
+  if not h then return nil, "records.open: " .. tostring(msg) end
+  local s, n = 0, 0
+  for _, row in h:scan() do s, n = s + row.bal, n + 1 end
+  return s, n
+end
+
+function readers_subject.check(p)
+  local ok, problems = records_check(p)
+  if not ok or p:root() == 0 then return ok, problems end
+  local s, n = bank_sum(p)
+  if s ~= BANK_TOTAL then
+    return false, fmt("the %s accounts sum to %s, not %d", tostring(n), tostring(s), BANK_TOTAL)
+  end
+  return true
+end
+
+local Rd = {}
+Rd.__index = Rd
+
+function readers_subject.new()
+  return setmetatable({ rd = {}, counters = { transfers = 0, splits = 0, merges = 0, touches = 0, max_rows = 0,
+    reader_opens = 0, reader_refreshes = 0, reader_closes = 0, reader_checks = 0, crash_readers = 0,
+    held_steps = 0, max_held = 0 } }, Rd)
+end
+
+local function copy_rows(t)
+  local c = {}
+  for id, row in pairs(t) do c[id] = { bal = row.bal, touch = row.touch } end
+  return c
+end
+
+function Rd:commit()
+  self.rows_c = copy_rows(self.rows_w)
+  local n = 0
+  for _ in pairs(self.rows_c) do n = n + 1 end
+  if n > self.counters.max_rows then self.counters.max_rows = n end
+end
+
+function Rd:rollback(p)
+  self.rows_w = copy_rows(self.rows_c)
+  if self.h then self.h = assert(records.open(p, BANK, BANK_SRC)) end
+end
+
+function Rd:expect()
+  if not self.h then return "no catalog" end
+  local list = {}
+  for _, id in ipairs(sorted_keys(self.rows_c)) do list[#list + 1] = { id = id, row = self.rows_c[id] } end
+  return table_state(BANK, bank_rec(), list)
+end
+
+-- Reader k shows the snapshot it took; raises otherwise.
+function Rd:verify_reader(k, when)
+  local r = self.rd[k]
+  self.counters.reader_checks = self.counters.reader_checks + 1
+  local now = records_state(r.p)
+  if now ~= r.snap then
+    error(fmt("%s: reader %d (snapshot txn %d) no longer shows its snapshot:\n%s\nwant:\n%s", when, k, r.txn,
+      now, r.snap))
+  end
+  if r.p:info().txn ~= r.txn then error(fmt("%s: reader %d moved from txn %d", when, k, r.txn)) end
+  if r.p:root() ~= 0 then
+    local s = bank_sum(r.p)
+    if s ~= BANK_TOTAL then error(fmt("%s: reader %d sees accounts summing to %s", when, k, tostring(s))) end
+  end
+end
+
+-- Reader k took a snapshot: it must be the writer's last commit.
+function Rd:took(p, k, when)
+  local r = self.rd[k]
+  r.txn, r.snap = r.p:info().txn, records_state(p)
+  if r.txn ~= p:info().txn then
+    error(fmt("%s: reader %d at txn %d, the writer at %d", when, k, r.txn, p:info().txn))
+  end
+  self:verify_reader(k, when)
+end
+
+function Rd:verify_all(p, when)
+  local want, seen = {}, {}
+  for k = 1, 2 do
+    if self.rd[k] then
+      self:verify_reader(k, when)
+      if not seen[self.rd[k].txn] then want[#want + 1], seen[self.rd[k].txn] = self.rd[k].txn, true end
+    end
+  end
+  sort(want)
+  local got = assert(p:readers())
+  if concat(got, " ") ~= concat(want, " ") then
+    error(fmt("%s: pager:readers() lists {%s}, the readers hold {%s}", when, concat(got, " "), concat(want, " ")))
+  end
+  local held = p:info().held_count
+  if held > 0 then self.counters.held_steps = self.counters.held_steps + 1 end
+  if held > self.counters.max_held then self.counters.max_held = held end
+end
+
+function Rd:readers_step(p, rng)
+  self:verify_all(p, "before the step")
+  for k = 1, 2 do
+    local r = self.rd[k]
+    if not r then
+      if rng:below(100) < 15 then
+        self.rd[k] = { p = assert(mp.open(self.path, { readonly = true })) }
+        self.counters.reader_opens = self.counters.reader_opens + 1
+        self:took(p, k, "a reader opened")
+      end
+    else
+      local x = rng:below(100)
+      if x < 15 then
+        assert(r.p:refresh())
+        self.counters.reader_refreshes = self.counters.reader_refreshes + 1
+        self:took(p, k, "a reader refreshed")
+      elseif x < 19 then
+        r.p:close()
+        self.rd[k] = nil
+        self.counters.reader_closes = self.counters.reader_closes + 1
+      end
+    end
+  end
+end
+
+function Rd:attach(p)
+  self.path = p:info().path
+  self.rows_c, self.h = {}, nil
+  if p:root() ~= 0 then
+    self.h = assert(records.open(p, BANK, BANK_SRC))
+    for id, row in self.h:scan() do self.rows_c[id] = { bal = row.bal, touch = row.touch } end
+  end
+  self:rollback(p)
+  for k = 1, 2 do
+    if self.rd[k] and self.rd[k].pending then
+      -- opened on the crash image before this writer: the state it recovered
+      self.rd[k].pending = nil
+      self:took(p, k, "a reader opened before the writer recovered")
+    end
+  end
+  self:verify_all(p, "after an open")
+end
+
+-- The power loss: the readers end with the writer.
+function Rd:crash()
+  for k = 1, 2 do
+    if self.rd[k] then self.rd[k].p:close() end
+    self.rd[k] = nil
+  end
+end
+Rd.finish = Rd.crash
+
+function Rd:before_reopen(path, rng)
+  if rng:below(2) == 0 then
+    self.rd[1] = { p = assert(mp.open(path, { readonly = true })), pending = true }
+    self.counters.crash_readers = self.counters.crash_readers + 1
+  end
+end
+
+function Rd:setup(p)
+  self.rows_w = {}
+  assert(p:transaction(function()
+    assert(catalog.open(p))
+    self.h = assert(records.open(p, BANK, BANK_SRC))
+    local id = assert(self.h:insert { bal = BANK_TOTAL, touch = 0 })
+    self.rows_w[id] = { bal = BANK_TOTAL, touch = 0 }
+    return true
+  end))
+  self:commit()
+  return "setup: one account"
+end
+
+-- One change that keeps the sum, inside a transaction.
+function Rd:op(rng)
+  local ids = sorted_keys(self.rows_w)
+  local h, rows = self.h, self.rows_w
+  local r = rng:below(100)
+  if (r < 25 or #ids < 2) and #ids < BANK_MAX_ROWS then
+    local from = ids[1 + rng:below(#ids)]
+    local n = rng:below(8) == 0 and rng:int(10, 40) or 1
+    for _ = 1, math.min(n, BANK_MAX_ROWS - #ids) do
+      local amt = rng:below(rows[from].bal // 2 + 1)
+      local new = assert(h:insert { bal = amt, touch = 0 })
+      assert(rows[new] == nil and self.rows_c[new] == nil, "insert gave a live or just deleted id")
+      rows[new] = { bal = amt, touch = 0 }
+      rows[from].bal = rows[from].bal - amt
+      assert(h:set(from, "bal", rows[from].bal))
+    end
+    self.counters.splits = self.counters.splits + 1
+    return "split"
+  end
+  local a = ids[1 + rng:below(#ids)]
+  local b = ids[1 + rng:below(#ids)]
+  if a == b then return "transfer to itself (none)" end
+  if r < 40 then
+    rows[b].bal = rows[b].bal + rows[a].bal
+    assert(h:update(b, { bal = rows[b].bal }))
+    assert(h:delete(a))
+    rows[a] = nil
+    self.counters.merges = self.counters.merges + 1
+    return "merge"
+  end
+  local amt = rng:below(rows[a].bal + 1)
+  rows[a].bal, rows[b].bal = rows[a].bal - amt, rows[b].bal + amt
+  assert(h:set(a, "bal", rows[a].bal))
+  assert(h:update(b, { bal = rows[b].bal, touch = rows[b].touch }))
+  self.counters.transfers = self.counters.transfers + 1
+  return "transfer"
+end
+
+function Rd:step(p, rng, variant)
+  self:readers_step(p, rng)
+  if not self.h then return self:setup(p) end
+  local r = rng:below(100)
+  if r < 60 or variant then
+    local n = 1 + rng:below(4)
+    local tx = assert(p:begin())
+    local what_ = {}
+    for i = 1, n do what_[i] = self:op(rng) end
+    if variant then self:op(rng) end
+    if rng:below(6) == 0 and not variant then
+      assert(tx:rollback())
+      self:rollback(p)
+      return "transaction of " .. n .. " changes, rolled back", "rollback"
+    end
+    assert(tx:commit())
+    self:commit()
+    return "transaction: " .. concat(what_, ", ")
+  elseif r < 70 then
+    local ok, err = pcall(p.transaction, p, function()
+      self:op(rng)
+      error("planned failure", 0)
+    end)
+    assert(not ok and err == "planned failure", tostring(err))
+    self:rollback(p)
+    return "transaction raising", "rollback"
+  end
+  local ids = sorted_keys(self.rows_w)
+  local id = ids[1 + rng:below(#ids)]
+  local v = rng:below(1 << 32)
+  assert(self.h:set(id, "touch", v))
+  self.rows_w[id].touch = v
+  self:commit()
+  self.counters.touches = self.counters.touches + 1
+  return "touch"
+end
+
+M.readers = readers_subject
+
+---------------------------------------------------------------------------
 -- heap: mappedpages.heap, two heaps in one file, values of every kind
 -- (empty, small in the slab, large in regular pages, now and then one
 -- large enough for index pages) put, replaced (in place and with a new
@@ -2163,7 +2445,7 @@ M.btree_large = btree_large
 -- which subjects can run here
 
 local order = { "core", "catalog", "slab", "buddy", "arena", "allocators", "records", "records_indexed",
-                "heap", "btree" }
+                "readers", "heap", "btree" }
 
 --- Names of the subjects whose modules load (besides the planted ones).
 function M.available()

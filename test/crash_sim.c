@@ -72,11 +72,32 @@
  *   root, which is exactly the case where a rejected root that was not
  *   durably invalidated would come back.
  *
+ *   Readers beside the writer: up to two read-only pagers on the working
+ *   file (same process, own descriptors, so own OFD locks) open, refresh and
+ *   close at random steps and sometimes inside a commit (through the I/O
+ *   hook: at a page write before the root, where a refresh may meet the
+ *   commit lock and must then fail keeping its snapshot, or at the barrier
+ *   after the root).  After every commit each must still show exactly the
+ *   state of its snapshot, protected contents included (a held page reused
+ *   and rewritten changes them), none of its protected pages may be an
+ *   allocated regular page of the writer or another content's page, and
+ *   mp_readers must list exactly their snapshots.  So commits hold pages
+ *   (state 11 in the bitmaps or carried in the root) and release them, and
+ *   their images are checked like any other; the number of held pages is
+ *   part of each state S(k), so an image must recover the held set too.
+ *   One image in 16 is opened by a reader before the writer opens it: both
+ *   must show the same state.  A power loss closes the readers; a
+ *   crash-reopen opens, half the time, a new reader on the crash image
+ *   before the writer recovers it, and that reader then lives on.  The
+ *   readers draw from their own random stream: with -R 0 (no readers) the
+ *   workload is the one it always was.
+ *
  * Every violation prints the seed, the barrier number, the image number
  * and the image (length, which pages new / torn / old), saves the image
  * file, and tells how to replay it.  The run ends with one summary line:
  *
- *   crash_sim: images checked N, violations V, barriers B, reopen-continue cycles R
+ *   crash_sim: images checked N, violations V, barriers B, reopen-continue cycles R,
+ *   images with held pages H (...), without W (...)
  *
  * Usage: crash_sim [options] DIR SEED [OPS [IMAGES_PER_BARRIER]]
  *   OPS                 workload steps per seed (default 300)
@@ -85,6 +106,7 @@
  *   -n N                run seeds SEED .. SEED+N-1 (totals at the end)
  *   -g PAGES            regular pages the workload grows to (default 20000)
  *   -c N                mean commits between crash-reopen-continue cycles (12)
+ *   -R N                readers beside the writer, 0 to 2 (default 2)
  *   -r B:I              replay: print every detail of image I of barrier B
  *                       (same seed, OPS and IMAGES_PER_BARRIER), keep it as
  *                       DIR/replay-SEED-B-I.mp, and stop there
@@ -122,6 +144,7 @@ static long nops = 300;
 static int kimg = 16;
 static uint64_t grow_to = 20000;
 static int reopen_every = 12;
+static int max_readers = 2;   /* readers beside the writer (0 to NREADERS) */
 static long long replay_barrier = -1;
 static int replay_image = -1;
 static int verbose;
@@ -133,6 +156,13 @@ typedef struct stats {
     uint64_t create_fail_ok;     /* creation images that were not a file yet */
     uint64_t reopen_fallbacks;   /* live reopens that fell back */
     uint64_t replays;            /* lost transactions replayed */
+    uint64_t held_images;        /* images of a commit before or after which pages are held */
+    uint64_t held_recovered;     /* images that recovered a state holding pages */
+    uint64_t release_images;     /* images of a commit that left fewer pages held */
+    uint64_t held_commits, release_commits;
+    uint64_t reader_images;      /* images a reader opened before the writer did */
+    uint64_t rd_opens, rd_refreshes, rd_closes, rd_in_commit, rd_refused, rd_checks;
+    uint64_t rd_crash_opens;     /* readers opened on a crash image before the writer */
     uint64_t max_pages, max_regular, max_pids, max_diff;
     uint32_t max_fsm_height;
     uint64_t max_barriers_per_commit;
@@ -176,8 +206,8 @@ static void die(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n  replay: crash_sim -g %llu -c %d DIR %llu %ld %d\n", (unsigned long long)grow_to,
-            reopen_every, seed, nops, kimg);
+    fprintf(stderr, "\n  replay: crash_sim -g %llu -c %d -R %d DIR %llu %ld %d\n", (unsigned long long)grow_to,
+            reopen_every, max_readers, seed, nops, kimg);
     exit(2);
 }
 
@@ -280,6 +310,7 @@ typedef struct pidh {
 typedef struct state {
     int valid;
     uint64_t txn, root, page_count, pid_limit, hash;
+    uint64_t held;     /* pages held for readers (state 11 on disk); not hashed */
     size_t nreg, creg;
     uint32_t *reg;     /* allocated regular pages, ascending */
     size_t npid, cpid;
@@ -306,6 +337,7 @@ static void state_copy(state *d, const state *s)
     d->root = s->root;
     d->page_count = s->page_count;
     d->pid_limit = s->pid_limit;
+    d->held = s->held;
     d->hash = s->hash;
 }
 
@@ -327,7 +359,8 @@ static void state_seal(state *s)
 static int state_eq(const state *a, const state *b)
 {
     return a->valid && b->valid && a->hash == b->hash && a->txn == b->txn && a->root == b->root &&
-           a->page_count == b->page_count && a->pid_limit == b->pid_limit && a->nreg == b->nreg &&
+           a->page_count == b->page_count && a->pid_limit == b->pid_limit && a->held == b->held &&
+           a->nreg == b->nreg &&
            a->npid == b->npid && memcmp(a->reg, b->reg, a->nreg * sizeof *a->reg) == 0 &&
            memcmp(a->pids, b->pids, a->npid * sizeof *a->pids) == 0;
 }
@@ -342,6 +375,7 @@ static void state_extract(mp_pager *p, state *s, char *why, size_t wl)
     s->root = mp_root(p);
     s->page_count = mp_page_count(p);
     s->pid_limit = in.pid_limit;
+    s->held = in.held_count;
     s->nreg = 0;
     mp_pgno id = 0;
     while (mp_next_page(p, id, &id)) {
@@ -385,6 +419,8 @@ static void state_diff(FILE *f, const char *name, const state *got, const state 
     if (got->pid_limit != want->pid_limit)
         fprintf(f, "pid limit %llu != %llu; ", (unsigned long long)got->pid_limit,
                 (unsigned long long)want->pid_limit);
+    if (got->held != want->held)
+        fprintf(f, "%llu held pages != %llu; ", (unsigned long long)got->held, (unsigned long long)want->held);
     if (got->nreg != want->nreg)
         fprintf(f, "%zu regular pages != %zu; ", got->nreg, want->nreg);
     for (size_t i = 0; i < got->nreg && i < want->nreg; i++)
@@ -539,6 +575,7 @@ static void model_state(mp_pager *p, state *s)
     s->root = mp_root(p);   /* checked against the model's root by the caller */
     s->page_count = in.page_count;
     s->pid_limit = in.pid_limit;
+    s->held = in.held_count;
     s->nreg = 0;
     for (size_t id = 0; id < reg_cap; id++)
         if (reg_c[id]) {
@@ -605,13 +642,16 @@ static void record_free(record *r)
     memset(r, 0, sizeof *r);
 }
 
+static void readers_in_commit(mp_io_op op);
+
 static int barrier_hook(mp_io_op op, int fd, void *ctx)
 {
     (void)ctx;
-    if (op != MP_IO_BARRIER)
-        return 0;   /* growth and page writes run as usual */
     if (hook_mode != HOOK_RECORD)
         return 0;   /* scratch images: durability is not the point */
+    readers_in_commit(op);
+    if (op != MP_IO_BARRIER)
+        return 0;   /* growth and page writes run as usual */
     uint64_t ln = file_len(fd);
     img_reserve(ln > old_len ? ln : old_len);
     if (ln)
@@ -858,8 +898,8 @@ static void violation(const record *r, int img, const choice *ch, int kind, cons
     va_end(ap);
     fprintf(stderr, "\n");
     print_choice(stderr, r, ch);
-    fprintf(stderr, "    replay: crash_sim -g %llu -c %d -r %llu:%d DIR %llu %ld %d\n", (unsigned long long)grow_to,
-            reopen_every, (unsigned long long)r->barrier, img, seed, nops, kimg);
+    fprintf(stderr, "    replay: crash_sim -g %llu -c %d -R %d -r %llu:%d DIR %llu %ld %d\n",
+            (unsigned long long)grow_to, reopen_every, max_readers, (unsigned long long)r->barrier, img, seed, nops, kimg);
 }
 
 static state got;   /* scratch */
@@ -891,7 +931,25 @@ static int check_image(const record *r, int img, const choice *ch, const state *
     mp_error e;
     mp_options o = { 0 };
     hook_mode = HOOK_PASS;
+    /* Now and then a reader opens the image before the writer does: both
+     * must find the same state (the writer may clear a rejected root
+     * under the reader's snapshot, and must not disturb it). */
+    static state rgot;
+    mp_pager *rp = NULL;
+    mp_err rrc = MP_OK;
+    int with_reader = max_readers > 0 && derived(r->barrier, (uint64_t)img, 3) % 16 == 0;
+    if (with_reader) {
+        mp_options ro = { .readonly = 1 };
+        mp_error re;
+        rrc = mp_open(check_path, &ro, &rp, &re);
+        if (rrc == MP_OK)
+            state_extract(rp, &rgot, NULL, 0);
+        st.reader_images++;
+    }
     mp_err rc = mp_open(check_path, &o, &p, &e);
+    if (with_reader && (rrc == MP_OK) != (rc == MP_OK))
+        violation(r, img, ch, kind, cur, "a reader's open (%s) and the writer's (%s) disagree", mp_errname(rrc),
+                  mp_errname(rc));
     if (rc != MP_OK) {
         if (replaying)
             fprintf(stderr, "    open: %s (%s)\n", mp_errname(rc), e.msg);
@@ -955,8 +1013,20 @@ static int check_image(const record *r, int img, const choice *ch, const state *
             st.fallbacks++;
             st.rejected_roots += root_whole(r, ch);
         }
+        if (out != OUT_VIOLATION && rp) {
+            static state again;
+            state_extract(rp, &again, NULL, 0);
+            if (!state_eq(&rgot, &got) || !state_eq(&again, &got)) {
+                out = OUT_VIOLATION;
+                violation(r, img, ch, kind, cur, "a reader opened first shows another state (txn %llu)",
+                          (unsigned long long)rgot.txn);
+                state_diff(stderr, "the writer's", &rgot, &got);
+            }
+        }
+        st.held_recovered += got.held > 0;
         mp_close(p);
     }
+    mp_close(rp);
     if (out == OUT_VIOLATION && saved_violations < 5) {
         saved_violations++;
         save_image_copy("violation", r, img);
@@ -1240,6 +1310,272 @@ static size_t one_op(int in_txn, int flavor, size_t budget, int *commits)
     }
 }
 
+/* ---- readers beside the writer ------------------------------------------------- */
+
+/* Up to two read-only pagers on the working file, in this process: each
+ * has its own descriptor, so each holds its snapshot with its own OFD lock
+ * (csrc/readers.c).  They open, refresh and close at random steps, from a
+ * stream of their own (the writer's workload is the same with or without
+ * them), and sometimes from inside a commit of the writer, through the I/O
+ * hook: at a page write, before the root (the commit may hold the commit
+ * lock: a refresh must then fail and keep its snapshot, readers.c R3), or
+ * at the barrier, after the root (the snapshot is then S(k-1) or S(k),
+ * known once the commit returns).
+ *
+ * After every commit each reader must still show exactly its snapshot:
+ * every protected page's content as it was when the snapshot was taken
+ * (which fails as soon as the writer reuses a page the snapshot reaches and
+ * writes it), the regular pages, pids and root of that commit; no page
+ * holding a protected content of the snapshot may be an allocated regular
+ * page of the writer, or hold another pid's content or another content of
+ * the same pid; and mp_readers must list exactly the readers' snapshots.
+ * A power loss kills the readers with the writer; a crash-reopen may open
+ * a new reader on the crash image before the writer recovers it. */
+#define NREADERS 2
+typedef struct reader {
+    mp_pager *p;
+    int pending;   /* taken inside a commit: S(k-1) or S(k), settled after it */
+    state snap;    /* what it must show */
+} reader;
+static reader rd[NREADERS];
+static uint64_t rd_rng;
+static int rd_armed;       /* an action inside the next commit: 0 none, RD_AT_* */
+static int rd_arm_count;   /* ... at the page write this many writes from now */
+static int rd_arm_slot;
+enum { RD_AT_WRITE = 1, RD_AT_BARRIER };
+
+static uint64_t rd_below(uint64_t n) { return n ? splitmix(&rd_rng) % n : 0; }
+
+__attribute__((format(printf, 2, 3)))
+static void reader_violation(int i, const char *fmt, ...)
+{
+    va_list ap;
+    st.violations++;
+    fprintf(stderr, "crash_sim: VIOLATION seed %llu step %ld barrier %llu: reader %d (snapshot txn %llu): ", seed,
+            step_no, (unsigned long long)barrier_no, i, (unsigned long long)rd[i].snap.txn);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n    replay: crash_sim -g %llu -c %d -R %d DIR %llu %ld %d\n", (unsigned long long)grow_to,
+            reopen_every, max_readers, seed, nops, kimg);
+}
+
+static void reader_close(int i)
+{
+    mp_close(rd[i].p);
+    rd[i].p = NULL;
+    rd[i].pending = 0;
+}
+
+/* The reader's snapshot is now taken: outside a commit it must be S(k). */
+static void reader_took(int i, int in_commit)
+{
+    char why[300];
+    state_extract(rd[i].p, &rd[i].snap, why, sizeof why);
+    rd[i].pending = in_commit;
+    if (why[0])
+        reader_violation(i, "%s", why);
+    else if (!in_commit && !state_eq(&rd[i].snap, &S_cur)) {
+        reader_violation(i, "a new snapshot is not the last commit");
+        state_diff(stderr, "S(k)", &rd[i].snap, &S_cur);
+    }
+}
+
+static void reader_open(int i, int in_commit)
+{
+    mp_options o = { .readonly = 1 };
+    mp_error e;
+    mp_err rc = mp_open(work_path, &o, &rd[i].p, &e);
+    if (rc == MP_ELOCKED && in_commit) {
+        st.rd_refused++;   /* the commit lock was held all along (R3) */
+        rd[i].p = NULL;
+        return;
+    }
+    if (rc != MP_OK)
+        die("reader open: %s: %s", mp_errname(rc), e.msg);
+    st.rd_opens++;
+    reader_took(i, in_commit);
+}
+
+static void reader_refresh(int i, int in_commit)
+{
+    mp_err rc = mp_refresh(rd[i].p);
+    if (rc == MP_ELOCKED && in_commit) {
+        st.rd_refused++;   /* it keeps its snapshot: checked after the commit */
+        return;
+    }
+    if (rc != MP_OK)
+        die("reader refresh: %s: %s", mp_errname(rc), mp_errmsg(rd[i].p));
+    st.rd_refreshes++;
+    reader_took(i, in_commit);
+}
+
+/* The I/O hook's part: the armed action, once, inside a commit of the live
+ * writer (not during an open: live is NULL then). */
+static void readers_in_commit(mp_io_op op)
+{
+    if (!rd_armed || !live || op == MP_IO_GROW)
+        return;
+    if ((rd_armed == RD_AT_BARRIER) != (op == MP_IO_BARRIER))
+        return;
+    if (rd_armed == RD_AT_WRITE && rd_arm_count-- > 0)
+        return;
+    rd_armed = 0;
+    st.rd_in_commit++;
+    int i = rd_arm_slot;
+    if (rd[i].p)
+        reader_refresh(i, 1);
+    else
+        reader_open(i, 1);
+}
+
+static void readers_close_all(void)
+{
+    for (int i = 0; i < NREADERS; i++)
+        if (rd[i].p)
+            reader_close(i);
+    rd_armed = 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Page -> pid + 1 of the live writer's protected contents (0: none). */
+static uint32_t *owner;
+static size_t owner_cap;
+
+static uint64_t page_of(mp_pager *p, const void *ptr)
+{
+    const unsigned char *base = mp_page_ptr(p, 0), *c = ptr;
+    uint64_t n = mp_page_count(p);
+    if (!base || !c || c < base || c >= base + n * PS)
+        return UINT64_MAX;   /* reads as zeros: no page of its own */
+    return (uint64_t)(c - base) / PS;
+}
+
+/* Every reader still shows its snapshot, and no page of it is in use by
+ * the writer for anything else (see above). */
+static void readers_verify(const char *when)
+{
+    static state now;
+    int any = 0;
+    for (int i = 0; i < NREADERS; i++)
+        any |= rd[i].p != NULL;
+    if (!any)
+        return;
+    if (live) {
+        uint64_t np = mp_page_count(live);
+        GROW(owner, owner_cap, np);
+        memset(owner, 0, np * sizeof *owner);
+        mp_pgno pid = 0;
+        while (mp_next_protected(live, pid, &pid)) {
+            uint64_t pg = page_of(live, mp_protected_ptr(live, pid));
+            if (pg < np)
+                owner[pg] = (uint32_t)pid + 1;
+            pid++;
+        }
+    }
+    uint64_t want[NREADERS];
+    size_t nwant = 0;
+    for (int i = 0; i < NREADERS; i++) {
+        reader *r = &rd[i];
+        if (!r->p)
+            continue;
+        st.rd_checks++;
+        uint64_t before = st.violations;
+        char why[300];
+        state_extract(r->p, &now, why, sizeof why);
+        if (why[0]) {
+            reader_violation(i, "%s: %s", when, why);
+        } else if (r->pending) {
+            if (state_eq(&now, &S_cur) || state_eq(&now, &S_prev)) {
+                r->pending = 0;
+                state_copy(&r->snap, &now);
+            } else {
+                reader_violation(i, "%s: a snapshot taken inside a commit is neither S(k-1) nor S(k)", when);
+                state_diff(stderr, "S(k-1)", &now, &S_prev);
+                state_diff(stderr, "S(k)", &now, &S_cur);
+            }
+        } else if (!state_eq(&now, &r->snap)) {
+            reader_violation(i, "%s: the snapshot changed under the reader", when);
+            state_diff(stderr, "its snapshot", &now, &r->snap);
+        }
+        if (live) {
+            uint64_t np = mp_page_count(live);
+            for (size_t k = 0; k < now.npid; k++) {
+                uint64_t pid = now.pids[k].pid;
+                uint64_t pg = page_of(r->p, mp_protected_ptr(r->p, pid));
+                if (pg == UINT64_MAX)
+                    continue;
+                if (mp_check_page(live, pg) == MP_OK)
+                    reader_violation(i, "%s: page %llu, pid %llu's content in the snapshot, is a regular page "
+                                     "of the writer", when, (unsigned long long)pg, (unsigned long long)pid);
+                else if (pg < np && owner[pg] && (owner[pg] != pid + 1 || pid_c[pid] != now.pids[k].h))
+                    reader_violation(i, "%s: page %llu, pid %llu's content in the snapshot, holds the writer's "
+                                     "pid %llu", when, (unsigned long long)pg, (unsigned long long)pid,
+                                     (unsigned long long)owner[pg] - 1);
+            }
+        }
+        mp_info in;
+        mp_get_info(r->p, &in);
+        if (st.violations != before) {   /* one report per reader is enough */
+            reader_close(i);
+            continue;
+        }
+        int dup = 0;
+        for (size_t k = 0; k < nwant; k++)
+            dup |= want[k] == in.txn;
+        if (!dup)
+            want[nwant++] = in.txn;
+    }
+    if (!live)
+        return;
+    qsort(want, nwant, sizeof *want, cmp_u64);
+    uint64_t got_snaps[NREADERS + 2], n = 0;
+    mp_err rc = mp_readers(live, got_snaps, NREADERS + 2, &n);
+    if (rc != MP_OK)
+        die("mp_readers: %s: %s", mp_errname(rc), mp_errmsg(live));
+    int same = n == nwant;
+    for (size_t k = 0; same && k < nwant; k++)
+        same = got_snaps[k] == want[k];
+    if (!same) {
+        st.violations++;
+        fprintf(stderr, "crash_sim: VIOLATION seed %llu step %ld: %s: mp_readers lists %llu snapshots (first %llu), "
+                "the readers hold %zu (first %llu)\n", seed, step_no, when, (unsigned long long)n,
+                (unsigned long long)(n ? got_snaps[0] : 0), nwant, (unsigned long long)(nwant ? want[0] : 0));
+    }
+}
+
+/* At the start of a step: open, refresh, close; arm an action inside the
+ * next commit. */
+static void readers_step(void)
+{
+    readers_verify("before a step");
+    rd_armed = 0;
+    for (int i = 0; i < max_readers; i++) {
+        if (!rd[i].p) {
+            if (rd_below(100) < 8)
+                reader_open(i, 0);
+            continue;
+        }
+        uint64_t r = rd_below(100);
+        if (r < 12) {
+            reader_refresh(i, 0);
+        } else if (r < 15) {
+            reader_close(i);
+            st.rd_closes++;
+        }
+    }
+    if (max_readers && rd_below(4) == 0) {
+        rd_armed = rd_below(2) ? RD_AT_WRITE : RD_AT_BARRIER;
+        rd_arm_count = (int)rd_below(3);
+        rd_arm_slot = (int)rd_below((uint64_t)max_readers);
+    }
+}
+
 static void verify_live(const char *when)
 {
     static state m, l;
@@ -1296,6 +1632,11 @@ static void after_commit(void)
     state_copy(&S_prev, &S_cur);
     state_copy(&S_cur, &snew);
     note_growth();
+    if (S_prev.held || S_cur.held)
+        st.held_commits++;
+    if (S_cur.held < S_prev.held)
+        st.release_commits++;
+    readers_verify("after a commit");
     if (verbose)
         fprintf(stderr, "step %ld: commit txn %llu, %zu regular, %zu pids, %llu pages, %zu barrier(s), %zu pages differ\n",
                 step_no, (unsigned long long)snew.txn, snew.nreg, snew.npid, (unsigned long long)snew.page_count,
@@ -1317,6 +1658,7 @@ static void crash_reopen(const record *r, const choice *ch, int img, int kind, c
     build_image(r, ch);   /* the scratch file is now the crash image, and stays so */
     mp_close(live);
     live = NULL;
+    readers_close_all();   /* the power loss ends them too */
     uint64_t len = file_len(cfd);
     img_reserve(len);
     if (len)
@@ -1329,6 +1671,12 @@ static void crash_reopen(const record *r, const choice *ch, int img, int kind, c
         pwrite_all(fd, img_old, (size_t)len, 0);
     close(fd);
     st.reopens++;
+    if (max_readers && rd_below(2) == 0) {
+        /* a reader comes first: it must show the state the writer then
+         * recovers, and keep it while the writer continues */
+        reader_open(0, 1);
+        st.rd_crash_opens++;
+    }
     mp_error e;
     mp_options o = { 0 };
     hook_mode = HOOK_RECORD;
@@ -1372,6 +1720,7 @@ static void crash_reopen(const record *r, const choice *ch, int img, int kind, c
     c_root = w_root = target.root;
     state_copy(&S_prev, &target);
     state_copy(&S_cur, &target);
+    readers_verify("after crash-reopen");
     ok(mp_check(live), "audit after crash-reopen");
     /* The open's own barrier (when it cleared a root slot): every image,
      * torn clearings included, must show the target, never the state being
@@ -1402,6 +1751,8 @@ static void check_records(const state *prev, const state *cur, int kind, int all
             int which = nimg == 1 ? 1 : img;
             make_choice(r, which, c);
             outs[img] = check_image(r, which, c, prev, cur, kind);
+            st.held_images += (prev && prev->held) || cur->held;
+            st.release_images += prev && cur->held < prev->held;
         }
         uint64_t s = derived(r->barrier, 0, 2);
         int last = j + 1 == n;
@@ -1634,6 +1985,7 @@ static void step(void)
         if (rc != MP_OK)
             die("clean reopen: %s: %s", mp_errname(rc), e.msg);
         verify_live("after a clean reopen");
+        readers_verify("after a clean reopen");
         check_records(&S_cur, &S_cur, KIND_OPEN, 0, 1);
     }
 }
@@ -1644,6 +1996,7 @@ static void run_seed(void)
 {
     memset(&st, 0, sizeof st);
     wl_rng = seed * 0x2545F4914F6CDD1Dull + 17;
+    rd_rng = seed * 0x9FB21C651E98DF25ull + 29;
     barrier_no = 0;
     step_no = 0;
     nrejected = 0;
@@ -1680,13 +2033,16 @@ static void run_seed(void)
     check_records(NULL, &S_cur, KIND_CREATE, 0, 0);
 
     for (step_no = 0; step_no < nops; step_no++) {
+        readers_step();
         if (replay_pending)
             replay_lost();
         else
             step();
     }
     verify_live("at the end");
+    readers_verify("at the end");
     ok(mp_check(live), "final audit");
+    readers_close_all();
     mp_close(live);
     live = NULL;
     mp_set_io_hook(NULL, NULL);
@@ -1722,7 +2078,7 @@ static void add_totals(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: crash_sim [-n SEEDS] [-g PAGES] [-c REOPEN_EVERY] [-r BARRIER:IMAGE] [-v] "
+    fprintf(stderr, "usage: crash_sim [-n SEEDS] [-g PAGES] [-c REOPEN_EVERY] [-r BARRIER:IMAGE] [-R READERS] [-v] "
                     "DIR SEED [OPS [IMAGES_PER_BARRIER]]\n");
     exit(2);
 }
@@ -1731,8 +2087,9 @@ int main(int argc, char **argv)
 {
     long nseeds = 1;
     int opt;
-    while ((opt = getopt(argc, argv, "n:g:c:r:v")) != -1) {
+    while ((opt = getopt(argc, argv, "n:g:c:r:R:v")) != -1) {
         switch (opt) {
+        case 'R': max_readers = atoi(optarg); break;
         case 'n': nseeds = atol(optarg); break;
         case 'g': grow_to = strtoull(optarg, NULL, 10); break;
         case 'c': reopen_every = atoi(optarg); break;
@@ -1752,7 +2109,7 @@ int main(int argc, char **argv)
         nops = atol(argv[optind + 2]);
     if (argc - optind > 3)
         kimg = atoi(argv[optind + 3]);
-    if (nseeds < 1 || nops < 1 || kimg < 0 || kimg > 10000)
+    if (nseeds < 1 || nops < 1 || kimg < 0 || kimg > 10000 || max_readers < 0 || max_readers > NREADERS)
         usage();
     unsigned char zeros[PS];
     memset(zeros, 0, PS);
@@ -1766,7 +2123,10 @@ int main(int argc, char **argv)
                "images not a file yet), %llu barriers, "
                "%llu commits, %llu rollbacks, %llu reopen-continue (%llu fell back, %llu lost txns replayed), "
                "max %llu pages / %llu regular / %llu pids, FSM height %u, %llu pages differ at most, "
-               "%llu barrier(s) per commit at most, %llu violations\n",
+               "%llu barrier(s) per commit at most, %llu images with held pages (%llu recovered holding pages, "
+               "%llu of releasing commits; %llu commits held, %llu released), %llu images opened by a reader "
+               "first, readers: %llu opens, %llu refreshes, %llu closes, %llu inside a commit (%llu refused), "
+               "%llu opened on a crash image, %llu snapshot checks, %llu violations\n",
                seed, (unsigned long long)st.images, (unsigned long long)st.fallbacks,
                (unsigned long long)st.rejected_roots, (unsigned long long)st.create_fail_ok,
                (unsigned long long)st.barriers, (unsigned long long)st.commits, (unsigned long long)st.rollbacks,
@@ -1774,15 +2134,25 @@ int main(int argc, char **argv)
                (unsigned long long)st.replays, (unsigned long long)st.max_pages,
                (unsigned long long)st.max_regular, (unsigned long long)st.max_pids, st.max_fsm_height,
                (unsigned long long)st.max_diff, (unsigned long long)st.max_barriers_per_commit,
-               (unsigned long long)st.violations);
+               (unsigned long long)st.held_images, (unsigned long long)st.held_recovered,
+               (unsigned long long)st.release_images, (unsigned long long)st.held_commits,
+               (unsigned long long)st.release_commits, (unsigned long long)st.reader_images,
+               (unsigned long long)st.rd_opens, (unsigned long long)st.rd_refreshes,
+               (unsigned long long)st.rd_closes, (unsigned long long)st.rd_in_commit,
+               (unsigned long long)st.rd_refused, (unsigned long long)st.rd_crash_opens,
+               (unsigned long long)st.rd_checks, (unsigned long long)st.violations);
         fflush(stdout);
         add_totals();
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("crash_sim: images checked %llu, violations %llu, barriers %llu, reopen-continue cycles %llu "
-           "(%ld seeds from %llu, %ld ops, %d images per barrier, %.1f s)\n",
+    printf("crash_sim: images checked %llu, violations %llu, barriers %llu, reopen-continue cycles %llu, "
+           "images with held pages %llu (recovered holding pages %llu, of releasing commits %llu), without %llu "
+           "(%ld seeds from %llu, %ld ops, %d images per barrier, %d readers, %.1f s)\n",
            (unsigned long long)total.images, (unsigned long long)total.violations,
-           (unsigned long long)total.barriers, (unsigned long long)total.reopens, nseeds, seed0, nops, kimg, secs);
+           (unsigned long long)total.barriers, (unsigned long long)total.reopens,
+           (unsigned long long)total.held_images, (unsigned long long)total.held_recovered,
+           (unsigned long long)total.release_images, (unsigned long long)(total.images - total.held_images),
+           nseeds, seed0, nops, kimg, max_readers, secs);
     return total.violations ? 1 : 0;
 }

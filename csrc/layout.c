@@ -106,10 +106,14 @@ int mp_page_count_valid(const mp_geom *g, uint64_t page_count)
 }
 
 /* Bits set in v, branch-free (SWAR).  __builtin_popcountll compiles to a
- * libgcc call unless the build targets a CPU with POPCNT, and open counts
- * every bitmap word. */
+ * libgcc call unless the build targets a CPU with POPCNT, and open (and a
+ * reader's refresh) counts every bitmap word: where the CPU has POPCNT,
+ * count_states_popcnt below is used instead. */
 static inline uint64_t popcount64(uint64_t v)
 {
+#if defined(__POPCNT__)
+    return (uint64_t)__builtin_popcountll(v);   /* the build targets POPCNT */
+#endif
     v = v - ((v >> 1) & 0x5555555555555555ull);
     v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
     v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0full;
@@ -118,26 +122,71 @@ static inline uint64_t popcount64(uint64_t v)
 
 /* Count the states of pages [from, to) word by word: for each 2-bit pair
  * (hi, lo), "lo and not hi" is regular, "hi and not lo" system, both is
- * pending, neither free. */
+ * pending, neither free.  One body, compiled with each popcount. */
+#define COUNT_STATES_BODY(POPCOUNT)                                                   \
+    const uint64_t LO = 0x5555555555555555ull;                                        \
+    uint64_t reg = 0, sys = 0, pen = 0, i = from;                                     \
+    while (i < to) {                                                                  \
+        uint64_t w = bm[i >> 5];                                                      \
+        uint64_t first = i & 31, n = 32 - first;                                      \
+        if (n > to - i)                                                               \
+            n = to - i;                                                               \
+        if (n == 32) {   /* whole words: no mask */                                   \
+            for (; to - i >= 32; i += 32) {                                           \
+                w = bm[i >> 5];                                                       \
+                uint64_t lo = w & LO, hi = (w >> 1) & LO;                             \
+                reg += POPCOUNT(lo & ~hi);                                            \
+                sys += POPCOUNT(hi & ~lo);                                            \
+                pen += POPCOUNT(lo & hi);                                             \
+            }                                                                         \
+            continue;                                                                 \
+        }                                                                             \
+        uint64_t mask = (((uint64_t)1 << (2 * n)) - 1) << (2 * first);                \
+        uint64_t lo = w & LO & mask, hi = (w >> 1) & LO & mask;                       \
+        reg += POPCOUNT(lo & ~hi);                                                    \
+        sys += POPCOUNT(hi & ~lo);                                                    \
+        pen += POPCOUNT(lo & hi);                                                     \
+        i += n;                                                                       \
+    }                                                                                 \
+    out->n[ST_REGULAR] = reg;                                                         \
+    out->n[ST_SYSTEM] = sys;                                                          \
+    out->n[ST_PENDING] = pen;                                                         \
+    out->n[ST_FREE] = (to > from ? to - from : 0) - reg - sys - pen;
+
+static void count_states_swar(const uint64_t *bm, uint64_t from, uint64_t to, mp_counts *out)
+{
+    COUNT_STATES_BODY(popcount64)
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__POPCNT__)
+#define MP_POPCNT_DISPATCH 1
+__attribute__((target("popcnt"))) static void count_states_popcnt(const uint64_t *bm, uint64_t from,
+                                                                  uint64_t to, mp_counts *out)
+{
+    COUNT_STATES_BODY((uint64_t)__builtin_popcountll)
+}
+
+/* Whether the CPU has POPCNT: probed once, as crc32c.c probes SSE4.2. */
+static int have_popcnt(void)
+{
+    static int state;          /* 0: not probed yet, 1: absent, 2: present */
+    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+    if (s == 0) {
+        __builtin_cpu_init();
+        s = __builtin_cpu_supports("popcnt") ? 2 : 1;
+        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+    }
+    return s == 2;
+}
+#endif
+
 void mp_count_states(const uint64_t *bm, uint64_t from, uint64_t to, mp_counts *out)
 {
-    const uint64_t LO = 0x5555555555555555ull;
-    memset(out, 0, sizeof *out);
-    uint64_t i = from;
-    while (i < to) {
-        uint64_t w = bm[i >> 5];
-        uint64_t first = i & 31, n = 32 - first;
-        if (n > to - i)
-            n = to - i;
-        uint64_t mask = (n == 32 ? ~0ull : (((uint64_t)1 << (2 * n)) - 1)) << (2 * first);
-        uint64_t lo = w & LO & mask, hi = (w >> 1) & LO & mask;
-        uint64_t reg = popcount64(lo & ~hi);
-        uint64_t sys = popcount64(hi & ~lo);
-        uint64_t pen = popcount64(lo & hi);
-        out->n[ST_REGULAR] += reg;
-        out->n[ST_SYSTEM] += sys;
-        out->n[ST_PENDING] += pen;
-        out->n[ST_FREE] += n - reg - sys - pen;
-        i += n;
+#if defined(MP_POPCNT_DISPATCH)
+    if (have_popcnt()) {
+        count_states_popcnt(bm, from, to, out);
+        return;
     }
+#endif
+    count_states_swar(bm, from, to, out);
 }

@@ -49,7 +49,8 @@ local quick = os.getenv("READERS_QUICK") == "1"
 -- nice level: on a machine with fewer cores than processes, it tells the
 -- CPU the children take from what the readers' refreshes and locks cost
 -- the writer
-local NICE = tonumber(os.getenv("READERS_NICE") or "") and ("nice -n " .. tonumber(os.getenv("READERS_NICE")) .. " ") or ""
+local nice_level = tonumber(os.getenv("READERS_NICE") or "")
+local NICE = nice_level and ("nice -n " .. nice_level .. " ") or ""
 local SECONDS = tonumber(arg and arg[1]) or (quick and 0.3 or 1.5)
 local ROUNDS = tonumber(arg and arg[2]) or (quick and 3 or 6)
 local R = tonumber(arg and arg[3]) or 4

@@ -40,7 +40,8 @@ local data
 for id in p:pages() do data = id; break end  -- the first regular page
 assert(data)
 local junk = {}
-while true do
+local deadline = os.time() + 60   -- never outlives a spec that failed before killing it
+while os.time() <= deadline do
   k = k + 1
   p:transaction(function()
     local w = p:write_protected(0)
@@ -109,7 +110,8 @@ local mp = require "mappedpages"
 io.stdout:setvbuf("no")
 local p = assert(mp.open(%q))
 io.write("holding\n")
-while true do end
+local deadline = os.time() + 60   -- never outlives a spec that failed before killing it
+while os.time() <= deadline do os.execute("sleep 0.2") end
 ]]
 
   local wait_for = H.wait_output
@@ -124,6 +126,7 @@ while true do end
     local path = made()
     local out = H.path("hold.txt")
     local pid = spawn(HOLD:format(path), out)
+    finally(function() kill9(pid) end)
     wait_for(out, "holding")
     assert.are.equal("locked", H.child_open(path))
     assert.are.equal("ok", H.child_open(path, true))
@@ -135,6 +138,7 @@ while true do end
     local path = made()
     local out = H.path("hold.txt")
     local pid = spawn(HOLD:format(path), out)
+    finally(function() kill9(pid) end)
     wait_for(out, "holding")
     kill9(pid)
     wait_gone(pid)

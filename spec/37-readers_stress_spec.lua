@@ -39,6 +39,9 @@ describe("readers and a writer in separate processes, killed at random", functio
       H.kill9(procs[slot].pid)
       H.wait_gone(procs[slot].pid)
     end
+    finally(function()
+      for slot = 0, READERS do if procs[slot] then H.kill9(procs[slot].pid) end end
+    end)
     for slot = 0, READERS do start(slot) end
     H.wait_output(procs[0].out, "writing from")
     for _ = 1, ROUNDS do

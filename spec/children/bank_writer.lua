@@ -15,7 +15,8 @@ local function rnd(n)   -- a small LCG: deterministic per seed
 end
 local spare = {}
 print("writing from " .. p:info().txn)
-while true do
+local deadline = os.time() + (A.seconds or 120)   -- never outlives a failed spec
+while os.time() <= deadline do
   local a, b = rnd(B.ACCOUNTS), rnd(B.ACCOUNTS)
   local amount = rnd(50)
   p:transaction(function()

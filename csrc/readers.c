@@ -41,8 +41,8 @@
 
 #define COMMIT_BYTE 0
 
-/* One non-blocking OFD lock request: 0 or errno. */
-static int ofd_lock(int fd, short type, uint64_t start, uint64_t len)
+/* A lock of `type` on [start, start + len) (len 0: to the end). */
+static struct flock range(short type, uint64_t start, uint64_t len)
 {
     struct flock fl;
     memset(&fl, 0, sizeof fl);
@@ -50,6 +50,13 @@ static int ofd_lock(int fd, short type, uint64_t start, uint64_t len)
     fl.l_whence = SEEK_SET;
     fl.l_start = (off_t)start;
     fl.l_len = (off_t)len;
+    return fl;
+}
+
+/* One non-blocking OFD lock request: 0 or errno. */
+static int ofd_lock(int fd, short type, uint64_t start, uint64_t len)
+{
+    struct flock fl = range(type, start, len);
     while (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
         if (errno != EINTR)
             return errno;
@@ -62,12 +69,7 @@ static int ofd_lock(int fd, short type, uint64_t start, uint64_t len)
  * found, the first conflicting byte in *at. */
 static int ofd_test(int fd, short type, uint64_t start, uint64_t len, int *found, uint64_t *at)
 {
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);
-    fl.l_type = type;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = (off_t)start;
-    fl.l_len = (off_t)len;
+    struct flock fl = range(type, start, len);
     while (fcntl(fd, F_OFD_GETLK, &fl) != 0) {
         if (errno != EINTR)
             return errno;

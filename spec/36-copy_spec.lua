@@ -350,22 +350,7 @@ describe("pager:copy", function()
   end)
 end)
 
--- Run bin/mappedpages with args: status, stdout, stderr.
-local function run(...)
-  local dir = H.dir()
-  local words = {}
-  for i, a in ipairs({...}) do words[i] = H.shell_quote(a) end
-  local errpath = dir .. "/stderr"
-  local cmd = ("LUA_PATH_5_4=%s LUA_CPATH_5_4=%s bin/mappedpages %s 2>%s")
-    :format(H.shell_quote(package.path), H.shell_quote(package.cpath), table.concat(words, " "),
-            H.shell_quote(errpath))
-  local f = assert(io.popen(cmd))
-  local out = f:read("a")
-  local _, _, status = f:close()
-  local err = H.read_file(errpath) or ""
-  assert.is_nil(err:find("traceback", 1, true), err)
-  return status, out, err
-end
+local run = H.run_cli
 
 describe("mappedpages copy", function()
   after_each(function() H.cleanup() end)

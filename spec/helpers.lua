@@ -404,6 +404,24 @@ function H.wait_output(out_path, text)
   error("the child never printed " .. text)
 end
 
+-- Run bin/mappedpages with args (the command-line tool, from the
+-- repository root): its exit status, stdout and stderr; a Lua traceback
+-- on stderr fails the test.
+function H.run_cli(...)
+  local words = {}
+  for i, a in ipairs({...}) do words[i] = shell_quote(a) end
+  local errpath = H.dir() .. "/stderr"
+  local cmd = ("LUA_PATH_5_4=%s LUA_CPATH_5_4=%s bin/mappedpages %s 2>%s")
+    :format(shell_quote(package.path), shell_quote(package.cpath), table.concat(words, " "),
+            shell_quote(errpath))
+  local f = assert(io.popen(cmd))
+  local out = f:read("a")
+  local _, _, status = f:close()
+  local err = H.read_file(errpath) or ""
+  if err:find("traceback", 1, true) then error("bin/mappedpages raised: " .. err, 2) end
+  return status, out, err
+end
+
 -- In a child process, try to open path (optionally read-only); returns
 -- "ok" or the error code the child saw.
 function H.child_open(path, readonly)

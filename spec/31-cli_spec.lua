@@ -25,6 +25,28 @@ end
 describe("mappedpages info", function()
   after_each(function() H.cleanup() end)
 
+  it("shows the snapshots readers hold and the pages held for them, beside a writer", function()
+    local path = sample()
+    local w = H.open(path)
+    local pid = assert(w:alloc_protected())
+    local r = H.open(path, { readonly = true })
+    for i = 1, 3 do
+      local x = w:write_protected(pid)
+      x:pack(0, "<i8", i)
+      assert(x:commit())
+    end
+    local status, out = run("info", path)
+    assert.equal(0, status, out)
+    assert.truthy(out:find(("snapshots held: %d, %d (this command's: %d); 2 pages held for readers")
+      :format(r:info().txn, w:info().txn, w:info().txn), 1, true), out)
+    r:close()
+    w:free_protected(pid)                   -- a commit with no reader: frees what was held
+    w:close()
+    status, out = run("info", path)
+    assert.equal(0, status, out)
+    assert.is_nil(out:find("snapshots held", 1, true), out)   -- none but its own, nothing held
+  end)
+
   it("shows the counts, the transaction, the root and every named object", function()
     local path = sample()
     local status, out = run("info", path)

@@ -45,7 +45,7 @@ describe("readers and a writer in separate processes, killed at random", functio
     for slot = 0, READERS do start(slot) end
     H.wait_output(procs[0].out, "writing from")
     for _ = 1, ROUNDS do
-      os.execute(("sleep %.2f"):format(0.1 + rnd(30) / 100))
+      os.execute(("sleep %.2f"):format(0.05 + rnd(15) / 100))
       local slot = rnd(READERS + 1) - 1      -- the writer too, now and then
       stop(slot)
       start(slot)

@@ -732,6 +732,18 @@ static int l_key_count(lua_State *L)
     return 1;
 }
 
+/* core._txn_id(pager) -> the id of the pager's last durable transaction
+ * (info().txn without the rest: info() asks the kernel about readers, a
+ * system call the Lua modules need not pay once per transaction). */
+static int l_txn_id(lua_State *L)
+{
+    mpl_pager *pg = mpl_checkpager(L, 1);
+    mp_info i;
+    mp_get_info(pg->p, &i);
+    lua_pushinteger(L, mpl_u64_to_integer(i.txn));
+    return 1;
+}
+
 static const luaL_Reg module_funcs[] = {
     {"create", l_create},
     {"open", l_open},
@@ -743,6 +755,7 @@ static const luaL_Reg module_funcs[] = {
     {"_barrier_hook", mpl_l_barrier_hook},          /* lua_testhook.c */
     {"_barrier_hook_error", mpl_l_barrier_hook_error},
     {"_key_count", l_key_count},
+    {"_txn_id", l_txn_id},
     {"_search", mpl_l_search},                      /* lua_sorted.c */
     {"_sort", mpl_l_sort},                          /* lua_sorted.c */
     {"_index", mpl_l_index},                        /* lua_sorted.c */

@@ -46,6 +46,7 @@ local error, ipairs, pairs, pcall, select, setmetatable =
       error, ipairs, pairs, pcall, select, setmetatable
 local format = string.format
 local core = require "mappedpages.core"
+local txn_id = core._txn_id
 
 local M = {}
 
@@ -222,7 +223,7 @@ function M.txn_number(pager, seq)
   local cache = M.cache(pager, seq)
   local n = cache.number
   if n == nil then
-    n = pager:info().txn + 1
+    n = txn_id(pager) + 1
     cache.number = n
   end
   return n
